@@ -1,2 +1,13 @@
 //! Test hosts made of network namespaces, the compatibility matrix of real applications,
 //! and the benchmarks. Nothing here is needed at run time.
+//!
+//! * [`testnet`]: networks of hosts, LANs and NAT routers built from Linux network
+//!   namespaces, torn down when the test ends. Every integration test, the matrix and the
+//!   benchmarks build their hosts with it; its module documentation describes the model.
+//!
+//! The harness needs root to create namespaces; the programs under test can be run as an
+//! unprivileged user inside them ([`testnet::Host::command_as_user`]).
+
+#![deny(unsafe_code)]
+
+pub mod testnet;

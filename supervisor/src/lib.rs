@@ -1,4 +1,57 @@
-//! The supervisor: receives seccomp user notifications for the socket system calls of a
-//! wrapped program, emulates each call against the user-space stack, and injects file
-//! descriptors into the program with `SECCOMP_IOCTL_NOTIF_ADDFD`.
+//! The supervisor: runs an unmodified program so that its IPv4/IPv6 sockets live on a
+//! user-space network, by trapping its socket system calls with seccomp user
+//! notification and emulating them.
+//!
+//! # Layers
+//!
+//! - [`launch`]: the fork/filter/exec sequence. The child shares our fd table
+//!   (`CLONE_FILES`) until `execve`, sets `no_new_privs`, installs the [`filter`] with
+//!   `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and `WAIT_KILLABLE_RECV` where the kernel has it)
+//!   and reports the listener's fd number through a close-on-exec pipe; no trapped call
+//!   is ever made before the supervisor reads the listener. [`launch::Child`] waits for
+//!   the exit status and forwards signals.
+//! - [`filter`]: a hand-written classic BPF program, unit-tested by interpretation.
+//! - [`notify`]: the tokio loop reading the listener; every notification is its own task,
+//!   so a blocking emulated call never delays another.
+//! - [`kernel`]: the seam. Tracee memory, answers, fd injection and fd → inode
+//!   resolution go through the [`kernel::Kernel`] trait, so the emulation (`emulate`)
+//!   is plain code that unit tests drive with a recording fake.
+//! - `emulate`: one function per system call, with Linux's errno values.
+//! - [`backend`]: routing policy: loopback and (with fall-through) host destinations use
+//!   real kernel sockets swapped into the program's fd number; anything else not on a
+//!   virtual network gets `ENETUNREACH`.
+//!
+//! # Driving it
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use supervisor::{backend::{NoNetwork, Policy}, launch};
+//! let cmd = launch::Command::new("curl").arg("http://127.0.0.1:8080/");
+//! let status = launch::run(&cmd, Policy::default(), Arc::new(NoNetwork)).await?;
+//! std::process::exit(status.code());
+//! # }
+//! ```
+//!
+//! # What it refuses
+//!
+//! i386 and x32 system calls fail with `ENOSYS` (so a 32-bit binary cannot open sockets
+//! behind the filter), `io_uring_setup` fails with `ENOSYS`, raw sockets fail with
+//! `EPERM`. It contains no protocol or crypto code. See `docs/SUPERVISOR.md` for the
+//! decisions, the traps and what is not done yet.
 #![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backend;
+mod emulate;
+pub mod filter;
+pub mod kernel;
+pub mod launch;
+pub mod notify;
+mod sys;
+mod tracee;
+mod wire;
+
+pub use emulate::{Kind, Supervisor};
+pub use notify::{supervise, SuperviseError};
+pub use wire::Family;

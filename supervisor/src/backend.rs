@@ -1,0 +1,95 @@
+//! Where a socket's traffic goes, decided on an address the supervisor copied out of the
+//! program (never on memory the program can still change).
+use std::net::{IpAddr, SocketAddr};
+
+/// The virtual networks the program is joined to.
+///
+/// The emulation asks the backend whether an address belongs to a virtual network; the
+/// virtual data path itself (netstack sockets pumped to socketpair ends) is driven through
+/// the same value.
+pub trait Backend: Send + Sync + 'static {
+    /// Is `ip` reachable on a joined virtual network?
+    fn is_virtual(&self, ip: IpAddr) -> bool;
+}
+
+/// No virtual network: only loopback (and, with fall-through, the host network).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoNetwork;
+
+impl Backend for NoNetwork {
+    fn is_virtual(&self, _ip: IpAddr) -> bool {
+        false
+    }
+}
+
+/// Supervisor-wide policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `--fallthrough`: addresses outside the virtual networks use the host network
+    /// through real kernel sockets. Off by default: such a `connect` gets `ENETUNREACH`.
+    pub fallthrough: bool,
+}
+
+/// The decision for one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// 127.0.0.0/8, ::1, the unspecified address, or their v4-mapped forms: a real kernel
+    /// socket on the host's loopback.
+    Loopback,
+    /// A joined virtual network.
+    Virtual,
+    /// The host network (fall-through on).
+    Host,
+    /// Refused with `ENETUNREACH`.
+    Unreachable,
+}
+
+/// Canonical form: v4-mapped IPv6 addresses become IPv4.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Route a destination of `connect`/`sendto`.
+pub(crate) fn route<B: Backend + ?Sized>(backend: &B, policy: Policy, dest: SocketAddr) -> Route {
+    let ip = canonical(dest.ip());
+    if ip.is_loopback() || ip.is_unspecified() {
+        Route::Loopback
+    } else if backend.is_virtual(ip) {
+        Route::Virtual
+    } else if policy.fallthrough {
+        Route::Host
+    } else {
+        Route::Unreachable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Net10;
+    impl Backend for Net10 {
+        fn is_virtual(&self, ip: IpAddr) -> bool {
+            matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10)
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let strict = Policy::default();
+        let open = Policy { fallthrough: true };
+        let r = |p, a: &str| route(&Net10, p, a.parse().unwrap());
+        assert_eq!(r(strict, "127.0.0.1:80"), Route::Loopback);
+        assert_eq!(r(strict, "127.3.2.1:80"), Route::Loopback);
+        assert_eq!(r(strict, "[::1]:80"), Route::Loopback);
+        assert_eq!(r(strict, "[::ffff:127.0.0.1]:80"), Route::Loopback);
+        assert_eq!(r(strict, "10.1.2.3:80"), Route::Virtual);
+        assert_eq!(r(strict, "[::ffff:10.1.2.3]:80"), Route::Virtual);
+        assert_eq!(r(strict, "192.0.2.1:80"), Route::Unreachable);
+        assert_eq!(r(open, "192.0.2.1:80"), Route::Host);
+        assert_eq!(r(strict, "[2001:db8::1]:80"), Route::Unreachable);
+    }
+}

@@ -1,0 +1,1048 @@
+//! Per-syscall emulation.
+//!
+//! Every trapped call starts the same way: resolve the fd argument through
+//! `/proc/<tid>/fd` to a socket inode and look the inode up in the table of sockets this
+//! supervisor created (DESIGN trap 3). A fd that is not ours is answered with `CONTINUE`,
+//! and we never read its memory arguments first (trap 8). For ours, the address and data
+//! arguments are copied out once, `SECCOMP_IOCTL_NOTIF_ID_VALID` is checked, and every
+//! decision and action uses that copy (traps 7, 8).
+//!
+//! A socket created by `socket()` is the program's end of an `AF_UNIX` socketpair
+//! (stream for TCP, seqpacket for UDP and ICMP, keeping datagram boundaries and giving
+//! EOF on close). The supervisor keeps only its own end (trap 4); the program's last
+//! close shows up as a hang-up there, which drops the table entry.
+//!
+//! Leaving the virtual network (trap 9): a destination on loopback (or on the host
+//! network with fall-through on) is served by a real kernel socket that the supervisor
+//! creates, binds or connects on the program's behalf (with the options the program set
+//! so far replayed on it) and swaps into the same fd number with
+//! `SECCOMP_ADDFD_FLAG_SETFD`, keeping `O_NONBLOCK` and `FD_CLOEXEC`. A TCP socket is
+//! swapped only once it is connected or listening, so no later call on it can reach a
+//! new destination; until then a bound kernel socket is held by the supervisor.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType};
+use tokio::io::Interest;
+use tracing::{debug, trace};
+
+use crate::backend::{route, Backend, Policy, Route};
+use crate::kernel::{FdTarget, Kernel, Notification, Placement, Response};
+use crate::sys::{self, NameSide};
+use crate::tracee::{self, MAX_COPY};
+use crate::wire::{self, Family, MsgHdr, SockAddr, MMSGHDR_LEN, MSGHDR_LEN};
+
+/// Largest option value copied from `setsockopt`.
+const MAX_OPTLEN: usize = 1024;
+/// How often a blocked emulated call checks whether the program abandoned it.
+const ABANDON_POLL: Duration = Duration::from_millis(50);
+
+/// The transport of an emulated socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TCP (`SOCK_STREAM`).
+    Stream,
+    /// UDP (`SOCK_DGRAM`).
+    Dgram,
+    /// ICMP echo (`SOCK_DGRAM` with `IPPROTO_ICMP`/`IPPROTO_ICMPV6`).
+    Icmp,
+}
+
+impl Kind {
+    fn sock_type(self) -> i32 {
+        match self {
+            Kind::Stream => libc::SOCK_STREAM,
+            Kind::Dgram | Kind::Icmp => libc::SOCK_DGRAM,
+        }
+    }
+}
+
+/// Where a socket is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Created, nothing decided yet.
+    Fresh,
+    /// TCP bound to a host address through a kernel socket we hold until `listen` or
+    /// `connect` swaps it in.
+    KernelBound(Arc<OwnedFd>),
+}
+
+/// One socket the program holds, identified by the inode of the program's end.
+#[derive(Debug)]
+pub(crate) struct VSocket {
+    family: Family,
+    kind: Kind,
+    protocol: i32,
+    /// The supervisor's end of the socketpair.
+    ours: OwnedFd,
+    phase: Mutex<Phase>,
+    /// `(level, name, value)` set so far, replayed on a kernel socket.
+    options: Mutex<Vec<(i32, i32, Vec<u8>)>>,
+}
+
+impl VSocket {
+    fn kernel_bound(&self) -> Option<Arc<OwnedFd>> {
+        match &*self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
+            Phase::KernelBound(r) => Some(r.clone()),
+            Phase::Fresh => None,
+        }
+    }
+    fn set_phase(&self, p: Phase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+}
+
+/// What a handler decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Answer(Response),
+    /// Already answered (`ADDFD` with `SEND`), or abandoned: nothing more to send.
+    Done,
+}
+
+fn errno(e: Errno) -> Reply {
+    Reply::Answer(Response::Errno(e))
+}
+fn value(v: i64) -> Reply {
+    Reply::Answer(Response::Value(v))
+}
+const CONTINUE: Reply = Reply::Answer(Response::Continue);
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return errno(e),
+        }
+    };
+}
+
+/// The emulation state shared by all notification tasks.
+#[derive(Debug)]
+pub struct Supervisor<K: Kernel, B: Backend> {
+    kernel: Arc<K>,
+    backend: Arc<B>,
+    policy: Policy,
+    sockets: Mutex<HashMap<u64, Arc<VSocket>>>,
+}
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// New supervisor over `kernel`, routing to `backend` under `policy`.
+    pub fn new(kernel: Arc<K>, backend: Arc<B>, policy: Policy) -> Self {
+        Self {
+            kernel,
+            backend,
+            policy,
+            sockets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Number of sockets the program currently holds that are still emulated.
+    pub fn socket_count(&self) -> usize {
+        self.table().len()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<VSocket>>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Emulate one notification and answer it. Never fails: problems become errno values
+    /// for the program, and a vanished notification is simply dropped.
+    pub async fn handle(self: &Arc<Self>, n: Notification) {
+        let reply = self.dispatch(&n).await;
+        trace!(nr = n.nr, pid = n.pid, ?reply, "answered");
+        if let Reply::Answer(r) = reply {
+            if self.kernel.respond(n.id, r).is_err() {
+                debug!(
+                    id = n.id,
+                    nr = n.nr,
+                    "notification vanished before the answer"
+                );
+            }
+        }
+    }
+
+    pub(crate) async fn dispatch(self: &Arc<Self>, n: &Notification) -> Reply {
+        match n.nr {
+            libc::SYS_socket => self.socket(n),
+            libc::SYS_connect => self.connect(n).await,
+            libc::SYS_bind => self.bind(n),
+            libc::SYS_listen => self.listen(n),
+            libc::SYS_accept | libc::SYS_accept4 => self.with_ours(n, |_| errno(Errno::EINVAL)),
+            libc::SYS_getsockname => self.name(n, NameSide::Local),
+            libc::SYS_getpeername => self.name(n, NameSide::Peer),
+            libc::SYS_setsockopt => self.setsockopt(n),
+            libc::SYS_getsockopt => self.getsockopt(n),
+            libc::SYS_shutdown => self.with_ours(n, |_| errno(Errno::ENOTCONN)),
+            libc::SYS_sendto => self.sendto(n),
+            libc::SYS_sendmsg => self.sendmsg(n, false),
+            libc::SYS_sendmmsg => self.sendmsg(n, true),
+            libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => self.recv(n).await,
+            // Not in the filter: let the kernel decide.
+            _ => CONTINUE,
+        }
+    }
+
+    /// Resolve fd argument 0 to one of our sockets. `Ok(None)`: not ours.
+    fn lookup(&self, n: &Notification) -> Result<Option<(u64, Arc<VSocket>)>, Errno> {
+        let fd = n.args[0] as u32 as i32;
+        match self.kernel.fd_target(n.pid, fd)? {
+            FdTarget::Socket(ino) => Ok(self.table().get(&ino).map(|s| (ino, s.clone()))),
+            FdTarget::Other => Ok(None),
+        }
+    }
+
+    fn with_ours(&self, n: &Notification, f: impl FnOnce(&VSocket) -> Reply) -> Reply {
+        match self.lookup(n) {
+            Ok(Some((_, s))) => f(&s),
+            _ => CONTINUE,
+        }
+    }
+
+    // ---- socket(2) ----------------------------------------------------------------
+
+    fn socket(self: &Arc<Self>, n: &Notification) -> Reply {
+        let Some(family) = Family::from_raw(n.args[0] as u32 as i32) else {
+            return CONTINUE;
+        };
+        let raw_type = n.args[1] as u32 as i32;
+        let protocol = n.args[2] as u32 as i32;
+        let flags = raw_type & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        let kind = match (raw_type & !flags, protocol, family) {
+            (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP, _) => Kind::Stream,
+            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP, _) => Kind::Dgram,
+            (libc::SOCK_DGRAM, libc::IPPROTO_ICMP, Family::V4)
+            | (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, Family::V6) => Kind::Icmp,
+            (libc::SOCK_STREAM | libc::SOCK_DGRAM, _, _) => return errno(Errno::EPROTONOSUPPORT),
+            // Raw and packet sockets need CAP_NET_RAW, which the program does not have.
+            (libc::SOCK_RAW, _, _) => return errno(Errno::EPERM),
+            (libc::SOCK_SEQPACKET, _, _) => return errno(Errno::ESOCKTNOSUPPORT),
+            _ => return errno(Errno::EINVAL),
+        };
+        let protocol = match (kind, protocol) {
+            (Kind::Stream, _) => libc::IPPROTO_TCP,
+            (Kind::Dgram, _) => libc::IPPROTO_UDP,
+            (Kind::Icmp, p) => p,
+        };
+        let pair_type = match kind {
+            Kind::Stream => SockType::Stream,
+            Kind::Dgram | Kind::Icmp => SockType::SeqPacket,
+        };
+        let (theirs, ours) = tri!(sock::socketpair(
+            AddressFamily::Unix,
+            pair_type,
+            None,
+            SockFlag::SOCK_CLOEXEC
+        ));
+        tri!(set_nonblocking(ours.as_fd(), true));
+        if flags & libc::SOCK_NONBLOCK != 0 {
+            tri!(set_nonblocking(theirs.as_fd(), true));
+        }
+        let ino = tri!(nix::sys::stat::fstat(theirs.as_fd())).st_ino;
+        let vs = Arc::new(VSocket {
+            family,
+            kind,
+            protocol,
+            ours,
+            phase: Mutex::new(Phase::Fresh),
+            options: Mutex::new(Vec::new()),
+        });
+        self.table().insert(ino, vs.clone());
+        let how = Placement::AnswerWithNew {
+            cloexec: flags & libc::SOCK_CLOEXEC != 0,
+        };
+        match self.kernel.add_fd(n.id, theirs.as_fd(), how) {
+            Ok(fd) => {
+                debug!(pid = n.pid, fd, ino, ?family, ?kind, "socket");
+                self.watch(ino, vs);
+                Reply::Done
+            }
+            Err(e) => {
+                // Vanished (ENOENT) or fd table full: leave nothing behind.
+                self.table().remove(&ino);
+                if e == Errno::ENOENT {
+                    Reply::Done
+                } else {
+                    errno(e)
+                }
+            }
+        }
+    }
+
+    /// Drop the table entry when the program's last reference to its end goes away.
+    fn watch(self: &Arc<Self>, ino: u64, vs: Arc<VSocket>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(dup) = vs.ours.try_clone() else { return };
+        let me = Arc::downgrade(self);
+        let vs = Arc::downgrade(&vs);
+        drop(handle.spawn(async move {
+            let Ok(afd) = sys::async_fd(dup, Interest::READABLE | Interest::WRITABLE) else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                if guard.ready().is_read_closed() {
+                    break;
+                }
+                // Data written to an unconnected socket: Linux would have refused it.
+                match nix::unistd::read(afd.get_ref(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(Errno::EAGAIN) => guard.clear_ready(),
+                    Err(_) => break,
+                }
+            }
+            if let (Some(me), Some(vs)) = (me.upgrade(), vs.upgrade()) {
+                let mut t = me.table();
+                if t.get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, &vs)) {
+                    t.remove(&ino);
+                    debug!(ino, "program closed its socket");
+                }
+            }
+        }));
+    }
+
+    // ---- kernel sockets -------------------------------------------------------------
+
+    /// A real kernel socket like `vs`, non-blocking, with the program's options replayed.
+    fn kernel_socket(&self, vs: &VSocket) -> Result<OwnedFd, Errno> {
+        let family = match vs.family {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        };
+        let ty = match vs.kind {
+            Kind::Stream => SockType::Stream,
+            Kind::Dgram | Kind::Icmp => SockType::Datagram,
+        };
+        let proto = match vs.kind {
+            Kind::Stream => sock::SockProtocol::Tcp,
+            Kind::Dgram => sock::SockProtocol::Udp,
+            Kind::Icmp if vs.family == Family::V4 => sock::SockProtocol::Icmp,
+            Kind::Icmp => sock::SockProtocol::IcmpV6,
+        };
+        let r = sock::socket(
+            family,
+            ty,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            proto,
+        )?;
+        for (level, name, val) in vs.options.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Err(e) = sys::setsockopt_bytes(r.as_fd(), *level, *name, val) {
+                debug!(level, name, %e, "option not replayed on kernel socket");
+            }
+        }
+        Ok(r)
+    }
+
+    /// Replace the program's fd (still our socketpair end `ino`) with kernel socket `r`,
+    /// keeping the program's `O_NONBLOCK` and close-on-exec.
+    fn swap_in(&self, n: &Notification, ino: u64, r: &OwnedFd) -> Result<(), Errno> {
+        let fd = n.args[0] as u32 as i32;
+        if self.kernel.fd_target(n.pid, fd)? != FdTarget::Socket(ino) {
+            return Err(Errno::EBADF);
+        }
+        let flags = self.kernel.fd_flags(n.pid, fd)?;
+        set_nonblocking(r.as_fd(), flags & libc::O_NONBLOCK != 0)?;
+        let how = Placement::Replace {
+            target: fd,
+            cloexec: flags & libc::O_CLOEXEC != 0,
+        };
+        self.kernel.add_fd(n.id, r.as_fd(), how).map(drop)
+    }
+
+    fn program_nonblocking(&self, n: &Notification) -> Result<bool, Errno> {
+        let fd = n.args[0] as u32 as i32;
+        Ok(self.kernel.fd_flags(n.pid, fd)? & libc::O_NONBLOCK != 0)
+    }
+
+    /// Resolves when the program abandons notification `id` (signal, exit).
+    async fn abandoned(&self, id: u64) {
+        loop {
+            tokio::time::sleep(ABANDON_POLL).await;
+            if !self.kernel.id_valid(id) {
+                return;
+            }
+        }
+    }
+
+    // ---- connect(2) -----------------------------------------------------------------
+
+    async fn connect(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (ino, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let bytes = tri!(tracee::read_sockaddr(
+            &*self.kernel,
+            n.pid,
+            n.args[1],
+            n.args[2]
+        ));
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let dest = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            // Dissolving an association that does not exist succeeds.
+            SockAddr::Unspec => return value(0),
+            SockAddr::Inet(a) => a,
+        };
+        match route(&*self.backend, self.policy, dest) {
+            Route::Unreachable | Route::Virtual => errno(Errno::ENETUNREACH),
+            Route::Loopback | Route::Host => self.connect_kernel(n, ino, &vs, dest).await,
+        }
+    }
+
+    async fn connect_kernel(
+        &self,
+        n: &Notification,
+        ino: u64,
+        vs: &VSocket,
+        dest: SocketAddr,
+    ) -> Reply {
+        let r = match vs.kernel_bound() {
+            Some(r) => r,
+            None => Arc::new(tri!(self.kernel_socket(vs))),
+        };
+        let nonblocking = tri!(self.program_nonblocking(n));
+        let addr = wire::emit_sockaddr(dest);
+        match sys::connect_bytes(r.as_fd(), &addr, false) {
+            Ok(()) => {}
+            Err(Errno::EINPROGRESS) if nonblocking => {
+                // The kernel socket gives the program its own writable edge.
+                tri!(self.swap_in(n, ino, &r));
+                vs.set_phase(Phase::Fresh);
+                return errno(Errno::EINPROGRESS);
+            }
+            Err(Errno::EINPROGRESS) => {
+                let Ok(dup) = r.try_clone() else {
+                    return errno(Errno::ENOBUFS);
+                };
+                let Ok(afd) = sys::async_fd(dup, Interest::READABLE | Interest::WRITABLE) else {
+                    return errno(Errno::ENOBUFS);
+                };
+                tokio::select! {
+                    _ = afd.writable() => {}
+                    _ = self.abandoned(n.id) => return Reply::Done,
+                }
+                let mut err = [0u8; 4];
+                tri!(sys::getsockopt_bytes(
+                    r.as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut err
+                ));
+                let err = i32::from_ne_bytes(err);
+                if err != 0 {
+                    return errno(Errno::from_raw(err));
+                }
+            }
+            Err(e) => return errno(e),
+        }
+        tri!(self.swap_in(n, ino, &r));
+        vs.set_phase(Phase::Fresh);
+        value(0)
+    }
+
+    // ---- bind(2), listen(2) ---------------------------------------------------------
+
+    fn bind(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (ino, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let bytes = tri!(tracee::read_sockaddr(
+            &*self.kernel,
+            n.pid,
+            n.args[1],
+            n.args[2]
+        ));
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        if vs.kernel_bound().is_some() {
+            return errno(Errno::EINVAL);
+        }
+        let local = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
+            SockAddr::Inet(a) => a,
+        };
+        let ip = crate::backend::canonical(local.ip());
+        let on_kernel = if ip.is_unspecified() {
+            // Wildcard: without a virtual network the only place to listen is loopback.
+            let mut l = vs.family.loopback(local.port());
+            if let (SocketAddr::V6(_), std::net::IpAddr::V4(_)) = (local, ip) {
+                l = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()));
+            }
+            l
+        } else if ip.is_loopback() || self.policy.fallthrough && !self.backend.is_virtual(ip) {
+            local
+        } else {
+            return errno(Errno::EADDRNOTAVAIL);
+        };
+        let r = tri!(self.kernel_socket(&vs));
+        tri!(sys::connect_bytes(
+            r.as_fd(),
+            &wire::emit_sockaddr(on_kernel),
+            true
+        ));
+        match vs.kind {
+            Kind::Stream => {
+                vs.set_phase(Phase::KernelBound(Arc::new(r)));
+                value(0)
+            }
+            Kind::Dgram | Kind::Icmp => {
+                tri!(self.swap_in(n, ino, &r));
+                value(0)
+            }
+        }
+    }
+
+    fn listen(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (ino, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        if vs.kind != Kind::Stream {
+            return errno(Errno::EOPNOTSUPP);
+        }
+        let r = match vs.kernel_bound() {
+            Some(r) => r,
+            None => {
+                // listen() on an unbound socket binds an ephemeral port first.
+                let r = tri!(self.kernel_socket(&vs));
+                let any = wire::emit_sockaddr(vs.family.loopback(0));
+                tri!(sys::connect_bytes(r.as_fd(), &any, true));
+                Arc::new(r)
+            }
+        };
+        let backlog = (n.args[1] as u32 as i32).clamp(0, 4096);
+        let backlog = sock::Backlog::new(backlog).unwrap_or(sock::Backlog::MAXCONN);
+        tri!(sock::listen(&r.as_fd(), backlog));
+        tri!(self.swap_in(n, ino, &r));
+        vs.set_phase(Phase::Fresh);
+        value(0)
+    }
+
+    // ---- names and options ----------------------------------------------------------
+
+    fn name(&self, n: &Notification, side: NameSide) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let bytes = match (vs.kernel_bound(), side) {
+            (_, NameSide::Peer) => return errno(Errno::ENOTCONN),
+            (Some(r), NameSide::Local) => tri!(sys::socket_name(r.as_fd(), NameSide::Local)),
+            (None, NameSide::Local) => wire::emit_sockaddr(vs.family.unspecified()),
+        };
+        tri!(tracee::write_with_len(
+            &*self.kernel,
+            n.pid,
+            n.args[1],
+            n.args[2],
+            &bytes,
+            true
+        ));
+        value(0)
+    }
+
+    fn setsockopt(&self, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
+        let len = n.args[4] as u32 as i32;
+        if len < 0 {
+            return errno(Errno::EINVAL);
+        }
+        let val = tri!(tracee::read_bytes(
+            &*self.kernel,
+            n.pid,
+            n.args[3],
+            (len as usize).min(MAX_OPTLEN)
+        ));
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        if let Some(r) = vs.kernel_bound() {
+            tri!(sys::setsockopt_bytes(r.as_fd(), level, name, &val));
+        } else if val.len() < 4 && is_int_option(level, name) {
+            return errno(Errno::EINVAL);
+        }
+        let mut opts = vs.options.lock().unwrap_or_else(|e| e.into_inner());
+        opts.retain(|(l, o, _)| (*l, *o) != (level, name));
+        opts.push((level, name, val));
+        value(0)
+    }
+
+    fn getsockopt(&self, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
+        let int = |v: i32| v.to_ne_bytes().to_vec();
+        let val = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_TYPE) => int(vs.kind.sock_type()),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(vs.family.raw()),
+            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(vs.protocol),
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(0),
+            (libc::SOL_SOCKET, libc::SO_ERROR) => int(0),
+            (libc::IPPROTO_TCP, libc::TCP_INFO) if vs.kind == Kind::Stream => {
+                // struct tcp_info, tcpi_state = TCP_CLOSE.
+                let mut info = vec![0u8; 232];
+                info[0] = 7;
+                info
+            }
+            _ => {
+                if let Some(r) = vs.kernel_bound() {
+                    let mut buf = vec![0u8; MAX_OPTLEN];
+                    let len = tri!(sys::getsockopt_bytes(r.as_fd(), level, name, &mut buf));
+                    buf.truncate(len);
+                    buf
+                } else {
+                    let opts = vs.options.lock().unwrap_or_else(|e| e.into_inner());
+                    match opts
+                        .iter()
+                        .rev()
+                        .find(|(l, o, _)| (*l, *o) == (level, name))
+                    {
+                        Some((_, _, v)) => v.clone(),
+                        None => match default_option(vs.kind, level, name) {
+                            Some(v) => int(v),
+                            None => return errno(Errno::ENOPROTOOPT),
+                        },
+                    }
+                }
+            }
+        };
+        tri!(tracee::write_with_len(
+            &*self.kernel,
+            n.pid,
+            n.args[3],
+            n.args[4],
+            &val,
+            false
+        ));
+        value(0)
+    }
+
+    // ---- data calls on a socket that is not connected --------------------------------
+
+    fn sendto(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (ino, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        if vs.kind == Kind::Stream {
+            return errno(Errno::EPIPE);
+        }
+        let len = n.args[2] as usize;
+        if len > MAX_COPY {
+            return errno(Errno::EMSGSIZE);
+        }
+        let dest = tri!(tracee::read_sockaddr(
+            &*self.kernel,
+            n.pid,
+            n.args[4],
+            n.args[5]
+        ));
+        let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let flags = n.args[3] as u32 as i32;
+        self.send_datagram(n, ino, &vs, &dest, &data, flags)
+    }
+
+    /// First datagram of an unconnected UDP/ICMP socket: pick the route from `dest` (our
+    /// copy), send it from a kernel socket and swap that in.
+    fn send_datagram(
+        &self,
+        n: &Notification,
+        ino: u64,
+        vs: &VSocket,
+        dest: &[u8],
+        data: &[u8],
+        flags: i32,
+    ) -> Reply {
+        let dest = match tri!(wire::parse_sockaddr(vs.family, dest)) {
+            SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
+            SockAddr::Inet(a) => a,
+        };
+        match route(&*self.backend, self.policy, dest) {
+            Route::Unreachable | Route::Virtual => errno(Errno::ENETUNREACH),
+            Route::Loopback | Route::Host => {
+                let r = tri!(self.kernel_socket(vs));
+                let flags = flags & (libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE);
+                let sent = tri!(sys::sendto_bytes(
+                    r.as_fd(),
+                    data,
+                    flags | libc::MSG_NOSIGNAL,
+                    &wire::emit_sockaddr(dest)
+                ));
+                tri!(self.swap_in(n, ino, &r));
+                value(sent as i64)
+            }
+        }
+    }
+
+    fn sendmsg(self: &Arc<Self>, n: &Notification, many: bool) -> Reply {
+        let (ino, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        if vs.kind == Kind::Stream {
+            return errno(Errno::EPIPE);
+        }
+        if many && n.args[2] as u32 == 0 {
+            return value(0);
+        }
+        let mut raw = [0u8; MSGHDR_LEN];
+        tri!(self.kernel.read_memory(n.pid, n.args[1], &mut raw));
+        let hdr = MsgHdr::parse(&raw);
+        if hdr.name == 0 {
+            return errno(Errno::EDESTADDRREQ);
+        }
+        let dest = tri!(tracee::read_sockaddr(
+            &*self.kernel,
+            n.pid,
+            hdr.name,
+            u64::from(hdr.namelen)
+        ));
+        if hdr.iovlen > 1024 {
+            return errno(Errno::EMSGSIZE);
+        }
+        let iov = tri!(tracee::read_bytes(
+            &*self.kernel,
+            n.pid,
+            hdr.iov,
+            hdr.iovlen as usize * 16
+        ));
+        let mut data = Vec::new();
+        for (base, len) in wire::parse_iovecs(&iov) {
+            if data.len() as u64 + len > MAX_COPY as u64 {
+                return errno(Errno::EMSGSIZE);
+            }
+            data.extend(tri!(tracee::read_bytes(
+                &*self.kernel,
+                n.pid,
+                base,
+                len as usize
+            )));
+        }
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
+        let reply = self.send_datagram(n, ino, &vs, &dest, &data, flags);
+        match (many, reply) {
+            (true, Reply::Answer(Response::Value(sent))) => {
+                // sendmmsg: one message sent; report its length in msg_len.
+                let at = n.args[1] + MSGHDR_LEN as u64;
+                let _ = MMSGHDR_LEN;
+                tri!(self
+                    .kernel
+                    .write_memory(n.pid, at, &(sent as u32).to_ne_bytes()));
+                value(1)
+            }
+            (_, r) => r,
+        }
+    }
+
+    async fn recv(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        if vs.kind == Kind::Stream {
+            return errno(Errno::ENOTCONN);
+        }
+        // An unbound UDP socket never receives anything: honour non-blocking modes, or
+        // wait until the program gives up (signal, exit).
+        let flags = match n.nr {
+            libc::SYS_recvfrom | libc::SYS_recvmsg => {
+                n.args[if n.nr == libc::SYS_recvfrom { 3 } else { 2 }]
+            }
+            _ => n.args[3],
+        } as u32 as i32;
+        if flags & libc::MSG_DONTWAIT != 0 || tri!(self.program_nonblocking(n)) {
+            return errno(Errno::EAGAIN);
+        }
+        self.abandoned(n.id).await;
+        Reply::Done
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+    let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let new = if on {
+        fl | OFlag::O_NONBLOCK
+    } else {
+        fl - OFlag::O_NONBLOCK
+    };
+    if new != fl {
+        fcntl(fd, FcntlArg::F_SETFL(new))?;
+    }
+    let _ = fd.as_raw_fd();
+    Ok(())
+}
+
+fn is_int_option(level: i32, _name: i32) -> bool {
+    matches!(
+        level,
+        libc::SOL_SOCKET | libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6
+    )
+}
+
+/// What `getsockopt` answers for options never set on a fresh socket.
+fn default_option(kind: Kind, level: i32, name: i32) -> Option<i32> {
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => Some(131_072),
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => Some(16_384),
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT | libc::SO_KEEPALIVE) => Some(0),
+        (libc::SOL_SOCKET, libc::SO_BROADCAST) => Some(0),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if kind == Kind::Stream => Some(0),
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if kind == Kind::Stream => Some(536),
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => Some(0),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::NoNetwork;
+    use crate::kernel::fake::FakeKernel;
+
+    const PID: u32 = 100;
+    const MEM: u64 = 0x10_000;
+
+    fn sup(policy: Policy) -> (Arc<FakeKernel>, Arc<Supervisor<FakeKernel, NoNetwork>>) {
+        let k = Arc::new(FakeKernel::default());
+        k.map(PID, MEM, &[0u8; 4096]);
+        let s = Arc::new(Supervisor::new(k.clone(), Arc::new(NoNetwork), policy));
+        (k, s)
+    }
+
+    fn note(id: u64, nr: i64, args: [u64; 6]) -> Notification {
+        Notification {
+            id,
+            pid: PID,
+            nr,
+            arch: crate::sys::AUDIT_ARCH_X86_64,
+            args,
+        }
+    }
+
+    async fn new_socket(
+        k: &FakeKernel,
+        s: &Arc<Supervisor<FakeKernel, NoNetwork>>,
+        ty: i32,
+    ) -> i32 {
+        let n = note(
+            1,
+            libc::SYS_socket,
+            [libc::AF_INET as u64, ty as u64, 0, 0, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+        match k.answers().last() {
+            Some((1, Response::Value(fd))) => *fd as i32,
+            other => panic!("socket() answered {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_injects_a_socketpair_end_with_the_callers_flags() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(
+            &k,
+            &s,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+        .await;
+        assert_eq!(s.socket_count(), 1);
+        let flags = k.fd_flags(PID, fd).unwrap();
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        assert_ne!(flags & libc::O_CLOEXEC, 0);
+        // It is a Unix stream socket underneath.
+        let dom = k
+            .with_fd(fd, |f| {
+                let mut b = [0u8; 4];
+                sys::getsockopt_bytes(f.file.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN, &mut b)
+                    .unwrap();
+                i32::from_ne_bytes(b)
+            })
+            .unwrap();
+        assert_eq!(dom, libc::AF_UNIX);
+    }
+
+    #[tokio::test]
+    async fn a_socket_call_abandoned_before_injection_leaves_nothing() {
+        let (k, s) = sup(Policy::default());
+        k.vanish(9);
+        let n = note(
+            9,
+            libc::SYS_socket,
+            [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+        assert_eq!(s.socket_count(), 0);
+        assert!(k.answers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn closing_the_programs_end_drops_the_entry() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        assert_eq!(s.socket_count(), 1);
+        drop(k.close(fd));
+        for _ in 0..100 {
+            if s.socket_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.socket_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn connect_outside_the_network_is_unreachable_and_decided_on_our_copy() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        let addr = wire::emit_sockaddr("192.0.2.7:80".parse().unwrap());
+        k.write_memory(PID, MEM, &addr).unwrap();
+        let n = note(2, libc::SYS_connect, [fd as u64, MEM, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, errno(Errno::ENETUNREACH));
+    }
+
+    #[tokio::test]
+    async fn bad_pointers_and_lengths() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        let n = note(2, libc::SYS_connect, [fd as u64, 8, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, errno(Errno::EFAULT));
+        let n = note(
+            3,
+            libc::SYS_connect,
+            [fd as u64, MEM, u64::from(u32::MAX), 0, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, errno(Errno::EINVAL));
+        let n = note(4, libc::SYS_connect, [fd as u64, MEM, 4, 0, 0, 0]);
+        k.write_memory(PID, MEM, &[2, 0, 0, 0]).unwrap();
+        assert_eq!(s.dispatch(&n).await, errno(Errno::EINVAL));
+    }
+
+    #[tokio::test]
+    async fn a_vanished_connect_is_not_answered() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        k.write_memory(
+            PID,
+            MEM,
+            &wire::emit_sockaddr("192.0.2.7:80".parse().unwrap()),
+        )
+        .unwrap();
+        k.vanish(5);
+        let n = note(5, libc::SYS_connect, [fd as u64, MEM, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+    }
+
+    #[tokio::test]
+    async fn fds_that_are_not_ours_continue_without_reading_memory() {
+        let (k, s) = sup(Policy::default());
+        let (a, _b) = sock::socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        k.install(7, a);
+        // The address pointer is bad: had we read it, the answer would be EFAULT.
+        for nr in [
+            libc::SYS_connect,
+            libc::SYS_bind,
+            libc::SYS_sendto,
+            libc::SYS_getsockopt,
+        ] {
+            let n = note(6, nr, [7, 8, 16, 0, 8, 16]);
+            assert_eq!(s.dispatch(&n).await, CONTINUE, "syscall {nr}");
+        }
+        // Not a socket at all, or not open: the kernel gives ENOTSOCK/EBADF.
+        let n = note(6, libc::SYS_connect, [55, MEM, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, CONTINUE);
+    }
+
+    #[tokio::test]
+    async fn getsockopt_answers_as_an_inet_socket() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_DGRAM).await;
+        let (val, len) = (MEM + 64, MEM + 128);
+        for (name, want) in [
+            (libc::SO_TYPE, libc::SOCK_DGRAM),
+            (libc::SO_DOMAIN, libc::AF_INET),
+            (libc::SO_PROTOCOL, libc::IPPROTO_UDP),
+            (libc::SO_ERROR, 0),
+        ] {
+            k.write_memory(PID, len, &4u32.to_ne_bytes()).unwrap();
+            let n = note(
+                7,
+                libc::SYS_getsockopt,
+                [fd as u64, libc::SOL_SOCKET as u64, name as u64, val, len, 0],
+            );
+            assert_eq!(s.dispatch(&n).await, value(0));
+            assert_eq!(k.peek(PID, val, 4), want.to_ne_bytes());
+            assert_eq!(k.peek(PID, len, 4), 4u32.to_ne_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn bind_to_loopback_then_listen_swaps_in_a_kernel_listener() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).await;
+        k.write_memory(
+            PID,
+            MEM,
+            &wire::emit_sockaddr("127.0.0.1:0".parse().unwrap()),
+        )
+        .unwrap();
+        let n = note(2, libc::SYS_bind, [fd as u64, MEM, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        let n = note(3, libc::SYS_listen, [fd as u64, 8, 0, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        // The program's fd is now a listening TCP socket on loopback, still close-on-exec.
+        let (domain, listening) = k
+            .with_fd(fd, |f| {
+                let mut d = [0u8; 4];
+                let mut l = [0u8; 4];
+                sys::getsockopt_bytes(f.file.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN, &mut d)
+                    .unwrap();
+                sys::getsockopt_bytes(
+                    f.file.as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ACCEPTCONN,
+                    &mut l,
+                )
+                .unwrap();
+                (i32::from_ne_bytes(d), i32::from_ne_bytes(l))
+            })
+            .unwrap();
+        assert_eq!((domain, listening), (libc::AF_INET, 1));
+        assert_ne!(k.fd_flags(PID, fd).unwrap() & libc::O_CLOEXEC, 0);
+        // Calls on it are no longer ours.
+        let n = note(4, libc::SYS_accept, [fd as u64, 0, 0, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, CONTINUE);
+    }
+}

@@ -1,0 +1,404 @@
+//! The seam between syscall emulation and the kernel.
+//!
+//! Everything the emulation needs from the kernel about the *traced* program goes through
+//! [`Kernel`]: answering notifications, checking they are still alive, reading and writing
+//! the program's memory, installing fds into it, and resolving its fd numbers to socket
+//! inodes. [`LinuxKernel`] is the real thing; the unit tests use a recording fake
+//! (`kernel::fake`). Operations on the supervisor's *own* fds (socketpairs, kernel sockets
+//! created on the program's behalf) are ordinary syscalls and need no seam.
+use std::fs;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
+
+use crate::sys;
+
+/// One trapped system call, as `SECCOMP_IOCTL_NOTIF_RECV` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notification {
+    /// Cookie for the answer.
+    pub id: u64,
+    /// Thread id of the caller, in the supervisor's pid namespace.
+    pub pid: u32,
+    /// System call number.
+    pub nr: i64,
+    /// `AUDIT_ARCH_*` of the call.
+    pub arch: u32,
+    /// Raw arguments.
+    pub args: [u64; 6],
+}
+
+/// How the trapped call finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Response {
+    /// Return this non-negative value.
+    Value(i64),
+    /// Fail with this errno.
+    Errno(Errno),
+    /// Let the kernel run the call as the program made it
+    /// (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). Only for calls whose memory arguments were
+    /// never inspected.
+    Continue,
+}
+
+/// How [`Kernel::add_fd`] places a file into the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Lowest free fd number, and answer the call with it (`SECCOMP_ADDFD_FLAG_SEND`).
+    AnswerWithNew {
+        /// `O_CLOEXEC` on the new fd.
+        cloexec: bool,
+    },
+    /// Replace fd `target` atomically (`SECCOMP_ADDFD_FLAG_SETFD`); the call stays pending.
+    Replace {
+        /// The program's fd number.
+        target: i32,
+        /// `O_CLOEXEC` on the fd.
+        cloexec: bool,
+    },
+}
+
+/// What a program fd number refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdTarget {
+    /// A socket with this inode number.
+    Socket(u64),
+    /// Open, but not a socket.
+    Other,
+}
+
+/// The notification is gone: the program was interrupted or killed (`ENOENT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("notification {id} no longer exists (caller interrupted or gone)")]
+pub struct Vanished {
+    /// The notification cookie.
+    pub id: u64,
+}
+
+/// The kernel operations the emulation uses. See the module documentation.
+pub trait Kernel: Send + Sync + 'static {
+    /// Answer notification `id`.
+    fn respond(&self, id: u64, response: Response) -> Result<(), Vanished>;
+    /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: is `id` still waiting?
+    fn id_valid(&self, id: u64) -> bool;
+    /// Copy `buf.len()` bytes from the program at `addr`. A short or failed copy is
+    /// `EFAULT` (or `ESRCH` when the thread is gone).
+    fn read_memory(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Copy `data` into the program at `addr`; a short copy is `EFAULT`.
+    fn write_memory(&self, pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno>;
+    /// Install `fd` into the program as described by `how`; returns the fd number.
+    /// `ENOENT` means the notification vanished and nothing was installed.
+    fn add_fd(&self, id: u64, fd: BorrowedFd<'_>, how: Placement) -> Result<i32, Errno>;
+    /// Resolve program fd `fd` of thread `pid` (`EBADF` if not open).
+    fn fd_target(&self, pid: u32, fd: i32) -> Result<FdTarget, Errno>;
+    /// The open file's status flags and close-on-exec bit, read live from
+    /// `/proc/<tid>/fdinfo/<fd>` (`O_NONBLOCK`, `O_CLOEXEC`, ...).
+    fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno>;
+}
+
+/// The real kernel behind a seccomp listener fd.
+#[derive(Debug)]
+pub struct LinuxKernel {
+    listener: OwnedFd,
+}
+
+impl LinuxKernel {
+    /// Wrap the listener returned by the launch sequence.
+    pub fn new(listener: OwnedFd) -> Self {
+        Self { listener }
+    }
+
+    /// The listener, for readiness polling.
+    pub fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// `SECCOMP_IOCTL_NOTIF_RECV`. Blocks if nothing is pending: call when readable.
+    pub fn receive(&self) -> Result<Notification, Errno> {
+        sys::notif_recv(self.listener.as_fd())
+    }
+}
+
+impl Kernel for LinuxKernel {
+    fn respond(&self, id: u64, response: Response) -> Result<(), Vanished> {
+        let (val, error, flags) = match response {
+            Response::Value(v) => (v, 0, 0),
+            Response::Errno(e) => (0, -(e as i32), 0),
+            Response::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+        };
+        sys::notif_send(self.listener.as_fd(), id, val, error, flags).map_err(|_| Vanished { id })
+    }
+
+    fn id_valid(&self, id: u64) -> bool {
+        sys::notif_id_valid(self.listener.as_fd(), id)
+    }
+
+    fn read_memory(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let len = buf.len();
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
+        match process_vm_readv(
+            Pid::from_raw(pid as i32),
+            &mut [IoSliceMut::new(buf)],
+            &remote,
+        ) {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(Errno::EFAULT),
+            Err(Errno::ESRCH) => Err(Errno::ESRCH),
+            Err(_) => Err(Errno::EFAULT),
+        }
+    }
+
+    fn write_memory(&self, pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: data.len(),
+        }];
+        match process_vm_writev(Pid::from_raw(pid as i32), &[IoSlice::new(data)], &remote) {
+            Ok(n) if n == data.len() => Ok(()),
+            Ok(_) => Err(Errno::EFAULT),
+            Err(Errno::ESRCH) => Err(Errno::ESRCH),
+            Err(_) => Err(Errno::EFAULT),
+        }
+    }
+
+    fn add_fd(&self, id: u64, fd: BorrowedFd<'_>, how: Placement) -> Result<i32, Errno> {
+        let l = self.listener.as_fd();
+        match how {
+            Placement::AnswerWithNew { cloexec } => {
+                sys::notif_addfd(l, id, fd, None, cloexec, true)
+            }
+            Placement::Replace { target, cloexec } => {
+                sys::notif_addfd(l, id, fd, Some(target), cloexec, false)
+            }
+        }
+    }
+
+    fn fd_target(&self, pid: u32, fd: i32) -> Result<FdTarget, Errno> {
+        if fd < 0 {
+            return Err(Errno::EBADF);
+        }
+        let link = fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
+            .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
+        Ok(parse_fd_link(link.as_os_str().as_encoded_bytes()))
+    }
+
+    fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno> {
+        let text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
+            .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
+        parse_fdinfo_flags(&text).ok_or(Errno::EBADF)
+    }
+}
+
+/// `socket:[12345]` → `Socket(12345)`; anything else is `Other`.
+pub(crate) fn parse_fd_link(link: &[u8]) -> FdTarget {
+    link.strip_prefix(b"socket:[")
+        .and_then(|rest| rest.strip_suffix(b"]"))
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|digits| digits.parse().ok())
+        .map_or(FdTarget::Other, FdTarget::Socket)
+}
+
+/// The octal `flags:` line of `/proc/<pid>/fdinfo/<fd>`.
+pub(crate) fn parse_fdinfo_flags(text: &str) -> Option<i32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A recording fake kernel: a flat memory per thread, an fd table, and a log of
+    //! answers.
+    use super::*;
+    use std::collections::HashMap;
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+
+    /// One installed fd in the fake program.
+    #[derive(Debug)]
+    pub(crate) struct FakeFd {
+        pub(crate) file: OwnedFd,
+        pub(crate) cloexec: bool,
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct State {
+        /// (pid, addr) → bytes mapped at addr.
+        pub(crate) memory: Vec<(u32, u64, Vec<u8>)>,
+        pub(crate) fds: HashMap<i32, FakeFd>,
+        pub(crate) answers: Vec<(u64, Response)>,
+        pub(crate) vanished: Vec<u64>,
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct FakeKernel {
+        pub(crate) state: Mutex<State>,
+    }
+
+    impl FakeKernel {
+        /// Map `bytes` at `addr` in thread `pid`.
+        pub(crate) fn map(&self, pid: u32, addr: u64, bytes: &[u8]) {
+            self.state
+                .lock()
+                .unwrap()
+                .memory
+                .push((pid, addr, bytes.to_vec()));
+        }
+        /// Read back `len` bytes the emulation wrote.
+        pub(crate) fn peek(&self, pid: u32, addr: u64, len: usize) -> Vec<u8> {
+            let mut buf = vec![0; len];
+            self.read_memory(pid, addr, &mut buf).unwrap();
+            buf
+        }
+        pub(crate) fn answers(&self) -> Vec<(u64, Response)> {
+            self.state.lock().unwrap().answers.clone()
+        }
+        /// Mark a notification as abandoned by the program.
+        pub(crate) fn vanish(&self, id: u64) {
+            self.state.lock().unwrap().vanished.push(id);
+        }
+        /// Put one of our own fds into the fake program at `fd`.
+        pub(crate) fn install(&self, fd: i32, file: OwnedFd) {
+            self.state.lock().unwrap().fds.insert(
+                fd,
+                FakeFd {
+                    file,
+                    cloexec: false,
+                },
+            );
+        }
+        pub(crate) fn close(&self, fd: i32) -> Option<FakeFd> {
+            self.state.lock().unwrap().fds.remove(&fd)
+        }
+        pub(crate) fn with_fd<R>(&self, fd: i32, f: impl FnOnce(&FakeFd) -> R) -> Option<R> {
+            self.state.lock().unwrap().fds.get(&fd).map(f)
+        }
+    }
+
+    fn locate(
+        mem: &mut [(u32, u64, Vec<u8>)],
+        pid: u32,
+        addr: u64,
+        len: usize,
+    ) -> Option<&mut [u8]> {
+        mem.iter_mut().find_map(|(p, base, bytes)| {
+            let off = addr.checked_sub(*base)? as usize;
+            (*p == pid && off.checked_add(len)? <= bytes.len()).then(|| &mut bytes[off..off + len])
+        })
+    }
+
+    impl Kernel for FakeKernel {
+        fn respond(&self, id: u64, response: Response) -> Result<(), Vanished> {
+            let mut s = self.state.lock().unwrap();
+            if s.vanished.contains(&id) {
+                return Err(Vanished { id });
+            }
+            s.answers.push((id, response));
+            Ok(())
+        }
+        fn id_valid(&self, id: u64) -> bool {
+            !self.state.lock().unwrap().vanished.contains(&id)
+        }
+        fn read_memory(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+            let mut s = self.state.lock().unwrap();
+            let src = locate(&mut s.memory, pid, addr, buf.len()).ok_or(Errno::EFAULT)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+        fn write_memory(&self, pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+            let mut s = self.state.lock().unwrap();
+            let dst = locate(&mut s.memory, pid, addr, data.len()).ok_or(Errno::EFAULT)?;
+            dst.copy_from_slice(data);
+            Ok(())
+        }
+        fn add_fd(&self, id: u64, fd: BorrowedFd<'_>, how: Placement) -> Result<i32, Errno> {
+            let mut s = self.state.lock().unwrap();
+            if s.vanished.contains(&id) {
+                return Err(Errno::ENOENT);
+            }
+            let file = fd.try_clone_to_owned().map_err(|_| Errno::EMFILE)?;
+            let (n, cloexec) = match how {
+                Placement::AnswerWithNew { cloexec } => {
+                    let n = (3..).find(|n| !s.fds.contains_key(n)).unwrap_or(3);
+                    s.answers.push((id, Response::Value(i64::from(n))));
+                    (n, cloexec)
+                }
+                Placement::Replace { target, cloexec } => (target, cloexec),
+            };
+            s.fds.insert(n, FakeFd { file, cloexec });
+            Ok(n)
+        }
+        fn fd_target(&self, _pid: u32, fd: i32) -> Result<FdTarget, Errno> {
+            let s = self.state.lock().unwrap();
+            let f = s.fds.get(&fd).ok_or(Errno::EBADF)?;
+            let st = nix::sys::stat::fstat(f.file.as_fd()).map_err(|_| Errno::EBADF)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                Ok(FdTarget::Socket(st.st_ino))
+            } else {
+                Ok(FdTarget::Other)
+            }
+        }
+        fn fd_flags(&self, _pid: u32, fd: i32) -> Result<i32, Errno> {
+            let s = self.state.lock().unwrap();
+            let f = s.fds.get(&fd).ok_or(Errno::EBADF)?;
+            let fl = nix::fcntl::fcntl(f.file.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+            let _ = f.file.as_raw_fd();
+            Ok(fl | if f.cloexec { libc::O_CLOEXEC } else { 0 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_link_parses_socket_inodes_only() {
+        assert_eq!(parse_fd_link(b"socket:[4026]"), FdTarget::Socket(4026));
+        assert_eq!(parse_fd_link(b"pipe:[12]"), FdTarget::Other);
+        assert_eq!(parse_fd_link(b"/dev/null"), FdTarget::Other);
+        assert_eq!(parse_fd_link(b"socket:[x]"), FdTarget::Other);
+    }
+
+    #[test]
+    fn fdinfo_flags_are_octal() {
+        let text = "pos:\t0\nflags:\t02004002\nmnt_id:\t15\n";
+        let flags = parse_fdinfo_flags(text).unwrap();
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        assert_ne!(flags & libc::O_CLOEXEC, 0);
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_RDWR);
+    }
+
+    #[test]
+    fn real_fdinfo_of_our_own_socket() {
+        let (a, _b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        use std::os::fd::AsRawFd;
+        let text = fs::read_to_string(format!(
+            "/proc/{}/fdinfo/{}",
+            std::process::id(),
+            a.as_raw_fd()
+        ))
+        .unwrap();
+        assert_ne!(parse_fdinfo_flags(&text).unwrap() & libc::O_NONBLOCK, 0);
+    }
+}

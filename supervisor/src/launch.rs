@@ -1,0 +1,334 @@
+//! Starting the program under the filter, waiting for it, forwarding signals.
+//!
+//! The launch sequence (the child's half is `sys::child_main`):
+//!
+//! 1. Parent: build and check the filter (`filter::build` refuses a program that would
+//!    trap any call of the hand-off below), resolve the program on `PATH`, and prepare
+//!    argv/envp, so the child allocates nothing.
+//! 2. Parent: create a close-on-exec status pipe and block all signals in this thread.
+//! 3. Parent: `clone(CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`. The child shares our fd
+//!    table until it execs; this thread sleeps until the child execs or exits.
+//! 4. Child: reset caught signals to their defaults, restore the signal mask, and, when
+//!    asked (running as root), switch to the target uid/gid with raw syscalls.
+//! 5. Child: `prctl(PR_SET_NO_NEW_PRIVS)`.
+//! 6. Child: `seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV)`,
+//!    falling back to `NEW_LISTENER` alone on kernels before 5.19. The listener fd is
+//!    close-on-exec and lands in the shared table, i.e. in the parent.
+//! 7. Child: write the listener's number to the pipe (`write` is not trapped).
+//! 8. Child: `execve`. Exec unshares the fd table and closes the pipe and the listener
+//!    on the child's side; the parent keeps both.
+//! 9. Parent: wake up, read the reports, own the listener; on a failure report, reap the
+//!    child and return the failing step with its errno.
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use tokio::io::Interest;
+
+use crate::backend::{Backend, Policy};
+use crate::filter::{self, FilterError};
+use crate::sys;
+pub use crate::sys::ChildStep;
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The program was not found on `PATH`.
+    #[error("`{program}` not found on PATH")]
+    NotFound {
+        /// What was asked for.
+        program: String,
+    },
+    /// An argument or environment entry contains a NUL byte.
+    #[error("argument or environment entry contains a NUL byte: {0:?}")]
+    Nul(OsString),
+    /// The filter is malformed or would trap the hand-off.
+    #[error("seccomp filter rejected")]
+    Filter(#[source] FilterError),
+    /// A step of the launch sequence failed.
+    #[error("launch step {step:?} failed for `{program}`")]
+    Step {
+        /// The program.
+        program: String,
+        /// The failing step.
+        step: ChildStep,
+        /// The errno.
+        #[source]
+        errno: Errno,
+    },
+    /// Waiting for or signalling the child failed.
+    #[error("{what} failed")]
+    Wait {
+        /// Operation.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Command {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Option<Vec<(OsString, OsString)>>,
+    ids: Option<(u32, u32)>,
+}
+
+impl Command {
+    /// Run `program` (searched on `PATH` unless it contains a slash).
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: None,
+            ids: None,
+        }
+    }
+    /// Append an argument.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+    /// Append arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, a: I) -> Self {
+        self.args
+            .extend(a.into_iter().map(|s| s.as_ref().to_owned()));
+        self
+    }
+    /// Replace the environment (default: inherit ours).
+    pub fn env_clear(mut self) -> Self {
+        self.env = Some(Vec::new());
+        self
+    }
+    /// Set one environment variable (starting from ours unless cleared).
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        let env = self
+            .env
+            .get_or_insert_with(|| std::env::vars_os().collect());
+        let k = k.as_ref().to_owned();
+        env.retain(|(x, _)| *x != k);
+        env.push((k, v.as_ref().to_owned()));
+        self
+    }
+    /// Run the program as `uid`/`gid` (the caller must be privileged to switch).
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.ids = Some((uid, gid));
+        self
+    }
+}
+
+/// How the program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Exited(c) => c,
+            Self::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// A started program. Dropping it does not kill the program.
+#[derive(Debug)]
+pub struct Child {
+    pid: i32,
+    pidfd: OwnedFd,
+    listener: Option<OwnedFd>,
+    killable_recv: bool,
+}
+
+fn cstr(s: &OsStr) -> Result<CString, LaunchError> {
+    CString::new(s.as_bytes()).map_err(|_| LaunchError::Nul(s.to_owned()))
+}
+
+fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Result<PathBuf, LaunchError> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| LaunchError::NotFound {
+            program: program.to_string_lossy().into_owned(),
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Start `cmd` under the filter (steps 1–9 above). The returned [`Child`] holds the
+/// listener for [`crate::supervise`]; until someone serves it, the program blocks at its
+/// first trapped call.
+pub fn spawn(cmd: &Command) -> Result<Child, LaunchError> {
+    let env: Vec<(OsString, OsString)> = cmd
+        .env
+        .clone()
+        .unwrap_or_else(|| std::env::vars_os().collect());
+    let path = resolve(&cmd.program, &env)?;
+    let mut argv = vec![cstr(&cmd.program)?];
+    for a in &cmd.args {
+        argv.push(cstr(a)?);
+    }
+    let envp = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.clone().into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstr(OsStr::from_bytes(&kv))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = sys::ChildPlan {
+        path: cstr(path.as_os_str())?,
+        argv,
+        envp,
+        filter: filter::build().map_err(LaunchError::Filter)?,
+        ids: cmd.ids,
+    };
+    let started = sys::clone_filter_exec(&plan).map_err(|f| LaunchError::Step {
+        program: cmd.program.to_string_lossy().into_owned(),
+        step: f.step,
+        errno: f.errno,
+    })?;
+    Ok(Child {
+        pid: started.pid,
+        pidfd: started.pidfd,
+        listener: Some(started.listener),
+        killable_recv: started.killable_recv,
+    })
+}
+
+impl Child {
+    /// The program's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the kernel accepted `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`.
+    pub fn killable_recv(&self) -> bool {
+        self.killable_recv
+    }
+
+    /// The seccomp listener, once.
+    pub fn take_listener(&mut self) -> Option<OwnedFd> {
+        self.listener.take()
+    }
+
+    /// Send `signal` to the program (through its pidfd: no pid-reuse race).
+    pub fn signal(&self, signal: Signal) -> Result<(), LaunchError> {
+        sys::pidfd_send_signal(self.pidfd.as_fd(), signal as i32).map_err(|e| LaunchError::Wait {
+            what: "pidfd_send_signal",
+            source: e.into(),
+        })
+    }
+
+    /// Wait for the program to end and reap it.
+    pub async fn wait(&self) -> Result<ExitStatus, LaunchError> {
+        let err = |what| move |source| LaunchError::Wait { what, source };
+        let dup = self.pidfd.try_clone().map_err(err("dup pidfd"))?;
+        let afd = sys::async_fd(dup, Interest::READABLE).map_err(err("register pidfd"))?;
+        loop {
+            let mut guard = afd.readable().await.map_err(err("wait on pidfd"))?;
+            match waitid(
+                Id::PIDFd(self.pidfd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
+                Ok(_) => guard.clear_ready(),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(err("waitid")(e.into())),
+            }
+        }
+    }
+
+    /// Wait for the program, forwarding `SIGINT SIGTERM SIGHUP SIGQUIT SIGUSR1 SIGUSR2
+    /// SIGWINCH` received by this process to it.
+    pub async fn wait_forwarding_signals(&self) -> Result<ExitStatus, LaunchError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::interrupt(), Signal::SIGINT),
+            (SignalKind::terminate(), Signal::SIGTERM),
+            (SignalKind::hangup(), Signal::SIGHUP),
+            (SignalKind::quit(), Signal::SIGQUIT),
+            (SignalKind::user_defined1(), Signal::SIGUSR1),
+            (SignalKind::user_defined2(), Signal::SIGUSR2),
+            (SignalKind::window_change(), Signal::SIGWINCH),
+        ];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (kind, sig) in kinds {
+            let mut stream = signal(kind).map_err(|source| LaunchError::Wait {
+                what: "install signal handler",
+                source,
+            })?;
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(sig).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        let wait = self.wait();
+        tokio::pin!(wait);
+        let result = loop {
+            tokio::select! {
+                status = &mut wait => break status,
+                Some(sig) = rx.recv() => { let _ = self.signal(sig); }
+            }
+        };
+        for t in tasks {
+            t.abort();
+        }
+        result
+    }
+}
+
+/// Start `cmd`, supervise it against `backend`, forward signals, and return its exit
+/// status once the program *and every traced process it left behind* are gone.
+pub async fn run<B: Backend>(
+    cmd: &Command,
+    policy: Policy,
+    backend: Arc<B>,
+) -> Result<ExitStatus, LaunchError> {
+    let mut child = spawn(cmd)?;
+    let listener = child.take_listener().ok_or_else(|| LaunchError::Wait {
+        what: "take listener",
+        source: std::io::Error::other("listener already taken"),
+    })?;
+    let served = tokio::spawn(crate::supervise(listener, policy, backend));
+    let status = child.wait_forwarding_signals().await?;
+    // Teardown: the listener hangs up when the last traced task is gone.
+    match served.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%e, "supervisor stopped with an error"),
+        Err(e) => tracing::warn!(%e, "supervisor task failed"),
+    }
+    Ok(status)
+}

@@ -1,0 +1,73 @@
+//! The notification loop: one reader of the seccomp listener on tokio, one task per
+//! notification.
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tokio::io::Interest;
+use tracing::{debug, warn};
+
+use crate::backend::{Backend, Policy};
+use crate::emulate::Supervisor;
+use crate::kernel::LinuxKernel;
+
+/// Errors that stop the notification loop.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// The listener could not be registered with the tokio reactor.
+    #[error("cannot register the seccomp listener with tokio")]
+    Register(#[source] std::io::Error),
+    /// Receiving a notification failed for a reason other than a vanished caller.
+    #[error("SECCOMP_IOCTL_NOTIF_RECV failed")]
+    Receive(#[source] Errno),
+}
+
+/// Serve the program behind `listener` until no traced task is left (the listener
+/// reports a hang-up), emulating socket calls against `backend` under `policy`.
+///
+/// Must run inside a tokio runtime with I/O and time enabled.
+pub async fn supervise<B: Backend>(
+    listener: OwnedFd,
+    policy: Policy,
+    backend: Arc<B>,
+) -> Result<(), SuperviseError> {
+    let poll_fd = listener.try_clone().map_err(SuperviseError::Register)?;
+    let kernel = Arc::new(LinuxKernel::new(listener));
+    let sup = Arc::new(Supervisor::new(kernel.clone(), backend, policy));
+    let afd =
+        crate::sys::async_fd(poll_fd, Interest::READABLE).map_err(SuperviseError::Register)?;
+    loop {
+        let mut guard = afd.readable().await.map_err(SuperviseError::Register)?;
+        // Drain every pending notification: readiness is edge-triggered.
+        loop {
+            let mut fds = [PollFd::new(afd.get_ref().as_fd(), PollFlags::POLLIN)];
+            let ready = match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(SuperviseError::Receive(e)),
+            };
+            if ready.contains(PollFlags::POLLIN) {
+                match kernel.receive() {
+                    Ok(n) => {
+                        let sup = sup.clone();
+                        tokio::spawn(async move { sup.handle(n).await });
+                    }
+                    // The caller was interrupted before we read it, or a signal hit us.
+                    Err(Errno::ENOENT | Errno::EINTR) => {}
+                    Err(e) => {
+                        warn!(%e, "receiving a seccomp notification failed");
+                        return Err(SuperviseError::Receive(e));
+                    }
+                }
+                continue;
+            }
+            if ready.contains(PollFlags::POLLHUP) {
+                debug!("no traced task left: supervisor done");
+                return Ok(());
+            }
+            break;
+        }
+        guard.clear_ready();
+    }
+}

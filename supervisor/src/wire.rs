@@ -1,0 +1,249 @@
+//! Socket address and `msghdr` bytes as the x86-64 Linux ABI lays them out. Nothing else
+//! in the crate interprets raw tracee bytes.
+//!
+//! `sockaddr_in` (16 bytes): family u16 (native), port u16 (big endian), address [u8; 4],
+//! 8 zero bytes. `sockaddr_in6` (28 bytes): family, port, flowinfo u32 (big endian),
+//! address [u8; 16], scope id u32 (native). See ip(7), ipv6(7).
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use nix::errno::Errno;
+
+/// Size of `sockaddr_in`.
+pub(crate) const SOCKADDR_IN_LEN: usize = 16;
+/// Size of `sockaddr_in6`.
+pub(crate) const SOCKADDR_IN6_LEN: usize = 28;
+/// Largest address length the kernel accepts (`sizeof(struct sockaddr_storage)`).
+pub(crate) const SOCKADDR_MAX: usize = 128;
+
+/// The address family of an emulated socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `AF_INET`.
+    V4,
+    /// `AF_INET6`.
+    V6,
+}
+
+impl Family {
+    /// The `AF_*` value.
+    pub fn raw(self) -> i32 {
+        match self {
+            Self::V4 => libc::AF_INET,
+            Self::V6 => libc::AF_INET6,
+        }
+    }
+    /// `AF_INET`/`AF_INET6` → family.
+    pub fn from_raw(raw: i32) -> Option<Self> {
+        match raw {
+            libc::AF_INET => Some(Self::V4),
+            libc::AF_INET6 => Some(Self::V6),
+            _ => None,
+        }
+    }
+    /// The unspecified address of this family, port 0.
+    pub fn unspecified(self) -> SocketAddr {
+        match self {
+            Self::V4 => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            Self::V6 => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        }
+    }
+    /// The loopback address of this family with `port`.
+    pub fn loopback(self, port: u16) -> SocketAddr {
+        match self {
+            Self::V4 => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            Self::V6 => SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        }
+    }
+}
+
+/// A parsed address argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SockAddr {
+    /// `AF_UNSPEC` (connect: dissolve the association).
+    Unspec,
+    /// An IPv4 or IPv6 address.
+    Inet(SocketAddr),
+}
+
+/// Parse an address given to a socket of `family`, with the errno Linux uses for each
+/// malformed case (`inet_stream_connect`, `inet6_bind`...).
+pub(crate) fn parse_sockaddr(family: Family, bytes: &[u8]) -> Result<SockAddr, Errno> {
+    if bytes.len() < 2 {
+        return Err(Errno::EINVAL);
+    }
+    let fam = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+    match fam {
+        libc::AF_UNSPEC => Ok(SockAddr::Unspec),
+        libc::AF_INET => {
+            if bytes.len() < SOCKADDR_IN_LEN {
+                return Err(Errno::EINVAL);
+            }
+            if family == Family::V6 {
+                // An IPv6 socket only takes IPv4 addresses in v4-mapped form.
+                return Err(Errno::EAFNOSUPPORT);
+            }
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+            Ok(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
+        }
+        libc::AF_INET6 => {
+            if family == Family::V4 {
+                return Err(Errno::EAFNOSUPPORT);
+            }
+            // SIN6_LEN_RFC2133: 24 bytes without the scope id are accepted.
+            if bytes.len() < 24 {
+                return Err(Errno::EINVAL);
+            }
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let flow = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&bytes[8..24]);
+            let scope = if bytes.len() >= SOCKADDR_IN6_LEN {
+                u32::from_ne_bytes([bytes[24], bytes[25], bytes[26], bytes[27]])
+            } else {
+                0
+            };
+            Ok(SockAddr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flow,
+                scope,
+            ))))
+        }
+        _ => Err(Errno::EAFNOSUPPORT),
+    }
+}
+
+/// Emit `addr` as `sockaddr_in`/`sockaddr_in6` bytes.
+pub(crate) fn emit_sockaddr(addr: SocketAddr) -> Vec<u8> {
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut b = vec![0u8; SOCKADDR_IN_LEN];
+            b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.ip().octets());
+            b
+        }
+        SocketAddr::V6(a) => {
+            let mut b = vec![0u8; SOCKADDR_IN6_LEN];
+            b[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&a.ip().octets());
+            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+/// `struct msghdr` (56 bytes on x86-64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MsgHdr {
+    pub(crate) name: u64,
+    pub(crate) namelen: u32,
+    pub(crate) iov: u64,
+    pub(crate) iovlen: u64,
+    pub(crate) control: u64,
+    pub(crate) controllen: u64,
+    pub(crate) flags: i32,
+}
+
+/// Size of `struct msghdr`.
+pub(crate) const MSGHDR_LEN: usize = 56;
+/// Size of `struct mmsghdr` (msghdr + unsigned int msg_len + padding).
+pub(crate) const MMSGHDR_LEN: usize = 64;
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(w)
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(w)
+}
+
+impl MsgHdr {
+    /// Parse the 56 bytes of a `struct msghdr`.
+    pub(crate) fn parse(b: &[u8; MSGHDR_LEN]) -> Self {
+        Self {
+            name: u64_at(b, 0),
+            namelen: u32_at(b, 8),
+            iov: u64_at(b, 16),
+            iovlen: u64_at(b, 24),
+            control: u64_at(b, 32),
+            controllen: u64_at(b, 40),
+            flags: u32_at(b, 48) as i32,
+        }
+    }
+}
+
+/// One `struct iovec` (16 bytes): base, len.
+pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
+    b.chunks_exact(16)
+        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_in_round_trips() {
+        let bytes = [2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let a = parse_sockaddr(Family::V4, &bytes).unwrap();
+        assert_eq!(a, SockAddr::Inet("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(emit_sockaddr("127.0.0.1:8080".parse().unwrap()), bytes);
+    }
+
+    #[test]
+    fn sockaddr_in6_round_trips() {
+        let addr: SocketAddr = "[fd00::5]:443".parse().unwrap();
+        let bytes = emit_sockaddr(addr);
+        assert_eq!(bytes.len(), 28);
+        assert_eq!(&bytes[0..4], &[10, 0, 0x01, 0xbb]);
+        assert_eq!(
+            parse_sockaddr(Family::V6, &bytes).unwrap(),
+            SockAddr::Inet(addr)
+        );
+        // The 24-byte RFC 2133 form is accepted.
+        assert_eq!(
+            parse_sockaddr(Family::V6, &bytes[..24]).unwrap(),
+            SockAddr::Inet(addr)
+        );
+    }
+
+    #[test]
+    fn malformed_addresses_get_linux_errnos() {
+        assert_eq!(parse_sockaddr(Family::V4, &[2, 0, 0]), Err(Errno::EINVAL));
+        assert_eq!(parse_sockaddr(Family::V4, &[]), Err(Errno::EINVAL));
+        let v6 = emit_sockaddr("[::1]:1".parse().unwrap());
+        assert_eq!(parse_sockaddr(Family::V4, &v6), Err(Errno::EAFNOSUPPORT));
+        let v4 = emit_sockaddr("1.2.3.4:1".parse().unwrap());
+        assert_eq!(parse_sockaddr(Family::V6, &v4), Err(Errno::EAFNOSUPPORT));
+        assert_eq!(
+            parse_sockaddr(Family::V4, &[1, 0, 0, 0]),
+            Err(Errno::EAFNOSUPPORT)
+        );
+        assert_eq!(parse_sockaddr(Family::V4, &[0, 0]), Ok(SockAddr::Unspec));
+    }
+
+    #[test]
+    fn msghdr_parses() {
+        let mut b = [0u8; MSGHDR_LEN];
+        b[0..8].copy_from_slice(&0x1000u64.to_ne_bytes());
+        b[8..12].copy_from_slice(&16u32.to_ne_bytes());
+        b[16..24].copy_from_slice(&0x2000u64.to_ne_bytes());
+        b[24..32].copy_from_slice(&2u64.to_ne_bytes());
+        let m = MsgHdr::parse(&b);
+        assert_eq!(
+            (m.name, m.namelen, m.iov, m.iovlen),
+            (0x1000, 16, 0x2000, 2)
+        );
+        let iov = parse_iovecs(&[1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(iov, vec![(1, 5)]);
+    }
+}

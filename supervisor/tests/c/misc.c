@@ -1,0 +1,93 @@
+/* One small check per mode (argv[2]). */
+#include "common.h"
+#include <linux/io_uring.h>
+
+static volatile sig_atomic_t got_winch;
+static void on_winch(int s) { (void)s; got_winch = 1; }
+
+int main(int argc, char **argv) {
+    setup_output(argc, argv);
+    const char *mode = argv[2];
+    if (!strcmp(mode, "io_uring")) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        long r = syscall(SYS_io_uring_setup, 8, &p);
+        CHECK(r == -1 && errno == ENOSYS, "io_uring_setup gives ENOSYS");
+        printf("io_uring ENOSYS\n");
+    } else if (!strcmp(mode, "efault")) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(fd >= 0, "socket");
+        CHECK(connect(fd, (struct sockaddr *)8, 16) == -1 && errno == EFAULT, "connect EFAULT");
+        CHECK(bind(fd, (struct sockaddr *)8, 16) == -1 && errno == EFAULT, "bind EFAULT");
+        socklen_t len = 16;
+        CHECK(getsockname(fd, (struct sockaddr *)8, &len) == -1 && errno == EFAULT, "getsockname EFAULT");
+        CHECK(getsockname(fd, (struct sockaddr *)&len, (socklen_t *)8) == -1 && errno == EFAULT, "len EFAULT");
+        printf("EFAULT\n");
+    } else if (!strcmp(mode, "unreach")) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(fd >= 0, "socket");
+        struct sockaddr_in a = v4(argv[3], atoi(argv[4]));
+        CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH, "ENETUNREACH");
+        int u = socket(AF_INET, SOCK_DGRAM, 0);
+        CHECK(sendto(u, "x", 1, 0, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH, "udp ENETUNREACH");
+        printf("ENETUNREACH\n");
+    } else if (!strcmp(mode, "exit")) {
+        int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+        CHECK(fd >= 0, "socket");
+        return atoi(argv[3]);
+    } else if (!strcmp(mode, "kill")) {
+        raise(SIGKILL);
+    } else if (!strcmp(mode, "sigwinch")) {
+        signal(SIGWINCH, on_winch);
+        printf("ready\n");
+        for (int i = 0; i < 3000 && !got_winch; i++) usleep(10000);
+        CHECK(got_winch, "SIGWINCH forwarded");
+        printf("got SIGWINCH\n");
+        return 7;
+    } else if (!strcmp(mode, "abi")) {
+        /* x32 socket(2): the 0x40000000 bit. */
+        long r = syscall(0x40000000 | SYS_socket, AF_INET, SOCK_STREAM, 0);
+        CHECK(r == -1 && errno == ENOSYS, "x32 socket refused");
+        /* i386 socket(2) = 359 through int 0x80. */
+        long ret;
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(359L), "b"(2L), "c"(1L), "d"(0L) : "memory");
+        CHECK(ret == -ENOSYS, "i386 socket refused");
+        /* i386 socketcall(SYS_SOCKET = 1, args) = 102. */
+        unsigned int args[3] = {AF_INET, SOCK_STREAM, 0};
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(102L), "b"(1L), "c"(args) : "memory");
+        CHECK(ret == -ENOSYS, "i386 socketcall refused");
+        printf("foreign ABIs refused\n");
+    } else if (!strcmp(mode, "fresh")) {
+        /* A socket nobody connected answers as a fresh INET socket would. */
+        int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        CHECK(fd >= 0, "socket");
+        CHECK((fcntl(fd, F_GETFL) & O_NONBLOCK) != 0, "SOCK_NONBLOCK kept");
+        CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0, "no FD_CLOEXEC");
+        struct sockaddr_in6 sa;
+        socklen_t len = sizeof sa;
+        CHECK(getpeername(fd, (struct sockaddr *)&sa, &len) == -1 && errno == ENOTCONN, "getpeername ENOTCONN");
+        len = sizeof sa;
+        CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && len == sizeof sa && sa.sin6_family == AF_INET6, "getsockname");
+        int v = 0;
+        socklen_t vl = sizeof v;
+        CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &vl) == 0 && v == 0, "SO_ERROR");
+        CHECK(shutdown(fd, SHUT_RDWR) == -1 && errno == ENOTCONN, "shutdown ENOTCONN");
+        CHECK(listen(socket(AF_INET, SOCK_DGRAM, 0), 1) == -1 && errno == EOPNOTSUPP, "udp listen");
+        CHECK(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) == -1 && errno == EPERM, "raw EPERM");
+        v = 1;
+        CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0, "TCP_NODELAY");
+        v = 0;
+        vl = sizeof v;
+        CHECK(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &vl) == 0 && v == 1, "TCP_NODELAY read back");
+        /* Unix sockets are not ours: they must work natively. */
+        int sp[2];
+        CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
+        vl = sizeof v;
+        CHECK(getsockopt(sp[0], SOL_SOCKET, SO_DOMAIN, &v, &vl) == 0 && v == AF_UNIX, "unix SO_DOMAIN");
+        printf("fresh ok\n");
+    } else {
+        printf("unknown mode\n");
+        return 3;
+    }
+    return 0;
+}

@@ -1,0 +1,165 @@
+//! The wrapped program under the supervisor with no virtual network: loopback through
+//! swapped-in kernel sockets, isolation, the filter's refusals, exit status and signals.
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::Duration;
+
+use common::*;
+use supervisor::launch::ExitStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_tcp_client_and_server_over_loopback() {
+    let s = Scratch::new();
+    let prog = s.compile("tcp_blocking");
+    let status = run(&command(&s, &prog, &["127.0.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "listening",
+            "accepted",
+            "server got ping",
+            "client got pong",
+            "done",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_uring_setup_fails_with_enosys() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["io_uring"])).await;
+    assert_ok(&s, status, &["io_uring ENOSYS"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pointers_give_efault() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["efault"])).await;
+    assert_ok(&s, status, &["EFAULT"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i386_and_x32_calls_are_refused() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["abi"])).await;
+    assert_ok(&s, status, &["foreign ABIs refused"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_socket_answers_like_an_inet_socket() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["fresh"])).await;
+    assert_ok(&s, status, &["fresh ok"]);
+}
+
+/// A non-loopback address of this host, with a listener the wrapped program must not
+/// reach.
+fn host_listener() -> (TcpListener, Ipv4Addr) {
+    let ip = nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter_map(|i| i.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .find(|ip| !ip.is_loopback())
+        .expect("this host has a non-loopback IPv4 address");
+    let l = TcpListener::bind((ip, 0)).expect("listen on the host address");
+    l.set_nonblocking(true).unwrap();
+    (l, ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_host_address_is_unreachable() {
+    let (listener, ip) = host_listener();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["unreach", &ip.to_string(), &port])).await;
+    assert_ok(&s, status, &["ENETUNREACH"]);
+    assert!(listener.accept().is_err(), "the host listener was reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_fallthrough_reaches_the_host_address() {
+    let (listener, ip) = host_listener();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let cmd = command(&s, &prog, &["unreach", &ip.to_string(), &port]);
+    let policy = supervisor::backend::Policy { fallthrough: true };
+    let status = run_with(
+        &cmd,
+        policy,
+        std::sync::Arc::new(supervisor::backend::NoNetwork),
+    )
+    .await;
+    // The program expected ENETUNREACH and got a connection instead.
+    assert_eq!(status, ExitStatus::Exited(1), "output: {}", s.read_output());
+    assert!(s.read_output().contains("FAIL ENETUNREACH"));
+    assert!(
+        listener.accept().is_ok(),
+        "fall-through connect did not arrive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sockaddr_rewritten_during_connect_never_reaches_the_host() {
+    let (listener, ip) = host_listener();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let s = Scratch::new();
+    let prog = s.compile("race");
+    let status = run(&command(&s, &prog, &[&ip.to_string(), &port])).await;
+    assert_ok(&s, status, &["done"]);
+    assert!(listener.accept().is_err(), "the host listener was reached");
+    let out = s.read_output();
+    let counts: Vec<u32> = out
+        .lines()
+        .find(|l| l.starts_with("loopback"))
+        .unwrap()
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(counts.iter().sum::<u32>(), 1000, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_status_is_passed_through() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    assert_eq!(
+        run(&command(&s, &prog, &["exit", "42"])).await,
+        ExitStatus::Exited(42)
+    );
+    let status = run(&command(&s, &prog, &["kill"])).await;
+    assert_eq!(status, ExitStatus::Signaled(libc::SIGKILL));
+    assert_eq!(status.code(), 137);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_to_the_launcher_are_forwarded() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let cmd = command(&s, &prog, &["sigwinch"]);
+    let task = tokio::spawn(async move { run(&cmd).await });
+    // SIGWINCH is ignored by default, so other tests in this binary are not disturbed.
+    for _ in 0..500 {
+        if s.read_output().contains("ready") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(s.read_output().contains("ready"), "program never started");
+    nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGWINCH).unwrap();
+    let status = task.await.unwrap();
+    assert_eq!(status, ExitStatus::Exited(7), "output: {}", s.read_output());
+}
+
+#[test]
+fn missing_program_is_a_clear_error() {
+    let err = supervisor::launch::spawn(&supervisor::launch::Command::new("no-such-program-xyz"))
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}

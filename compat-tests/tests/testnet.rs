@@ -2,7 +2,8 @@
 //! on panic), unprivileged commands, stale cleanup. Needs root; fails loudly without it.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -415,8 +416,30 @@ fn ipv6_works_at_once_and_run_binds_in_the_namespace() -> Result<()> {
     Ok(())
 }
 
+/// Whether this kernel has the netem qdisc (probed in a host of `net`).
+fn kernel_has_netem(host: &Host<'_>) -> Result<bool> {
+    let probe = host
+        .command("tc")
+        .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
+        .output()?;
+    if probe.status.success() {
+        host.ip(["link", "show", "lo"])?; // still there
+        let _ = host
+            .command("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .status();
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&probe.stderr);
+    assert!(
+        stderr.contains("qdisc kind is unknown"),
+        "tc netem probe: {stderr}"
+    );
+    Ok(false)
+}
+
 #[test]
-fn netem_delay_is_applied_or_refused_with_a_reason() -> Result<()> {
+fn netem_delay_reordering_and_clearing() -> Result<()> {
     require_root();
     let net = TestNet::new()?;
     let lan = net.lan("public", "198.18.0.0/24")?;
@@ -427,48 +450,120 @@ fn netem_delay_is_applied_or_refused_with_a_reason() -> Result<()> {
     let echo = Echo::start(&b, SocketAddr::new(b_addr.into(), 7000))?;
     let client = udp_socket(&a, "0.0.0.0:0")?;
     ask(&client, echo.addr, "warm-up", REPLY_TIMEOUT).context("no echo")?;
+    let expected = if kernel_has_netem(&a)? {
+        Impairment::Netem
+    } else {
+        Impairment::Relay
+    };
+
+    // 40 ms each way on a's link: a round trip takes at least 80 ms.
     let delay = Netem {
         delay_ms: 40,
         direction: Direction::Both,
         ..Netem::default()
     };
-    match a.netem(&lan, delay) {
-        Ok(how) => {
-            assert_eq!(how, Impairment::Netem);
-            let started = Instant::now();
-            ask(&client, echo.addr, "slow", REPLY_TIMEOUT).context("no echo")?;
-            let rtt = started.elapsed();
-            eprintln!("netem delay 40 ms both ways: round trip {rtt:?}");
-            assert!(rtt >= Duration::from_millis(80), "round trip {rtt:?}");
-        }
-        Err(TestNetError::Unsupported { reason, .. }) => {
-            eprintln!("NOT TESTED: netem delay; the harness refused it: {reason}");
-            // The refusal must be true: this kernel really has no netem qdisc.
-            let probe = a
-                .command("tc")
-                .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
-                .output()?;
-            assert!(
-                !probe.status.success(),
-                "tc netem works, yet the harness refused"
-            );
-            assert!(String::from_utf8_lossy(&probe.stderr).contains("qdisc kind is unknown"));
-            // And loss still works without it, from both directions.
-            let how = a.netem(
-                &lan,
-                Netem {
-                    direction: Direction::Both,
-                    ..Netem::loss(100.0)
-                },
-            )?;
-            assert_eq!(how, Impairment::NftablesLoss);
-            assert_eq!(
-                ask(&client, echo.addr, "dropped", Duration::from_millis(200)),
-                None
-            );
-        }
-        Err(e) => return Err(e.into()),
+    assert_eq!(a.netem(&lan, delay)?, expected);
+    let started = Instant::now();
+    ask(&client, echo.addr, "slow", REPLY_TIMEOUT).context("no echo through the delay")?;
+    let rtt = started.elapsed();
+    eprintln!("delay 40 ms both ways ({expected:?}): round trip {rtt:?}");
+    assert!(rtt >= Duration::from_millis(80), "round trip {rtt:?}");
+    assert!(rtt < Duration::from_millis(500), "round trip {rtt:?}");
+
+    // Half the datagrams skip a 30 ms delay: they arrive out of order, none is lost.
+    let reorder = Netem {
+        delay_ms: 30,
+        reorder_pct: 50.0,
+        ..Netem::default()
+    };
+    assert_eq!(a.netem(&lan, reorder)?, expected);
+    let sink = udp_socket(&b, &format!("{b_addr}:7100"))?;
+    for seq in 0..40u8 {
+        client.send_to(&[seq], sink.local_addr()?)?;
     }
+    let mut order = Vec::new();
+    while order.len() < 40 {
+        let got = receive_matching(&sink, Duration::from_secs(1), |text, _| text.bytes().next());
+        match got {
+            Some(seq) => order.push(seq),
+            None => bail!("only {} of 40 datagrams arrived: {order:?}", order.len()),
+        }
+    }
+    eprintln!("arrival order with reorder 50%: {order:?}");
+    assert!(
+        order.windows(2).any(|w| w[0] > w[1]),
+        "nothing was reordered"
+    );
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..40).collect::<Vec<u8>>());
+
+    // Clearing gives the plain link back.
+    assert_eq!(a.netem(&lan, Netem::default())?, Impairment::Cleared);
+    let started = Instant::now();
+    ask(&client, echo.addr, "fast", REPLY_TIMEOUT).context("no echo after clearing")?;
+    assert!(
+        started.elapsed() < Duration::from_millis(40),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[test]
+fn tcp_bulk_transfer_survives_a_delayed_jittery_link() -> Result<()> {
+    require_root();
+    let net = TestNet::new()?;
+    let lan = net.lan("public", "198.18.0.0/24")?;
+    let a = net.host("a")?;
+    let b = net.host("b")?;
+    a.attach(&lan)?;
+    let b_addr = b.attach(&lan)?.addr;
+    a.netem(
+        &lan,
+        Netem {
+            delay_ms: 5,
+            jitter_ms: 1,
+            direction: Direction::Both,
+            ..Netem::default()
+        },
+    )?;
+    let listener = b.run(move || TcpListener::bind((b_addr, 8000)))??;
+    const LEN: usize = 4 << 20;
+    let receiver = std::thread::spawn(move || -> std::io::Result<(usize, u64)> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut total, mut sum) = (0usize, 0u64);
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok((total, sum));
+            }
+            total += n;
+            sum = buf[..n]
+                .iter()
+                .fold(sum, |s, &x| s.wrapping_mul(31).wrapping_add(u64::from(x)));
+        }
+    });
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    let expected = data
+        .iter()
+        .fold(0u64, |s, &x| s.wrapping_mul(31).wrapping_add(u64::from(x)));
+    let started = Instant::now();
+    let mut conn = a.run(move || TcpStream::connect((b_addr, 8000)))??;
+    conn.set_write_timeout(Some(Duration::from_secs(20)))?;
+    conn.write_all(&data)?;
+    drop(conn);
+    let (total, sum) = receiver
+        .join()
+        .map_err(|_| anyhow!("the receiver panicked"))??;
+    eprintln!(
+        "4 MiB over TCP across a 5±1 ms link in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(total, LEN);
+    assert_eq!(sum, expected, "the bytes arrived changed");
     Ok(())
 }
 

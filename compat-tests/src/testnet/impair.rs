@@ -6,13 +6,18 @@
 //! one on the switch's end (the bridge port), which sends toward the host.
 //!
 //! Some kernels are built without `sch_netem` (CONFIG_NET_SCH_NETEM unset; `tc` then says
-//! "Specified qdisc kind is unknown"). There, loss alone can still be made with nftables in
-//! the host's namespace: a `netdev` table with an `egress` and/or `ingress` chain bound to
-//! the interface drops IPv4 and IPv6 packets with `numgen random mod 10000 < N` (N in
-//! hundredths of a percent), which is what netem's independent loss does. Unlike netem it
-//! spares ARP, so address resolution is not part of what is lost. Delay, jitter and
-//! reordering need a queue that holds packets back; nftables has none, so asking for them
-//! without `sch_netem` is an [`TestNetError::Unsupported`] error, never a silent no-op.
+//! "Specified qdisc kind is unknown"). There:
+//!
+//! * loss alone is made with nftables in the host's namespace: a `netdev` table with an
+//!   `egress` and/or `ingress` chain bound to the interface drops IPv4 and IPv6 packets with
+//!   `numgen random mod 10000 < N` (N in hundredths of a percent), which is what netem's
+//!   independent loss does. Unlike netem it spares ARP, so address resolution is not part
+//!   of what is lost.
+//! * delay, jitter and reordering need a queue that holds packets back, which nftables does
+//!   not have; the harness then reroutes the link through a user-space relay thread that
+//!   applies netem's rules itself (see the `relay` module). It is slower than the kernel
+//!   (every frame crosses into the test process), which suits functional tests, not
+//!   throughput benchmarks.
 
 use super::error::TestNetError;
 
@@ -60,6 +65,9 @@ pub enum Impairment {
     Netem,
     /// Loss only, with nftables, because this kernel has no `netem` qdisc.
     NftablesLoss,
+    /// With a user-space relay thread of the test process, because this kernel has no
+    /// `netem` qdisc and a queue was needed (delay, jitter or reordering).
+    Relay,
     /// Every impairment was removed (an all-zero [`Netem`]).
     Cleared,
 }

@@ -74,8 +74,10 @@
 //!   affects only the calling thread); sockets created there belong to the host and keep
 //!   working from any thread afterwards. [`Host::spawn`] is the same for a thread that
 //!   keeps running.
-//! * [`Host::netem`] impairs a host's link (loss, delay, jitter, reordering) with tc-netem,
-//!   or with an nftables loss rule on kernels built without `sch_netem`.
+//! * [`Host::netem`] impairs a host's link (loss, delay, jitter, reordering) with tc-netem.
+//!   On kernels built without `sch_netem`, loss alone is an nftables rule, and delay,
+//!   jitter or reordering are made by a relay thread of the test process that carries the
+//!   link's frames through packet sockets (the `relay` module).
 //!
 //! # Teardown
 //!
@@ -97,6 +99,7 @@ mod error;
 mod impair;
 mod nat;
 mod process;
+mod relay;
 mod subnet;
 mod sys;
 
@@ -112,6 +115,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -122,6 +126,7 @@ pub use process::{cleanup_stale_namespaces, list_namespaces};
 pub use subnet::Subnet;
 
 use process::{ip, run_checked, tool, NETNS_DIR};
+use relay::Relay;
 
 /// Panic with a clear message unless the process runs as root. Every test that builds a
 /// [`TestNet`] calls this first.
@@ -159,6 +164,8 @@ struct State {
     namespaces: Vec<String>,
     lans: Vec<LanState>,
     hosts: Vec<HostState>,
+    /// User-space relays impairing links, by (host, LAN).
+    relays: Vec<((usize, usize), Relay)>,
     torn_down: bool,
 }
 
@@ -247,6 +254,39 @@ fn ip_batch(ns: &str, script: &str) -> Result<String> {
         Some(script),
         "",
     )
+}
+
+/// Wait (up to 5 s) until each interface of `ifaces` in namespace `ns` is operationally up,
+/// and forwarding if it is a bridge port. Links come up asynchronously (the kernel's
+/// linkwatch work activates a device's queue and sets its operstate a moment after
+/// `ip link set up`; a bridge port starts forwarding on that event), and frames sent before
+/// that are dropped; waiting here makes the first packet of a test as safe as the rest.
+fn wait_ready(ns: &str, ifaces: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ip(["-n", ns, "-d", "-o", "link", "show"])?;
+        let ready = ifaces.iter().all(|want| {
+            out.lines().any(|line| {
+                let name = line.split_whitespace().nth(1).unwrap_or("");
+                let name = name.trim_end_matches(':');
+                let name = name.split('@').next().unwrap_or(name);
+                name == *want
+                    && line.contains(" state UP ")
+                    && (!line.contains("bridge_slave")
+                        || line.contains("bridge_slave state forwarding"))
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(TestNetError::io(
+                format!("waiting for {ifaces:?} in namespace {ns} to come up:\n{out}"),
+                io::ErrorKind::TimedOut.into(),
+            ));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn validate_name(name: &str, max: usize, what: &str) -> Result<()> {
@@ -488,7 +528,11 @@ impl TestNet {
                 return Ok(());
             }
             state.torn_down = true;
-            std::mem::take(&mut state.namespaces)
+            // Relays stop (and close their sockets) before their namespace goes.
+            let relays = std::mem::take(&mut state.relays);
+            drop(state);
+            drop(relays);
+            std::mem::take(&mut self.lock().namespaces)
         };
         process::kill_processes_in(&names);
         // Hosts before the switch: the reverse of creation order.
@@ -729,6 +773,8 @@ impl<'n> Host<'n> {
             script.push_str(&format!("route add default via {gw} dev {ifname}\n"));
         }
         ip_batch(&h.ns, &script)?;
+        wait_ready(&self.net.switch, &[&port])?;
+        wait_ready(&h.ns, &[&ifname])?;
         l.used.insert(number);
         if gateway.is_some() {
             h.default_v4 = gateway;
@@ -829,29 +875,18 @@ impl<'n> Host<'n> {
     }
 
     /// Impair the host's link to `lan` as `netem` says, replacing an earlier impairment of
-    /// that link; an all-zero `netem` removes it. Uses tc-netem when the kernel has it;
-    /// without it, loss is made with nftables and delay, jitter or reordering is an
-    /// [`TestNetError::Unsupported`] error. Returns which way was used.
+    /// that link; an all-zero `netem` removes it. Uses tc-netem when the kernel has it.
+    /// Without it, loss alone is made with nftables, and anything with delay, jitter or
+    /// reordering with the user-space relay of the `relay` module. Returns which way was
+    /// used.
     pub fn netem(&self, lan: &Lan<'_>, netem: Netem) -> Result<Impairment> {
         netem.validate()?;
-        let (ns, ifname, port) =
-            self.iface(lan, |h, i| (h.ns.clone(), i.ifname.clone(), i.port.clone()))?;
-        let switch = self.net.switch.clone();
-        let del_qdisc = |ns: &str, dev: &str| {
-            // Fails when there is no qdisc to delete, which is fine.
-            let _ = run_checked(
-                Command::new(tool("tc")).args(["-n", ns, "qdisc", "del", "dev", dev, "root"]),
-                None,
-                "",
-            );
-        };
-        let fallback_clear = || self.nft(&impair::nft_loss_script(&ifname, &Netem::default()));
+        self.clear_impairment(lan)?;
         if netem.is_none() {
-            del_qdisc(&ns, &ifname);
-            del_qdisc(&switch, &port);
-            fallback_clear()?;
             return Ok(Impairment::Cleared);
         }
+        let (ns, ifname, port) =
+            self.iface(lan, |h, i| (h.ns.clone(), i.ifname.clone(), i.port.clone()))?;
         let sides = [
             (
                 netem.direction.includes_from_host(),
@@ -860,13 +895,12 @@ impl<'n> Host<'n> {
             ),
             (
                 netem.direction.includes_to_host(),
-                switch.as_str(),
+                self.net.switch.as_str(),
                 port.as_str(),
             ),
         ];
         for (wanted, side_ns, dev) in sides {
             if !wanted {
-                del_qdisc(side_ns, dev);
                 continue;
             }
             let mut cmd = Command::new(tool("tc"));
@@ -879,7 +913,7 @@ impl<'n> Host<'n> {
                 Err(TestNetError::CommandFailed { stderr, .. })
                     if stderr.contains("qdisc kind is unknown") =>
                 {
-                    return self.loss_without_netem(&ifname, &netem);
+                    return self.impair_without_netem(lan, &ifname, netem);
                 }
                 Err(e) => return Err(e),
             }
@@ -887,16 +921,86 @@ impl<'n> Host<'n> {
         Ok(Impairment::Netem)
     }
 
-    fn loss_without_netem(&self, ifname: &str, netem: &Netem) -> Result<Impairment> {
-        if netem.needs_queue() {
-            return Err(TestNetError::Unsupported {
-                what: "link delay, jitter and reordering".into(),
-                reason: "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set) \
-                         and nftables cannot hold packets back; only loss can be emulated"
-                    .into(),
-            });
+    /// Remove every impairment of the link to `lan`, whichever way it was made.
+    fn clear_impairment(&self, lan: &Lan<'_>) -> Result<()> {
+        let (ns, ifname, port) =
+            self.iface(lan, |h, i| (h.ns.clone(), i.ifname.clone(), i.port.clone()))?;
+        let relay = {
+            let mut state = self.net.lock();
+            let key = (self.index, lan.index);
+            state
+                .relays
+                .iter()
+                .position(|(k, _)| *k == key)
+                .map(|at| state.relays.swap_remove(at).1)
+        };
+        if let Some(relay) = relay {
+            drop(relay); // stops and joins the thread
+            let (relay_port, _) = relay_ports(lan.index, self.index);
+            let bridge = self.net.lock().lans[lan.index].bridge.clone();
+            ip_batch(
+                &self.net.switch,
+                &format!(
+                    "link del {relay_port}\n\
+                     link set {port} promisc off\n\
+                     link set {port} master {bridge}\n"
+                ),
+            )?;
+            wait_ready(&self.net.switch, &[&port])?;
         }
-        self.nft(&impair::nft_loss_script(ifname, netem))?;
-        Ok(Impairment::NftablesLoss)
+        for (side_ns, dev) in [
+            (ns.as_str(), ifname.as_str()),
+            (self.net.switch.as_str(), port.as_str()),
+        ] {
+            // Fails when there is no qdisc to delete, which is fine.
+            let _ = run_checked(
+                Command::new(tool("tc")).args(["-n", side_ns, "qdisc", "del", "dev", dev, "root"]),
+                None,
+                "",
+            );
+        }
+        self.nft(&impair::nft_loss_script(&ifname, &Netem::default()))
     }
+
+    fn impair_without_netem(
+        &self,
+        lan: &Lan<'_>,
+        ifname: &str,
+        netem: Netem,
+    ) -> Result<Impairment> {
+        if !netem.needs_queue() {
+            self.nft(&impair::nft_loss_script(ifname, &netem))?;
+            return Ok(Impairment::NftablesLoss);
+        }
+        let port = self.iface(lan, |_, i| i.port.clone())?;
+        let bridge = self.net.lock().lans[lan.index].bridge.clone();
+        let (relay_port, bridge_side) = relay_ports(lan.index, self.index);
+        ip_batch(
+            &self.net.switch,
+            &format!(
+                "link add {relay_port} type veth peer name {bridge_side}\n\
+                 link set {port} nomaster\n\
+                 link set {port} promisc on\n\
+                 link set {relay_port} promisc on\n\
+                 link set {relay_port} up\n\
+                 link set {bridge_side} master {bridge}\n\
+                 link set {bridge_side} up\n"
+            ),
+        )?;
+        wait_ready(&self.net.switch, &[&port, &relay_port, &bridge_side])?;
+        let from_host = netem.direction.includes_from_host().then_some(netem);
+        let to_host = netem.direction.includes_to_host().then_some(netem);
+        let relay = Relay::start(&self.net.switch, &port, &relay_port, from_host, to_host)?;
+        self.net
+            .lock()
+            .relays
+            .push(((self.index, lan.index), relay));
+        Ok(Impairment::Relay)
+    }
+}
+
+/// The relay's veth pair for host `host` on LAN `lan`: (the end the relay uses, the end
+/// on the bridge).
+fn relay_ports(lan: usize, host: usize) -> (String, String) {
+    (format!("r{lan}h{host}"), format!("b{lan}h{host}"))
 }

@@ -596,7 +596,17 @@ fn names_are_unique_per_test_and_carry_the_pid() -> Result<()> {
         one.lan("x", "192.168.1.0/24"),
         Err(TestNetError::InvalidAddress { .. })
     ));
-    one.lan("x", "198.18.0.0/24")?;
+    let x = one.lan("x", "198.18.0.0/24")?;
+    // A LAN of one network cannot be used from another's host.
+    let stranger = two.host("stranger")?;
+    assert!(matches!(
+        stranger.attach(&x),
+        Err(TestNetError::Attachment { .. })
+    ));
+    assert!(matches!(
+        one.lan("all", "198.18.9.0/24"),
+        Err(TestNetError::InvalidName { .. })
+    ));
     assert!(matches!(
         one.lan("y", "198.18.0.128/25"),
         Err(TestNetError::InvalidAddress { .. })

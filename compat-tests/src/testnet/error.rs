@@ -74,8 +74,16 @@ pub enum TestNetError {
         host: String,
         /// The LAN's name.
         lan: String,
-        /// "is not attached to" or "is already attached to".
+        /// "is not attached to", "is already attached to" or "is in another TestNet than".
         problem: &'static str,
+    },
+    /// A link impairment with impossible numbers.
+    #[error("invalid impairment {netem}: {reason}")]
+    InvalidImpairment {
+        /// The impairment asked for.
+        netem: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The kernel or the tools here cannot do what was asked.
     #[error("{what} is not supported here: {reason}")]

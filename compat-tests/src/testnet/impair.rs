@@ -92,8 +92,8 @@ impl Netem {
     }
 
     pub(crate) fn validate(&self) -> Result<(), TestNetError> {
-        let bad = |reason: &str| TestNetError::Unsupported {
-            what: format!("{self:?}"),
+        let bad = |reason: &str| TestNetError::InvalidImpairment {
+            netem: format!("{self:?}"),
             reason: reason.to_owned(),
         };
         if !(0.0..=100.0).contains(&self.loss_pct) || !(0.0..=100.0).contains(&self.reorder_pct) {

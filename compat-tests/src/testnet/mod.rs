@@ -306,8 +306,12 @@ fn validate_name(name: &str, max: usize, what: &str) -> Result<()> {
             "a {what} name has lowercase letters, digits and '-', and does not start with '-'"
         )));
     }
-    if name == "lo" {
-        return Err(bad("\"lo\" is the loopback interface".into()));
+    if ["lo", "all", "default"].contains(&name) {
+        return Err(bad(
+            "\"lo\" is the loopback interface, and \"all\" and \"default\" are taken \
+             in /proc/sys/net"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -672,7 +676,20 @@ impl<'n> Host<'n> {
         self.net.lock().hosts[self.index].ns.clone()
     }
 
+    /// Handles of one `TestNet` index its tables; a LAN of another one must not be used.
+    fn check_same_net(&self, lan: &Lan<'_>) -> Result<()> {
+        if std::ptr::eq(self.net, lan.net) {
+            return Ok(());
+        }
+        Err(TestNetError::Attachment {
+            host: self.name(),
+            lan: lan.name(),
+            problem: "is in another TestNet than",
+        })
+    }
+
     fn iface<R>(&self, lan: &Lan<'_>, f: impl FnOnce(&HostState, &IfaceState) -> R) -> Result<R> {
+        self.check_same_net(lan)?;
         let state = self.net.lock();
         let host = &state.hosts[self.index];
         match host.ifaces.iter().find(|i| i.lan == lan.index) {
@@ -709,6 +726,7 @@ impl<'n> Host<'n> {
     /// Attach the host to `lan` as `how` says: a veth pair from a new bridge port to a new
     /// interface in the host named after the LAN, with an IPv4 and an IPv6 address.
     pub fn attach_with(&self, lan: &Lan<'_>, how: Attach) -> Result<Attachment> {
+        self.check_same_net(lan)?;
         let mut state = self.net.lock();
         let State { lans, hosts, .. } = &mut *state;
         let l = &mut lans[lan.index];

@@ -385,6 +385,14 @@ fn command_as_user_runs_as_nobody_inside_the_namespace() -> Result<()> {
         "the root namespace's interfaces leak: {addrs}"
     );
 
+    // Unprivileged ICMP echo sockets are allowed, as on a systemd distribution.
+    let mut range = a.command_as_user("cat");
+    range.arg("/proc/sys/net/ipv4/ping_group_range");
+    assert_eq!(
+        output(range)?.split_whitespace().collect::<Vec<_>>(),
+        ["0", "2147483647"]
+    );
+
     // The root variant is root, in the same namespace.
     let mut id = a.command("id");
     id.arg("-u");

@@ -73,7 +73,9 @@
 //! * [`Host::run`] runs a closure on a fresh thread that has entered the namespace (setns
 //!   affects only the calling thread); sockets created there belong to the host and keep
 //!   working from any thread afterwards. [`Host::spawn`] is the same for a thread that
-//!   keeps running.
+//!   keeps running. Threads and processes started from such a thread begin in the same
+//!   namespace (clone(2) copies the calling thread's namespaces), so a tokio runtime built
+//!   inside [`Host::run`] has all its workers in the host.
 //! * [`Host::netem`] impairs a host's link (loss, delay, jitter, reordering) with tc-netem.
 //!   On kernels built without `sch_netem`, loss alone is an nftables rule, and delay,
 //!   jitter or reordering are made by a relay thread of the test process that carries the
@@ -386,8 +388,10 @@ impl TestNet {
         Ok(())
     }
 
-    /// A new host: a namespace named after `name` with `lo` up and IPv6 duplicate address
-    /// detection off. `name`: 1 to 12 of `a-z 0-9 -`, unique in this network.
+    /// A new host: a namespace named after `name` with `lo` up, IPv6 duplicate address
+    /// detection and router advertisements off, and unprivileged ICMP echo sockets allowed
+    /// (`net.ipv4.ping_group_range = 0 2147483647`, as systemd sets it). `name`: 1 to 12 of
+    /// `a-z 0-9 -`, unique in this network.
     pub fn host(&self, name: &str) -> Result<Host<'_>> {
         validate_name(name, 12, "host")?;
         if self.lock().hosts.iter().any(|h| h.name == name) {
@@ -405,6 +409,9 @@ impl TestNet {
                 ("net.ipv6.conf.default.accept_dad", "0"),
                 ("net.ipv6.conf.all.accept_ra", "0"),
                 ("net.ipv6.conf.default.accept_ra", "0"),
+                // As on systemd distributions: any user may open ICMP echo sockets
+                // (icmp(7)), so `ping` works for `command_as_user` without privileges.
+                ("net.ipv4.ping_group_range", "0 2147483647"),
             ],
         )?;
         ip(["-n", &ns, "link", "set", "lo", "up"])?;

@@ -1,0 +1,1684 @@
+//! The sans-IO VL1/VL2 state machine: [`Node`] (an ordinary member of the overlay) and
+//! [`Root`] (rendezvous, WHOIS and relay of last resort).
+//!
+//! # Driving a node
+//!
+//! ```text
+//! let mut node = Node::new(config, now);          // starts handshakes with the roots
+//! loop {
+//!     while let Some(t) = node.poll_transmit() { send t.bytes to t.dst }
+//!     while let Some(e) = node.poll_event() { ... }
+//!     wait until a datagram arrives, a frame must be sent, or node.poll_timeout()
+//!     node.handle_datagram(now, from, &bytes) | node.send_frame(now, nwid, &frame)
+//!         | node.handle_timeout(now)
+//! }
+//! ```
+//!
+//! Every input method takes the current time; nothing here reads a clock, opens a socket or
+//! draws randomness except from the ChaCha20 generator seeded by [`NodeConfig::rng_seed`].
+//! After any `handle_*`/`send_frame`/`join` call, drain `poll_transmit` and `poll_event`, and
+//! re-read `poll_timeout`.
+//!
+//! # Peers and paths
+//!
+//! A peer is reached over a *direct path* (a UDP endpoint from which an authenticated
+//! packet arrived within [`Timing::path_timeout`]) or, when there is none, through a root,
+//! which forwards packets addressed to other nodes unchanged except for the hop count.
+//! When a root relays between two nodes it sends each a RENDEZVOUS with the other's
+//! external endpoint as the root sees it; both then send probes to each other at the same
+//! time, which opens port-restricted NAT mappings on both sides (UDP hole punching). A
+//! probe answered with an authenticated packet makes the path direct, and traffic moves to
+//! it. Behind symmetric NATs the probes never arrive and traffic stays relayed. When an
+//! authenticated packet arrives from a new endpoint (a NAT rebinding), the path moves
+//! there.
+//!
+//! # Sessions
+//!
+//! Each peer has up to three sessions: `current` (used to send), `previous` (still
+//! accepted for [`Timing::previous_keep`] after a rekey, so packets in flight across a
+//! rekey are not lost) and `next` (a responder's new session, promoted to `current` once the
+//! initiator sends on it, which proves the handshake was not a replay). Sessions are
+//! replaced after [`Timing::rekey_after_packets`] packets or [`Timing::rekey_after_time`].
+//! When both sides start a handshake at once, the initiation from the lower address wins.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng as _};
+
+use crate::identity::{Address, Identity, SecretIdentity};
+use crate::session::{self, InitiatorHandshake, Session};
+use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
+use crate::wire::data::{DataPacket, DataRepr};
+use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
+use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
+use crate::wire::header::{self, PacketType, HEADER_LEN, MAX_HOPS};
+use crate::wire::message::{Message, MAX_FRAME_LEN, MAX_MEMBERS, MIN_FRAME_LEN};
+
+/// Timers and limits. The defaults suit real networks; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Send a keepalive when nothing was sent to a peer for this long.
+    pub keepalive: Duration,
+    /// A peer with no authenticated packet for this long is down.
+    pub peer_timeout: Duration,
+    /// A direct path with no authenticated packet for this long is dropped.
+    pub path_timeout: Duration,
+    /// First handshake retransmission delay (doubles up to 8×).
+    pub handshake_retry: Duration,
+    /// WHOIS retransmission delay.
+    pub whois_retry: Duration,
+    /// WHOIS attempts before queued traffic for the address is dropped.
+    pub whois_attempts: u32,
+    /// Start a new handshake after this many packets on a session.
+    pub rekey_after_packets: u64,
+    /// Start a new handshake when a session is this old.
+    pub rekey_after_time: Duration,
+    /// Keep accepting the replaced session for this long after a rekey.
+    pub previous_keep: Duration,
+    /// Interval between hole-punching probes.
+    pub probe_interval: Duration,
+    /// Probes sent per rendezvous.
+    pub probe_count: u32,
+    /// A root sends a pair of nodes a RENDEZVOUS at most this often.
+    pub rendezvous_interval: Duration,
+    /// Incomplete fragmented packets are dropped after this long.
+    pub reassembly_timeout: Duration,
+    /// Re-announce network memberships (LIKE) to the roots this often; until a member list
+    /// has arrived, retry every [`Timing::whois_retry`].
+    pub members_refresh: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            keepalive: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(60),
+            path_timeout: Duration::from_secs(45),
+            handshake_retry: Duration::from_secs(1),
+            whois_retry: Duration::from_secs(1),
+            whois_attempts: 5,
+            rekey_after_packets: 1 << 40,
+            rekey_after_time: Duration::from_secs(120),
+            previous_keep: Duration::from_secs(30),
+            probe_interval: Duration::from_millis(500),
+            probe_count: 10,
+            rendezvous_interval: Duration::from_secs(10),
+            reassembly_timeout: Duration::from_secs(5),
+            members_refresh: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A root this node registers with.
+#[derive(Debug, Clone)]
+pub struct RootSpec {
+    /// The root's identity (verified by [`Node::new`]).
+    pub identity: Identity,
+    /// Its UDP endpoints (IPv4 and/or IPv6).
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Everything a [`Node`] is made from.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's identity.
+    pub identity: SecretIdentity,
+    /// The roots to register with; at least one for anything beyond direct contact.
+    pub roots: Vec<RootSpec>,
+    /// Seed of the node's random generator (session indices, ephemeral keys, ids).
+    pub rng_seed: [u8; 32],
+    /// Timers.
+    pub timing: Timing,
+    /// Largest UDP payload to send; bigger packets are fragmented.
+    pub udp_mtu: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with default timing and a 1400-byte UDP MTU.
+    pub fn new(identity: SecretIdentity, roots: Vec<RootSpec>, rng_seed: [u8; 32]) -> Self {
+        NodeConfig {
+            identity,
+            roots,
+            rng_seed,
+            timing: Timing::default(),
+            udp_mtu: DEFAULT_UDP_MTU,
+        }
+    }
+}
+
+/// Default largest UDP payload (fits a 1500-byte Ethernet path with IPv6 and headroom).
+pub const DEFAULT_UDP_MTU: usize = 1400;
+/// Smallest UDP MTU a node accepts.
+pub const MIN_UDP_MTU: usize = 576;
+const MAX_QUEUE: usize = 64;
+const MAX_HANDSHAKE_ATTEMPTS: u32 = 8;
+const MAX_CANDIDATES: usize = 4;
+const MAX_REASSEMBLY: usize = 64;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination endpoint.
+    pub dst: SocketAddr,
+    /// UDP payload.
+    pub bytes: Vec<u8>,
+}
+
+/// The settings of a joined virtual network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// The network.
+    pub nwid: NetworkId,
+    /// This node's MAC on it.
+    pub mac: Mac,
+    /// The MTU (Ethernet payload bytes).
+    pub mtu: usize,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session with a peer is established.
+    PeerUp {
+        /// The peer.
+        address: Address,
+    },
+    /// A peer stopped answering; its sessions are gone.
+    PeerDown {
+        /// The peer.
+        address: Address,
+    },
+    /// An Ethernet frame arrived for a joined network.
+    FrameReceived {
+        /// The network.
+        nwid: NetworkId,
+        /// The frame.
+        frame: Vec<u8>,
+    },
+    /// A network is ready (ad-hoc networks are ready at once).
+    NetworkConfig(NetworkConfig),
+}
+
+/// How a peer is reached right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Directly, at this endpoint.
+    Direct(SocketAddr),
+    /// Through a root.
+    Relayed,
+    /// Not at all (yet).
+    None,
+}
+
+/// A peer as `zt status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub address: Address,
+    /// Whether it is one of this node's roots.
+    pub is_root: bool,
+    /// Whether a session is up.
+    pub up: bool,
+    /// The path in use.
+    pub path: PathKind,
+    /// Round-trip time of the last answered ping.
+    pub latency: Option<Duration>,
+    /// Handshakes completed with this peer (1 + number of rekeys, typically).
+    pub handshakes: u64,
+}
+
+/// Relay counters of a [`Root`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Of which handshake packets.
+    pub handshake_packets: u64,
+    /// Of which transport packets and fragments (data).
+    pub data_packets: u64,
+}
+
+/// Why a frame was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The node has not joined this network.
+    #[error("network {nwid} is not joined")]
+    NotJoined {
+        /// The network.
+        nwid: NetworkId,
+    },
+    /// The frame is shorter than an Ethernet header or longer than the MTU allows.
+    #[error("frame of {len} bytes is outside {MIN_FRAME_LEN}..={MAX_FRAME_LEN}")]
+    FrameSize {
+        /// Its length.
+        len: usize,
+    },
+    /// The source MAC is not this node's MAC on the network (bridging is not supported).
+    #[error("source MAC {src} is not this node's MAC {mine} on {nwid}")]
+    ForeignSource {
+        /// The network.
+        nwid: NetworkId,
+        /// The frame's source MAC.
+        src: Mac,
+        /// This node's MAC.
+        mine: Mac,
+    },
+    /// The destination MAC belongs to no possible member.
+    #[error("destination MAC {dst} is not a member MAC of {nwid}")]
+    UnknownDestination {
+        /// The network.
+        nwid: NetworkId,
+        /// The frame's destination MAC.
+        dst: Mac,
+    },
+}
+
+/// Why a network could not be joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// Networks run by a controller need the controller protocol, not implemented yet.
+    #[error(
+        "network {nwid} belongs to controller {controller}; controller networks are not \
+         supported yet, use an ad-hoc network (ID starting with ff)"
+    )]
+    ControllerNetworksUnsupported {
+        /// The network.
+        nwid: NetworkId,
+        /// Its controller.
+        controller: String,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    hs: InitiatorHandshake,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    endpoint: SocketAddr,
+    last_rx: Instant,
+}
+
+#[derive(Debug)]
+struct Peer {
+    identity: Option<Identity>,
+    root_endpoints: Vec<SocketAddr>,
+    current: Option<Session>,
+    previous: Option<(Session, Instant)>,
+    next: Option<(Session, Instant)>,
+    pending: Option<Pending>,
+    hs_attempts: u32,
+    hs_next: Option<Instant>,
+    handshakes: u64,
+    last_init: Option<[u8; 32]>,
+    paths: Vec<Path>,
+    candidates: Vec<SocketAddr>,
+    probes_left: u32,
+    probe_at: Option<Instant>,
+    last_rx: Option<Instant>,
+    last_tx: Option<Instant>,
+    last_confirm: Option<Instant>,
+    up: bool,
+    queue: VecDeque<Vec<u8>>,
+    whois_at: Option<Instant>,
+    whois_attempts: u32,
+    latency: Option<Duration>,
+    ping: Option<(u64, Instant)>,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Peer {
+            identity: None,
+            root_endpoints: Vec::new(),
+            current: None,
+            previous: None,
+            next: None,
+            pending: None,
+            hs_attempts: 0,
+            hs_next: None,
+            handshakes: 0,
+            last_init: None,
+            paths: Vec::new(),
+            candidates: Vec::new(),
+            probes_left: 0,
+            probe_at: None,
+            last_rx: None,
+            last_tx: None,
+            last_confirm: None,
+            up: false,
+            queue: VecDeque::new(),
+            whois_at: None,
+            whois_attempts: 0,
+            latency: None,
+            ping: None,
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        !self.root_endpoints.is_empty()
+    }
+
+    /// The freshest direct path that is still alive.
+    fn best_path(&self, now: Instant, timeout: Duration) -> Option<SocketAddr> {
+        self.paths
+            .iter()
+            .filter(|p| now.saturating_duration_since(p.last_rx) < timeout)
+            .max_by_key(|p| p.last_rx)
+            .map(|p| p.endpoint)
+    }
+
+    fn touch_path(&mut self, endpoint: SocketAddr, now: Instant) {
+        if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == endpoint) {
+            p.last_rx = now;
+        } else {
+            self.paths.push(Path {
+                endpoint,
+                last_rx: now,
+            });
+            if self.paths.len() > MAX_CANDIDATES {
+                self.paths.sort_by_key(|p| std::cmp::Reverse(p.last_rx));
+                self.paths.truncate(MAX_CANDIDATES);
+            }
+        }
+    }
+
+    fn session_indices(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        v.extend(self.current.as_ref().map(|s| s.local_index));
+        v.extend(self.previous.as_ref().map(|s| s.0.local_index));
+        v.extend(self.next.as_ref().map(|s| s.0.local_index));
+        v.extend(self.pending.as_ref().map(|p| p.hs.local_index));
+        v
+    }
+}
+
+#[derive(Debug)]
+struct Network {
+    mac: Mac,
+    members: BTreeSet<Address>,
+    /// Whether a root has sent a member list yet.
+    members_known: bool,
+    /// When to announce the membership to the roots again.
+    like_at: Instant,
+}
+
+#[derive(Debug)]
+struct Partial {
+    chunks: Vec<Option<Vec<u8>>>,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Node,
+    Root,
+}
+
+/// A member of the overlay. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Node {
+    role: Role,
+    identity: SecretIdentity,
+    timing: Timing,
+    udp_mtu: usize,
+    rng: ChaCha20Rng,
+    peers: BTreeMap<Address, Peer>,
+    indices: HashMap<u32, Address>,
+    networks: BTreeMap<NetworkId, Network>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    reassembly: BTreeMap<(Address, u32), Partial>,
+    observed: Option<SocketAddr>,
+    // Root role only.
+    memberships: BTreeMap<NetworkId, BTreeSet<Address>>,
+    rendezvous: HashMap<(Address, Address), Instant>,
+    relay: RelayStats,
+}
+
+impl Node {
+    /// Creates a node and starts handshakes with its roots. Roots whose identity does not
+    /// verify are ignored (and logged).
+    pub fn new(config: NodeConfig, now: Instant) -> Self {
+        let roots = config.roots.clone();
+        let mut node = Node::with_role(config, Role::Node);
+        for spec in roots {
+            if let Err(e) = spec.identity.verify() {
+                tracing::warn!(root = %spec.identity.address(), error = %e, "ignoring root");
+                continue;
+            }
+            if spec.identity.address() == node.address() || spec.endpoints.is_empty() {
+                continue;
+            }
+            let peer = node.peer_mut(spec.identity.address());
+            peer.identity = Some(spec.identity.clone());
+            peer.root_endpoints = spec.endpoints.clone();
+        }
+        node.handle_timeout(now);
+        node
+    }
+
+    fn with_role(config: NodeConfig, role: Role) -> Self {
+        Node {
+            role,
+            identity: config.identity,
+            timing: config.timing,
+            udp_mtu: config.udp_mtu.max(MIN_UDP_MTU),
+            rng: ChaCha20Rng::from_seed(config.rng_seed),
+            peers: BTreeMap::new(),
+            indices: HashMap::new(),
+            networks: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            reassembly: BTreeMap::new(),
+            observed: None,
+            memberships: BTreeMap::new(),
+            rendezvous: HashMap::new(),
+            relay: RelayStats::default(),
+        }
+    }
+
+    /// This node's address.
+    pub fn address(&self) -> Address {
+        self.identity.address()
+    }
+
+    /// This node's public identity.
+    pub fn identity(&self) -> &Identity {
+        self.identity.public()
+    }
+
+    /// The external endpoint a root reported for this node (HELLO_OK), if any.
+    pub fn observed_endpoint(&self) -> Option<SocketAddr> {
+        self.observed
+    }
+
+    /// Takes the next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Takes the next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The status of every known peer, roots first.
+    pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        let mut v: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(a, p)| PeerStatus {
+                address: *a,
+                is_root: p.is_root(),
+                up: p.up,
+                path: match p.best_path(now, self.timing.path_timeout) {
+                    Some(ep) => PathKind::Direct(ep),
+                    None if p.current.is_some() && self.relay_root().is_some() => PathKind::Relayed,
+                    None => PathKind::None,
+                },
+                latency: p.latency,
+                handshakes: p.handshakes,
+            })
+            .collect();
+        v.sort_by_key(|s| (!s.is_root, s.address));
+        v
+    }
+
+    /// Joins a virtual network. Ad-hoc networks (ID starting with `ff`) are ready at once:
+    /// an [`Event::NetworkConfig`] follows and the roots learn of the membership.
+    pub fn join(&mut self, now: Instant, nwid: NetworkId) -> Result<NetworkConfig, JoinError> {
+        if !nwid.is_adhoc() {
+            return Err(JoinError::ControllerNetworksUnsupported {
+                nwid,
+                controller: nwid.controller().map(|a| a.to_string()).unwrap_or_default(),
+            });
+        }
+        let mac = Mac::for_member(nwid, self.address());
+        let config = NetworkConfig {
+            nwid,
+            mac,
+            mtu: DEFAULT_MTU,
+        };
+        if self.networks.contains_key(&nwid) {
+            return Ok(config);
+        }
+        self.networks.insert(
+            nwid,
+            Network {
+                mac,
+                members: BTreeSet::new(),
+                members_known: false,
+                like_at: now + self.timing.whois_retry,
+            },
+        );
+        self.events.push_back(Event::NetworkConfig(config.clone()));
+        let like = Message::Like { nwid }.to_vec();
+        for root in self.root_addresses() {
+            self.send_message(now, root, like.clone());
+        }
+        Ok(config)
+    }
+
+    /// Leaves a virtual network.
+    pub fn leave(&mut self, now: Instant, nwid: NetworkId) {
+        if self.networks.remove(&nwid).is_some() {
+            let unlike = Message::Unlike { nwid }.to_vec();
+            for root in self.root_addresses() {
+                self.send_message(now, root, unlike.clone());
+            }
+        }
+    }
+
+    /// Sends an Ethernet frame on a joined network: unicast frames go to the member whose
+    /// MAC is the destination, broadcast and multicast frames to every known member.
+    pub fn send_frame(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        frame: &[u8],
+    ) -> Result<(), SendError> {
+        let net = self
+            .networks
+            .get(&nwid)
+            .ok_or(SendError::NotJoined { nwid })?;
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
+            return Err(SendError::FrameSize { len: frame.len() });
+        }
+        let (Some(dst), Some(src)) = (Mac::frame_dst(frame), Mac::frame_src(frame)) else {
+            return Err(SendError::FrameSize { len: frame.len() });
+        };
+        if src != net.mac {
+            return Err(SendError::ForeignSource {
+                nwid,
+                src,
+                mine: net.mac,
+            });
+        }
+        let msg = Message::Frame { nwid, frame }.to_vec();
+        if dst.is_multicast() {
+            let me = self.address();
+            let members: Vec<Address> = net.members.iter().copied().filter(|m| *m != me).collect();
+            for m in members {
+                self.send_message(now, m, msg.clone());
+            }
+            return Ok(());
+        }
+        let to = dst
+            .to_member(nwid)
+            .filter(|a| *a != self.address())
+            .ok_or(SendError::UnknownDestination { nwid, dst })?;
+        self.send_message(now, to, msg);
+        Ok(())
+    }
+
+    /// The earliest time at which [`Node::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = &self.timing;
+        let mut next: Option<Instant> = None;
+        let mut consider = |i: Option<Instant>| {
+            if let Some(i) = i {
+                next = Some(next.map_or(i, |n: Instant| n.min(i)));
+            }
+        };
+        for p in self.peers.values() {
+            consider(p.previous.as_ref().map(|s| s.1));
+            consider(p.next.as_ref().map(|s| s.1));
+            if self.wants_session(p) && p.current.is_none() {
+                if p.identity.is_some() {
+                    consider(p.hs_next);
+                } else {
+                    consider(p.whois_at);
+                }
+            }
+            if p.probes_left > 0 {
+                consider(p.probe_at);
+            }
+            if let Some(s) = &p.current {
+                consider(Some(s.created + t.rekey_after_time * 3));
+                if self.role == Role::Node {
+                    if p.pending.is_none() {
+                        consider(Some(self.rekey_deadline(s)));
+                    } else {
+                        consider(p.hs_next);
+                    }
+                }
+                if self.role == Role::Node && p.up {
+                    consider(p.last_tx.map(|x| x + t.keepalive));
+                }
+            }
+            if p.up {
+                consider(p.last_rx.map(|x| x + t.peer_timeout));
+            }
+            for path in &p.paths {
+                consider(Some(path.last_rx + t.path_timeout));
+            }
+        }
+        for r in self.reassembly.values() {
+            consider(Some(r.expires));
+        }
+        for n in self.networks.values() {
+            consider(Some(n.like_at));
+        }
+        next
+    }
+
+    /// Runs the timers that are due: retransmissions, probes, keepalives, rekeys, expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let t = self.timing.clone();
+        self.reassembly.retain(|_, r| r.expires > now);
+        let mut likes = Vec::new();
+        for (nwid, n) in self.networks.iter_mut() {
+            if now >= n.like_at {
+                n.like_at = now
+                    + if n.members_known {
+                        t.members_refresh
+                    } else {
+                        t.whois_retry
+                    };
+                likes.push(*nwid);
+            }
+        }
+        for nwid in likes {
+            for root in self.root_addresses() {
+                if self.peers.get(&root).is_some_and(|p| p.current.is_some()) {
+                    self.send_message(now, root, Message::Like { nwid }.to_vec());
+                }
+            }
+        }
+        let addrs: Vec<Address> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            let mut stale = Vec::new();
+            let mut down = false;
+            {
+                let Some(p) = self.peers.get_mut(&addr) else {
+                    continue;
+                };
+                if p.previous.as_ref().is_some_and(|s| s.1 <= now) {
+                    stale.extend(p.previous.take().map(|s| s.0.local_index));
+                }
+                if p.next.as_ref().is_some_and(|s| s.1 <= now) {
+                    stale.extend(p.next.take().map(|s| s.0.local_index));
+                }
+                if p.current
+                    .as_ref()
+                    .is_some_and(|s| now >= s.created + t.rekey_after_time * 3)
+                {
+                    stale.extend(p.current.take().map(|s| s.local_index));
+                }
+                p.paths.retain(|x| now < x.last_rx + t.path_timeout);
+                if p.up && p.last_rx.is_some_and(|x| now >= x + t.peer_timeout) {
+                    down = true;
+                }
+            }
+            for i in stale {
+                self.indices.remove(&i);
+            }
+            if down {
+                self.peer_down(addr);
+                continue;
+            }
+            self.service_peer(now, addr);
+        }
+    }
+
+    fn rekey_deadline(&self, s: &Session) -> Instant {
+        if s.initiator {
+            s.created + self.timing.rekey_after_time
+        } else {
+            // The responder rekeys only if the initiator did not.
+            s.created + self.timing.rekey_after_time + self.timing.keepalive
+        }
+    }
+
+    fn wants_session(&self, p: &Peer) -> bool {
+        self.role == Role::Node && (p.is_root() || !p.queue.is_empty())
+    }
+
+    /// Does what is due for one peer.
+    fn service_peer(&mut self, now: Instant, addr: Address) {
+        let t = self.timing.clone();
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        let wants = self.wants_session(p);
+        let has_current = p.current.is_some();
+        let rekey_due = p.current.as_ref().is_some_and(|s| {
+            now >= self.rekey_deadline(s) || s.packets_sent() >= t.rekey_after_packets
+        });
+        let retry_due = p.hs_next.is_none_or(|x| now >= x);
+        let gave_up = !p.is_root() && p.hs_attempts >= MAX_HANDSHAKE_ATTEMPTS;
+        if self.role == Role::Node && ((!has_current && wants) || (has_current && rekey_due)) {
+            if gave_up && retry_due {
+                // The peer does not answer: drop what waited for it and start over later.
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    p.queue.clear();
+                    p.hs_attempts = 0;
+                    p.hs_next = None;
+                    if let Some(x) = p.pending.take() {
+                        self.indices.remove(&x.hs.local_index);
+                    }
+                }
+            } else if p.identity.is_none() {
+                if p.whois_at.is_none_or(|x| now >= x) {
+                    self.whois(now, addr);
+                }
+            } else if retry_due {
+                self.initiate(now, addr);
+            }
+        }
+        // Hole-punching probes.
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if p.probes_left > 0 && p.probe_at.is_some_and(|x| now >= x) {
+            p.probes_left -= 1;
+            p.probe_at = Some(now + t.probe_interval);
+            let live: Vec<SocketAddr> = p.paths.iter().map(|x| x.endpoint).collect();
+            let targets: Vec<SocketAddr> = p
+                .candidates
+                .iter()
+                .copied()
+                .filter(|c| !live.contains(c))
+                .collect();
+            if targets.is_empty() {
+                p.probes_left = 0;
+            }
+            let have_session = p.current.is_some();
+            for ep in targets {
+                if have_session {
+                    let id = self.rng.next_u64();
+                    if let Some(p) = self.peers.get_mut(&addr) {
+                        p.ping = Some((id, now));
+                    }
+                    self.send_message_to(now, addr, Message::Ping { id }.to_vec(), Some(ep));
+                } else {
+                    self.send_hole_punch(addr, ep);
+                }
+            }
+        }
+        // Keepalives.
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        if self.role == Role::Node
+            && p.up
+            && p.current.is_some()
+            && p.last_tx.is_none_or(|x| now >= x + t.keepalive)
+        {
+            if self.route(now, addr).is_some() {
+                self.send_message(now, addr, Message::Keepalive.to_vec());
+            }
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.last_tx = Some(now);
+            }
+        }
+    }
+
+    fn peer_down(&mut self, addr: Address) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let indices = p.session_indices();
+        p.current = None;
+        p.previous = None;
+        p.next = None;
+        p.pending = None;
+        p.hs_next = None;
+        p.hs_attempts = 0;
+        p.paths.clear();
+        p.up = false;
+        p.last_rx = None;
+        for i in indices {
+            self.indices.remove(&i);
+        }
+        self.push_event(Event::PeerDown { address: addr });
+        if self.role == Role::Root {
+            let nets: Vec<NetworkId> = self
+                .memberships
+                .iter()
+                .filter(|(_, m)| m.contains(&addr))
+                .map(|(n, _)| *n)
+                .collect();
+            for n in nets {
+                if let Some(m) = self.memberships.get_mut(&n) {
+                    m.remove(&addr);
+                }
+                self.push_members(n);
+            }
+            self.peers.remove(&addr);
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.role == Role::Node {
+            self.events.push_back(e);
+        }
+    }
+
+    fn peer_mut(&mut self, addr: Address) -> &mut Peer {
+        self.peers.entry(addr).or_insert_with(Peer::new)
+    }
+
+    fn root_addresses(&self) -> Vec<Address> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.is_root())
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// The root used for WHOIS and relaying: the first one with a session.
+    fn relay_root(&self) -> Option<Address> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.is_root() && p.current.is_some())
+            .map(|(a, _)| *a)
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if !self.indices.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Where packets for `addr` go: a direct path, a root's endpoint, or a relaying root.
+    fn route(&self, now: Instant, addr: Address) -> Option<SocketAddr> {
+        let p = self.peers.get(&addr)?;
+        if let Some(ep) = p.best_path(now, self.timing.path_timeout) {
+            return Some(ep);
+        }
+        if p.is_root() {
+            return p.root_endpoints.first().copied();
+        }
+        if self.role == Role::Root {
+            return None;
+        }
+        let root = self.relay_root()?;
+        let rp = self.peers.get(&root)?;
+        rp.best_path(now, self.timing.path_timeout)
+            .or_else(|| rp.root_endpoints.first().copied())
+    }
+
+    fn whois(&mut self, now: Instant, addr: Address) {
+        let attempts = self.peers.get(&addr).map_or(0, |p| p.whois_attempts);
+        if attempts >= self.timing.whois_attempts {
+            // Nobody knows this address: give up on what was queued for it.
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.queue.clear();
+                p.whois_at = None;
+                p.whois_attempts = 0;
+            }
+            return;
+        }
+        let retry = now + self.timing.whois_retry;
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.whois_at = Some(retry);
+            p.whois_attempts += 1;
+        }
+        if let Some(root) = self.relay_root() {
+            self.send_message(now, root, Message::Whois { address: addr }.to_vec());
+        }
+    }
+
+    fn initiate(&mut self, now: Instant, addr: Address) {
+        let index = self.fresh_index();
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let retry = self.timing.handshake_retry;
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some(remote) = p.identity.clone() else {
+            return;
+        };
+        let (hs, msg1) = match session::initiate(&self.identity, &remote, seed, index) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(peer = %addr, error = %e, "cannot start handshake");
+                return;
+            }
+        };
+        let old = p.pending.replace(Pending { hs }).map(|x| x.hs.local_index);
+        p.hs_attempts = p.hs_attempts.saturating_add(1);
+        p.hs_next = Some(now + retry * (1u32 << p.hs_attempts.min(4).saturating_sub(1)));
+        let root_eps = p.root_endpoints.clone();
+        if let Some(i) = old {
+            self.indices.remove(&i);
+        }
+        self.indices.insert(index, addr);
+        let mut pkt = Vec::with_capacity(HEADER_LEN + 4 + msg1.len());
+        self.header(PacketType::HandshakeInit, addr)
+            .emit_vec(&mut pkt);
+        InitRepr {
+            sender_index: index,
+            noise: &msg1,
+        }
+        .emit(&mut pkt);
+        let dsts = if root_eps.is_empty() {
+            self.route(now, addr).into_iter().collect()
+        } else {
+            match self
+                .peers
+                .get(&addr)
+                .and_then(|p| p.best_path(now, self.timing.path_timeout))
+            {
+                Some(ep) => vec![ep],
+                None => root_eps,
+            }
+        };
+        for dst in dsts {
+            self.send_packet(dst, pkt.clone());
+        }
+    }
+
+    fn header(&self, packet_type: PacketType, dst: Address) -> header::Repr {
+        header::Repr {
+            packet_type,
+            hops: 0,
+            dst,
+            src: self.address(),
+        }
+    }
+
+    fn send_hole_punch(&mut self, addr: Address, ep: SocketAddr) {
+        let mut pkt = Vec::with_capacity(HEADER_LEN);
+        self.header(PacketType::HolePunch, addr).emit_vec(&mut pkt);
+        self.transmits.push_back(Transmit {
+            dst: ep,
+            bytes: pkt,
+        });
+    }
+
+    /// Sends a plaintext record to a peer over its current session, or queues it and sets
+    /// up a session.
+    fn send_message(&mut self, now: Instant, addr: Address, msg: Vec<u8>) {
+        self.send_message_to(now, addr, msg, None);
+    }
+
+    fn send_message_to(
+        &mut self,
+        now: Instant,
+        addr: Address,
+        msg: Vec<u8>,
+        via: Option<SocketAddr>,
+    ) {
+        if addr == self.address() {
+            return;
+        }
+        let dst = via.or_else(|| self.route(now, addr));
+        let hdr = self.header(PacketType::Data, addr);
+        let rekey_after = self.timing.rekey_after_packets;
+        let p = self.peer_mut(addr);
+        let (Some(s), Some(dst)) = (p.current.as_mut(), dst) else {
+            if p.queue.len() >= MAX_QUEUE {
+                p.queue.pop_front();
+            }
+            p.queue.push_back(msg);
+            self.service_peer(now, addr);
+            return;
+        };
+        let (counter, ct) = match s.seal(&msg) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(peer = %addr, error = %e, "seal failed");
+                return;
+            }
+        };
+        let receiver_index = s.remote_index;
+        let rekey = s.packets_sent() >= rekey_after;
+        p.last_tx = Some(now);
+        let mut pkt = Vec::with_capacity(HEADER_LEN + 12 + ct.len());
+        hdr.emit_vec(&mut pkt);
+        DataRepr {
+            receiver_index,
+            counter,
+            ciphertext: &ct,
+        }
+        .emit(&mut pkt);
+        self.send_packet(dst, pkt);
+        if rekey && self.peers.get(&addr).is_some_and(|p| p.pending.is_none()) {
+            self.initiate(now, addr);
+        }
+    }
+
+    fn flush_queue(&mut self, now: Instant, addr: Address) {
+        let queued: Vec<Vec<u8>> = match self.peers.get_mut(&addr) {
+            Some(p) if p.current.is_some() => p.queue.drain(..).collect(),
+            _ => return,
+        };
+        for m in queued {
+            self.send_message(now, addr, m);
+        }
+    }
+
+    /// Queues a whole packet, cut into fragments if it exceeds the UDP MTU.
+    fn send_packet(&mut self, dst: SocketAddr, pkt: Vec<u8>) {
+        if pkt.len() <= self.udp_mtu {
+            self.transmits.push_back(Transmit { dst, bytes: pkt });
+            return;
+        }
+        let chunk_len = self.udp_mtu - HEADER_LEN - FRAGMENT_PREFIX_LEN;
+        let count = pkt.len().div_ceil(chunk_len);
+        if count > usize::from(MAX_FRAGMENTS) {
+            tracing::debug!(len = pkt.len(), "packet too large to fragment");
+            return;
+        }
+        let Ok(hdr) = header::Repr::parse(&header::Packet::new_unchecked(&pkt[..])) else {
+            return;
+        };
+        let packet_id = self.rng.next_u32();
+        for (index, chunk) in pkt.chunks(chunk_len).enumerate() {
+            let mut f = Vec::with_capacity(HEADER_LEN + FRAGMENT_PREFIX_LEN + chunk.len());
+            header::Repr {
+                packet_type: PacketType::Fragment,
+                ..hdr
+            }
+            .emit_vec(&mut f);
+            FragmentRepr {
+                packet_id,
+                index: index as u8,
+                count: count as u8,
+                chunk,
+            }
+            .emit(&mut f);
+            self.transmits.push_back(Transmit { dst, bytes: f });
+        }
+    }
+
+    /// Processes one UDP datagram from `from`. Malformed or unauthentic input is dropped.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.handle_packet(now, from, bytes, true);
+    }
+
+    fn handle_packet(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], outer: bool) {
+        let Ok(pkt) = header::Packet::new_checked(bytes) else {
+            return;
+        };
+        let Ok(hdr) = header::Repr::parse(&pkt) else {
+            return;
+        };
+        if hdr.src == self.address() {
+            return;
+        }
+        if hdr.dst != self.address() {
+            if self.role == Role::Root && outer {
+                self.relay_packet(now, from, hdr, bytes);
+            }
+            return;
+        }
+        let body = pkt.body();
+        match hdr.packet_type {
+            PacketType::Fragment if outer => self.on_fragment(now, from, hdr, body),
+            PacketType::Fragment | PacketType::HolePunch => {}
+            PacketType::HandshakeInit => self.on_init(now, from, hdr, body),
+            PacketType::HandshakeResponse => self.on_response(now, from, hdr, body),
+            PacketType::Data => self.on_data(now, from, hdr, body),
+        }
+    }
+
+    fn on_fragment(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+        let Ok(fp) = FragmentPacket::new_checked(body) else {
+            return;
+        };
+        let Ok(f) = FragmentRepr::parse(&fp) else {
+            return;
+        };
+        let key = (hdr.src, f.packet_id);
+        if !self.reassembly.contains_key(&key) && self.reassembly.len() >= MAX_REASSEMBLY {
+            return;
+        }
+        let expires = now + self.timing.reassembly_timeout;
+        let partial = self.reassembly.entry(key).or_insert_with(|| Partial {
+            chunks: vec![None; usize::from(f.count)],
+            expires,
+        });
+        if partial.chunks.len() != usize::from(f.count) {
+            return;
+        }
+        partial.chunks[usize::from(f.index)] = Some(f.chunk.to_vec());
+        if partial.chunks.iter().all(Option::is_some) {
+            let Some(partial) = self.reassembly.remove(&key) else {
+                return;
+            };
+            let whole: Vec<u8> = partial.chunks.into_iter().flatten().flatten().collect();
+            // The reassembled packet must come from the same source as its fragments.
+            if header::Packet::new_checked(&whole[..])
+                .ok()
+                .and_then(|p| header::Repr::parse(&p).ok())
+                .is_some_and(|h| h.src == hdr.src && h.dst == hdr.dst)
+            {
+                self.handle_packet(now, from, &whole, false);
+            }
+        }
+    }
+
+    fn on_init(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+        let Ok(ip) = InitPacket::new_checked(body) else {
+            return;
+        };
+        let Ok(init) = InitRepr::parse(&ip) else {
+            return;
+        };
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(&init.noise[..32]);
+        if let Some(p) = self.peers.get(&hdr.src) {
+            if p.last_init == Some(ephemeral) {
+                return; // a duplicate (or replay) of the last initiation
+            }
+            if p.pending.is_some() && self.address() < hdr.src {
+                return; // both initiated: ours wins
+            }
+        }
+        let index = self.fresh_index();
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let r = match session::respond(
+            &self.identity,
+            hdr.src,
+            init.noise,
+            seed,
+            index,
+            init.sender_index,
+            now,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(peer = %hdr.src, error = %e, "handshake init rejected");
+                return;
+            }
+        };
+        let known = self
+            .peers
+            .get(&hdr.src)
+            .and_then(|p| p.identity.as_ref())
+            .is_some_and(|i| *i == r.identity);
+        if !known {
+            if let Err(e) = r.identity.verify() {
+                tracing::debug!(peer = %hdr.src, error = %e, "identity rejected");
+                return;
+            }
+        }
+        let previous_keep = self.timing.previous_keep;
+        let p = self.peer_mut(hdr.src);
+        p.identity = Some(r.identity);
+        p.last_init = Some(ephemeral);
+        p.handshakes += 1;
+        let mut stale = Vec::new();
+        stale.extend(p.pending.take().map(|x| x.hs.local_index));
+        p.hs_attempts = 0;
+        p.hs_next = None;
+        if p.current.is_none() {
+            p.current = Some(r.session);
+        } else {
+            stale.extend(
+                p.next
+                    .replace((r.session, now + previous_keep))
+                    .map(|s| s.0.local_index),
+            );
+        }
+        for i in stale {
+            self.indices.remove(&i);
+        }
+        self.indices.insert(index, hdr.src);
+        let mut pkt = Vec::with_capacity(HEADER_LEN + 8 + r.msg2.len());
+        self.header(PacketType::HandshakeResponse, hdr.src)
+            .emit_vec(&mut pkt);
+        ResponseRepr {
+            sender_index: index,
+            receiver_index: init.sender_index,
+            noise: &r.msg2,
+        }
+        .emit(&mut pkt);
+        self.send_packet(from, pkt);
+        self.flush_queue(now, hdr.src);
+    }
+
+    fn on_response(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+        let Ok(rp) = ResponsePacket::new_checked(body) else {
+            return;
+        };
+        let Ok(resp) = ResponseRepr::parse(&rp) else {
+            return;
+        };
+        let previous_keep = self.timing.previous_keep;
+        let Some(p) = self.peers.get_mut(&hdr.src) else {
+            return;
+        };
+        if p.pending.as_ref().map(|x| x.hs.local_index) != Some(resp.receiver_index) {
+            return;
+        }
+        let Some(pending) = p.pending.take() else {
+            return;
+        };
+        let session = match pending.hs.finish(resp.sender_index, resp.noise, now) {
+            Ok(s) => s,
+            Err(e) => {
+                // The handshake state is spent; the retry timer starts a new one.
+                tracing::debug!(peer = %hdr.src, error = %e, "handshake response rejected");
+                self.indices.remove(&resp.receiver_index);
+                return;
+            }
+        };
+        p.hs_attempts = 0;
+        p.hs_next = None;
+        p.handshakes += 1;
+        let mut stale = Vec::new();
+        if let Some(old) = p.current.replace(session) {
+            stale.extend(
+                p.previous
+                    .replace((old, now + previous_keep))
+                    .map(|s| s.0.local_index),
+            );
+        }
+        for i in stale {
+            self.indices.remove(&i);
+        }
+        self.authenticated(now, from, hdr);
+        // Confirm the session to the responder right away.
+        let queued = self
+            .peers
+            .get(&hdr.src)
+            .is_some_and(|p| !p.queue.is_empty());
+        if queued {
+            self.flush_queue(now, hdr.src);
+        } else {
+            self.send_message(now, hdr.src, Message::Keepalive.to_vec());
+        }
+    }
+
+    /// Bookkeeping for any authenticated packet: liveness, path learning, peer up.
+    fn authenticated(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
+        let probe_count = self.timing.probe_count;
+        let is_root_role = self.role == Role::Root;
+        let Some(p) = self.peers.get_mut(&hdr.src) else {
+            return;
+        };
+        p.last_rx = Some(now);
+        if hdr.hops == 0 {
+            p.touch_path(from, now);
+        }
+        if !p.up && p.current.is_some() {
+            p.up = true;
+            let candidates = !p.candidates.is_empty();
+            let is_root = p.is_root();
+            if candidates && !is_root_role {
+                p.probes_left = probe_count;
+                p.probe_at = Some(now);
+            }
+            self.push_event(Event::PeerUp { address: hdr.src });
+            if is_root && !is_root_role {
+                self.send_message(now, hdr.src, Message::Hello.to_vec());
+                let nets: Vec<NetworkId> = self.networks.keys().copied().collect();
+                for nwid in nets {
+                    self.send_message(now, hdr.src, Message::Like { nwid }.to_vec());
+                }
+            }
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+        let Ok(dp) = DataPacket::new_checked(body) else {
+            return;
+        };
+        let Ok(d) = DataRepr::parse(&dp) else {
+            return;
+        };
+        if self.indices.get(&d.receiver_index) != Some(&hdr.src) {
+            return;
+        }
+        let previous_keep = self.timing.previous_keep;
+        let Some(p) = self.peers.get_mut(&hdr.src) else {
+            return;
+        };
+        let mut on_previous = false;
+        let plain = if p.current.as_ref().map(|s| s.local_index) == Some(d.receiver_index) {
+            p.current.as_mut().map(|s| s.open(d.counter, d.ciphertext))
+        } else if p.next.as_ref().map(|s| s.0.local_index) == Some(d.receiver_index) {
+            let r = p.next.as_mut().map(|s| s.0.open(d.counter, d.ciphertext));
+            if matches!(r, Some(Ok(_))) {
+                // The initiator uses the new session: it is confirmed.
+                if let Some((s, _)) = p.next.take() {
+                    if let Some(old) = p.current.replace(s) {
+                        if let Some(gone) = p.previous.replace((old, now + previous_keep)) {
+                            self.indices.remove(&gone.0.local_index);
+                        }
+                    }
+                }
+            }
+            r
+        } else if p.previous.as_ref().map(|s| s.0.local_index) == Some(d.receiver_index) {
+            on_previous = true;
+            p.previous
+                .as_mut()
+                .map(|s| s.0.open(d.counter, d.ciphertext))
+        } else {
+            None
+        };
+        let Some(Ok(plain)) = plain else {
+            return;
+        };
+        self.authenticated(now, from, hdr);
+        if on_previous {
+            // The peer still sends on the replaced session: it may have missed our
+            // confirmation. Re-confirm at most once a second.
+            let p = self.peer_mut(hdr.src);
+            let initiator = p.current.as_ref().is_some_and(|s| s.initiator);
+            if initiator
+                && p.last_confirm
+                    .is_none_or(|x| now >= x + Duration::from_secs(1))
+            {
+                p.last_confirm = Some(now);
+                self.send_message(now, hdr.src, Message::Keepalive.to_vec());
+            }
+        }
+        let Ok(msg) = Message::parse(&plain) else {
+            tracing::debug!(peer = %hdr.src, "malformed record");
+            return;
+        };
+        self.on_message(now, from, hdr.src, msg);
+    }
+
+    fn sent_by_root(&self, addr: Address) -> bool {
+        self.role == Role::Node && self.peers.get(&addr).is_some_and(|p| p.is_root())
+    }
+
+    fn on_message(&mut self, now: Instant, from: SocketAddr, src: Address, msg: Message<'_>) {
+        match msg {
+            Message::Keepalive => {}
+            Message::Ping { id } => {
+                self.send_message_to(now, src, Message::Pong { id }.to_vec(), Some(from));
+            }
+            Message::Pong { id } => {
+                if let Some(p) = self.peers.get_mut(&src) {
+                    if let Some((pid, sent)) = p.ping {
+                        if pid == id {
+                            p.latency = Some(now.saturating_duration_since(sent));
+                            p.ping = None;
+                        }
+                    }
+                }
+            }
+            Message::Hello => {
+                if self.role == Role::Root {
+                    self.send_message_to(
+                        now,
+                        src,
+                        Message::HelloOk { observed: from }.to_vec(),
+                        Some(from),
+                    );
+                }
+            }
+            Message::HelloOk { observed } => {
+                if self.sent_by_root(src) {
+                    self.observed = Some(observed);
+                }
+            }
+            Message::Whois { address } => {
+                if self.role == Role::Root {
+                    let reply = match self.peers.get(&address).and_then(|p| p.identity.clone()) {
+                        Some(identity) => Message::WhoisOk { identity }.to_vec(),
+                        None => Message::WhoisNotFound { address }.to_vec(),
+                    };
+                    self.send_message(now, src, reply);
+                }
+            }
+            Message::WhoisOk { identity } => {
+                let addr = identity.address();
+                let asked = self
+                    .peers
+                    .get(&addr)
+                    .is_some_and(|p| p.identity.is_none() && p.whois_at.is_some());
+                if self.sent_by_root(src) && asked && identity.verify().is_ok() {
+                    if let Some(p) = self.peers.get_mut(&addr) {
+                        p.identity = Some(identity);
+                        p.whois_at = None;
+                        p.whois_attempts = 0;
+                    }
+                    self.service_peer(now, addr);
+                }
+            }
+            Message::WhoisNotFound { address } => {
+                if self.sent_by_root(src) {
+                    tracing::debug!(%address, "root does not know this address");
+                }
+            }
+            Message::Rendezvous { address, endpoint } => {
+                if !self.sent_by_root(src) || address == self.address() {
+                    return;
+                }
+                let probe_count = self.timing.probe_count;
+                let p = self.peer_mut(address);
+                if p.is_root() {
+                    return;
+                }
+                if !p.candidates.contains(&endpoint) {
+                    p.candidates.push(endpoint);
+                    if p.candidates.len() > MAX_CANDIDATES {
+                        p.candidates.remove(0);
+                    }
+                }
+                p.probes_left = probe_count;
+                p.probe_at = Some(now);
+                self.service_peer(now, address);
+            }
+            Message::Like { nwid } => {
+                if self.role == Role::Root {
+                    if self.memberships.entry(nwid).or_default().insert(src) {
+                        self.push_members(nwid);
+                    } else {
+                        self.send_members(now, nwid, src);
+                    }
+                }
+            }
+            Message::Unlike { nwid } => {
+                if self.role == Role::Root
+                    && self
+                        .memberships
+                        .get_mut(&nwid)
+                        .is_some_and(|m| m.remove(&src))
+                {
+                    self.push_members(nwid);
+                }
+            }
+            Message::Members { nwid, members } => {
+                if self.sent_by_root(src) {
+                    if let Some(n) = self.networks.get_mut(&nwid) {
+                        n.members = members.into_iter().collect();
+                        if !n.members_known {
+                            n.members_known = true;
+                            n.like_at = now + self.timing.members_refresh;
+                        }
+                    }
+                }
+            }
+            Message::Frame { nwid, frame } => {
+                let Some(net) = self.networks.get(&nwid) else {
+                    return;
+                };
+                let (Some(dst), Some(fsrc)) = (Mac::frame_dst(frame), Mac::frame_src(frame)) else {
+                    return;
+                };
+                if fsrc != Mac::for_member(nwid, src) {
+                    tracing::debug!(peer = %src, "frame with a spoofed source MAC dropped");
+                    return;
+                }
+                if dst != net.mac && !dst.is_multicast() {
+                    return;
+                }
+                self.push_event(Event::FrameReceived {
+                    nwid,
+                    frame: frame.to_vec(),
+                });
+            }
+        }
+    }
+
+    /// Root: tells every member of `nwid` the current member list.
+    fn push_members(&mut self, nwid: NetworkId) {
+        let members: Vec<Address> = self
+            .memberships
+            .get(&nwid)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default();
+        // The clock only matters for queued sends; members have sessions.
+        let now = self.peers.values().filter_map(|p| p.last_rx).max();
+        let Some(now) = now else {
+            return;
+        };
+        for m in &members {
+            self.send_members(now, nwid, *m);
+        }
+    }
+
+    fn send_members(&mut self, now: Instant, nwid: NetworkId, to: Address) {
+        let members: Vec<Address> = self
+            .memberships
+            .get(&nwid)
+            .map(|m| m.iter().copied().take(MAX_MEMBERS).collect())
+            .unwrap_or_default();
+        self.send_message(now, to, Message::Members { nwid, members }.to_vec());
+    }
+
+    /// Root: forwards a packet addressed to another node.
+    fn relay_packet(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, bytes: &[u8]) {
+        if hdr.hops >= MAX_HOPS {
+            return;
+        }
+        // Only registered senders, from the endpoint they registered from, may use the relay.
+        let path_timeout = self.timing.path_timeout;
+        let Some(src_ep) = self
+            .peers
+            .get(&hdr.src)
+            .and_then(|p| p.paths.iter().find(|x| x.endpoint == from))
+            .filter(|x| now < x.last_rx + path_timeout)
+            .map(|x| x.endpoint)
+        else {
+            return;
+        };
+        let Some(dst_ep) = self
+            .peers
+            .get(&hdr.dst)
+            .and_then(|p| p.best_path(now, path_timeout))
+        else {
+            return;
+        };
+        let mut out = bytes.to_vec();
+        header::Packet::new_unchecked(&mut out[..]).set_hops(hdr.hops + 1);
+        self.relay.packets += 1;
+        self.relay.bytes += out.len() as u64;
+        match hdr.packet_type {
+            PacketType::HandshakeInit | PacketType::HandshakeResponse => {
+                self.relay.handshake_packets += 1
+            }
+            PacketType::Data | PacketType::Fragment => self.relay.data_packets += 1,
+            PacketType::HolePunch => {}
+        }
+        self.transmits.push_back(Transmit {
+            dst: dst_ep,
+            bytes: out,
+        });
+        // Introduce the two nodes so they can try a direct path.
+        let key = (hdr.src.min(hdr.dst), hdr.src.max(hdr.dst));
+        let interval = self.timing.rendezvous_interval;
+        if self
+            .rendezvous
+            .get(&key)
+            .is_none_or(|t| now >= *t + interval)
+        {
+            self.rendezvous.insert(key, now);
+            self.send_message(
+                now,
+                hdr.src,
+                Message::Rendezvous {
+                    address: hdr.dst,
+                    endpoint: dst_ep,
+                }
+                .to_vec(),
+            );
+            self.send_message(
+                now,
+                hdr.dst,
+                Message::Rendezvous {
+                    address: hdr.src,
+                    endpoint: src_ep,
+                }
+                .to_vec(),
+            );
+        }
+    }
+}
+
+/// A root: accepts sessions from any node with a valid identity, answers HELLO and WHOIS,
+/// keeps network membership lists for ad-hoc networks, relays packets between nodes and
+/// introduces them to each other (RENDEZVOUS) so they can punch through NATs. Sans-IO like
+/// [`Node`], with the same call order.
+#[derive(Debug)]
+pub struct Root {
+    node: Node,
+}
+
+impl Root {
+    /// Creates a root.
+    pub fn new(identity: SecretIdentity, rng_seed: [u8; 32], timing: Timing) -> Self {
+        let config = NodeConfig {
+            identity,
+            roots: Vec::new(),
+            rng_seed,
+            timing,
+            udp_mtu: DEFAULT_UDP_MTU,
+        };
+        Root {
+            node: Node::with_role(config, Role::Root),
+        }
+    }
+
+    /// The root's address.
+    pub fn address(&self) -> Address {
+        self.node.address()
+    }
+
+    /// The root's public identity (what nodes put in their [`RootSpec`]).
+    pub fn identity(&self) -> &Identity {
+        self.node.identity()
+    }
+
+    /// Processes one UDP datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.node.handle_datagram(now, from, bytes);
+    }
+
+    /// Runs due timers (session and path expiry).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.node.handle_timeout(now);
+    }
+
+    /// Takes the next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.node.poll_transmit()
+    }
+
+    /// The earliest time at which [`Root::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.node.poll_timeout()
+    }
+
+    /// What the relay has forwarded so far.
+    pub fn relay_stats(&self) -> RelayStats {
+        self.node.relay
+    }
+
+    /// Registered nodes and their paths.
+    pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        self.node.peers(now)
+    }
+}

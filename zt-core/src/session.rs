@@ -1,0 +1,382 @@
+//! Encrypted sessions between two nodes: the Noise IK handshake (`snow`) and transport
+//! encryption with explicit nonces.
+//!
+//! Protocol name: `Noise_IK_25519_ChaChaPoly_BLAKE2s`, prologue [`PROLOGUE`] (which names
+//! the protocol version, so a version mismatch fails the handshake).
+//!
+//! - The initiator must already hold the responder's verified [`Identity`] (from the root
+//!   configuration or a WHOIS answer) and uses its X25519 key as the Noise remote static key.
+//! - Message 1 carries the initiator's full public identity as its encrypted payload. The
+//!   responder checks that the identity's X25519 key is exactly the static key Noise
+//!   authenticated, that its address is the packet's source address, and (through the
+//!   caller, which caches results) that the identity verifies: address derived from the keys
+//!   and the Ed25519 signature over the X25519 key.
+//! - After message 2 both sides switch to snow's *stateless* transport mode: every packet
+//!   carries its counter, used as the AEAD nonce, so UDP loss and reordering do not break
+//!   decryption, and a [`ReplayWindow`] rejects duplicates.
+//!
+//! Ephemeral keys come from a ChaCha20 generator seeded by the caller, so the crate draws
+//! no randomness of its own (the node seeds it from its own seeded RNG).
+
+use std::time::Instant;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng};
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use snow::{HandshakeState, StatelessTransportState};
+
+use crate::identity::{Address, Identity, SecretIdentity};
+use crate::replay::ReplayWindow;
+use crate::wire::data::TAG_LEN;
+
+/// The Noise protocol name.
+pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// The Noise prologue; it includes the wire protocol version.
+pub const PROLOGUE: &[u8] = b"ztrun vl1 version 1";
+/// A session refuses to send once its counter reaches this (far below snow's limit).
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 16);
+
+/// Why a handshake or transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Noise rejected a message (bad MAC, wrong key, malformed).
+    #[error("noise {stage} failed")]
+    Noise {
+        /// Which step.
+        stage: &'static str,
+        /// The cause.
+        #[source]
+        source: snow::Error,
+    },
+    /// The initiator's payload is not an identity.
+    #[error("handshake payload is not an identity")]
+    BadPayload,
+    /// The identity's X25519 key differs from the static key Noise authenticated.
+    #[error("identity {address} does not own the handshake's static key")]
+    KeyMismatch {
+        /// The claimed address.
+        address: Address,
+    },
+    /// The identity's address differs from the packet's source address.
+    #[error("identity {identity} sent from address {claimed}")]
+    AddressMismatch {
+        /// The identity's address.
+        identity: Address,
+        /// The address in the header.
+        claimed: Address,
+    },
+    /// The packet counter was seen before or is too old.
+    #[error("replayed or too old counter {counter}")]
+    Replay {
+        /// The counter.
+        counter: u64,
+    },
+    /// The session has sent too many packets and must be replaced.
+    #[error("session counter exhausted")]
+    Exhausted,
+}
+
+struct SeededRandom(ChaCha20Rng);
+
+impl Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// Snow's default primitives, with randomness from a caller-supplied seed.
+struct SeededResolver {
+    seed: [u8; 32],
+}
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.seed))))
+    }
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
+    let params = NOISE_PARAMS
+        .parse()
+        .expect("constant Noise parameters are valid");
+    snow::Builder::with_resolver(params, Box::new(SeededResolver { seed }))
+}
+
+fn noise(stage: &'static str) -> impl FnOnce(snow::Error) -> SessionError {
+    move |source| SessionError::Noise { stage, source }
+}
+
+/// An initiator waiting for message 2.
+pub(crate) struct InitiatorHandshake {
+    state: HandshakeState,
+    pub(crate) local_index: u32,
+}
+
+impl std::fmt::Debug for InitiatorHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InitiatorHandshake({})", self.local_index)
+    }
+}
+
+/// Starts a handshake with `remote` (whose identity the caller has verified); returns the
+/// state and Noise message 1.
+pub(crate) fn initiate(
+    local: &SecretIdentity,
+    remote: &Identity,
+    seed: [u8; 32],
+    local_index: u32,
+) -> Result<(InitiatorHandshake, Vec<u8>), SessionError> {
+    let mut state = builder(seed)
+        .local_private_key(local.x25519_secret())
+        .and_then(|b| b.remote_public_key(remote.x25519_public()))
+        .and_then(|b| b.prologue(PROLOGUE))
+        .and_then(|b| b.build_initiator())
+        .map_err(noise("initiator setup"))?;
+    let mut msg = vec![0u8; 512];
+    let n = state
+        .write_message(&local.public().to_bytes(), &mut msg)
+        .map_err(noise("message 1 write"))?;
+    msg.truncate(n);
+    Ok((InitiatorHandshake { state, local_index }, msg))
+}
+
+impl InitiatorHandshake {
+    /// Consumes message 2 and yields the session.
+    pub(crate) fn finish(
+        mut self,
+        remote_index: u32,
+        msg2: &[u8],
+        now: Instant,
+    ) -> Result<Session, SessionError> {
+        let mut payload = vec![0u8; msg2.len()];
+        self.state
+            .read_message(msg2, &mut payload)
+            .map_err(noise("message 2 read"))?;
+        let transport = self
+            .state
+            .into_stateless_transport_mode()
+            .map_err(noise("transport switch"))?;
+        Ok(Session::new(
+            transport,
+            self.local_index,
+            remote_index,
+            now,
+            true,
+        ))
+    }
+}
+
+/// What a responder gets from a valid message 1.
+#[derive(Debug)]
+pub(crate) struct Responded {
+    /// The initiator's identity: its X25519 key and address are checked; the caller must
+    /// still run (or have cached) [`Identity::verify`].
+    pub(crate) identity: Identity,
+    /// The new session (not yet confirmed by the initiator).
+    pub(crate) session: Session,
+    /// Noise message 2.
+    pub(crate) msg2: Vec<u8>,
+}
+
+/// Answers Noise message 1 from the node whose header source address is `claimed`.
+pub(crate) fn respond(
+    local: &SecretIdentity,
+    claimed: Address,
+    msg1: &[u8],
+    seed: [u8; 32],
+    local_index: u32,
+    remote_index: u32,
+    now: Instant,
+) -> Result<Responded, SessionError> {
+    let mut state = builder(seed)
+        .local_private_key(local.x25519_secret())
+        .and_then(|b| b.prologue(PROLOGUE))
+        .and_then(|b| b.build_responder())
+        .map_err(noise("responder setup"))?;
+    let mut payload = vec![0u8; msg1.len()];
+    let n = state
+        .read_message(msg1, &mut payload)
+        .map_err(noise("message 1 read"))?;
+    let identity = Identity::from_bytes(&payload[..n]).map_err(|_| SessionError::BadPayload)?;
+    if state.get_remote_static() != Some(&identity.x25519_public()[..]) {
+        return Err(SessionError::KeyMismatch {
+            address: identity.address(),
+        });
+    }
+    if identity.address() != claimed {
+        return Err(SessionError::AddressMismatch {
+            identity: identity.address(),
+            claimed,
+        });
+    }
+    let mut msg2 = vec![0u8; 256];
+    let n = state
+        .write_message(&[], &mut msg2)
+        .map_err(noise("message 2 write"))?;
+    msg2.truncate(n);
+    let transport = state
+        .into_stateless_transport_mode()
+        .map_err(noise("transport switch"))?;
+    Ok(Responded {
+        identity,
+        session: Session::new(transport, local_index, remote_index, now, false),
+        msg2,
+    })
+}
+
+/// An established session: keys, counters and the replay window.
+pub(crate) struct Session {
+    transport: StatelessTransportState,
+    pub(crate) local_index: u32,
+    pub(crate) remote_index: u32,
+    send_counter: u64,
+    replay: ReplayWindow,
+    pub(crate) created: Instant,
+    pub(crate) initiator: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("sent", &self.send_counter)
+            .field("initiator", &self.initiator)
+            .finish()
+    }
+}
+
+impl Session {
+    fn new(
+        transport: StatelessTransportState,
+        local_index: u32,
+        remote_index: u32,
+        now: Instant,
+        initiator: bool,
+    ) -> Self {
+        Session {
+            transport,
+            local_index,
+            remote_index,
+            send_counter: 0,
+            replay: ReplayWindow::new(),
+            created: now,
+            initiator,
+        }
+    }
+
+    /// Packets sent so far.
+    pub(crate) fn packets_sent(&self) -> u64 {
+        self.send_counter
+    }
+
+    /// Encrypts `plaintext`; returns the counter used and the ciphertext with its tag.
+    pub(crate) fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), SessionError> {
+        if self.send_counter >= REJECT_AFTER_MESSAGES {
+            return Err(SessionError::Exhausted);
+        }
+        let counter = self.send_counter;
+        let mut out = vec![0u8; plaintext.len() + TAG_LEN];
+        let n = self
+            .transport
+            .write_message(counter, plaintext, &mut out)
+            .map_err(noise("seal"))?;
+        out.truncate(n);
+        self.send_counter += 1;
+        Ok((counter, out))
+    }
+
+    /// Decrypts a packet, rejecting replays; the window moves only for authentic packets.
+    pub(crate) fn open(
+        &mut self,
+        counter: u64,
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, SessionError> {
+        if !self.replay.check(counter) {
+            return Err(SessionError::Replay { counter });
+        }
+        let mut out = vec![0u8; ciphertext.len()];
+        let n = self
+            .transport
+            .read_message(counter, ciphertext, &mut out)
+            .map_err(noise("open"))?;
+        out.truncate(n);
+        self.replay.accept(counter);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::test_identity;
+
+    fn pair() -> (Session, Session, SecretIdentity) {
+        let a = test_identity(11);
+        let b = test_identity(12);
+        let now = Instant::now();
+        let (hs, m1) = initiate(&a, b.public(), [1; 32], 100).unwrap();
+        let r = respond(&b, a.address(), &m1, [2; 32], 200, 100, now).unwrap();
+        assert_eq!(&r.identity, a.public());
+        let sa = hs.finish(200, &r.msg2, now).unwrap();
+        (sa, r.session, a)
+    }
+
+    #[test]
+    fn handshake_then_transport_both_ways_with_reordering() {
+        let (mut a, mut b, _) = pair();
+        let p1 = a.seal(b"one").unwrap();
+        let p2 = a.seal(b"two").unwrap();
+        assert_eq!(b.open(p2.0, &p2.1).unwrap(), b"two");
+        assert_eq!(b.open(p1.0, &p1.1).unwrap(), b"one");
+        let back = b.seal(b"back").unwrap();
+        assert_eq!(a.open(back.0, &back.1).unwrap(), b"back");
+    }
+
+    #[test]
+    fn replayed_and_forged_packets_are_rejected() {
+        let (mut a, mut b, _) = pair();
+        let (c, ct) = a.seal(b"hello").unwrap();
+        b.open(c, &ct).unwrap();
+        assert!(matches!(b.open(c, &ct), Err(SessionError::Replay { .. })));
+        let (c2, mut ct2) = a.seal(b"hello").unwrap();
+        ct2[0] ^= 1;
+        assert!(matches!(b.open(c2, &ct2), Err(SessionError::Noise { .. })));
+        // The forged packet did not consume its counter: the genuine one still opens.
+        ct2[0] ^= 1;
+        assert_eq!(b.open(c2, &ct2).unwrap(), b"hello");
+        // A packet opened under the wrong counter fails authentication.
+        let (c3, ct3) = a.seal(b"x").unwrap();
+        assert!(b.open(c3 + 1, &ct3).is_err());
+    }
+
+    #[test]
+    fn responder_rejects_wrong_claimed_address_and_wrong_responder_key() {
+        let a = test_identity(11);
+        let b = test_identity(12);
+        let c = test_identity(13);
+        let now = Instant::now();
+        let (_, m1) = initiate(&a, b.public(), [1; 32], 1).unwrap();
+        assert!(matches!(
+            respond(&b, c.address(), &m1, [2; 32], 2, 1, now),
+            Err(SessionError::AddressMismatch { .. })
+        ));
+        // A message meant for b cannot be read by c.
+        assert!(matches!(
+            respond(&c, a.address(), &m1, [2; 32], 2, 1, now),
+            Err(SessionError::Noise { .. })
+        ));
+    }
+}

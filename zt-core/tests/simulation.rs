@@ -1,0 +1,756 @@
+//! Deterministic simulation of the overlay: nodes and a root on a tiny simulated Internet
+//! with NATs (port-restricted cone and symmetric), latency, jitter (reordering), loss and
+//! duplication, driven by a virtual clock that jumps to the next datagram delivery or the
+//! next `poll_timeout`. Everything is seeded, so every run is the same.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng as _, SeedableRng as _};
+use zt_core::node::{Event, Node, NodeConfig, PathKind, RelayStats, Root, RootSpec, Timing};
+use zt_core::{Address, Mac, NetworkId, SecretIdentity};
+
+const NET: NetworkId = NetworkId(0xff00_0000_0000_0001);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NatKind {
+    /// Endpoint-independent mapping, address-and-port-dependent filtering.
+    PortRestricted,
+    /// A new mapping per destination; only that destination may answer.
+    Symmetric,
+}
+
+#[derive(Debug)]
+struct Nat {
+    kind: NatKind,
+    public_ip: IpAddr,
+    next_port: u16,
+    map: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
+    back: HashMap<u16, SocketAddr>,
+    allowed: HashSet<(u16, SocketAddr)>,
+}
+
+impl Nat {
+    fn new(kind: NatKind, public_ip: IpAddr) -> Self {
+        Nat {
+            kind,
+            public_ip,
+            next_port: 40000,
+            map: HashMap::new(),
+            back: HashMap::new(),
+            allowed: HashSet::new(),
+        }
+    }
+
+    fn outbound(&mut self, inside: SocketAddr, remote: SocketAddr) -> SocketAddr {
+        let key = match self.kind {
+            NatKind::PortRestricted => (inside, None),
+            NatKind::Symmetric => (inside, Some(remote)),
+        };
+        let port = match self.map.get(&key) {
+            Some(p) => *p,
+            None => {
+                let p = self.next_port;
+                self.next_port += 1;
+                self.map.insert(key, p);
+                self.back.insert(p, inside);
+                p
+            }
+        };
+        self.allowed.insert((port, remote));
+        SocketAddr::new(self.public_ip, port)
+    }
+
+    fn inbound(&self, port: u16, remote: SocketAddr) -> Option<SocketAddr> {
+        if self.allowed.contains(&(port, remote)) {
+            self.back.get(&port).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The NAT forgets every mapping (reboot, timeout): the next packets get new ports.
+    fn rebind(&mut self) {
+        self.map.clear();
+        self.back.clear();
+        self.allowed.clear();
+        self.next_port += 100;
+    }
+}
+
+enum Agent {
+    Node(Box<Node>),
+    Root(Box<Root>),
+}
+
+struct Host {
+    agent: Agent,
+    addr: SocketAddr,
+    nat: Option<usize>,
+    events: Vec<Event>,
+    /// Extra one-way delay of every datagram to or from this host.
+    extra_latency: Duration,
+    /// Datagrams to and from an offline host vanish.
+    offline: bool,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    now: Instant,
+    hosts: Vec<Host>,
+    nats: Vec<Nat>,
+    in_flight: Vec<InFlight>,
+    rng: ChaCha8Rng,
+    seq: u64,
+    latency: Duration,
+    jitter: Duration,
+    loss_percent: u32,
+    duplicate: bool,
+    /// Datagrams that arrived at a NAT and were filtered.
+    nat_dropped: u64,
+    /// Extra delay from one host to another.
+    slow_links: Vec<(usize, usize, Duration)>,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        Sim {
+            now: Instant::now(),
+            hosts: Vec::new(),
+            nats: Vec::new(),
+            in_flight: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            seq: 0,
+            latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss_percent: 0,
+            duplicate: false,
+            nat_dropped: 0,
+            slow_links: Vec::new(),
+        }
+    }
+
+    fn add_nat(&mut self, kind: NatKind, ip: [u8; 4]) -> usize {
+        self.nats
+            .push(Nat::new(kind, IpAddr::V4(Ipv4Addr::from(ip))));
+        self.nats.len() - 1
+    }
+
+    fn add_host(&mut self, agent: Agent, addr: SocketAddr, nat: Option<usize>) -> usize {
+        self.hosts.push(Host {
+            agent,
+            addr,
+            nat,
+            events: Vec::new(),
+            extra_latency: Duration::ZERO,
+            offline: false,
+        });
+        self.hosts.len() - 1
+    }
+
+    fn node(&mut self, i: usize) -> &mut Node {
+        match &mut self.hosts[i].agent {
+            Agent::Node(n) => n,
+            Agent::Root(_) => panic!("host {i} is a root"),
+        }
+    }
+
+    fn root(&self, i: usize) -> &Root {
+        match &self.hosts[i].agent {
+            Agent::Root(r) => r,
+            Agent::Node(_) => panic!("host {i} is a node"),
+        }
+    }
+
+    fn relay_stats(&self, i: usize) -> RelayStats {
+        self.root(i).relay_stats()
+    }
+
+    /// Moves every pending transmit onto the simulated wire.
+    fn collect(&mut self) {
+        for h in 0..self.hosts.len() {
+            loop {
+                let t = match &mut self.hosts[h].agent {
+                    Agent::Node(n) => n.poll_transmit(),
+                    Agent::Root(r) => r.poll_transmit(),
+                };
+                let Some(t) = t else { break };
+                if self.hosts[h].offline {
+                    continue;
+                }
+                let target = self.hosts.iter().position(|x| match x.nat {
+                    None => x.addr == t.dst,
+                    Some(n) => self.nats[n].public_ip == t.dst.ip(),
+                });
+                let extra_latency = self.hosts[h].extra_latency
+                    + target.map_or(Duration::ZERO, |x| self.hosts[x].extra_latency)
+                    + self
+                        .slow_links
+                        .iter()
+                        .filter(|(f, to, _)| *f == h && Some(*to) == target)
+                        .map(|x| x.2)
+                        .sum::<Duration>();
+                let src = match self.hosts[h].nat {
+                    Some(n) => self.nats[n].outbound(self.hosts[h].addr, t.dst),
+                    None => self.hosts[h].addr,
+                };
+                let copies = if self.duplicate { 2 } else { 1 };
+                for c in 0..copies {
+                    if self.rng.next_u32() % 100 < self.loss_percent {
+                        continue;
+                    }
+                    let jitter_ns = self.jitter.as_nanos() as u64;
+                    let extra = if jitter_ns > 0 {
+                        self.rng.next_u64() % jitter_ns
+                    } else {
+                        0
+                    };
+                    self.seq += 1;
+                    self.in_flight.push(InFlight {
+                        at: self.now
+                            + extra_latency
+                            + self.latency
+                            + Duration::from_nanos(extra)
+                            + Duration::from_millis(5 * c),
+                        seq: self.seq,
+                        src,
+                        dst: t.dst,
+                        bytes: t.bytes.clone(),
+                    });
+                }
+            }
+            let host = &mut self.hosts[h];
+            if let Agent::Node(n) = &mut host.agent {
+                while let Some(e) = n.poll_event() {
+                    host.events.push(e);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, p: InFlight) {
+        let target = if let Some(h) = self
+            .hosts
+            .iter()
+            .position(|h| h.nat.is_none() && h.addr == p.dst)
+        {
+            Some(h)
+        } else if let Some(n) = self.nats.iter().position(|n| n.public_ip == p.dst.ip()) {
+            match self.nats[n].inbound(p.dst.port(), p.src) {
+                Some(inside) => self
+                    .hosts
+                    .iter()
+                    .position(|h| h.nat == Some(n) && h.addr == inside),
+                None => {
+                    self.nat_dropped += 1;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(h) = target {
+            if self.hosts[h].offline {
+                return;
+            }
+            let now = self.now;
+            match &mut self.hosts[h].agent {
+                Agent::Node(n) => n.handle_datagram(now, p.src, &p.bytes),
+                Agent::Root(r) => r.handle_datagram(now, p.src, &p.bytes),
+            }
+        }
+    }
+
+    /// One step: jump to the next delivery or timer, run it. False when nothing is due
+    /// before `limit`.
+    fn step(&mut self, limit: Instant) -> bool {
+        self.collect();
+        let next_pkt = self.in_flight.iter().map(|p| p.at).min();
+        let next_timer = self
+            .hosts
+            .iter()
+            .filter_map(|h| match &h.agent {
+                Agent::Node(n) => n.poll_timeout(),
+                Agent::Root(r) => r.poll_timeout(),
+            })
+            .min();
+        let next = match (next_pkt, next_timer) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(x) => x,
+                None => return false,
+            },
+        };
+        if next > limit {
+            self.now = limit;
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            if self.in_flight[i].at <= now {
+                due.push(self.in_flight.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        due.sort_by_key(|p| (p.at, p.seq));
+        for p in due {
+            self.deliver(p);
+        }
+        for h in &mut self.hosts {
+            match &mut h.agent {
+                Agent::Node(n) => {
+                    if n.poll_timeout().is_some_and(|t| t <= now) {
+                        n.handle_timeout(now);
+                    }
+                }
+                Agent::Root(r) => {
+                    if r.poll_timeout().is_some_and(|t| t <= now) {
+                        r.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        self.collect();
+        true
+    }
+
+    /// Runs for `d` of virtual time.
+    fn run_for(&mut self, d: Duration) {
+        let limit = self.now + d;
+        let mut steps = 0u64;
+        while self.step(limit) {
+            steps += 1;
+            assert!(
+                steps < 2_000_000,
+                "simulation does not settle (busy timers?)"
+            );
+        }
+    }
+
+    /// Runs until `cond` holds or `d` of virtual time passes; returns whether it held.
+    fn run_until(&mut self, d: Duration, cond: impl Fn(&Sim) -> bool) -> bool {
+        let limit = self.now + d;
+        let mut steps = 0u64;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                return cond(self);
+            }
+            steps += 1;
+            assert!(
+                steps < 2_000_000,
+                "simulation does not settle (busy timers?)"
+            );
+        }
+    }
+
+    fn frames_received(&self, h: usize) -> Vec<Vec<u8>> {
+        self.hosts[h]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::FrameReceived { nwid, frame } if *nwid == NET => Some(frame.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn path_to(&mut self, h: usize, peer: Address) -> PathKind {
+        let now = self.now;
+        self.node(h)
+            .peers(now)
+            .into_iter()
+            .find(|p| p.address == peer)
+            .map_or(PathKind::None, |p| p.path)
+    }
+
+    fn handshakes_with(&mut self, h: usize, peer: Address) -> u64 {
+        let now = self.now;
+        self.node(h)
+            .peers(now)
+            .into_iter()
+            .find(|p| p.address == peer)
+            .map_or(0, |p| p.handshakes)
+    }
+}
+
+fn identity(seed: u64) -> SecretIdentity {
+    SecretIdentity::generate(&mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn seed(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+fn eth(dst: Mac, src: Mac, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(payload);
+    f
+}
+
+struct World {
+    sim: Sim,
+    root: usize,
+    a: usize,
+    b: usize,
+    addr_a: Address,
+    addr_b: Address,
+}
+
+/// A root on a public address and two nodes, each public or behind its own NAT.
+fn world(seed_base: u64, nat_a: Option<NatKind>, nat_b: Option<NatKind>, timing: Timing) -> World {
+    let mut sim = Sim::new(seed_base);
+    let root_id = identity(seed_base * 10 + 1);
+    let root_ep: SocketAddr = "198.51.100.1:9993".parse().unwrap();
+    let root = Root::new(root_id.clone(), seed(1), timing.clone());
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_ep],
+    };
+    let root = sim.add_host(Agent::Root(Box::new(root)), root_ep, None);
+    let mk = |sim: &mut Sim, n: u64, nat: Option<NatKind>| {
+        let id = identity(seed_base * 10 + 1 + n);
+        let address = id.address();
+        let mut cfg = NodeConfig::new(id, vec![spec.clone()], seed(1 + n as u8));
+        cfg.timing = timing.clone();
+        let node = Node::new(cfg, sim.now);
+        let (addr, nat) = match nat {
+            Some(kind) => {
+                let nat = sim.add_nat(kind, [203, 0, 113, n as u8]);
+                (
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, n as u8, 2)), 9993),
+                    Some(nat),
+                )
+            }
+            None => (
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1 + n as u8)), 9993),
+                None,
+            ),
+        };
+        (
+            sim.add_host(Agent::Node(Box::new(node)), addr, nat),
+            address,
+        )
+    };
+    let (a, addr_a) = mk(&mut sim, 1, nat_a);
+    let (b, addr_b) = mk(&mut sim, 2, nat_b);
+    let now = sim.now;
+    sim.node(a).join(now, NET).unwrap();
+    sim.node(b).join(now, NET).unwrap();
+    // Both register with the root and learn the network's members.
+    let up = sim.run_until(Duration::from_secs(5), |s| {
+        let r = Event::PeerUp {
+            address: s.root(root).address(),
+        };
+        s.hosts[a].events.contains(&r) && s.hosts[b].events.contains(&r)
+    });
+    assert!(up, "nodes did not register with the root");
+    sim.run_for(Duration::from_millis(200));
+    World {
+        sim,
+        root,
+        a,
+        b,
+        addr_a,
+        addr_b,
+    }
+}
+
+impl World {
+    fn mac(&self, a: Address) -> Mac {
+        Mac::for_member(NET, a)
+    }
+
+    /// A sends an ARP-like broadcast, B answers with a unicast: the session and paths are
+    /// set up on the way.
+    fn introduce(&mut self) {
+        let (a, b) = (self.a, self.b);
+        let (ma, mb) = (self.mac(self.addr_a), self.mac(self.addr_b));
+        let now = self.sim.now;
+        self.sim
+            .node(a)
+            .send_frame(now, NET, &eth(Mac::BROADCAST, ma, b"who-has"))
+            .unwrap();
+        assert!(
+            self.sim
+                .run_until(Duration::from_secs(5), |s| !s.frames_received(b).is_empty()),
+            "broadcast did not arrive"
+        );
+        let now = self.sim.now;
+        self.sim
+            .node(b)
+            .send_frame(now, NET, &eth(ma, mb, b"is-at"))
+            .unwrap();
+        assert!(
+            self.sim
+                .run_until(Duration::from_secs(5), |s| !s.frames_received(a).is_empty()),
+            "unicast reply did not arrive"
+        );
+    }
+
+    /// Sends `n` numbered frames each way, spaced by `gap`, and returns how many of each
+    /// arrived (with duplicates counted).
+    fn exchange(&mut self, n: usize, gap: Duration) -> (usize, usize) {
+        let (a, b) = (self.a, self.b);
+        let (ma, mb) = (self.mac(self.addr_a), self.mac(self.addr_b));
+        let before_a = self.sim.frames_received(a).len();
+        let before_b = self.sim.frames_received(b).len();
+        for i in 0..n {
+            let now = self.sim.now;
+            let p = format!("data {i}");
+            self.sim
+                .node(a)
+                .send_frame(now, NET, &eth(mb, ma, p.as_bytes()))
+                .unwrap();
+            self.sim
+                .node(b)
+                .send_frame(now, NET, &eth(ma, mb, p.as_bytes()))
+                .unwrap();
+            self.sim.run_for(gap);
+        }
+        self.sim.run_for(Duration::from_secs(1));
+        (
+            self.sim.frames_received(b).len() - before_b,
+            self.sim.frames_received(a).len() - before_a,
+        )
+    }
+}
+
+#[test]
+fn handshake_and_frames_between_public_nodes() {
+    let mut w = world(1, None, None, Timing::default());
+    w.introduce();
+    let (a, b) = (w.a, w.b);
+    let (addr_a, addr_b) = (w.addr_a, w.addr_b);
+    assert!(w.sim.hosts[a]
+        .events
+        .contains(&Event::PeerUp { address: addr_b }));
+    assert!(w.sim.hosts[b]
+        .events
+        .contains(&Event::PeerUp { address: addr_a }));
+    let got = w.sim.frames_received(b);
+    assert_eq!(&got[0][12..], &[&[0x08, 0x00][..], b"who-has"].concat()[..]);
+    let (to_b, to_a) = w.exchange(20, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (20, 20));
+    assert!(matches!(w.sim.path_to(a, addr_b), PathKind::Direct(_)));
+    assert!(matches!(w.sim.path_to(b, addr_a), PathKind::Direct(_)));
+    // Both registered with the root, which saw their endpoints.
+    assert_eq!(
+        w.sim.node(a).observed_endpoint(),
+        Some("198.51.100.2:9993".parse().unwrap())
+    );
+}
+
+#[test]
+fn duplicated_packets_are_rejected_as_replays() {
+    let mut w = world(2, None, None, Timing::default());
+    w.introduce();
+    w.sim.duplicate = true;
+    let (to_b, to_a) = w.exchange(30, Duration::from_millis(10));
+    // Every datagram arrived twice; every frame must be delivered exactly once.
+    assert_eq!((to_b, to_a), (30, 30));
+    let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+    for f in w.sim.frames_received(w.b) {
+        if f[14..].starts_with(b"data ") {
+            *counts.entry(f[14..].to_vec()).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.len(), 30);
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a frame was delivered twice"
+    );
+}
+
+#[test]
+fn rekey_under_reordering_and_traffic_loses_nothing() {
+    let timing = Timing {
+        rekey_after_packets: 40,
+        rekey_after_time: Duration::from_secs(3),
+        ..Timing::default()
+    };
+    let mut w = world(3, None, None, timing);
+    w.introduce();
+    w.sim.jitter = Duration::from_millis(15);
+    let (addr_a, addr_b) = (w.addr_a, w.addr_b);
+    let hs_before = w.sim.handshakes_with(w.a, addr_b);
+    let (to_b, to_a) = w.exchange(400, Duration::from_millis(25));
+    assert_eq!((to_b, to_a), (400, 400), "frames lost across rekeys");
+    let hs_after = w.sim.handshakes_with(w.a, addr_b);
+    assert!(
+        hs_after >= hs_before + 5,
+        "expected several rekeys, saw {hs_before} -> {hs_after}"
+    );
+    assert!(w.sim.handshakes_with(w.b, addr_a) >= 5);
+}
+
+#[test]
+fn hole_punching_through_two_port_restricted_nats_gives_a_direct_path() {
+    let mut w = world(
+        4,
+        Some(NatKind::PortRestricted),
+        Some(NatKind::PortRestricted),
+        Timing::default(),
+    );
+    // The root's messages reach B late, so A's first probes arrive at B's NAT before B
+    // has sent anything towards A, and are filtered.
+    w.sim
+        .slow_links
+        .push((w.root, w.b, Duration::from_millis(60)));
+    w.introduce();
+    // Let the probes run.
+    w.sim.run_for(Duration::from_secs(3));
+    let (a, b, addr_a, addr_b) = (w.a, w.b, w.addr_a, w.addr_b);
+    let PathKind::Direct(ep_b) = w.sim.path_to(a, addr_b) else {
+        panic!("no direct path from A to B: {:?}", w.sim.path_to(a, addr_b));
+    };
+    assert_eq!(ep_b.ip(), IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)));
+    assert!(matches!(w.sim.path_to(b, addr_a), PathKind::Direct(_)));
+    let before = w.sim.relay_stats(w.root);
+    let (to_b, to_a) = w.exchange(50, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (50, 50));
+    let after = w.sim.relay_stats(w.root);
+    assert_eq!(
+        after.data_packets, before.data_packets,
+        "the root relayed data although a direct path exists"
+    );
+    // The NATs did filter something: the first probes hit closed mappings.
+    assert!(w.sim.nat_dropped > 0);
+}
+
+#[test]
+fn symmetric_nats_fall_back_to_the_relay() {
+    let mut w = world(
+        5,
+        Some(NatKind::Symmetric),
+        Some(NatKind::Symmetric),
+        Timing::default(),
+    );
+    w.introduce();
+    w.sim.run_for(Duration::from_secs(6));
+    let (a, b, addr_a, addr_b) = (w.a, w.b, w.addr_a, w.addr_b);
+    assert_eq!(w.sim.path_to(a, addr_b), PathKind::Relayed);
+    assert_eq!(w.sim.path_to(b, addr_a), PathKind::Relayed);
+    let before = w.sim.relay_stats(w.root);
+    let (to_b, to_a) = w.exchange(50, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (50, 50));
+    let after = w.sim.relay_stats(w.root);
+    assert!(
+        after.data_packets >= before.data_packets + 100,
+        "relay counters did not grow: {before:?} -> {after:?}"
+    );
+    assert!(after.bytes > before.bytes);
+}
+
+#[test]
+fn path_moves_when_a_nat_rebinds() {
+    let mut w = world(6, None, Some(NatKind::PortRestricted), Timing::default());
+    w.introduce();
+    w.sim.run_for(Duration::from_secs(2));
+    let (a, addr_b) = (w.a, w.addr_b);
+    let PathKind::Direct(old) = w.sim.path_to(a, addr_b) else {
+        panic!("no direct path before the rebind");
+    };
+    let nat_b = w.sim.hosts[w.b].nat.unwrap();
+    w.sim.nats[nat_b].rebind();
+    let before = w.sim.relay_stats(w.root);
+    let (to_b, to_a) = w.exchange(20, Duration::from_millis(50));
+    // B's first frames leave through new mappings; A learns the new endpoint from them
+    // and answers there. Frames A sent to the old endpoint before that are lost.
+    assert_eq!(to_a, 20, "frames from B after the rebind were lost");
+    assert!(to_b >= 18, "A did not move to B's new endpoint ({to_b}/20)");
+    let PathKind::Direct(new) = w.sim.path_to(a, addr_b) else {
+        panic!("no direct path after the rebind");
+    };
+    assert_ne!(old, new);
+    assert_eq!(new.ip(), old.ip());
+    assert_eq!(w.sim.relay_stats(w.root).data_packets, before.data_packets);
+}
+
+#[test]
+fn lossy_network_still_connects_and_delivers_most_frames() {
+    let mut w = world(7, None, None, Timing::default());
+    w.sim.loss_percent = 10;
+    w.sim.jitter = Duration::from_millis(10);
+    // Frames are datagrams: under loss, an application (ARP) repeats itself.
+    let (a, b) = (w.a, w.b);
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let mut arrived = false;
+    for _ in 0..20 {
+        let now = w.sim.now;
+        w.sim
+            .node(a)
+            .send_frame(now, NET, &eth(Mac::BROADCAST, ma, b"who-has"))
+            .unwrap();
+        w.sim
+            .node(b)
+            .send_frame(now, NET, &eth(ma, mb, b"hello"))
+            .unwrap();
+        if w.sim.run_until(Duration::from_millis(500), |s| {
+            !s.frames_received(b).is_empty() && !s.frames_received(a).is_empty()
+        }) {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "no frame got through 10% loss");
+    let (to_b, to_a) = w.exchange(100, Duration::from_millis(20));
+    assert!(
+        to_b >= 75 && to_a >= 75,
+        "too many frames lost: {to_b} {to_a}"
+    );
+    assert!(to_b <= 100 && to_a <= 100);
+}
+
+#[test]
+fn full_mtu_frames_are_fragmented_and_reassembled() {
+    let mut w = world(8, Some(NatKind::PortRestricted), None, Timing::default());
+    w.introduce();
+    let (a, b) = (w.a, w.b);
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let payload: Vec<u8> = (0..2800u32).map(|i| (i % 251) as u8).collect();
+    let frame = eth(mb, ma, &payload);
+    let now = w.sim.now;
+    w.sim.node(a).send_frame(now, NET, &frame).unwrap();
+    assert!(w.sim.run_until(Duration::from_secs(2), |s| s
+        .frames_received(b)
+        .iter()
+        .any(|f| f.len() == 2814)));
+    let got = w.sim.frames_received(b);
+    assert_eq!(got.last().unwrap(), &frame);
+}
+
+#[test]
+fn peer_down_after_silence_and_back_up() {
+    let mut w = world(9, None, None, Timing::default());
+    w.introduce();
+    let (a, b, addr_b) = (w.a, w.b, w.addr_b);
+    // B disappears: its datagrams vanish.
+    w.sim.hosts[b].offline = true;
+    w.sim.run_for(Duration::from_secs(90));
+    assert!(w.sim.hosts[a]
+        .events
+        .contains(&Event::PeerDown { address: addr_b }));
+    w.sim.hosts[b].offline = false;
+    w.sim.run_for(Duration::from_secs(30));
+    let (to_b, to_a) = w.exchange(5, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (5, 5));
+}

@@ -1,15 +1,59 @@
 //! Where a socket's traffic goes, decided on an address the supervisor copied out of the
 //! program (never on memory the program can still change).
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+
+use nix::errno::Errno;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A TCP connection on a virtual network, with both ends' addresses.
+#[derive(Debug)]
+pub struct Connection<S> {
+    /// The byte stream.
+    pub stream: S,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
 
 /// The virtual networks the program is joined to.
 ///
-/// The emulation asks the backend whether an address belongs to a virtual network; the
-/// virtual data path itself (netstack sockets pumped to socketpair ends) is driven through
-/// the same value.
+/// The emulation asks the backend whether an address belongs to a virtual network and
+/// opens TCP connections and listeners there; the supervisor pumps each stream to the
+/// program's socketpair end. Errors are the errno the program should see
+/// (`ECONNREFUSED`, `EADDRINUSE`, `ETIMEDOUT`, ...).
 pub trait Backend: Send + Sync + 'static {
+    /// A connected byte stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// A listening socket.
+    type Listener: Send + Sync + 'static;
+
+    /// Is any virtual network joined? When not, wildcard binds go to loopback.
+    fn enabled(&self) -> bool {
+        true
+    }
     /// Is `ip` reachable on a joined virtual network?
     fn is_virtual(&self, ip: IpAddr) -> bool;
+    /// Is `ip` one of our own addresses on a virtual network (bindable)?
+    fn is_local(&self, ip: IpAddr) -> bool;
+    /// Open a TCP connection to `remote`.
+    fn tcp_connect(
+        &self,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Result<Connection<Self::Stream>, Errno>> + Send;
+    /// Listen on `local` (unspecified address: every virtual address of that family;
+    /// port 0: pick one). Returns the listener and its actual address.
+    fn tcp_listen(
+        &self,
+        local: SocketAddr,
+        backlog: usize,
+    ) -> Result<(Self::Listener, SocketAddr), Errno>;
+    /// Wait for the next established connection on `listener`.
+    fn tcp_accept(
+        &self,
+        listener: &Self::Listener,
+    ) -> impl Future<Output = Result<Connection<Self::Stream>, Errno>> + Send;
 }
 
 /// No virtual network: only loopback (and, with fall-through, the host network).
@@ -17,8 +61,26 @@ pub trait Backend: Send + Sync + 'static {
 pub struct NoNetwork;
 
 impl Backend for NoNetwork {
+    type Stream = tokio::io::DuplexStream;
+    type Listener = ();
+
+    fn enabled(&self) -> bool {
+        false
+    }
     fn is_virtual(&self, _ip: IpAddr) -> bool {
         false
+    }
+    fn is_local(&self, _ip: IpAddr) -> bool {
+        false
+    }
+    async fn tcp_connect(&self, _remote: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
+        Err(Errno::ENETUNREACH)
+    }
+    fn tcp_listen(&self, _local: SocketAddr, _backlog: usize) -> Result<((), SocketAddr), Errno> {
+        Err(Errno::EADDRNOTAVAIL)
+    }
+    async fn tcp_accept(&self, _listener: &()) -> Result<Connection<Self::Stream>, Errno> {
+        std::future::pending().await
     }
 }
 
@@ -72,8 +134,22 @@ mod tests {
 
     struct Net10;
     impl Backend for Net10 {
+        type Stream = tokio::io::DuplexStream;
+        type Listener = ();
         fn is_virtual(&self, ip: IpAddr) -> bool {
             matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10)
+        }
+        fn is_local(&self, _ip: IpAddr) -> bool {
+            false
+        }
+        async fn tcp_connect(&self, _r: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
+            Err(Errno::ENETUNREACH)
+        }
+        fn tcp_listen(&self, _l: SocketAddr, _b: usize) -> Result<((), SocketAddr), Errno> {
+            Err(Errno::EADDRNOTAVAIL)
+        }
+        async fn tcp_accept(&self, _l: &()) -> Result<Connection<Self::Stream>, Errno> {
+            Err(Errno::EINVAL)
         }
     }
 

@@ -19,10 +19,14 @@
 //! `SECCOMP_ADDFD_FLAG_SETFD`, keeping `O_NONBLOCK` and `FD_CLOEXEC`. A TCP socket is
 //! swapped only once it is connected or listening, so no later call on it can reach a
 //! new destination; until then a bound kernel socket is held by the supervisor.
-use std::collections::HashMap;
+//!
+//! The virtual network (see `virt.rs`): a connected stream is pumped between the
+//! supervisor's end and a backend stream; the program's reads and writes never trap.
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -35,7 +39,8 @@ use crate::backend::{route, Backend, Policy, Route};
 use crate::kernel::{FdTarget, Kernel, Notification, Placement, Response};
 use crate::sys::{self, NameSide};
 use crate::tracee::{self, MAX_COPY};
-use crate::wire::{self, Family, MsgHdr, SockAddr, MMSGHDR_LEN, MSGHDR_LEN};
+use crate::virt::Listening;
+use crate::wire::{self, Family, MsgHdr, SockAddr, MSGHDR_LEN};
 
 /// Largest option value copied from `setsockopt`.
 const MAX_OPTLEN: usize = 1024;
@@ -63,39 +68,115 @@ impl Kind {
 }
 
 /// Where a socket is in its life.
-#[derive(Debug)]
-enum Phase {
+pub(crate) enum Phase<B: Backend> {
     /// Created, nothing decided yet.
     Fresh,
     /// TCP bound to a host address through a kernel socket we hold until `listen` or
     /// `connect` swaps it in.
     KernelBound(Arc<OwnedFd>),
+    /// Bound to an address of the virtual network (the port is taken at `listen`).
+    VirtualBound(SocketAddr),
+    /// A virtual handshake is under way.
+    Connecting,
+    /// A virtual stream is established and pumped. `confirmed`: a `connect` has
+    /// reported success (after a non-blocking connect Linux answers the next `connect`
+    /// with 0, later ones with `EISCONN`).
+    Connected {
+        local: SocketAddr,
+        peer: SocketAddr,
+        confirmed: bool,
+    },
+    /// A virtual listener.
+    Listening(Arc<Listening<B>>),
+    /// A non-blocking connect failed; `SO_ERROR` reports it once.
+    Failed(Errno),
+}
+
+impl<B: Backend> Phase<B> {
+    /// Phases in which nobody else reads the supervisor's end.
+    fn idle(&self) -> bool {
+        matches!(
+            self,
+            Phase::Fresh | Phase::KernelBound(_) | Phase::VirtualBound(_) | Phase::Failed(_)
+        )
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Fresh => "fresh",
+            Phase::KernelBound(_) => "kernel-bound",
+            Phase::VirtualBound(_) => "virtual-bound",
+            Phase::Connecting => "connecting",
+            Phase::Connected { .. } => "connected",
+            Phase::Listening(_) => "listening",
+            Phase::Failed(_) => "failed",
+        }
+    }
 }
 
 /// One socket the program holds, identified by the inode of the program's end.
-#[derive(Debug)]
-pub(crate) struct VSocket {
-    family: Family,
-    kind: Kind,
-    protocol: i32,
+pub(crate) struct VSocket<B: Backend> {
+    pub(crate) family: Family,
+    pub(crate) kind: Kind,
+    pub(crate) protocol: i32,
     /// The supervisor's end of the socketpair.
-    ours: OwnedFd,
-    phase: Mutex<Phase>,
+    pub(crate) ours: OwnedFd,
+    pub(crate) phase: Mutex<Phase<B>>,
     /// `(level, name, value)` set so far, replayed on a kernel socket.
-    options: Mutex<Vec<(i32, i32, Vec<u8>)>>,
+    pub(crate) options: Mutex<Vec<(i32, i32, Vec<u8>)>>,
 }
 
-impl VSocket {
-    fn kernel_bound(&self) -> Option<Arc<OwnedFd>> {
-        match &*self.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::KernelBound(r) => Some(r.clone()),
-            Phase::Fresh => None,
-        }
-    }
-    fn set_phase(&self, p: Phase) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = p;
+impl<B: Backend> fmt::Debug for VSocket<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VSocket")
+            .field("family", &self.family)
+            .field("kind", &self.kind)
+            .field("phase", &self.phase().name())
+            .finish()
     }
 }
+
+impl<B: Backend> VSocket<B> {
+    pub(crate) fn new(
+        family: Family,
+        kind: Kind,
+        protocol: i32,
+        ours: OwnedFd,
+        phase: Phase<B>,
+    ) -> Self {
+        Self {
+            family,
+            kind,
+            protocol,
+            ours,
+            phase: Mutex::new(phase),
+            options: Mutex::new(Vec::new()),
+        }
+    }
+    /// A sibling for a new socketpair that replaces this one in the program.
+    pub(crate) fn successor(&self, ours: OwnedFd, phase: Phase<B>) -> Self {
+        let s = Self::new(self.family, self.kind, self.protocol, ours, phase);
+        *s.options.lock().unwrap_or_else(|e| e.into_inner()) = self.options().clone();
+        s
+    }
+    pub(crate) fn phase(&self) -> MutexGuard<'_, Phase<B>> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn options(&self) -> MutexGuard<'_, Vec<(i32, i32, Vec<u8>)>> {
+        self.options.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn kernel_bound(&self) -> Option<Arc<OwnedFd>> {
+        match &*self.phase() {
+            Phase::KernelBound(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+    pub(crate) fn set_phase(&self, p: Phase<B>) {
+        *self.phase() = p;
+    }
+}
+
+/// A socket of ours found by inode.
+type Found<B> = (u64, Arc<VSocket<B>>);
 
 /// What a handler decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,30 +186,41 @@ pub(crate) enum Reply {
     Done,
 }
 
-fn errno(e: Errno) -> Reply {
+pub(crate) fn errno(e: Errno) -> Reply {
     Reply::Answer(Response::Errno(e))
 }
-fn value(v: i64) -> Reply {
+pub(crate) fn value(v: i64) -> Reply {
     Reply::Answer(Response::Value(v))
 }
-const CONTINUE: Reply = Reply::Answer(Response::Continue);
+pub(crate) const CONTINUE: Reply = Reply::Answer(Response::Continue);
 
 macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(e) => return errno(e),
+            Err(e) => return crate::emulate::errno(e),
         }
     };
 }
+pub(crate) use tri;
 
 /// The emulation state shared by all notification tasks.
-#[derive(Debug)]
 pub struct Supervisor<K: Kernel, B: Backend> {
-    kernel: Arc<K>,
-    backend: Arc<B>,
+    pub(crate) kernel: Arc<K>,
+    pub(crate) backend: Arc<B>,
     policy: Policy,
-    sockets: Mutex<HashMap<u64, Arc<VSocket>>>,
+    sockets: Mutex<HashMap<u64, Arc<VSocket<B>>>>,
+    /// Threads that made trapped calls (for the listener sweep).
+    seen: Mutex<HashSet<u32>>,
+}
+
+impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("policy", &self.policy)
+            .field("sockets", &self.socket_count())
+            .finish()
+    }
 }
 
 impl<K: Kernel, B: Backend> Supervisor<K, B> {
@@ -139,6 +231,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             backend,
             policy,
             sockets: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashSet::new()),
         }
     }
 
@@ -147,13 +240,27 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.table().len()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<VSocket>>> {
+    pub(crate) fn table(&self) -> MutexGuard<'_, HashMap<u64, Arc<VSocket<B>>>> {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn seen(&self) -> MutexGuard<'_, HashSet<u32>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remove `ino` if it still maps to `vs`.
+    pub(crate) fn forget(&self, ino: u64, vs: &Arc<VSocket<B>>) {
+        let mut t = self.table();
+        if t.get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, vs)) {
+            t.remove(&ino);
+            debug!(ino, "socket closed by the program");
+        }
     }
 
     /// Emulate one notification and answer it. Never fails: problems become errno values
     /// for the program, and a vanished notification is simply dropped.
     pub async fn handle(self: &Arc<Self>, n: Notification) {
+        self.seen().insert(n.pid);
         let reply = self.dispatch(&n).await;
         trace!(nr = n.nr, pid = n.pid, ?reply, "answered");
         if let Reply::Answer(r) = reply {
@@ -173,12 +280,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             libc::SYS_connect => self.connect(n).await,
             libc::SYS_bind => self.bind(n),
             libc::SYS_listen => self.listen(n),
-            libc::SYS_accept | libc::SYS_accept4 => self.with_ours(n, |_| errno(Errno::EINVAL)),
+            libc::SYS_accept | libc::SYS_accept4 => self.accept(n).await,
             libc::SYS_getsockname => self.name(n, NameSide::Local),
             libc::SYS_getpeername => self.name(n, NameSide::Peer),
             libc::SYS_setsockopt => self.setsockopt(n),
             libc::SYS_getsockopt => self.getsockopt(n),
-            libc::SYS_shutdown => self.with_ours(n, |_| errno(Errno::ENOTCONN)),
+            libc::SYS_shutdown => self.shutdown(n),
             libc::SYS_sendto => self.sendto(n),
             libc::SYS_sendmsg => self.sendmsg(n, false),
             libc::SYS_sendmmsg => self.sendmsg(n, true),
@@ -189,18 +296,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// Resolve fd argument 0 to one of our sockets. `Ok(None)`: not ours.
-    fn lookup(&self, n: &Notification) -> Result<Option<(u64, Arc<VSocket>)>, Errno> {
+    fn lookup(&self, n: &Notification) -> Result<Option<Found<B>>, Errno> {
         let fd = n.args[0] as u32 as i32;
         match self.kernel.fd_target(n.pid, fd)? {
             FdTarget::Socket(ino) => Ok(self.table().get(&ino).map(|s| (ino, s.clone()))),
             FdTarget::Other => Ok(None),
-        }
-    }
-
-    fn with_ours(&self, n: &Notification, f: impl FnOnce(&VSocket) -> Reply) -> Reply {
-        match self.lookup(n) {
-            Ok(Some((_, s))) => f(&s),
-            _ => CONTINUE,
         }
     }
 
@@ -229,29 +329,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             (Kind::Dgram, _) => libc::IPPROTO_UDP,
             (Kind::Icmp, p) => p,
         };
-        let pair_type = match kind {
-            Kind::Stream => SockType::Stream,
-            Kind::Dgram | Kind::Icmp => SockType::SeqPacket,
-        };
-        let (theirs, ours) = tri!(sock::socketpair(
-            AddressFamily::Unix,
-            pair_type,
-            None,
-            SockFlag::SOCK_CLOEXEC
-        ));
-        tri!(set_nonblocking(ours.as_fd(), true));
-        if flags & libc::SOCK_NONBLOCK != 0 {
-            tri!(set_nonblocking(theirs.as_fd(), true));
-        }
-        let ino = tri!(nix::sys::stat::fstat(theirs.as_fd())).st_ino;
-        let vs = Arc::new(VSocket {
-            family,
-            kind,
-            protocol,
-            ours,
-            phase: Mutex::new(Phase::Fresh),
-            options: Mutex::new(Vec::new()),
-        });
+        let (theirs, ours) = tri!(socketpair(kind, flags & libc::SOCK_NONBLOCK != 0));
+        let ino = tri!(inode(theirs.as_fd()));
+        let vs = Arc::new(VSocket::new(family, kind, protocol, ours, Phase::Fresh));
         self.table().insert(ino, vs.clone());
         let how = Placement::AnswerWithNew {
             cloexec: flags & libc::SOCK_CLOEXEC != 0,
@@ -274,16 +354,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
-    /// Drop the table entry when the program's last reference to its end goes away.
-    fn watch(self: &Arc<Self>, ino: u64, vs: Arc<VSocket>) {
+    /// While the socket is idle, drop its table entry when the program's last reference
+    /// to its end goes away. Stops when a pump or listener takes over the end.
+    pub(crate) fn watch(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let Ok(dup) = vs.ours.try_clone() else { return };
         let me = Arc::downgrade(self);
-        let vs = Arc::downgrade(&vs);
+        let weak = Arc::downgrade(&vs);
+        drop(vs);
         drop(handle.spawn(async move {
-            let Ok(afd) = sys::async_fd(dup, Interest::READABLE | Interest::WRITABLE) else {
+            let Ok(afd) = sys::async_fd(dup, Interest::READABLE) else {
                 return;
             };
             let mut buf = [0u8; 4096];
@@ -291,7 +373,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let Ok(mut guard) = afd.readable().await else {
                     return;
                 };
+                let Some(vs) = weak.upgrade() else { return };
+                let phase = vs.phase();
+                if !phase.idle() {
+                    return;
+                }
                 if guard.ready().is_read_closed() {
+                    drop(phase);
                     break;
                 }
                 // Data written to an unconnected socket: Linux would have refused it.
@@ -302,12 +390,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     Err(_) => break,
                 }
             }
-            if let (Some(me), Some(vs)) = (me.upgrade(), vs.upgrade()) {
-                let mut t = me.table();
-                if t.get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, &vs)) {
-                    t.remove(&ino);
-                    debug!(ino, "program closed its socket");
-                }
+            if let (Some(me), Some(vs)) = (me.upgrade(), weak.upgrade()) {
+                me.forget(ino, &vs);
             }
         }));
     }
@@ -315,7 +399,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     // ---- kernel sockets -------------------------------------------------------------
 
     /// A real kernel socket like `vs`, non-blocking, with the program's options replayed.
-    fn kernel_socket(&self, vs: &VSocket) -> Result<OwnedFd, Errno> {
+    fn kernel_socket(&self, vs: &VSocket<B>) -> Result<OwnedFd, Errno> {
         let family = match vs.family {
             Family::V4 => AddressFamily::Inet,
             Family::V6 => AddressFamily::Inet6,
@@ -336,7 +420,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
             proto,
         )?;
-        for (level, name, val) in vs.options.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (level, name, val) in vs.options().iter() {
             if let Err(e) = sys::setsockopt_bytes(r.as_fd(), *level, *name, val) {
                 debug!(level, name, %e, "option not replayed on kernel socket");
             }
@@ -344,29 +428,35 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(r)
     }
 
-    /// Replace the program's fd (still our socketpair end `ino`) with kernel socket `r`,
-    /// keeping the program's `O_NONBLOCK` and close-on-exec.
-    fn swap_in(&self, n: &Notification, ino: u64, r: &OwnedFd) -> Result<(), Errno> {
+    /// Replace the program's fd (still our socketpair end `ino`) with `r`, keeping the
+    /// program's `O_NONBLOCK` and close-on-exec.
+    pub(crate) fn swap_in(
+        &self,
+        n: &Notification,
+        ino: u64,
+        r: BorrowedFd<'_>,
+    ) -> Result<(), Errno> {
         let fd = n.args[0] as u32 as i32;
         if self.kernel.fd_target(n.pid, fd)? != FdTarget::Socket(ino) {
             return Err(Errno::EBADF);
         }
         let flags = self.kernel.fd_flags(n.pid, fd)?;
-        set_nonblocking(r.as_fd(), flags & libc::O_NONBLOCK != 0)?;
+        set_nonblocking(r, flags & libc::O_NONBLOCK != 0)?;
         let how = Placement::Replace {
             target: fd,
             cloexec: flags & libc::O_CLOEXEC != 0,
         };
-        self.kernel.add_fd(n.id, r.as_fd(), how).map(drop)
+        self.kernel.add_fd(n.id, r, how).map(drop)
     }
 
-    fn program_nonblocking(&self, n: &Notification) -> Result<bool, Errno> {
+    /// The live `O_NONBLOCK` of the program's fd argument 0.
+    pub(crate) fn program_nonblocking(&self, n: &Notification) -> Result<bool, Errno> {
         let fd = n.args[0] as u32 as i32;
         Ok(self.kernel.fd_flags(n.pid, fd)? & libc::O_NONBLOCK != 0)
     }
 
     /// Resolves when the program abandons notification `id` (signal, exit).
-    async fn abandoned(&self, id: u64) {
+    pub(crate) async fn abandoned(&self, id: u64) {
         loop {
             tokio::time::sleep(ABANDON_POLL).await;
             if !self.kernel.id_valid(id) {
@@ -391,13 +481,27 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }
+        match &mut *vs.phase() {
+            Phase::Connecting => return errno(Errno::EALREADY),
+            Phase::Connected { confirmed, .. } if !*confirmed => {
+                *confirmed = true;
+                return value(0);
+            }
+            Phase::Connected { .. } | Phase::Listening(_) => return errno(Errno::EISCONN),
+            _ => {}
+        }
         let dest = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
             // Dissolving an association that does not exist succeeds.
             SockAddr::Unspec => return value(0),
             SockAddr::Inet(a) => a,
         };
         match route(&*self.backend, self.policy, dest) {
-            Route::Unreachable | Route::Virtual => errno(Errno::ENETUNREACH),
+            Route::Unreachable => errno(Errno::ENETUNREACH),
+            Route::Virtual if vs.kind == Kind::Stream => {
+                self.connect_virtual(n, ino, &vs, dest).await
+            }
+            // Virtual UDP/ICMP is not implemented yet.
+            Route::Virtual => errno(Errno::ENETUNREACH),
             Route::Loopback | Route::Host => self.connect_kernel(n, ino, &vs, dest).await,
         }
     }
@@ -406,7 +510,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         &self,
         n: &Notification,
         ino: u64,
-        vs: &VSocket,
+        vs: &VSocket<B>,
         dest: SocketAddr,
     ) -> Reply {
         let r = match vs.kernel_bound() {
@@ -419,7 +523,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(()) => {}
             Err(Errno::EINPROGRESS) if nonblocking => {
                 // The kernel socket gives the program its own writable edge.
-                tri!(self.swap_in(n, ino, &r));
+                tri!(self.swap_in(n, ino, r.as_fd()));
                 vs.set_phase(Phase::Fresh);
                 return errno(Errno::EINPROGRESS);
             }
@@ -427,7 +531,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let Ok(dup) = r.try_clone() else {
                     return errno(Errno::ENOBUFS);
                 };
-                let Ok(afd) = sys::async_fd(dup, Interest::READABLE | Interest::WRITABLE) else {
+                let Ok(afd) = sys::async_fd(dup, Interest::WRITABLE) else {
                     return errno(Errno::ENOBUFS);
                 };
                 tokio::select! {
@@ -448,7 +552,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Err(e) => return errno(e),
         }
-        tri!(self.swap_in(n, ino, &r));
+        tri!(self.swap_in(n, ino, r.as_fd()));
         vs.set_phase(Phase::Fresh);
         value(0)
     }
@@ -469,7 +573,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }
-        if vs.kernel_bound().is_some() {
+        if !matches!(&*vs.phase(), Phase::Fresh | Phase::Failed(_)) {
             return errno(Errno::EINVAL);
         }
         let local = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
@@ -477,13 +581,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Inet(a) => a,
         };
         let ip = crate::backend::canonical(local.ip());
-        let on_kernel = if ip.is_unspecified() {
-            // Wildcard: without a virtual network the only place to listen is loopback.
-            let mut l = vs.family.loopback(local.port());
-            if let (SocketAddr::V6(_), std::net::IpAddr::V4(_)) = (local, ip) {
-                l = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()));
+        let virtual_net = self.backend.enabled() && vs.kind == Kind::Stream;
+        if virtual_net && (ip.is_unspecified() || self.backend.is_local(ip)) {
+            // The port is taken when the program listens; an ephemeral one is chosen now
+            // so getsockname() after bind() shows it, as on Linux.
+            let mut local = local;
+            if local.port() == 0 {
+                local.set_port(ephemeral_port());
             }
-            l
+            vs.set_phase(Phase::VirtualBound(local));
+            return value(0);
+        }
+        let on_kernel = if ip.is_unspecified() {
+            // Wildcard without a virtual network: the only place to listen is loopback.
+            match local {
+                SocketAddr::V6(_) => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+                }
+                SocketAddr::V4(_) => vs.family.loopback(local.port()),
+            }
         } else if ip.is_loopback() || self.policy.fallthrough && !self.backend.is_virtual(ip) {
             local
         } else {
@@ -501,7 +617,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 value(0)
             }
             Kind::Dgram | Kind::Icmp => {
-                tri!(self.swap_in(n, ino, &r));
+                tri!(self.swap_in(n, ino, r.as_fd()));
                 value(0)
             }
         }
@@ -515,6 +631,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if vs.kind != Kind::Stream {
             return errno(Errno::EOPNOTSUPP);
         }
+        let backlog = (n.args[1] as u32 as i32).clamp(1, 4096);
+        let bound = match &*vs.phase() {
+            Phase::VirtualBound(a) => Some(*a),
+            Phase::Fresh | Phase::Failed(_) if self.backend.enabled() => {
+                Some(vs.family.unspecified())
+            }
+            Phase::Listening(_) => return value(0),
+            Phase::Connecting | Phase::Connected { .. } => return errno(Errno::EINVAL),
+            _ => None,
+        };
+        if let Some(local) = bound {
+            return self.listen_virtual(n, ino, &vs, local, backlog as usize);
+        }
         let r = match vs.kernel_bound() {
             Some(r) => r,
             None => {
@@ -525,12 +654,40 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 Arc::new(r)
             }
         };
-        let backlog = (n.args[1] as u32 as i32).clamp(0, 4096);
         let backlog = sock::Backlog::new(backlog).unwrap_or(sock::Backlog::MAXCONN);
         tri!(sock::listen(&r.as_fd(), backlog));
-        tri!(self.swap_in(n, ino, &r));
+        tri!(self.swap_in(n, ino, r.as_fd()));
         vs.set_phase(Phase::Fresh);
         value(0)
+    }
+
+    async fn accept(self: &Arc<Self>, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let listening = match &*vs.phase() {
+            Phase::Listening(l) => l.clone(),
+            _ => return errno(Errno::EINVAL),
+        };
+        self.accept_virtual(n, &vs, listening).await
+    }
+
+    fn shutdown(&self, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            _ => return CONTINUE,
+        };
+        let how = n.args[1] as u32 as i32;
+        if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
+            return errno(Errno::EINVAL);
+        }
+        let phase = vs.phase();
+        match &*phase {
+            // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
+            Phase::Connected { .. } => CONTINUE,
+            _ => errno(Errno::ENOTCONN),
+        }
     }
 
     // ---- names and options ----------------------------------------------------------
@@ -540,10 +697,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
         };
-        let bytes = match (vs.kernel_bound(), side) {
-            (_, NameSide::Peer) => return errno(Errno::ENOTCONN),
-            (Some(r), NameSide::Local) => tri!(sys::socket_name(r.as_fd(), NameSide::Local)),
-            (None, NameSide::Local) => wire::emit_sockaddr(vs.family.unspecified()),
+        let kernel = vs.kernel_bound();
+        let addr = {
+            let phase = vs.phase();
+            match (&*phase, side) {
+                (Phase::Connected { peer, .. }, NameSide::Peer) => Some(*peer),
+                (_, NameSide::Peer) => return errno(Errno::ENOTCONN),
+                (Phase::Connected { local, .. }, NameSide::Local) => Some(*local),
+                (Phase::VirtualBound(a), NameSide::Local) => Some(*a),
+                (Phase::Listening(l), NameSide::Local) => Some(l.local),
+                (Phase::KernelBound(_), NameSide::Local) => None,
+                (_, NameSide::Local) => Some(vs.family.unspecified()),
+            }
+        };
+        let bytes = match (addr, kernel) {
+            (Some(a), _) => wire::emit_sockaddr(self.presented(&vs, a)),
+            (None, Some(r)) => tri!(sys::socket_name(r.as_fd(), NameSide::Local)),
+            (None, None) => wire::emit_sockaddr(vs.family.unspecified()),
         };
         tri!(tracee::write_with_len(
             &*self.kernel,
@@ -554,6 +724,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             true
         ));
         value(0)
+    }
+
+    /// An address as the program's socket family shows it (v4-mapped on IPv6 sockets).
+    pub(crate) fn presented(&self, vs: &VSocket<B>, a: SocketAddr) -> SocketAddr {
+        match (vs.family, a) {
+            (Family::V6, SocketAddr::V4(v4)) => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            _ => a,
+        }
     }
 
     fn setsockopt(&self, n: &Notification) -> Reply {
@@ -580,7 +760,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } else if val.len() < 4 && is_int_option(level, name) {
             return errno(Errno::EINVAL);
         }
-        let mut opts = vs.options.lock().unwrap_or_else(|e| e.into_inner());
+        let mut opts = vs.options();
         opts.retain(|(l, o, _)| (*l, *o) != (level, name));
         opts.push((level, name, val));
         value(0)
@@ -593,16 +773,34 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
         let int = |v: i32| v.to_ne_bytes().to_vec();
+        let (listening, tcp_state) = match &*vs.phase() {
+            Phase::Listening(_) => (true, 10),
+            Phase::Connected { .. } => (false, 1),
+            Phase::Connecting => (false, 2),
+            _ => (false, 7),
+        };
         let val = match (level, name) {
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(vs.kind.sock_type()),
             (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(vs.family.raw()),
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(vs.protocol),
-            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(0),
-            (libc::SOL_SOCKET, libc::SO_ERROR) => int(0),
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(i32::from(listening)),
+            (libc::SOL_SOCKET, libc::SO_ERROR) => {
+                // Reading SO_ERROR clears it.
+                let mut phase = vs.phase();
+                match &*phase {
+                    Phase::Failed(e) => {
+                        let e = *e;
+                        *phase = Phase::Fresh;
+                        int(e as i32)
+                    }
+                    _ => int(0),
+                }
+            }
             (libc::IPPROTO_TCP, libc::TCP_INFO) if vs.kind == Kind::Stream => {
-                // struct tcp_info, tcpi_state = TCP_CLOSE.
+                // struct tcp_info: tcpi_state first (TCP_ESTABLISHED = 1, SYN_SENT = 2,
+                // CLOSE = 7, LISTEN = 10).
                 let mut info = vec![0u8; 232];
-                info[0] = 7;
+                info[0] = tcp_state;
                 info
             }
             _ => {
@@ -612,7 +810,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     buf.truncate(len);
                     buf
                 } else {
-                    let opts = vs.options.lock().unwrap_or_else(|e| e.into_inner());
+                    let opts = vs.options();
                     match opts
                         .iter()
                         .rev()
@@ -638,15 +836,28 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         value(0)
     }
 
-    // ---- data calls on a socket that is not connected --------------------------------
+    // ---- data calls -------------------------------------------------------------------
+
+    /// For a stream socket: `Some(reply)` without touching memory.
+    fn stream_data(&self, vs: &VSocket<B>, sending: bool) -> Option<Reply> {
+        if vs.kind != Kind::Stream {
+            return None;
+        }
+        Some(match &*vs.phase() {
+            // The data path of a connected stream is the socketpair itself.
+            Phase::Connected { .. } => CONTINUE,
+            _ if sending => errno(Errno::EPIPE),
+            _ => errno(Errno::ENOTCONN),
+        })
+    }
 
     fn sendto(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
         };
-        if vs.kind == Kind::Stream {
-            return errno(Errno::EPIPE);
+        if let Some(r) = self.stream_data(&vs, true) {
+            return r;
         }
         let len = n.args[2] as usize;
         if len > MAX_COPY {
@@ -672,7 +883,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         &self,
         n: &Notification,
         ino: u64,
-        vs: &VSocket,
+        vs: &VSocket<B>,
         dest: &[u8],
         data: &[u8],
         flags: i32,
@@ -692,7 +903,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     flags | libc::MSG_NOSIGNAL,
                     &wire::emit_sockaddr(dest)
                 ));
-                tri!(self.swap_in(n, ino, &r));
+                tri!(self.swap_in(n, ino, r.as_fd()));
                 value(sent as i64)
             }
         }
@@ -703,8 +914,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
         };
-        if vs.kind == Kind::Stream {
-            return errno(Errno::EPIPE);
+        if let Some(r) = self.stream_data(&vs, true) {
+            return r;
         }
         if many && n.args[2] as u32 == 0 {
             return value(0);
@@ -751,7 +962,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             (true, Reply::Answer(Response::Value(sent))) => {
                 // sendmmsg: one message sent; report its length in msg_len.
                 let at = n.args[1] + MSGHDR_LEN as u64;
-                let _ = MMSGHDR_LEN;
                 tri!(self
                     .kernel
                     .write_memory(n.pid, at, &(sent as u32).to_ne_bytes()));
@@ -766,15 +976,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
         };
-        if vs.kind == Kind::Stream {
-            return errno(Errno::ENOTCONN);
+        if let Some(r) = self.stream_data(&vs, false) {
+            return r;
         }
         // An unbound UDP socket never receives anything: honour non-blocking modes, or
         // wait until the program gives up (signal, exit).
         let flags = match n.nr {
-            libc::SYS_recvfrom | libc::SYS_recvmsg => {
-                n.args[if n.nr == libc::SYS_recvfrom { 3 } else { 2 }]
-            }
+            libc::SYS_recvfrom => n.args[3],
+            libc::SYS_recvmsg => n.args[2],
             _ => n.args[3],
         } as u32 as i32;
         if flags & libc::MSG_DONTWAIT != 0 || tri!(self.program_nonblocking(n)) {
@@ -785,7 +994,43 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
+/// A socketpair for a socket of `kind`: (program's end, supervisor's end). Both are
+/// close-on-exec here (the program's flag is set at injection); ours is non-blocking.
+pub(crate) fn socketpair(kind: Kind, nonblocking: bool) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let ty = match kind {
+        Kind::Stream => SockType::Stream,
+        Kind::Dgram | Kind::Icmp => SockType::SeqPacket,
+    };
+    let (theirs, ours) = sock::socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
+    set_nonblocking(ours.as_fd(), true)?;
+    if nonblocking {
+        set_nonblocking(theirs.as_fd(), true)?;
+    }
+    Ok((theirs, ours))
+}
+
+/// A port from the Linux default ephemeral range (32768–60999), rotating from a
+/// start derived from the clock.
+fn ephemeral_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut n = NEXT.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        NEXT.store(seed % 28_232 + 2, Ordering::Relaxed);
+        n = seed % 28_232 + 1;
+    }
+    32_768 + (n % 28_232) as u16
+}
+
+/// Inode number of one of our fds.
+pub(crate) fn inode(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    Ok(nix::sys::stat::fstat(fd)?.st_ino)
+}
+
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
     let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     let new = if on {
         fl | OFlag::O_NONBLOCK
@@ -795,7 +1040,6 @@ fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
     if new != fl {
         fcntl(fd, FcntlArg::F_SETFL(new))?;
     }
-    let _ = fd.as_raw_fd();
     Ok(())
 }
 

@@ -97,6 +97,8 @@ pub trait Kernel: Send + Sync + 'static {
     /// The open file's status flags and close-on-exec bit, read live from
     /// `/proc/<tid>/fdinfo/<fd>` (`O_NONBLOCK`, `O_CLOEXEC`, ...).
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno>;
+    /// Does thread `pid`'s fd table hold socket inode `ino`? `None`: the thread is gone.
+    fn holds(&self, pid: u32, ino: u64) -> Option<bool>;
 }
 
 /// The real kernel behind a seccomp listener fd.
@@ -200,6 +202,15 @@ impl Kernel for LinuxKernel {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
             .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
         parse_fdinfo_flags(&text).ok_or(Errno::EBADF)
+    }
+
+    fn holds(&self, pid: u32, ino: u64) -> Option<bool> {
+        let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        let want = FdTarget::Socket(ino);
+        Some(dir.flatten().any(|e| {
+            fs::read_link(e.path())
+                .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
+        }))
     }
 }
 
@@ -358,6 +369,14 @@ pub(crate) mod fake {
             let fl = nix::fcntl::fcntl(f.file.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
             let _ = f.file.as_raw_fd();
             Ok(fl | if f.cloexec { libc::O_CLOEXEC } else { 0 })
+        }
+        fn holds(&self, _pid: u32, ino: u64) -> Option<bool> {
+            let s = self.state.lock().unwrap();
+            Some(
+                s.fds.values().any(|f| {
+                    nix::sys::stat::fstat(f.file.as_fd()).is_ok_and(|st| st.st_ino == ino)
+                }),
+            )
         }
     }
 }

@@ -50,6 +50,7 @@ pub mod launch;
 pub mod notify;
 mod sys;
 mod tracee;
+mod virt;
 mod wire;
 
 pub use emulate::{Kind, Supervisor};

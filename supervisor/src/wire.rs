@@ -150,8 +150,6 @@ pub(crate) struct MsgHdr {
 
 /// Size of `struct msghdr`.
 pub(crate) const MSGHDR_LEN: usize = 56;
-/// Size of `struct mmsghdr` (msghdr + unsigned int msg_len + padding).
-pub(crate) const MMSGHDR_LEN: usize = 64;
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
     let mut w = [0u8; 8];

@@ -94,3 +94,72 @@ pub fn assert_ok(s: &Scratch, status: ExitStatus, want: &[&str]) {
         );
     }
 }
+
+/// A stand-in virtual network for the supervisor's virtual path: 10.77.0.0/16 where only
+/// 10.77.0.1 (this node) exists, carried over kernel loopback TCP. It exercises the
+/// supervisor's socketpair pumps, listener tokens and connect edges without netstack.
+#[derive(Debug, Default)]
+pub struct LoopbackNet;
+
+pub const VIRTUAL_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 1);
+
+fn io_errno(e: std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+impl Backend for LoopbackNet {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    fn is_virtual(&self, ip: std::net::IpAddr) -> bool {
+        matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[..2] == [10, 77])
+    }
+    fn is_local(&self, ip: std::net::IpAddr) -> bool {
+        ip == VIRTUAL_IP
+    }
+    async fn tcp_connect(
+        &self,
+        remote: std::net::SocketAddr,
+    ) -> Result<supervisor::backend::Connection<Self::Stream>, nix::errno::Errno> {
+        if remote.ip() != VIRTUAL_IP {
+            return Err(nix::errno::Errno::EHOSTUNREACH);
+        }
+        let s = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, remote.port()))
+            .await
+            .map_err(io_errno)?;
+        let local = s.local_addr().map_err(io_errno)?;
+        Ok(supervisor::backend::Connection {
+            stream: s,
+            local: (VIRTUAL_IP, local.port()).into(),
+            peer: remote,
+        })
+    }
+    fn tcp_listen(
+        &self,
+        local: std::net::SocketAddr,
+        _backlog: usize,
+    ) -> Result<(Self::Listener, std::net::SocketAddr), nix::errno::Errno> {
+        let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, local.port()))
+            .map_err(io_errno)?;
+        l.set_nonblocking(true).map_err(io_errno)?;
+        let port = l.local_addr().map_err(io_errno)?.port();
+        let l = tokio::net::TcpListener::from_std(l).map_err(io_errno)?;
+        Ok((l, (VIRTUAL_IP, port).into()))
+    }
+    async fn tcp_accept(
+        &self,
+        l: &Self::Listener,
+    ) -> Result<supervisor::backend::Connection<Self::Stream>, nix::errno::Errno> {
+        let (s, peer) = l.accept().await.map_err(io_errno)?;
+        let local = s.local_addr().map_err(io_errno)?;
+        Ok(supervisor::backend::Connection {
+            stream: s,
+            local: (VIRTUAL_IP, local.port()).into(),
+            peer: (VIRTUAL_IP, peer.port()).into(),
+        })
+    }
+}
+
+pub async fn run_virtual(cmd: &Command) -> ExitStatus {
+    run_with(cmd, Policy::default(), Arc::new(LoopbackNet)).await
+}

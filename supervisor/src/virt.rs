@@ -1,0 +1,433 @@
+//! TCP on the virtual network: connect, listen, accept, and the pump between the
+//! supervisor's socketpair end and a backend stream.
+//!
+//! Readiness the program's edge-triggered epoll can trust (DESIGN trap 5):
+//!
+//! - **Non-blocking connect.** The program's socket is replaced (`SETFD`, same fd number
+//!   and flags) by the end of a fresh socketpair whose send path we first fill with junk
+//!   from our own handle until `EAGAIN`, counting the bytes; then we drop that handle and
+//!   answer `EINPROGRESS`. The program's end is not writable. When the handshake ends we
+//!   record the outcome (so `SO_ERROR` and `getpeername` tell the truth) and only then
+//!   discard exactly that many junk bytes from our end: the program's end becomes
+//!   writable, a fresh `EPOLLOUT` edge.
+//! - **Listeners.** At `listen()` the program's socket is replaced by the end of a fresh
+//!   socketpair of which we keep a duplicate. One token byte is written into our end per
+//!   waiting connection, so the program's end is readable exactly when a connection
+//!   waits; the emulated `accept` consumes one token through the duplicate. A connection
+//!   taken by an `accept` whose notification then vanished goes back to the head of the
+//!   queue with its token.
+//!
+//! Because we hold a duplicate of a listener's program end, its close cannot show up as a
+//! hang-up: a sweep checks every [`SWEEP`] whether any traced process still holds the
+//! listener's inode (see `kernel::Kernel::holds`) and closes the virtual listener when
+//! none does.
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, MsgFlags};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tracing::debug;
+
+use crate::backend::{Backend, Connection};
+use crate::emulate::{
+    errno, inode, socketpair, tri, value, Kind, Phase, Reply, Supervisor, VSocket,
+};
+use crate::kernel::{Kernel, Notification, Placement};
+use crate::tracee;
+use crate::wire;
+
+/// How often listeners check that the program still holds them.
+pub(crate) const SWEEP: Duration = Duration::from_secs(1);
+
+/// A virtual listener's accept queue.
+pub(crate) struct Listening<B: Backend> {
+    pub(crate) local: SocketAddr,
+    queue: Mutex<VecDeque<Connection<B::Stream>>>,
+    arrived: Notify,
+    /// Duplicate of the program's end: consumes tokens.
+    tokens: OwnedFd,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl<B: Backend> Drop for Listening<B> {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+impl<B: Backend> Listening<B> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Connection<B::Stream>>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Number of connections waiting for `accept`.
+    pub(crate) fn pending(&self) -> usize {
+        self.queue().len()
+    }
+}
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    pub(crate) async fn connect_virtual(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        dest: SocketAddr,
+    ) -> Reply {
+        let nonblocking = tri!(self.program_nonblocking(n));
+        if !nonblocking {
+            vs.set_phase(Phase::Connecting);
+            let result = tokio::select! {
+                r = self.backend.tcp_connect(dest) => r,
+                _ = self.abandoned(n.id) => {
+                    vs.set_phase(Phase::Fresh);
+                    return Reply::Done;
+                }
+            };
+            return match result {
+                Ok(conn) => {
+                    vs.set_phase(Phase::Connected {
+                        local: conn.local,
+                        peer: conn.peer,
+                        confirmed: true,
+                    });
+                    self.pump(ino, vs.clone(), conn.stream);
+                    value(0)
+                }
+                Err(e) => {
+                    vs.set_phase(Phase::Fresh);
+                    errno(e)
+                }
+            };
+        }
+
+        // Non-blocking: a fresh pair whose program end is not writable until the
+        // handshake ends.
+        let (theirs, ours) = tri!(socketpair(Kind::Stream, true));
+        let junk = tri!(fill(&theirs));
+        let new_ino = tri!(inode(theirs.as_fd()));
+        let next = Arc::new(vs.successor(ours, Phase::Connecting));
+        self.table().insert(new_ino, next.clone());
+        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+            self.table().remove(&new_ino);
+            return if e == Errno::ENOENT {
+                Reply::Done
+            } else {
+                errno(e)
+            };
+        }
+        drop(theirs);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.backend.tcp_connect(dest).await;
+            let stream = match result {
+                Ok(conn) => {
+                    next.set_phase(Phase::Connected {
+                        local: conn.local,
+                        peer: conn.peer,
+                        confirmed: false,
+                    });
+                    Some(conn.stream)
+                }
+                Err(e) => {
+                    debug!(%dest, %e, "virtual connect failed");
+                    next.set_phase(Phase::Failed(e));
+                    None
+                }
+            };
+            // The truth is recorded: now give the program its writable edge.
+            drain(&next.ours, junk).await;
+            match stream {
+                Some(s) => me.pump(new_ino, next, s),
+                None => me.watch(new_ino, next),
+            }
+        });
+        errno(Errno::EINPROGRESS)
+    }
+
+    pub(crate) fn listen_virtual(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        local: SocketAddr,
+        backlog: usize,
+    ) -> Reply {
+        let (listener, actual) = tri!(self.backend.tcp_listen(local, backlog));
+        let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
+        let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
+        let new_ino = tri!(inode(theirs.as_fd()));
+        let writer = tri!(ours.try_clone().map_err(|_| Errno::EMFILE));
+        let listening = Arc::new(Listening::<B> {
+            local: actual,
+            queue: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            tokens,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
+        self.table().insert(new_ino, next.clone());
+        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+            self.table().remove(&new_ino);
+            return if e == Errno::ENOENT {
+                Reply::Done
+            } else {
+                errno(e)
+            };
+        }
+        drop(theirs);
+        debug!(%actual, "virtual listener");
+
+        // Accept from the backend while the queue has room; one token per connection.
+        let weak = Arc::downgrade(&listening);
+        let backend = self.backend.clone();
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let Some(l) = weak.upgrade() else { return };
+                if l.pending() >= backlog {
+                    drop(l);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                drop(l);
+                let conn = backend.tcp_accept(&listener).await;
+                let Some(l) = weak.upgrade() else { return };
+                match conn {
+                    Ok(c) => {
+                        l.queue().push_back(c);
+                        let _ = send(writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                        l.arrived.notify_waiters();
+                    }
+                    Err(e) => {
+                        debug!(%e, "virtual accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+        // Close detection: see the module documentation.
+        let me = Arc::downgrade(self);
+        let weak_sock = Arc::downgrade(&next);
+        let sweeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP).await;
+                let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
+                    return;
+                };
+                if !me.held_by_program(new_ino) {
+                    me.forget(new_ino, &sock);
+                    return;
+                }
+            }
+        });
+        listening
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([acceptor.abort_handle(), sweeper.abort_handle()]);
+        value(0)
+    }
+
+    /// Does any process we have seen still hold socket inode `ino`?
+    fn held_by_program(&self, ino: u64) -> bool {
+        let pids: Vec<u32> = self.seen().iter().copied().collect();
+        let mut gone = HashSet::new();
+        let mut held = false;
+        for pid in pids {
+            match self.kernel.holds(pid, ino) {
+                Some(true) => held = true,
+                Some(false) => {}
+                None => {
+                    gone.insert(pid);
+                }
+            }
+        }
+        self.seen().retain(|p| !gone.contains(p));
+        held
+    }
+
+    pub(crate) async fn accept_virtual(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        l: Arc<Listening<B>>,
+    ) -> Reply {
+        let flags = if n.nr == libc::SYS_accept4 {
+            n.args[3] as u32 as i32
+        } else {
+            0
+        };
+        if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+            return errno(Errno::EINVAL);
+        }
+        loop {
+            let arrived = l.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let next = l.queue().pop_front();
+            if let Some(conn) = next {
+                let mut one = [0u8; 1];
+                let _ = recv(l.tokens.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
+                return self.deliver(n, vs, &l, conn, flags);
+            }
+            if tri!(self.program_nonblocking(n)) {
+                return errno(Errno::EAGAIN);
+            }
+            tokio::select! {
+                _ = arrived => {}
+                _ = self.abandoned(n.id) => return Reply::Done,
+            }
+        }
+    }
+
+    /// Hand one accepted connection to the program, or put it back.
+    fn deliver(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        l: &Arc<Listening<B>>,
+        conn: Connection<B::Stream>,
+        flags: i32,
+    ) -> Reply {
+        let put_back = |conn| {
+            l.queue().push_front(conn);
+            let _ = send(vs.ours.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+            l.arrived.notify_waiters();
+        };
+        let made = socketpair(Kind::Stream, flags & libc::SOCK_NONBLOCK != 0)
+            .and_then(|(t, o)| Ok((inode(t.as_fd())?, t, o)));
+        let (ino, theirs, ours) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                put_back(conn);
+                return errno(e);
+            }
+        };
+        if n.args[1] != 0 {
+            let peer = wire::emit_sockaddr(self.presented(vs, conn.peer));
+            if let Err(e) =
+                tracee::write_with_len(&*self.kernel, n.pid, n.args[1], n.args[2], &peer, true)
+            {
+                put_back(conn);
+                return errno(e);
+            }
+        }
+        let accepted = Arc::new(vs.successor(
+            ours,
+            Phase::Connected {
+                local: conn.local,
+                peer: conn.peer,
+                confirmed: true,
+            },
+        ));
+        self.table().insert(ino, accepted.clone());
+        let how = Placement::AnswerWithNew {
+            cloexec: flags & libc::SOCK_CLOEXEC != 0,
+        };
+        match self.kernel.add_fd(n.id, theirs.as_fd(), how) {
+            Ok(_) => {
+                self.pump(ino, accepted, conn.stream);
+                Reply::Done
+            }
+            Err(e) => {
+                self.table().remove(&ino);
+                put_back(conn);
+                if e == Errno::ENOENT {
+                    Reply::Done
+                } else {
+                    errno(e)
+                }
+            }
+        }
+    }
+
+    /// Move bytes both ways between our end of `vs` and `stream` until both directions
+    /// are closed, then wait for the program to close its end and forget the socket.
+    pub(crate) fn pump(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>, mut stream: B::Stream) {
+        let Ok(dup) = vs.ours.try_clone() else { return };
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let std = std::os::unix::net::UnixStream::from(dup);
+            let Ok(mut ours) = tokio::net::UnixStream::from_std(std) else {
+                return;
+            };
+            match tokio::io::copy_bidirectional(&mut ours, &mut stream).await {
+                Ok((up, down)) => debug!(ino, up, down, "stream finished"),
+                Err(e) => {
+                    debug!(ino, %e, "stream failed");
+                    let _ = nix::sys::socket::shutdown(
+                        ours.as_raw_fd(),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                }
+            }
+            let _ = stream.shutdown().await;
+            drop(stream);
+            // Keep answering for the socket until the program closes its end.
+            loop {
+                if hung_up(&ours) {
+                    break;
+                }
+                tokio::time::sleep(SWEEP).await;
+            }
+            if let Some(me) = me.upgrade() {
+                me.forget(ino, &vs);
+            }
+        });
+    }
+}
+
+/// Has the other end of `s` been closed by every holder?
+fn hung_up(s: &impl AsFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(s.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0].revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        })
+}
+
+/// Write junk into `end` until its send path is full; returns how many bytes.
+fn fill(end: &OwnedFd) -> Result<usize, Errno> {
+    let junk = [0u8; 65536];
+    let mut total = 0;
+    loop {
+        match send(
+            end.as_raw_fd(),
+            &junk,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => total += n,
+            Err(Errno::EAGAIN) => return Ok(total),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Read and discard exactly `count` bytes from our end.
+async fn drain(ours: &OwnedFd, mut count: usize) {
+    let mut buf = [0u8; 65536];
+    while count > 0 {
+        let want = count.min(buf.len());
+        match recv(ours.as_raw_fd(), &mut buf[..want], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return,
+            Ok(n) => count -= n,
+            Err(Errno::EAGAIN) => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The virtual-network path of the supervisor (socketpair ends pumped to backend streams,
+//! listener tokens, non-blocking connect edges), over a stand-in backend that carries the
+//! virtual network 10.77.0.0/16 on kernel loopback (`common::LoopbackNet`).
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_tcp_client_and_server_on_the_virtual_network() {
+    let s = Scratch::new();
+    let prog = s.compile("tcp_blocking");
+    let status = run_virtual(&command(&s, &prog, &["10.77.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "listening",
+            "accepted",
+            "server got ping",
+            "client got pong",
+            "done",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonblocking_connect_epoll_et_accept4_names_half_close_and_refused() {
+    let s = Scratch::new();
+    let prog = s.compile("nonblocking");
+    let status = run_virtual(&command(&s, &prog, &["10.77.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "EINPROGRESS",
+            "client connected",
+            "accepted",
+            "half-close ok",
+            "refused ok",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_still_works_with_a_virtual_network() {
+    let s = Scratch::new();
+    let prog = s.compile("nonblocking");
+    let status = run_virtual(&command(&s, &prog, &["127.0.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "client connected",
+            "accepted",
+            "half-close ok",
+            "refused ok",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_virtual_hosts_are_unreachable_and_host_addresses_stay_closed() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run_virtual(&command(&s, &prog, &["unreach", "192.0.2.99", "80"])).await;
+    assert_ok(&s, status, &["ENETUNREACH"]);
+}

@@ -1,3 +1,17 @@
-//! Shared code of the `ztrun` and `zt` commands: configuration, identity files, and the
-//! fork/filter/exec sequence that hands a program to the supervisor.
+//! Shared code of the `ztrun` and `zt` commands: configuration, the state directory, and
+//! the glue that joins the overlay (`zt-core`), the user-space stacks (`netstack`) and the
+//! supervisor into one process.
+//!
+//! `ztrun` runs one program tree. Its sequence:
+//!
+//! 1. Resolve the state directory (`--home`), load or create the node identity there.
+//! 2. Start the overlay driver and join each `--nwid`, waiting for an address.
+//! 3. Start one user-space stack per joined network and wire its frames to the overlay.
+//! 4. Launch the program under the seccomp filter and supervise it until the last traced
+//!    process is gone; return its exit status.
+//!
+//! Steps 2 and 3 are skipped when no network is given: the program then reaches loopback
+//! only (and, with `--fallthrough`, the host network).
 #![deny(unsafe_code)]
+
+pub mod home;

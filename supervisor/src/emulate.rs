@@ -164,6 +164,27 @@ impl<B: Backend> VSocket<B> {
     fn options(&self) -> MutexGuard<'_, Vec<(i32, i32, Vec<u8>)>> {
         self.options.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// An int option as set by the program.
+    pub(crate) fn option_int(&self, level: i32, name: i32) -> Option<i32> {
+        let opts = self.options();
+        let (_, _, v) = opts
+            .iter()
+            .rev()
+            .find(|(l, o, _)| (*l, *o) == (level, name))?;
+        Some(i32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+    }
+
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` as set by the program (`None`: wait forever).
+    pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
+        let opts = self.options();
+        let (_, _, v) = opts
+            .iter()
+            .rev()
+            .find(|(l, o, _)| (*l, *o) == (libc::SOL_SOCKET, name))?;
+        let tv = wire::parse_timeval(v)?;
+        (!tv.is_zero()).then_some(tv)
+    }
+
     fn kernel_bound(&self) -> Option<Arc<OwnedFd>> {
         match &*self.phase() {
             Phase::KernelBound(r) => Some(r.clone()),
@@ -1288,5 +1309,156 @@ mod tests {
         // Calls on it are no longer ours.
         let n = note(4, libc::SYS_accept, [fd as u64, 0, 0, 0, 0, 0]);
         assert_eq!(s.dispatch(&n).await, CONTINUE);
+    }
+}
+
+#[cfg(test)]
+mod virtual_tests {
+    use super::*;
+    use crate::backend::Connection;
+    use crate::kernel::fake::FakeKernel;
+    use std::net::IpAddr;
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    /// A virtual network whose only listener hands out connections the test pushes.
+    struct ChanNet {
+        conns: Mutex<Option<mpsc::UnboundedReceiver<Connection<DuplexStream>>>>,
+    }
+
+    impl Backend for ChanNet {
+        type Stream = DuplexStream;
+        type Listener = tokio::sync::Mutex<mpsc::UnboundedReceiver<Connection<DuplexStream>>>;
+        fn is_virtual(&self, ip: IpAddr) -> bool {
+            matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10)
+        }
+        fn is_local(&self, ip: IpAddr) -> bool {
+            ip == IpAddr::from([10, 0, 0, 1])
+        }
+        async fn tcp_connect(&self, _r: SocketAddr) -> Result<Connection<DuplexStream>, Errno> {
+            Err(Errno::ECONNREFUSED)
+        }
+        fn tcp_listen(
+            &self,
+            local: SocketAddr,
+            _b: usize,
+        ) -> Result<(Self::Listener, SocketAddr), Errno> {
+            let rx = self.conns.lock().unwrap().take().ok_or(Errno::EADDRINUSE)?;
+            Ok((tokio::sync::Mutex::new(rx), local))
+        }
+        async fn tcp_accept(&self, l: &Self::Listener) -> Result<Connection<DuplexStream>, Errno> {
+            l.lock().await.recv().await.ok_or(Errno::EINVAL)
+        }
+    }
+
+    const PID: u32 = 7;
+    const MEM: u64 = 0x20_000;
+
+    fn note(id: u64, nr: i64, args: [u64; 6]) -> Notification {
+        Notification {
+            id,
+            pid: PID,
+            nr,
+            arch: crate::sys::AUDIT_ARCH_X86_64,
+            args,
+        }
+    }
+
+    fn readable(k: &FakeKernel, fd: i32) -> bool {
+        k.with_fd(fd, |f| {
+            let mut fds = [nix::poll::PollFd::new(
+                f.file.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() == 1
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_accept_puts_the_connection_back() {
+        let k = Arc::new(FakeKernel::default());
+        k.map(PID, MEM, &[0u8; 256]);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let net = Arc::new(ChanNet {
+            conns: Mutex::new(Some(rx)),
+        });
+        let s = Arc::new(Supervisor::new(k.clone(), net, Policy::default()));
+        let n = note(
+            1,
+            libc::SYS_socket,
+            [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+        let fd = 3;
+        k.write_memory(
+            PID,
+            MEM,
+            &wire::emit_sockaddr("10.0.0.1:80".parse().unwrap()),
+        )
+        .unwrap();
+        let n = note(2, libc::SYS_bind, [fd, MEM, 16, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        let n = note(3, libc::SYS_listen, [fd, 16, 0, 0, 0, 0]);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert!(!readable(&k, fd as i32), "no connection yet");
+
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        tx.send(Connection {
+            stream: ours,
+            local: "10.0.0.1:80".parse().unwrap(),
+            peer: "10.0.0.9:5555".parse().unwrap(),
+        })
+        .unwrap();
+        for _ in 0..200 {
+            if readable(&k, fd as i32) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            readable(&k, fd as i32),
+            "a waiting connection makes the listener readable"
+        );
+
+        // The program is interrupted: the injection fails with ENOENT.
+        k.vanish(4);
+        let n = note(4, libc::SYS_accept4, [fd, MEM + 64, MEM + 128, 0, 0, 0]);
+        k.write_memory(PID, MEM + 128, &16u32.to_ne_bytes())
+            .unwrap();
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+        assert!(
+            readable(&k, fd as i32),
+            "the connection and its token are back"
+        );
+
+        let n = note(
+            5,
+            libc::SYS_accept4,
+            [fd, MEM + 64, MEM + 128, libc::SOCK_NONBLOCK as u64, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, Reply::Done);
+        let new_fd = match k.answers().last() {
+            Some((5, Response::Value(v))) => *v as i32,
+            other => panic!("accept answered {other:?}"),
+        };
+        assert_ne!(k.fd_flags(PID, new_fd).unwrap() & libc::O_NONBLOCK, 0);
+        assert_eq!(
+            k.peek(PID, MEM + 64, 16),
+            wire::emit_sockaddr("10.0.0.9:5555".parse().unwrap())
+        );
+        assert!(!readable(&k, fd as i32), "the token was consumed");
+        let n = note(
+            6,
+            libc::SYS_getsockname,
+            [new_fd as u64, MEM + 64, MEM + 128, 0, 0, 0],
+        );
+        k.write_memory(PID, MEM + 128, &16u32.to_ne_bytes())
+            .unwrap();
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert_eq!(
+            k.peek(PID, MEM + 64, 16),
+            wire::emit_sockaddr("10.0.0.1:80".parse().unwrap())
+        );
     }
 }

@@ -557,3 +557,9 @@ pub(crate) fn async_fd(
     // as the AsyncFd owns it, which is what register_with_interest requires.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(Into::into)
 }
+
+/// Take ownership of a descriptor `accept4` just returned.
+pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
+    // SAFETY: accept4 returned a fresh descriptor that nothing else owns or will close.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

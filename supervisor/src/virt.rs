@@ -45,13 +45,24 @@ use crate::wire;
 /// How often listeners check that the program still holds them.
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 
+/// A connection waiting for `accept`.
+pub(crate) enum Pending<S> {
+    /// From the virtual network: pumped through a socketpair.
+    Virtual(Connection<S>),
+    /// From the loopback half of a wildcard listener: a real kernel socket, handed to
+    /// the program as is.
+    Kernel { fd: OwnedFd, peer: SocketAddr },
+}
+
 /// A virtual listener's accept queue.
 pub(crate) struct Listening<B: Backend> {
     pub(crate) local: SocketAddr,
-    queue: Mutex<VecDeque<Connection<B::Stream>>>,
+    queue: Mutex<VecDeque<Pending<B::Stream>>>,
     arrived: Notify,
     /// Duplicate of the program's end: consumes tokens.
     tokens: OwnedFd,
+    /// Duplicate of our end: writes tokens.
+    token_writer: OwnedFd,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -69,7 +80,7 @@ impl<B: Backend> Drop for Listening<B> {
 }
 
 impl<B: Backend> Listening<B> {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Connection<B::Stream>>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<B::Stream>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Number of connections waiting for `accept`.
@@ -175,6 +186,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             queue: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
             tokens,
+            token_writer: writer,
             tasks: Mutex::new(Vec::new()),
         });
         let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
@@ -206,8 +218,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let Some(l) = weak.upgrade() else { return };
                 match conn {
                     Ok(c) => {
-                        l.queue().push_back(c);
-                        let _ = send(writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                        l.queue().push_back(Pending::Virtual(c));
+                        let _ = send(l.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
                         l.arrived.notify_waiters();
                     }
                     Err(e) => {
@@ -217,6 +229,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
         });
+        // A wildcard listener also listens on loopback, like a kernel socket would.
+        if crate::backend::canonical(local.ip()).is_unspecified() {
+            for fd in self.loopback_half(vs, actual.port(), backlog) {
+                let task = self.accept_kernel(Arc::downgrade(&listening), fd, backlog);
+                listening
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(task);
+            }
+        }
         // Close detection: see the module documentation.
         let me = Arc::downgrade(self);
         let weak_sock = Arc::downgrade(&next);
@@ -238,6 +261,107 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .unwrap_or_else(|e| e.into_inner())
             .extend([acceptor.abort_handle(), sweeper.abort_handle()]);
         value(0)
+    }
+
+    /// Kernel listeners on loopback for the wildcard `port` (IPv4, and for an IPv6
+    /// socket without `IPV6_V6ONLY` also IPv6). A failure (port below 1024, port taken)
+    /// leaves only the virtual half, said once in the log.
+    fn loopback_half(&self, vs: &VSocket<B>, port: u16, backlog: usize) -> Vec<OwnedFd> {
+        use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType};
+        let mut places = vec![(AddressFamily::Inet, crate::Family::V4.loopback(port))];
+        if vs.family == crate::Family::V6 {
+            places.insert(0, (AddressFamily::Inet6, crate::Family::V6.loopback(port)));
+            if vs
+                .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .unwrap_or(0)
+                != 0
+            {
+                places.truncate(1);
+            }
+        }
+        let mut out = Vec::new();
+        for (family, addr) in places {
+            let made = sock::socket(
+                family,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .and_then(|fd| {
+                let one = 1i32.to_ne_bytes();
+                crate::sys::setsockopt_bytes(
+                    fd.as_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    &one,
+                )?;
+                if family == AddressFamily::Inet6 {
+                    crate::sys::setsockopt_bytes(
+                        fd.as_fd(),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_V6ONLY,
+                        &one,
+                    )?;
+                }
+                crate::sys::connect_bytes(fd.as_fd(), &wire::emit_sockaddr(addr), true)?;
+                let backlog =
+                    sock::Backlog::new(backlog.min(4096) as i32).unwrap_or(sock::Backlog::MAXCONN);
+                sock::listen(&fd, backlog)?;
+                Ok(fd)
+            });
+            match made {
+                Ok(fd) => out.push(fd),
+                Err(e) => {
+                    tracing::warn!(%addr, %e, "wildcard listener serves the virtual network only: loopback half unavailable")
+                }
+            }
+        }
+        out
+    }
+
+    /// Accept kernel connections on a loopback half into the same queue.
+    fn accept_kernel(
+        &self,
+        listening: std::sync::Weak<Listening<B>>,
+        fd: OwnedFd,
+        backlog: usize,
+    ) -> AbortHandle {
+        tokio::spawn(async move {
+            let Ok(afd) = crate::sys::async_fd(fd, tokio::io::Interest::READABLE) else {
+                return;
+            };
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                let Some(l) = listening.upgrade() else { return };
+                if l.pending() >= backlog {
+                    drop(l);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let flags = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+                match nix::sys::socket::accept4(afd.get_ref().as_raw_fd(), flags) {
+                    Ok(raw) => {
+                        let fd = crate::sys::own_accepted(raw);
+                        let peer = crate::sys::socket_name(fd.as_fd(), crate::sys::NameSide::Peer)
+                            .ok()
+                            .and_then(|b| peer_of(&b));
+                        if let Some(peer) = peer {
+                            l.queue().push_back(Pending::Kernel { fd, peer });
+                            let _ = send(l.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                            l.arrived.notify_waiters();
+                        }
+                    }
+                    Err(Errno::EAGAIN) => guard.clear_ready(),
+                    Err(e) => {
+                        debug!(%e, "loopback accept failed");
+                        guard.clear_ready();
+                    }
+                }
+            }
+        })
+        .abort_handle()
     }
 
     /// Does any process we have seen still hold socket inode `ino`?
@@ -272,6 +396,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
             return errno(Errno::EINVAL);
         }
+        // accept(2) honours SO_RCVTIMEO: EAGAIN when it expires.
+        let deadline = vs
+            .timeout(libc::SO_RCVTIMEO)
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
             let arrived = l.arrived.notified();
             tokio::pin!(arrived);
@@ -285,9 +413,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             if tri!(self.program_nonblocking(n)) {
                 return errno(Errno::EAGAIN);
             }
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = arrived => {}
                 _ = self.abandoned(n.id) => return Reply::Done,
+                _ = expiry => return errno(Errno::EAGAIN),
             }
         }
     }
@@ -298,20 +433,58 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         n: &Notification,
         vs: &Arc<VSocket<B>>,
         l: &Arc<Listening<B>>,
-        conn: Connection<B::Stream>,
+        pending: Pending<B::Stream>,
         flags: i32,
     ) -> Reply {
-        let put_back = |conn| {
-            l.queue().push_front(conn);
+        let put_back = |p| {
+            l.queue().push_front(p);
             let _ = send(vs.ours.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
             l.arrived.notify_waiters();
+        };
+        let conn = match pending {
+            Pending::Virtual(c) => c,
+            Pending::Kernel { fd, peer } => {
+                if let Err(e) =
+                    crate::emulate::set_nonblocking(fd.as_fd(), flags & libc::SOCK_NONBLOCK != 0)
+                {
+                    return errno(e);
+                }
+                if n.args[1] != 0 {
+                    let bytes = wire::emit_sockaddr(self.presented(vs, peer));
+                    if let Err(e) = tracee::write_with_len(
+                        &*self.kernel,
+                        n.pid,
+                        n.args[1],
+                        n.args[2],
+                        &bytes,
+                        true,
+                    ) {
+                        put_back(Pending::Kernel { fd, peer });
+                        return errno(e);
+                    }
+                }
+                let how = Placement::AnswerWithNew {
+                    cloexec: flags & libc::SOCK_CLOEXEC != 0,
+                };
+                return match self.kernel.add_fd(n.id, fd.as_fd(), how) {
+                    Ok(_) => Reply::Done,
+                    Err(e) => {
+                        put_back(Pending::Kernel { fd, peer });
+                        if e == Errno::ENOENT {
+                            Reply::Done
+                        } else {
+                            errno(e)
+                        }
+                    }
+                };
+            }
         };
         let made = socketpair(Kind::Stream, flags & libc::SOCK_NONBLOCK != 0)
             .and_then(|(t, o)| Ok((inode(t.as_fd())?, t, o)));
         let (ino, theirs, ours) = match made {
             Ok(x) => x,
             Err(e) => {
-                put_back(conn);
+                put_back(Pending::Virtual(conn));
                 return errno(e);
             }
         };
@@ -320,7 +493,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             if let Err(e) =
                 tracee::write_with_len(&*self.kernel, n.pid, n.args[1], n.args[2], &peer, true)
             {
-                put_back(conn);
+                put_back(Pending::Virtual(conn));
                 return errno(e);
             }
         }
@@ -343,7 +516,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Err(e) => {
                 self.table().remove(&ino);
-                put_back(conn);
+                put_back(Pending::Virtual(conn));
                 if e == Errno::ENOENT {
                     Reply::Done
                 } else {
@@ -386,6 +559,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 me.forget(ino, &vs);
             }
         });
+    }
+}
+
+/// A kernel-reported peer address.
+fn peer_of(bytes: &[u8]) -> Option<SocketAddr> {
+    let fam = i32::from(u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]));
+    match wire::parse_sockaddr(crate::Family::from_raw(fam)?, bytes).ok()? {
+        wire::SockAddr::Inet(a) => Some(a),
+        wire::SockAddr::Unspec => None,
     }
 }
 

@@ -178,6 +178,22 @@ impl MsgHdr {
     }
 }
 
+/// `struct timeval` (16 bytes: seconds, microseconds) as given to `SO_RCVTIMEO`.
+pub(crate) fn parse_timeval(b: &[u8]) -> Option<std::time::Duration> {
+    if b.len() < 16 {
+        return None;
+    }
+    let secs = i64::from_ne_bytes(b[0..8].try_into().ok()?);
+    let usecs = i64::from_ne_bytes(b[8..16].try_into().ok()?);
+    if secs < 0 || !(0..1_000_000).contains(&usecs) {
+        return None;
+    }
+    Some(
+        std::time::Duration::from_secs(secs as u64)
+            + std::time::Duration::from_micros(usecs as u64),
+    )
+}
+
 /// One `struct iovec` (16 bytes): base, len.
 pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
     b.chunks_exact(16)
@@ -227,6 +243,20 @@ mod tests {
             Err(Errno::EAFNOSUPPORT)
         );
         assert_eq!(parse_sockaddr(Family::V4, &[0, 0]), Ok(SockAddr::Unspec));
+    }
+
+    #[test]
+    fn timeval_parses() {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&2i64.to_ne_bytes());
+        b[8..16].copy_from_slice(&500_000i64.to_ne_bytes());
+        assert_eq!(
+            parse_timeval(&b),
+            Some(std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(parse_timeval(&b[..8]), None);
+        b[8..16].copy_from_slice(&2_000_000i64.to_ne_bytes());
+        assert_eq!(parse_timeval(&b), None);
     }
 
     #[test]

@@ -65,3 +65,27 @@ async fn other_virtual_hosts_are_unreachable_and_host_addresses_stay_closed() {
     let status = run_virtual(&command(&s, &prog, &["unreach", "192.0.2.99", "80"])).await;
     assert_ok(&s, status, &["ENETUNREACH"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_listener_serves_the_virtual_network_and_loopback() {
+    let s = Scratch::new();
+    let prog = s.compile("servers");
+    let status = run_virtual(&command(&s, &prog, &["wildcard", "10.77.0.1"])).await;
+    assert_ok(&s, status, &["peer 10.77.0.1", "peer 127.0.0.1", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_forked_workers_share_a_listener_and_serve_100_threads() {
+    let s = Scratch::new();
+    let prog = s.compile("servers");
+    let status = run_virtual(&command(&s, &prog, &["workers", "10.77.0.1"])).await;
+    assert_ok(&s, status, &["100 clients served", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_accept_survives_a_sigurg_storm() {
+    let s = Scratch::new();
+    let prog = s.compile("servers");
+    let status = run_virtual(&command(&s, &prog, &["sigurg", "10.77.0.1"])).await;
+    assert_ok(&s, status, &["accept survived 1 SIGURG", "done"]);
+}

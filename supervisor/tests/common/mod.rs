@@ -96,12 +96,14 @@ pub fn assert_ok(s: &Scratch, status: ExitStatus, want: &[&str]) {
 }
 
 /// A stand-in virtual network for the supervisor's virtual path: 10.77.0.0/16 where only
-/// 10.77.0.1 (this node) exists, carried over kernel loopback TCP. It exercises the
+/// 10.77.0.1 (this node) exists, carried over kernel TCP on 127.77.0.1 (so it never
+/// collides with the real loopback the program may also use). It exercises the
 /// supervisor's socketpair pumps, listener tokens and connect edges without netstack.
 #[derive(Debug, Default)]
 pub struct LoopbackNet;
 
 pub const VIRTUAL_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 0, 1);
+const CARRIER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 77, 0, 1);
 
 fn io_errno(e: std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
@@ -124,7 +126,7 @@ impl Backend for LoopbackNet {
         if remote.ip() != VIRTUAL_IP {
             return Err(nix::errno::Errno::EHOSTUNREACH);
         }
-        let s = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, remote.port()))
+        let s = tokio::net::TcpStream::connect((CARRIER, remote.port()))
             .await
             .map_err(io_errno)?;
         let local = s.local_addr().map_err(io_errno)?;
@@ -139,8 +141,7 @@ impl Backend for LoopbackNet {
         local: std::net::SocketAddr,
         _backlog: usize,
     ) -> Result<(Self::Listener, std::net::SocketAddr), nix::errno::Errno> {
-        let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, local.port()))
-            .map_err(io_errno)?;
+        let l = std::net::TcpListener::bind((CARRIER, local.port())).map_err(io_errno)?;
         l.set_nonblocking(true).map_err(io_errno)?;
         let port = l.local_addr().map_err(io_errno)?.port();
         let l = tokio::net::TcpListener::from_std(l).map_err(io_errno)?;

@@ -19,7 +19,7 @@
 //!   back to relaying through a root, keeps paths alive, migrates when a NAT rebinds, and
 //!   switches Ethernet frames of the [`vl2`] networks it joined. A [`node::Root`] is the
 //!   rendezvous point and relay of last resort.
-//! - `driver` (cargo feature `tokio`): the thin glue that owns UDP sockets and a clock,
+//! - [`driver`] (cargo feature `tokio`): the thin glue that owns UDP sockets and a clock,
 //!   feeds a `Node`, and hands frames of a joined network to the rest of the program over
 //!   channels.
 //!
@@ -42,6 +42,8 @@
 //! be joined. The wire format is described in `docs/PROTOCOL.md`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod identity;
 pub mod node;
 pub mod replay;

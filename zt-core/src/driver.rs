@@ -1,0 +1,407 @@
+//! A thin tokio driver: owns the UDP sockets (IPv4 and IPv6) and the clock, feeds a
+//! [`Node`] (or a [`Root`]), and exchanges Ethernet frames of joined networks with the rest
+//! of the program over channels. All protocol logic stays in the sans-IO core.
+//!
+//! ```no_run
+//! # async fn example(node: zt_core::Node, nwid: zt_core::NetworkId) -> Result<(), Box<dyn std::error::Error>> {
+//! use zt_core::driver::{spawn_node, Sockets};
+//! let sockets = Sockets::bind(9993).await?;            // 0.0.0.0:9993 and [::]:9993
+//! let (handle, _task) = spawn_node(node, sockets);
+//! let mut port = handle.join(nwid).await?;              // a virtual Ethernet port
+//! // port.config.mac / port.config.mtu describe the interface;
+//! // port.tx.send(frame).await sends a frame, port.rx.recv().await receives one.
+//! # Ok(()) }
+//! ```
+//!
+//! Frames received for a network whose receiver is full are dropped, as a NIC drops when
+//! its ring is full; nothing here buffers without bound. Datagrams are sent and received one
+//! system call at a time for now (batching with `sendmmsg`/`recvmmsg` is future work).
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::identity::Address;
+use crate::node::{Event, JoinError, NetworkConfig, Node, PeerStatus, RelayStats, Root, Transmit};
+use crate::vl2::NetworkId;
+
+/// Frames queued per direction per network before the driver drops or the sender waits.
+pub const FRAME_QUEUE: usize = 1024;
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Errors of the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A socket could not be created or bound.
+    #[error("cannot bind UDP socket on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The driver task has stopped.
+    #[error("the overlay driver has stopped")]
+    Stopped,
+    /// The network could not be joined.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+}
+
+/// The UDP sockets a driver uses: at most one IPv4 and one IPv6 (v6-only) socket.
+#[derive(Debug)]
+pub struct Sockets {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+impl Sockets {
+    /// Binds `0.0.0.0:port` and, if the host has IPv6, `[::]:port` (v6-only). With port
+    /// 0 the IPv6 socket tries the port the IPv4 socket got.
+    pub async fn bind(port: u16) -> Result<Self, DriverError> {
+        let a4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        let v4 = bind_std(a4).map_err(|source| DriverError::Bind { addr: a4, source })?;
+        let port = v4.local_addr().map(|a| a.port()).unwrap_or(port);
+        let a6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+        let v6 = match bind_std(a6) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::info!(error = %e, "no IPv6 UDP socket; IPv4 only");
+                None
+            }
+        };
+        Self::from_std(Some(v4), v6)
+    }
+
+    /// Binds exactly the given addresses (e.g. `127.0.0.1:0` in tests).
+    pub async fn bind_addrs(addrs: &[SocketAddr]) -> Result<Self, DriverError> {
+        let mut v4 = None;
+        let mut v6 = None;
+        for a in addrs {
+            let s = bind_std(*a).map_err(|source| DriverError::Bind { addr: *a, source })?;
+            if a.is_ipv4() {
+                v4 = Some(s);
+            } else {
+                v6 = Some(s);
+            }
+        }
+        Self::from_std(v4, v6)
+    }
+
+    /// Wraps already bound, non-blocking standard sockets.
+    pub fn from_std(
+        v4: Option<std::net::UdpSocket>,
+        v6: Option<std::net::UdpSocket>,
+    ) -> Result<Self, DriverError> {
+        let wrap = |s: std::net::UdpSocket| {
+            let addr = s
+                .local_addr()
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+            s.set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(s))
+                .map_err(|source| DriverError::Bind { addr, source })
+        };
+        Ok(Sockets {
+            v4: v4.map(wrap).transpose()?,
+            v6: v6.map(wrap).transpose()?,
+        })
+    }
+
+    /// The bound local addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        [&self.v4, &self.v6]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    async fn send(&self, t: &Transmit) {
+        let sock = match t.dst {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        };
+        let Some(sock) = sock else {
+            tracing::trace!(dst = %t.dst, "no socket for this address family");
+            return;
+        };
+        if let Err(e) = sock.send_to(&t.bytes, t.dst).await {
+            tracing::debug!(dst = %t.dst, error = %e, "UDP send failed");
+        }
+    }
+}
+
+async fn recv_on(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What `zt status` shows about a running node.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The node's address.
+    pub address: Address,
+    /// Where the roots see it.
+    pub observed: Option<SocketAddr>,
+    /// Its peers.
+    pub peers: Vec<PeerStatus>,
+    /// The local UDP addresses.
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+/// A joined network as a virtual Ethernet port.
+#[derive(Debug)]
+pub struct NetworkPort {
+    /// MAC, MTU and network ID.
+    pub config: NetworkConfig,
+    /// Frames to send on the network (the frame's source MAC must be `config.mac`).
+    pub tx: FrameSender,
+    /// Frames that arrived from the network.
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Sends frames on one network.
+#[derive(Debug, Clone)]
+pub struct FrameSender {
+    nwid: NetworkId,
+    tx: mpsc::Sender<(NetworkId, Vec<u8>)>,
+}
+
+impl FrameSender {
+    /// Sends a frame, waiting while the driver's queue is full (backpressure).
+    pub async fn send(&self, frame: Vec<u8>) -> Result<(), DriverError> {
+        self.tx
+            .send((self.nwid, frame))
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Sends a frame if there is room right now; returns false when the frame was dropped.
+    pub fn try_send(&self, frame: Vec<u8>) -> bool {
+        self.tx.try_send((self.nwid, frame)).is_ok()
+    }
+}
+
+enum Command {
+    Join {
+        nwid: NetworkId,
+        reply: oneshot::Sender<Result<NetworkPort, DriverError>>,
+    },
+    Leave {
+        nwid: NetworkId,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+}
+
+/// Controls a running node driver. When every handle is dropped, the driver stops.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    /// Joins a network and returns its port.
+    pub async fn join(&self, nwid: NetworkId) -> Result<NetworkPort, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Join { nwid, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Leaves a network; its port's receiver ends.
+    pub async fn leave(&self, nwid: NetworkId) -> Result<(), DriverError> {
+        self.cmd
+            .send(Command::Leave { nwid })
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<Status, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Status { reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+/// Starts driving `node` on `sockets` in a tokio task.
+pub fn spawn_node(node: Node, sockets: Sockets) -> (NodeHandle, JoinHandle<()>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let task = tokio::spawn(run_node(node, sockets, cmd_rx));
+    (NodeHandle { cmd: cmd_tx }, task)
+}
+
+async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<Command>) {
+    let (frames_tx, mut frames_rx) = mpsc::channel::<(NetworkId, Vec<u8>)>(FRAME_QUEUE);
+    let mut ports: std::collections::HashMap<NetworkId, mpsc::Sender<Vec<u8>>> =
+        std::collections::HashMap::new();
+    let mut buf4 = vec![0u8; MAX_DATAGRAM];
+    let mut buf6 = vec![0u8; MAX_DATAGRAM];
+    loop {
+        while let Some(t) = node.poll_transmit() {
+            sockets.send(&t).await;
+        }
+        while let Some(e) = node.poll_event() {
+            match e {
+                Event::FrameReceived { nwid, frame } => {
+                    if let Some(p) = ports.get(&nwid) {
+                        if p.try_send(frame).is_err() {
+                            tracing::trace!(%nwid, "receiver full or gone; frame dropped");
+                        }
+                    }
+                }
+                Event::PeerUp { address } => tracing::debug!(peer = %address, "peer up"),
+                Event::PeerDown { address } => tracing::debug!(peer = %address, "peer down"),
+                Event::NetworkConfig(c) => {
+                    tracing::debug!(nwid = %c.nwid, mac = %c.mac, "network ready")
+                }
+            }
+        }
+        let timeout = node.poll_timeout();
+        tokio::select! {
+            r = recv_on(sockets.v4.as_ref(), &mut buf4) => match r {
+                Ok((n, from)) => node.handle_datagram(Instant::now(), from, &buf4[..n]),
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            r = recv_on(sockets.v6.as_ref(), &mut buf6) => match r {
+                Ok((n, from)) => node.handle_datagram(Instant::now(), from, &buf6[..n]),
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            Some((nwid, frame)) = frames_rx.recv() => {
+                let now = Instant::now();
+                if let Err(e) = node.send_frame(now, nwid, &frame) {
+                    tracing::debug!(error = %e, "frame not sent");
+                }
+                // Take what else is queued without going around the loop.
+                for _ in 0..64 {
+                    let Ok((nwid, frame)) = frames_rx.try_recv() else { break };
+                    if let Err(e) = node.send_frame(now, nwid, &frame) {
+                        tracing::debug!(error = %e, "frame not sent");
+                    }
+                }
+            }
+            cmd = cmd_rx.recv() => match cmd {
+                None => break,
+                Some(Command::Join { nwid, reply }) => {
+                    let r = node.join(Instant::now(), nwid).map(|config| {
+                        let (tx, rx) = mpsc::channel(FRAME_QUEUE);
+                        ports.insert(nwid, tx);
+                        NetworkPort {
+                            config,
+                            tx: FrameSender { nwid, tx: frames_tx.clone() },
+                            rx,
+                        }
+                    });
+                    let _ = reply.send(r.map_err(DriverError::from));
+                }
+                Some(Command::Leave { nwid }) => {
+                    node.leave(Instant::now(), nwid);
+                    ports.remove(&nwid);
+                }
+                Some(Command::Status { reply }) => {
+                    let _ = reply.send(Status {
+                        address: node.address(),
+                        observed: node.observed_endpoint(),
+                        peers: node.peers(Instant::now()),
+                        local_addrs: sockets.local_addrs(),
+                    });
+                }
+            },
+            () = sleep_until(timeout) => node.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Controls a running root driver. When every handle is dropped, the driver stops.
+#[derive(Debug, Clone)]
+pub struct RootHandle {
+    cmd: mpsc::Sender<oneshot::Sender<(RelayStats, Vec<PeerStatus>)>>,
+}
+
+impl RootHandle {
+    /// The relay counters and the registered nodes.
+    pub async fn stats(&self) -> Result<(RelayStats, Vec<PeerStatus>), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(reply)
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+/// Starts driving a root on `sockets` in a tokio task.
+pub fn spawn_root(root: Root, sockets: Sockets) -> (RootHandle, JoinHandle<()>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(4);
+    let task = tokio::spawn(run_root(root, sockets, cmd_rx));
+    (RootHandle { cmd: cmd_tx }, task)
+}
+
+async fn run_root(
+    mut root: Root,
+    sockets: Sockets,
+    mut cmd_rx: mpsc::Receiver<oneshot::Sender<(RelayStats, Vec<PeerStatus>)>>,
+) {
+    let mut buf4 = vec![0u8; MAX_DATAGRAM];
+    let mut buf6 = vec![0u8; MAX_DATAGRAM];
+    loop {
+        while let Some(t) = root.poll_transmit() {
+            sockets.send(&t).await;
+        }
+        let timeout = root.poll_timeout();
+        tokio::select! {
+            r = recv_on(sockets.v4.as_ref(), &mut buf4) => match r {
+                Ok((n, from)) => root.handle_datagram(Instant::now(), from, &buf4[..n]),
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            r = recv_on(sockets.v6.as_ref(), &mut buf6) => match r {
+                Ok((n, from)) => root.handle_datagram(Instant::now(), from, &buf6[..n]),
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            cmd = cmd_rx.recv() => match cmd {
+                None => break,
+                Some(reply) => {
+                    let _ = reply.send((root.relay_stats(), root.peers(Instant::now())));
+                }
+            },
+            () = sleep_until(timeout) => root.handle_timeout(Instant::now()),
+        }
+    }
+}

@@ -17,6 +17,7 @@
 
 pub mod data;
 pub mod fragment;
+pub mod fuzzing;
 pub mod handshake;
 pub mod header;
 pub mod message;

@@ -1,0 +1,103 @@
+//! Entry points for fuzzing every decoder of bytes that come from the network or from
+//! files. Each function parses its input and, when parsing succeeds, emits the result
+//! again and checks that the bytes round-trip; a panic is a bug.
+//!
+//! The `fuzz/` crate (cargo-fuzz, libFuzzer) has one target per function here, and the
+//! crate's own tests feed them random and mutated inputs, so they run on stable Rust too.
+
+use super::data::{DataPacket, DataRepr};
+use super::fragment::{FragmentPacket, FragmentRepr};
+use super::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
+use super::header::{self, HEADER_LEN};
+use super::message::Message;
+use crate::identity::{Identity, SecretIdentity};
+use crate::vl2::{Mac, NetworkId};
+
+/// The VL1 header.
+pub fn header(data: &[u8]) {
+    if let Ok(p) = header::Packet::new_checked(data) {
+        let _ = (p.hops(), p.flags(), p.body().len());
+        if let Ok(r) = header::Repr::parse(&p) {
+            let mut out = Vec::new();
+            r.emit_vec(&mut out);
+            // The flags byte is ignored on parse and zero on emit.
+            let mut expect = data[..HEADER_LEN].to_vec();
+            expect[3] = 0;
+            assert_eq!(out, expect, "header does not round-trip");
+        }
+    }
+}
+
+/// A handshake initiation body.
+pub fn handshake_init(data: &[u8]) {
+    if let Ok(p) = InitPacket::new_checked(data) {
+        let r = InitRepr::parse(&p).expect("checked init parses");
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        assert_eq!(out, data, "init does not round-trip");
+    }
+}
+
+/// A handshake response body.
+pub fn handshake_response(data: &[u8]) {
+    if let Ok(p) = ResponsePacket::new_checked(data) {
+        let r = ResponseRepr::parse(&p).expect("checked response parses");
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        assert_eq!(out, data, "response does not round-trip");
+    }
+}
+
+/// A transport body.
+pub fn data(data: &[u8]) {
+    if let Ok(p) = DataPacket::new_checked(data) {
+        let r = DataRepr::parse(&p).expect("checked data parses");
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        assert_eq!(out, data, "data does not round-trip");
+    }
+}
+
+/// A fragment body.
+pub fn fragment(data: &[u8]) {
+    if let Ok(p) = FragmentPacket::new_checked(data) {
+        let r = FragmentRepr::parse(&p).expect("checked fragment parses");
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        assert_eq!(out, data, "fragment does not round-trip");
+    }
+}
+
+/// A plaintext record.
+pub fn message(data: &[u8]) {
+    if let Ok(m) = Message::parse(data) {
+        assert_eq!(m.to_vec(), data, "message does not round-trip");
+    }
+}
+
+/// The binary identity (as carried in WHOIS_OK and handshake payloads).
+pub fn identity_bytes(data: &[u8]) {
+    if let Ok(id) = Identity::from_bytes(data) {
+        assert_eq!(&id.to_bytes()[..], data, "identity does not round-trip");
+    }
+}
+
+/// The text forms read from files and command lines: identities, network IDs, MACs.
+pub fn text(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(id) = s.parse::<Identity>() {
+        assert_eq!(id.to_string().parse::<Identity>().ok(), Some(id));
+    }
+    if let Ok(id) = s.parse::<SecretIdentity>() {
+        let again: SecretIdentity = id.to_secret_string().parse().expect("round-trip");
+        assert_eq!(again.public(), id.public());
+    }
+    if let Ok(n) = s.parse::<NetworkId>() {
+        assert_eq!(n.to_string().parse::<NetworkId>().ok(), Some(n));
+    }
+    if let Ok(m) = s.parse::<Mac>() {
+        assert_eq!(m.to_string().parse::<Mac>().ok(), Some(m));
+    }
+}

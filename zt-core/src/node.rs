@@ -155,6 +155,9 @@ pub const DEFAULT_UDP_MTU: usize = 1400;
 pub const MIN_UDP_MTU: usize = 576;
 const MAX_QUEUE: usize = 64;
 const MAX_HANDSHAKE_ATTEMPTS: u32 = 8;
+/// New identities (unknown to this node) verified per second at most; more initiations
+/// from unknown nodes are dropped and will be retransmitted by their senders.
+const MAX_VERIFY_PER_SECOND: u32 = 100;
 const MAX_CANDIDATES: usize = 4;
 const MAX_REASSEMBLY: usize = 64;
 
@@ -440,6 +443,8 @@ pub struct Node {
     memberships: BTreeMap<NetworkId, BTreeSet<Address>>,
     rendezvous: HashMap<(Address, Address), Instant>,
     relay: RelayStats,
+    /// Start of the current one-second window and identities verified in it.
+    verify_window: (Instant, u32),
 }
 
 impl Node {
@@ -447,7 +452,7 @@ impl Node {
     /// verify are ignored (and logged).
     pub fn new(config: NodeConfig, now: Instant) -> Self {
         let roots = config.roots.clone();
-        let mut node = Node::with_role(config, Role::Node);
+        let mut node = Node::with_role(config, Role::Node, now);
         for spec in roots {
             if let Err(e) = spec.identity.verify() {
                 tracing::warn!(root = %spec.identity.address(), error = %e, "ignoring root");
@@ -464,7 +469,7 @@ impl Node {
         node
     }
 
-    fn with_role(config: NodeConfig, role: Role) -> Self {
+    fn with_role(config: NodeConfig, role: Role, now: Instant) -> Self {
         Node {
             role,
             identity: config.identity,
@@ -481,6 +486,7 @@ impl Node {
             memberships: BTreeMap::new(),
             rendezvous: HashMap::new(),
             relay: RelayStats::default(),
+            verify_window: (now, 0),
         }
     }
 
@@ -878,7 +884,7 @@ impl Node {
     fn relay_root(&self) -> Option<Address> {
         self.peers
             .iter()
-            .find(|(_, p)| p.is_root() && p.current.is_some())
+            .find(|(_, p)| p.is_root() && p.up && p.current.is_some())
             .map(|(a, _)| *a)
     }
 
@@ -1203,6 +1209,15 @@ impl Node {
             .and_then(|p| p.identity.as_ref())
             .is_some_and(|i| *i == r.identity);
         if !known {
+            // Verifying a new identity costs an Argon2id run: bound how many per second.
+            if now >= self.verify_window.0 + Duration::from_secs(1) {
+                self.verify_window = (now, 0);
+            }
+            if self.verify_window.1 >= MAX_VERIFY_PER_SECOND {
+                tracing::debug!(peer = %hdr.src, "identity verification budget exhausted");
+                return;
+            }
+            self.verify_window.1 += 1;
             if let Err(e) = r.identity.verify() {
                 tracing::debug!(peer = %hdr.src, error = %e, "identity rejected");
                 return;
@@ -1629,7 +1644,7 @@ pub struct Root {
 
 impl Root {
     /// Creates a root.
-    pub fn new(identity: SecretIdentity, rng_seed: [u8; 32], timing: Timing) -> Self {
+    pub fn new(identity: SecretIdentity, rng_seed: [u8; 32], timing: Timing, now: Instant) -> Self {
         let config = NodeConfig {
             identity,
             roots: Vec::new(),
@@ -1638,7 +1653,7 @@ impl Root {
             udp_mtu: DEFAULT_UDP_MTU,
         };
         Root {
-            node: Node::with_role(config, Role::Root),
+            node: Node::with_role(config, Role::Root, now),
         }
     }
 

@@ -24,7 +24,12 @@ async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
     let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
     let root_ep = root_sockets.local_addrs()[0];
     let (root, _root_task) = spawn_root(
-        Root::new(root_id.clone(), [1; 32], Timing::default()),
+        Root::new(
+            root_id.clone(),
+            [1; 32],
+            Timing::default(),
+            std::time::Instant::now(),
+        ),
         root_sockets,
     );
     let spec = RootSpec {

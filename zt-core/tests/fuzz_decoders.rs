@@ -109,7 +109,12 @@ fn node_and_root_survive_garbage_datagrams() {
     let root_id = SecretIdentity::generate(&mut rng);
     let node_id = SecretIdentity::generate(&mut rng);
     let root_ep: SocketAddr = "192.0.2.1:9993".parse().unwrap();
-    let mut root = Root::new(root_id.clone(), [1; 32], Timing::default());
+    let mut root = Root::new(
+        root_id.clone(),
+        [1; 32],
+        Timing::default(),
+        std::time::Instant::now(),
+    );
     let cfg = NodeConfig::new(
         node_id.clone(),
         vec![RootSpec {

@@ -119,6 +119,8 @@ struct Sim {
     nat_dropped: u64,
     /// Extra delay from one host to another.
     slow_links: Vec<(usize, usize, Duration)>,
+    /// When set, every delivered datagram is recorded here (source, destination, bytes).
+    tap: Option<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
 }
 
 impl Sim {
@@ -136,6 +138,7 @@ impl Sim {
             duplicate: false,
             nat_dropped: 0,
             slow_links: Vec::new(),
+            tap: None,
         }
     }
 
@@ -238,6 +241,9 @@ impl Sim {
     }
 
     fn deliver(&mut self, p: InFlight) {
+        if let Some(tap) = &mut self.tap {
+            tap.push((p.src, p.dst, p.bytes.clone()));
+        }
         let target = if let Some(h) = self
             .hosts
             .iter()
@@ -420,7 +426,7 @@ fn world(seed_base: u64, nat_a: Option<NatKind>, nat_b: Option<NatKind>, timing:
     let mut sim = Sim::new(seed_base);
     let root_id = identity(seed_base * 10 + 1);
     let root_ep: SocketAddr = "198.51.100.1:9993".parse().unwrap();
-    let root = Root::new(root_id.clone(), seed(1), timing.clone());
+    let root = Root::new(root_id.clone(), seed(1), timing.clone(), sim.now);
     let spec = RootSpec {
         identity: root_id.public().clone(),
         endpoints: vec![root_ep],
@@ -753,4 +759,226 @@ fn peer_down_after_silence_and_back_up() {
     w.sim.run_for(Duration::from_secs(30));
     let (to_b, to_a) = w.exchange(5, Duration::from_millis(20));
     assert_eq!((to_b, to_a), (5, 5));
+}
+
+/// Injects a datagram as if `src` had sent it to `dst`.
+fn inject(sim: &mut Sim, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>) {
+    sim.seq += 1;
+    let at = sim.now;
+    let seq = sim.seq;
+    sim.in_flight.push(InFlight {
+        at,
+        seq,
+        src,
+        dst,
+        bytes,
+    });
+}
+
+#[test]
+fn replayed_handshake_and_transport_packets_change_nothing() {
+    let mut w = world(10, None, None, Timing::default());
+    w.sim.tap = Some(Vec::new());
+    w.introduce();
+    let (to_b, to_a) = w.exchange(5, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (5, 5));
+    let tap = w.sim.tap.take().unwrap();
+    let b_ep = w.sim.hosts[w.b].addr;
+    // Everything B ever received (handshake initiation, transport packets), replayed.
+    let to_b_packets: Vec<_> = tap.into_iter().filter(|(_, d, _)| *d == b_ep).collect();
+    assert!(
+        to_b_packets.iter().any(|(_, _, p)| p[1] == 1),
+        "no initiation captured"
+    );
+    let frames_before = w.sim.frames_received(w.b).len();
+    for (src, dst, bytes) in to_b_packets {
+        inject(&mut w.sim, src, dst, bytes);
+    }
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        w.sim.frames_received(w.b).len(),
+        frames_before,
+        "a replayed packet delivered a frame again"
+    );
+    // The replayed initiation did not displace the working session.
+    let (to_b, to_a) = w.exchange(5, Duration::from_millis(20));
+    assert_eq!((to_b, to_a), (5, 5));
+}
+
+#[test]
+fn spoofed_source_mac_and_foreign_frames_are_rejected() {
+    let mut w = world(11, None, None, Timing::default());
+    w.introduce();
+    let (a, b) = (w.a, w.b);
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let now = w.sim.now;
+    use zt_core::node::SendError;
+    // The sending node refuses frames that are not its own.
+    assert!(matches!(
+        w.sim.node(a).send_frame(now, NET, &eth(mb, mb, b"spoof")),
+        Err(SendError::ForeignSource { .. })
+    ));
+    assert!(matches!(
+        w.sim
+            .node(a)
+            .send_frame(now, NetworkId(0xff00_0000_0000_0002), &eth(mb, ma, b"x")),
+        Err(SendError::NotJoined { .. })
+    ));
+    assert!(matches!(
+        w.sim.node(a).send_frame(now, NET, &[0u8; 10]),
+        Err(SendError::FrameSize { .. })
+    ));
+    assert!(matches!(
+        w.sim.node(a).send_frame(now, NET, &vec![0u8; 2900]),
+        Err(SendError::FrameSize { .. })
+    ));
+    let stranger = Mac([0x02, 1, 2, 3, 4, 5]);
+    assert!(matches!(
+        w.sim.node(a).send_frame(now, NET, &eth(stranger, ma, b"x")),
+        Err(SendError::UnknownDestination { .. })
+    ));
+    // Controller networks cannot be joined yet, and say so.
+    let err = w
+        .sim
+        .node(a)
+        .join(now, "8056c2e21c000001".parse().unwrap())
+        .unwrap_err();
+    assert!(err.to_string().contains("ad-hoc"), "{err}");
+    // Frames for a network B has not joined are dropped by B.
+    let other = NetworkId(0xff00_0000_0000_0003);
+    w.sim.node(a).join(now, other).unwrap();
+    let ma2 = Mac::for_member(other, w.addr_a);
+    let mb2 = Mac::for_member(other, w.addr_b);
+    w.sim
+        .node(a)
+        .send_frame(now, other, &eth(mb2, ma2, b"x"))
+        .unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    assert!(!w.sim.hosts[b]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::FrameReceived { nwid, .. } if *nwid == other)));
+}
+
+#[test]
+fn nodes_and_root_on_ipv6() {
+    let mut sim = Sim::new(12);
+    let root_id = identity(121);
+    let root_ep: SocketAddr = "[2001:db8::1]:9993".parse().unwrap();
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_ep],
+    };
+    let root = sim.add_host(
+        Agent::Root(Box::new(Root::new(
+            root_id,
+            seed(1),
+            Timing::default(),
+            sim.now,
+        ))),
+        root_ep,
+        None,
+    );
+    let mut hosts = Vec::new();
+    for n in 0..2u8 {
+        let id = identity(122 + u64::from(n));
+        let address = id.address();
+        let node = Node::new(
+            NodeConfig::new(id, vec![spec.clone()], seed(2 + n)),
+            sim.now,
+        );
+        let ep: SocketAddr = format!("[2001:db8::{}]:9993", 2 + n).parse().unwrap();
+        hosts.push((sim.add_host(Agent::Node(Box::new(node)), ep, None), address));
+    }
+    let now = sim.now;
+    for (h, _) in &hosts {
+        sim.node(*h).join(now, NET).unwrap();
+    }
+    sim.run_for(Duration::from_secs(2));
+    let (a, addr_a) = hosts[0];
+    let (b, addr_b) = hosts[1];
+    let (ma, mb) = (Mac::for_member(NET, addr_a), Mac::for_member(NET, addr_b));
+    let now = sim.now;
+    sim.node(a)
+        .send_frame(now, NET, &eth(mb, ma, b"over v6"))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(3), |s| !s.frames_received(b).is_empty()));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.path_to(a, addr_b),
+        PathKind::Direct("[2001:db8::3]:9993".parse().unwrap())
+    );
+    let now = sim.now;
+    assert_eq!(sim.root(root).peers(now).len(), 2);
+}
+
+#[test]
+fn a_second_root_takes_over_when_the_first_is_unreachable() {
+    let mut sim = Sim::new(13);
+    let mut specs = Vec::new();
+    let mut roots = Vec::new();
+    for r in 0..2u8 {
+        let id = identity(131 + u64::from(r));
+        let ep: SocketAddr = format!("198.51.100.{}:9993", 10 + r).parse().unwrap();
+        specs.push(RootSpec {
+            identity: id.public().clone(),
+            endpoints: vec![ep],
+        });
+        roots.push(sim.add_host(
+            Agent::Root(Box::new(Root::new(
+                id,
+                seed(1 + r),
+                Timing::default(),
+                sim.now,
+            ))),
+            ep,
+            None,
+        ));
+    }
+    // Whichever root sorts first is down for the whole test.
+    let first = if specs[0].identity.address() < specs[1].identity.address() {
+        0
+    } else {
+        1
+    };
+    sim.hosts[roots[first]].offline = true;
+    let mut hosts = Vec::new();
+    for n in 0..2u8 {
+        let id = identity(133 + u64::from(n));
+        let address = id.address();
+        let node = Node::new(NodeConfig::new(id, specs.clone(), seed(5 + n)), sim.now);
+        let nat = sim.add_nat(NatKind::PortRestricted, [203, 0, 113, 10 + n]);
+        let ep: SocketAddr = format!("10.0.{n}.2:9993").parse().unwrap();
+        hosts.push((
+            sim.add_host(Agent::Node(Box::new(node)), ep, Some(nat)),
+            address,
+        ));
+    }
+    let now = sim.now;
+    for (h, _) in &hosts {
+        sim.node(*h).join(now, NET).unwrap();
+    }
+    sim.run_for(Duration::from_secs(3));
+    let (a, addr_a) = hosts[0];
+    let (b, addr_b) = hosts[1];
+    let (ma, mb) = (Mac::for_member(NET, addr_a), Mac::for_member(NET, addr_b));
+    let now = sim.now;
+    sim.node(a)
+        .send_frame(now, NET, &eth(Mac::BROADCAST, ma, b"arp"))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(3), |s| !s.frames_received(b).is_empty()));
+    let now = sim.now;
+    sim.node(b)
+        .send_frame(now, NET, &eth(ma, mb, b"reply"))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(3), |s| !s.frames_received(a).is_empty()));
+    let now = sim.now;
+    let up_roots: Vec<_> = sim
+        .node(a)
+        .peers(now)
+        .into_iter()
+        .filter(|p| p.is_root && p.up)
+        .collect();
+    assert_eq!(up_roots.len(), 1);
+    assert_eq!(up_roots[0].address, specs[1 - first].identity.address());
 }

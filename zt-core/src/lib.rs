@@ -42,6 +42,7 @@
 //! be joined. The wire format is described in `docs/PROTOCOL.md`.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 #[cfg(feature = "tokio")]
 pub mod driver;
 pub mod identity;

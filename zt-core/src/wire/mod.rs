@@ -15,6 +15,7 @@
 //! - [`message`]: the plaintext inside a transport packet (keepalive, ping, HELLO, WHOIS,
 //!   rendezvous, network membership, Ethernet frames).
 
+pub mod credential;
 pub mod data;
 pub mod fragment;
 pub mod fuzzing;

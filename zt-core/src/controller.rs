@@ -1,0 +1,674 @@
+//! Network controllers: the authority over the networks whose IDs start with its address.
+//!
+//! A [`Controller`] keeps each network's settings and members, decides who is authorized,
+//! assigns addresses (an IPv4 pool, RFC 4193 IPv6 and a 6plane-style per-node IPv6
+//! prefix), and issues [`SignedConfig`]s, each carrying a membership [`Certificate`], all
+//! signed with the controller's Ed25519 key. Deauthorizing a member produces a signed
+//! [`Revocation`] that the hosting node sends to the network's members.
+//!
+//! It is sans-IO like the rest of the crate: a [`crate::Node`] hosts it
+//! ([`crate::Node::attach_controller`]) and answers configuration requests that arrive
+//! over VL1. Timestamps come from a wall-clock reading given at construction plus the
+//! monotonic `now` arguments. State can be saved and restored as JSON
+//! ([`Controller::to_json`], [`Controller::from_json`]); the embedded database and the HTTP
+//! management API are not part of this crate.
+//!
+//! Certificates follow ZeroTier's "certificate of membership" idea: two members' certificates
+//! agree when their timestamps differ by at most `max_delta`. Members refresh their
+//! configurations regularly, so the certificates of current members stay close; a
+//! deauthorized member gets no new certificate, and its old one is revoked explicitly and,
+//! failing that, stops agreeing once the others have moved on by more than `max_delta`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::identity::{Address, Identity, SecretIdentity};
+use crate::vl2::{NetworkId, DEFAULT_MTU};
+use crate::wire::credential::{
+    Certificate, Revocation, Route, SignedConfig, CERTIFICATE_CONTEXT, CONFIG_CONTEXT,
+    REVOCATION_CONTEXT,
+};
+
+/// Default `max_delta` of certificates.
+pub const DEFAULT_MAX_DELTA: Duration = Duration::from_secs(120);
+
+/// Errors of controller operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// The network number does not fit in 24 bits.
+    #[error("network number {number:#x} does not fit in 24 bits")]
+    NetworkNumber {
+        /// The number.
+        number: u32,
+    },
+    /// This controller does not run that network.
+    #[error("network {nwid} is not run by this controller")]
+    UnknownNetwork {
+        /// The network.
+        nwid: NetworkId,
+    },
+    /// The saved state could not be read.
+    #[error("invalid controller state: {reason}")]
+    State {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a member gets no configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigDenied {
+    /// No such network.
+    #[error("network not found")]
+    NotFound,
+    /// Private network, member not authorized.
+    #[error("access denied")]
+    AccessDenied,
+}
+
+impl ConfigDenied {
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            ConfigDenied::NotFound => 1,
+            ConfigDenied::AccessDenied => 2,
+        }
+    }
+
+    /// Decodes the wire code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(ConfigDenied::NotFound),
+            2 => Some(ConfigDenied::AccessDenied),
+            _ => None,
+        }
+    }
+}
+
+/// What an administrator sets on a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Human-readable name.
+    pub name: String,
+    /// Private networks admit only authorized members; public ones admit anybody.
+    pub private: bool,
+    /// MTU of the virtual Ethernet.
+    pub mtu: u16,
+    /// IPv4 pool (first and last address) and the prefix length of the subnet.
+    pub ipv4_pool: Option<(Ipv4Addr, Ipv4Addr, u8)>,
+    /// Give each member its RFC 4193 address (`fd` + network ID + `9993` + node address, /88).
+    pub rfc4193: bool,
+    /// Give each member a 6plane-style /80 prefix (its first address is assigned).
+    pub sixplane: bool,
+    /// Routes pushed to members.
+    pub routes: Vec<Route>,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            name: String::new(),
+            private: true,
+            mtu: DEFAULT_MTU as u16,
+            ipv4_pool: None,
+            rfc4193: true,
+            sixplane: false,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// A member as the controller records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Whether it may have a configuration.
+    pub authorized: bool,
+    /// Its IPv4 address from the pool, once assigned.
+    pub ipv4: Option<Ipv4Addr>,
+    /// When it last asked for its configuration (controller clock, ms).
+    pub last_request: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct ControlledNetwork {
+    settings: NetworkSettings,
+    members: BTreeMap<Address, Member>,
+}
+
+/// The controller state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Controller {
+    identity: SecretIdentity,
+    clock_base: (u64, Instant),
+    max_delta: u64,
+    networks: BTreeMap<NetworkId, ControlledNetwork>,
+}
+
+/// The RFC 4193 address ZeroTier gives a member: `fd` ‖ network ID ‖ `99 93` ‖ node address.
+pub fn rfc4193_address(nwid: NetworkId, member: Address) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    b[0] = 0xfd;
+    b[1..9].copy_from_slice(&nwid.0.to_be_bytes());
+    b[9] = 0x99;
+    b[10] = 0x93;
+    b[11..16].copy_from_slice(&member.to_bytes());
+    Ipv6Addr::from(b)
+}
+
+/// The 6plane-style /80 prefix of a member: `fc` ‖ (network ID's halves XORed, 32 bits) ‖
+/// node address; the member's address is the prefix's `::1`.
+pub fn sixplane_address(nwid: NetworkId, member: Address) -> Ipv6Addr {
+    let fold = ((nwid.0 >> 32) as u32) ^ (nwid.0 as u32);
+    let mut b = [0u8; 16];
+    b[0] = 0xfc;
+    b[1..5].copy_from_slice(&fold.to_be_bytes());
+    b[5..10].copy_from_slice(&member.to_bytes());
+    b[15] = 1;
+    Ipv6Addr::from(b)
+}
+
+/// The addresses a member of an ad-hoc network uses (there is no controller to assign any):
+/// its RFC 4193 IPv6 address (/88) and `10.x.y.z/8` from the low 24 bits of its address.
+/// The IPv4 address can collide between two members (probability 2^-24 per pair); the
+/// IPv6 address cannot.
+pub fn adhoc_addresses(nwid: NetworkId, member: Address) -> Vec<(IpAddr, u8)> {
+    let a = member.to_u64();
+    vec![
+        (
+            IpAddr::V4(Ipv4Addr::new(10, (a >> 16) as u8, (a >> 8) as u8, a as u8)),
+            8,
+        ),
+        (IpAddr::V6(rfc4193_address(nwid, member)), 88),
+    ]
+}
+
+fn signed(context: &[u8], body: &[u8]) -> Vec<u8> {
+    [context, body].concat()
+}
+
+fn check(identity: &Identity, context: &[u8], body: &[u8], sig: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(identity.ed25519_public())
+        .and_then(|k| k.verify_strict(&signed(context, body), &Signature::from_bytes(sig)))
+        .is_ok()
+}
+
+/// True if `cert` was signed by the controller `controller`, which must own its network.
+pub fn verify_certificate(cert: &Certificate, controller: &Identity) -> bool {
+    cert.nwid.controller() == Some(controller.address())
+        && check(
+            controller,
+            CERTIFICATE_CONTEXT,
+            &cert.body(),
+            &cert.signature,
+        )
+}
+
+/// True if `rev` was signed by the controller of its network.
+pub fn verify_revocation(rev: &Revocation, controller: &Identity) -> bool {
+    rev.nwid.controller() == Some(controller.address())
+        && check(controller, REVOCATION_CONTEXT, &rev.body(), &rev.signature)
+}
+
+/// True if `config` and the certificate inside were signed by the network's controller and
+/// belong together.
+pub fn verify_config(config: &SignedConfig, controller: &Identity) -> bool {
+    config.nwid.controller() == Some(controller.address())
+        && config.certificate.nwid == config.nwid
+        && config.certificate.member == config.issued_to
+        && check(
+            controller,
+            CONFIG_CONTEXT,
+            &config.body(),
+            &config.signature,
+        )
+        && verify_certificate(&config.certificate, controller)
+}
+
+/// True if two certificates of one network agree (their timestamps are within `mine`'s
+/// `max_delta`).
+pub fn certificates_agree(mine: &Certificate, theirs: &Certificate) -> bool {
+    mine.nwid == theirs.nwid && mine.timestamp.abs_diff(theirs.timestamp) <= mine.max_delta
+}
+
+impl Controller {
+    /// A controller with no networks. `unix_ms` is the wall clock at `now`.
+    pub fn new(identity: SecretIdentity, unix_ms: u64, now: Instant) -> Self {
+        Controller {
+            identity,
+            clock_base: (unix_ms, now),
+            max_delta: DEFAULT_MAX_DELTA.as_millis() as u64,
+            networks: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the certificates' `max_delta` (tests shorten it).
+    pub fn set_max_delta(&mut self, d: Duration) {
+        self.max_delta = d.as_millis() as u64;
+    }
+
+    /// The controller's address (the first 10 hex digits of its network IDs).
+    pub fn address(&self) -> Address {
+        self.identity.address()
+    }
+
+    /// The controller clock in ms.
+    pub fn clock(&self, now: Instant) -> u64 {
+        self.clock_base.0 + now.saturating_duration_since(self.clock_base.1).as_millis() as u64
+    }
+
+    /// Creates (or replaces the settings of) network number `number`.
+    pub fn create_network(
+        &mut self,
+        number: u32,
+        settings: NetworkSettings,
+    ) -> Result<NetworkId, ControllerError> {
+        if number >> 24 != 0 {
+            return Err(ControllerError::NetworkNumber { number });
+        }
+        let nwid = NetworkId((self.address().to_u64() << 24) | u64::from(number));
+        match self.networks.get_mut(&nwid) {
+            Some(n) => n.settings = settings,
+            None => {
+                self.networks.insert(
+                    nwid,
+                    ControlledNetwork {
+                        settings,
+                        members: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        Ok(nwid)
+    }
+
+    /// Deletes a network.
+    pub fn delete_network(&mut self, nwid: NetworkId) -> Result<(), ControllerError> {
+        self.networks
+            .remove(&nwid)
+            .map(|_| ())
+            .ok_or(ControllerError::UnknownNetwork { nwid })
+    }
+
+    /// The networks and their settings.
+    pub fn networks(&self) -> Vec<(NetworkId, NetworkSettings)> {
+        self.networks
+            .iter()
+            .map(|(n, c)| (*n, c.settings.clone()))
+            .collect()
+    }
+
+    /// The members of a network.
+    pub fn members(&self, nwid: NetworkId) -> Result<Vec<(Address, Member)>, ControllerError> {
+        self.networks
+            .get(&nwid)
+            .map(|n| n.members.iter().map(|(a, m)| (*a, m.clone())).collect())
+            .ok_or(ControllerError::UnknownNetwork { nwid })
+    }
+
+    /// Authorizes or deauthorizes a member. Deauthorizing returns the signed revocation to
+    /// send to the network's members.
+    pub fn set_authorized(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        member: Address,
+        authorized: bool,
+    ) -> Result<Option<Revocation>, ControllerError> {
+        let clock = self.clock(now);
+        let net = self
+            .networks
+            .get_mut(&nwid)
+            .ok_or(ControllerError::UnknownNetwork { nwid })?;
+        let m = net.members.entry(member).or_default();
+        let was = m.authorized;
+        m.authorized = authorized;
+        if was && !authorized {
+            let mut rev = Revocation {
+                nwid,
+                member,
+                threshold: clock,
+                signature: [0; 64],
+            };
+            rev.signature = self.identity.sign(&signed(REVOCATION_CONTEXT, &rev.body()));
+            return Ok(Some(rev));
+        }
+        Ok(None)
+    }
+
+    /// The authorized members that asked for a configuration (who must hear revocations).
+    pub fn active_members(&self, nwid: NetworkId) -> Vec<Address> {
+        self.networks
+            .get(&nwid)
+            .map(|n| {
+                n.members
+                    .iter()
+                    .filter(|(_, m)| m.authorized && m.last_request.is_some())
+                    .map(|(a, _)| *a)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Answers a member's configuration request.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<SignedConfig, ConfigDenied> {
+        let clock = self.clock(now);
+        let max_delta = self.max_delta;
+        let net = self.networks.get_mut(&nwid).ok_or(ConfigDenied::NotFound)?;
+        let private = net.settings.private;
+        let taken: Vec<Ipv4Addr> = net.members.values().filter_map(|m| m.ipv4).collect();
+        let m = net.members.entry(member).or_insert_with(|| Member {
+            authorized: !private,
+            ..Member::default()
+        });
+        m.last_request = Some(clock);
+        if !m.authorized {
+            return Err(ConfigDenied::AccessDenied);
+        }
+        let s = &net.settings;
+        if m.ipv4.is_none() {
+            if let Some((first, last, _)) = s.ipv4_pool {
+                let (first, last) = (u32::from(first), u32::from(last));
+                m.ipv4 = (first..=last)
+                    .map(Ipv4Addr::from)
+                    .find(|a| !taken.contains(a));
+            }
+        }
+        let mut addresses = Vec::new();
+        if let (Some(a), Some((_, _, prefix))) = (m.ipv4, s.ipv4_pool) {
+            addresses.push((IpAddr::V4(a), prefix));
+        }
+        if s.rfc4193 {
+            addresses.push((IpAddr::V6(rfc4193_address(nwid, member)), 88));
+        }
+        if s.sixplane {
+            addresses.push((IpAddr::V6(sixplane_address(nwid, member)), 80));
+        }
+        let mut certificate = Certificate {
+            nwid,
+            member,
+            timestamp: clock,
+            max_delta,
+            signature: [0; 64],
+        };
+        certificate.signature = self
+            .identity
+            .sign(&signed(CERTIFICATE_CONTEXT, &certificate.body()));
+        let mut config = SignedConfig {
+            nwid,
+            issued_to: member,
+            timestamp: clock,
+            private: s.private,
+            mtu: s.mtu,
+            name: s.name.clone(),
+            addresses,
+            routes: s.routes.clone(),
+            certificate,
+            signature: [0; 64],
+        };
+        config.signature = self.identity.sign(&signed(CONFIG_CONTEXT, &config.body()));
+        Ok(config)
+    }
+
+    /// The networks and members as JSON, for saving.
+    pub fn to_json(&self) -> String {
+        use serde_json::{json, Value};
+        let nets: Vec<Value> = self
+            .networks
+            .iter()
+            .map(|(nwid, n)| {
+                let s = &n.settings;
+                json!({
+                    "nwid": nwid.to_string(),
+                    "name": s.name,
+                    "private": s.private,
+                    "mtu": s.mtu,
+                    "ipv4_pool": s.ipv4_pool.map(|(a, b, p)| json!([a.to_string(), b.to_string(), p])),
+                    "rfc4193": s.rfc4193,
+                    "sixplane": s.sixplane,
+                    "routes": s.routes.iter().map(|r| json!({
+                        "target": r.target.to_string(),
+                        "prefix": r.prefix,
+                        "via": r.via.map(|v| v.to_string()),
+                    })).collect::<Vec<_>>(),
+                    "members": n.members.iter().map(|(a, m)| json!({
+                        "address": a.to_string(),
+                        "authorized": m.authorized,
+                        "ipv4": m.ipv4.map(|x| x.to_string()),
+                        "last_request": m.last_request,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "version": 1, "networks": nets }).to_string()
+    }
+
+    /// Restores a controller saved with [`Controller::to_json`].
+    pub fn from_json(
+        identity: SecretIdentity,
+        unix_ms: u64,
+        now: Instant,
+        text: &str,
+    ) -> Result<Self, ControllerError> {
+        use serde_json::Value;
+        let bad = |reason: &str| ControllerError::State {
+            reason: reason.to_string(),
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| ControllerError::State {
+            reason: e.to_string(),
+        })?;
+        let mut c = Controller::new(identity, unix_ms, now);
+        let nets = v["networks"].as_array().ok_or_else(|| bad("no networks"))?;
+        for n in nets {
+            let nwid: NetworkId = n["nwid"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("bad nwid"))?;
+            let ip = |v: &Value| v.as_str().and_then(|s| s.parse::<IpAddr>().ok());
+            let ipv4_pool = match &n["ipv4_pool"] {
+                Value::Array(a) if a.len() == 3 => match (ip(&a[0]), ip(&a[1]), a[2].as_u64()) {
+                    (Some(IpAddr::V4(x)), Some(IpAddr::V4(y)), Some(p)) if p <= 32 => {
+                        Some((x, y, p as u8))
+                    }
+                    _ => return Err(bad("bad ipv4_pool")),
+                },
+                Value::Null => None,
+                _ => return Err(bad("bad ipv4_pool")),
+            };
+            let mut routes = Vec::new();
+            for r in n["routes"].as_array().into_iter().flatten() {
+                routes.push(Route {
+                    target: ip(&r["target"]).ok_or_else(|| bad("bad route"))?,
+                    prefix: r["prefix"].as_u64().ok_or_else(|| bad("bad route"))? as u8,
+                    via: ip(&r["via"]),
+                });
+            }
+            let settings = NetworkSettings {
+                name: n["name"].as_str().unwrap_or_default().to_string(),
+                private: n["private"].as_bool().unwrap_or(true),
+                mtu: n["mtu"].as_u64().unwrap_or(DEFAULT_MTU as u64) as u16,
+                ipv4_pool,
+                rfc4193: n["rfc4193"].as_bool().unwrap_or(true),
+                sixplane: n["sixplane"].as_bool().unwrap_or(false),
+                routes,
+            };
+            let mut members = BTreeMap::new();
+            for m in n["members"].as_array().into_iter().flatten() {
+                let a: Address = m["address"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("bad member address"))?;
+                members.insert(
+                    a,
+                    Member {
+                        authorized: m["authorized"].as_bool().unwrap_or(false),
+                        ipv4: m["ipv4"].as_str().and_then(|s| s.parse().ok()),
+                        last_request: m["last_request"].as_u64(),
+                    },
+                );
+            }
+            c.networks
+                .insert(nwid, ControlledNetwork { settings, members });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::test_identity;
+
+    #[test]
+    fn private_network_admits_only_authorized_members_and_signs_configs() {
+        let ctl_id = test_identity(31);
+        let member = test_identity(32).address();
+        let now = Instant::now();
+        let mut c = Controller::new(ctl_id.clone(), 1_700_000_000_000, now);
+        let nwid = c
+            .create_network(
+                1,
+                NetworkSettings {
+                    name: "lab".into(),
+                    ipv4_pool: Some((
+                        "10.147.17.10".parse().unwrap(),
+                        "10.147.17.20".parse().unwrap(),
+                        24,
+                    )),
+                    sixplane: true,
+                    ..NetworkSettings::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(nwid.controller(), Some(c.address()));
+        assert_eq!(
+            c.request(now, nwid, member),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert!(!c.members(nwid).unwrap()[0].1.authorized);
+        c.set_authorized(now, nwid, member, true).unwrap();
+        let cfg = c.request(now, nwid, member).unwrap();
+        assert!(verify_config(&cfg, ctl_id.public()));
+        assert_eq!(cfg.addresses[0], ("10.147.17.10".parse().unwrap(), 24));
+        assert_eq!(
+            cfg.addresses[1],
+            (IpAddr::V6(rfc4193_address(nwid, member)), 88)
+        );
+        assert_eq!(cfg.addresses.len(), 3);
+        // Round trip through bytes keeps the signature valid; tampering breaks it.
+        let back = SignedConfig::parse(&cfg.to_vec()).unwrap();
+        assert!(verify_config(&back, ctl_id.public()));
+        let mut tampered = back.clone();
+        tampered.addresses[0].1 = 16;
+        assert!(!verify_config(&tampered, ctl_id.public()));
+        // Another controller's key does not verify it.
+        assert!(!verify_config(&back, test_identity(33).public()));
+        // Deauthorizing yields a verifiable revocation covering the issued certificate.
+        let later = now + Duration::from_secs(1);
+        let rev = c
+            .set_authorized(later, nwid, member, false)
+            .unwrap()
+            .unwrap();
+        assert!(verify_revocation(&rev, ctl_id.public()));
+        assert!(rev.threshold >= cfg.certificate.timestamp);
+        assert_eq!(
+            c.request(later, nwid, member),
+            Err(ConfigDenied::AccessDenied)
+        );
+        assert_eq!(
+            c.request(now, NetworkId(nwid.0 + 1), member),
+            Err(ConfigDenied::NotFound)
+        );
+    }
+
+    #[test]
+    fn certificates_agree_within_max_delta() {
+        let ctl = test_identity(31);
+        let now = Instant::now();
+        let mut c = Controller::new(ctl, 0, now);
+        c.set_max_delta(Duration::from_secs(10));
+        let nwid = c
+            .create_network(
+                2,
+                NetworkSettings {
+                    private: false,
+                    ..NetworkSettings::default()
+                },
+            )
+            .unwrap();
+        let a = c
+            .request(now, nwid, test_identity(32).address())
+            .unwrap()
+            .certificate;
+        let b = c
+            .request(
+                now + Duration::from_secs(9),
+                nwid,
+                test_identity(33).address(),
+            )
+            .unwrap()
+            .certificate;
+        let late = c
+            .request(
+                now + Duration::from_secs(11),
+                nwid,
+                test_identity(33).address(),
+            )
+            .unwrap()
+            .certificate;
+        assert!(certificates_agree(&a, &b));
+        assert!(!certificates_agree(&a, &late));
+    }
+
+    #[test]
+    fn state_survives_json_round_trip() {
+        let ctl = test_identity(31);
+        let now = Instant::now();
+        let mut c = Controller::new(ctl.clone(), 5, now);
+        let nwid = c
+            .create_network(
+                7,
+                NetworkSettings {
+                    ipv4_pool: Some(("10.0.0.1".parse().unwrap(), "10.0.0.9".parse().unwrap(), 24)),
+                    routes: vec![Route {
+                        target: "10.0.0.0".parse().unwrap(),
+                        prefix: 24,
+                        via: None,
+                    }],
+                    ..NetworkSettings::default()
+                },
+            )
+            .unwrap();
+        let m = test_identity(32).address();
+        c.set_authorized(now, nwid, m, true).unwrap();
+        c.request(now, nwid, m).unwrap();
+        let text = c.to_json();
+        let back = Controller::from_json(ctl, 5, now, &text).unwrap();
+        assert_eq!(back.networks(), c.networks());
+        assert_eq!(back.members(nwid).unwrap(), c.members(nwid).unwrap());
+        assert!(Controller::from_json(test_identity(31), 0, now, "{").is_err());
+    }
+
+    #[test]
+    fn derived_ipv6_addresses() {
+        let nwid: NetworkId = "8056c2e21c000001".parse().unwrap();
+        let a: Address = "89e92ceee5".parse().unwrap();
+        assert_eq!(
+            rfc4193_address(nwid, a).to_string(),
+            "fd80:56c2:e21c:0:199:9389:e92c:eee5"
+        );
+        assert_eq!(
+            sixplane_address(nwid, a).to_string(),
+            "fc9c:56c2:e389:e92c:eee5::1"
+        );
+        let adhoc = adhoc_addresses(NetworkId(0xff00_0000_0000_0001), a);
+        assert_eq!(adhoc[0], ("10.44.238.229".parse().unwrap(), 8));
+    }
+}

@@ -4,10 +4,13 @@
 //! * [`testnet`]: networks of hosts, LANs and NAT routers built from Linux network
 //!   namespaces, torn down when the test ends. Every integration test, the matrix and the
 //!   benchmarks build their hosts with it; its module documentation describes the model.
+//! * [`matrix`]: the compatibility matrix of real applications (`compat-tests matrix`),
+//!   run natively as a reference or under `ztrun` across two NATs.
 //!
 //! The harness needs root to create namespaces; the programs under test can be run as an
 //! unprivileged user inside them ([`testnet::Host::command_as_user`]).
 
 #![deny(unsafe_code)]
 
+pub mod matrix;
 pub mod testnet;

@@ -22,11 +22,15 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::controller::{Controller, ControllerError};
 use crate::identity::Address;
-use crate::node::{Event, JoinError, NetworkConfig, Node, PeerStatus, RelayStats, Root, Transmit};
+use crate::node::{
+    Event, JoinError, NetworkConfig, NetworkState, NetworkStatus, Node, PeerStatus, RelayStats,
+    Root, Transmit,
+};
 use crate::vl2::NetworkId;
 
 /// Frames queued per direction per network before the driver drops or the sender waits.
@@ -51,6 +55,12 @@ pub enum DriverError {
     /// The network could not be joined.
     #[error(transparent)]
     Join(#[from] JoinError),
+    /// A controller operation failed.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// This node hosts no controller.
+    #[error("this node hosts no controller")]
+    NoController,
 }
 
 /// The UDP sockets a driver uses: at most one IPv4 and one IPv6 (v6-only) socket.
@@ -177,13 +187,17 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The local UDP addresses.
     pub local_addrs: Vec<SocketAddr>,
+    /// The joined networks.
+    pub networks: Vec<NetworkStatus>,
 }
 
 /// A joined network as a virtual Ethernet port.
 #[derive(Debug)]
 pub struct NetworkPort {
-    /// MAC, MTU and network ID.
+    /// MAC, MTU, addresses and routes when the port was handed out.
     pub config: NetworkConfig,
+    /// The network's state from then on (new configurations, denial after a revocation).
+    pub state: watch::Receiver<NetworkState>,
     /// Frames to send on the network (the frame's source MAC must be `config.mac`).
     pub tx: FrameSender,
     /// Frames that arrived from the network.
@@ -215,7 +229,7 @@ impl FrameSender {
 enum Command {
     Join {
         nwid: NetworkId,
-        reply: oneshot::Sender<Result<NetworkPort, DriverError>>,
+        reply: JoinReply,
     },
     Leave {
         nwid: NetworkId,
@@ -223,7 +237,16 @@ enum Command {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    Authorize {
+        nwid: NetworkId,
+        member: Address,
+        authorized: bool,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+    Controller(ControllerJob),
 }
+
+type ControllerJob = Box<dyn FnOnce(Option<&mut Controller>) + Send>;
 
 /// Controls a running node driver. When every handle is dropped, the driver stops.
 #[derive(Debug, Clone)]
@@ -232,7 +255,10 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Joins a network and returns its port.
+    /// Joins a network and returns its port once the network is configured (at once for
+    /// ad-hoc networks; when the controller's configuration arrives otherwise). While the
+    /// controller denies access this waits: use a timeout and [`NodeHandle::status`] to
+    /// tell the user why.
     pub async fn join(&self, nwid: NetworkId) -> Result<NetworkPort, DriverError> {
         let (reply, rx) = oneshot::channel();
         self.cmd
@@ -248,6 +274,44 @@ impl NodeHandle {
             .send(Command::Leave { nwid })
             .await
             .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Authorizes or deauthorizes a member of a network of this node's controller.
+    pub async fn set_member_authorized(
+        &self,
+        nwid: NetworkId,
+        member: Address,
+        authorized: bool,
+    ) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Authorize {
+                nwid,
+                member,
+                authorized,
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Runs `f` on this node's controller (create networks, list members, save state).
+    pub async fn with_controller<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Controller) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        let job: ControllerJob = Box::new(move |c| {
+            let _ = reply.send(c.map(f));
+        });
+        self.cmd
+            .send(Command::Controller(job))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await
+            .map_err(|_| DriverError::Stopped)?
+            .ok_or(DriverError::NoController)
     }
 
     /// The node's status.
@@ -268,10 +332,19 @@ pub fn spawn_node(node: Node, sockets: Sockets) -> (NodeHandle, JoinHandle<()>) 
     (NodeHandle { cmd: cmd_tx }, task)
 }
 
+/// The driver's side of a joined network.
+struct Port {
+    frames: mpsc::Sender<Vec<u8>>,
+    state: watch::Sender<NetworkState>,
+    /// A `join` call waiting for the first configuration.
+    waiting: Option<(JoinReply, mpsc::Receiver<Vec<u8>>)>,
+}
+
+type JoinReply = oneshot::Sender<Result<NetworkPort, DriverError>>;
+
 async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<Command>) {
     let (frames_tx, mut frames_rx) = mpsc::channel::<(NetworkId, Vec<u8>)>(FRAME_QUEUE);
-    let mut ports: std::collections::HashMap<NetworkId, mpsc::Sender<Vec<u8>>> =
-        std::collections::HashMap::new();
+    let mut ports: std::collections::HashMap<NetworkId, Port> = std::collections::HashMap::new();
     let mut buf4 = vec![0u8; MAX_DATAGRAM];
     let mut buf6 = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -282,7 +355,7 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
             match e {
                 Event::FrameReceived { nwid, frame } => {
                     if let Some(p) = ports.get(&nwid) {
-                        if p.try_send(frame).is_err() {
+                        if p.frames.try_send(frame).is_err() {
                             tracing::trace!(%nwid, "receiver full or gone; frame dropped");
                         }
                     }
@@ -290,7 +363,27 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                 Event::PeerUp { address } => tracing::debug!(peer = %address, "peer up"),
                 Event::PeerDown { address } => tracing::debug!(peer = %address, "peer down"),
                 Event::NetworkConfig(c) => {
-                    tracing::debug!(nwid = %c.nwid, mac = %c.mac, "network ready")
+                    tracing::debug!(nwid = %c.nwid, mac = %c.mac, "network configured");
+                    if let Some(p) = ports.get_mut(&c.nwid) {
+                        let _ = p.state.send(NetworkState::Ok(c.clone()));
+                        if let Some((reply, rx)) = p.waiting.take() {
+                            let _ = reply.send(Ok(NetworkPort {
+                                config: c.clone(),
+                                state: p.state.subscribe(),
+                                tx: FrameSender {
+                                    nwid: c.nwid,
+                                    tx: frames_tx.clone(),
+                                },
+                                rx,
+                            }));
+                        }
+                    }
+                }
+                Event::NetworkDenied { nwid, reason } => {
+                    tracing::info!(%nwid, %reason, "network access refused");
+                    if let Some(p) = ports.get_mut(&nwid) {
+                        let _ = p.state.send(NetworkState::Denied(reason));
+                    }
                 }
             }
         }
@@ -320,17 +413,24 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
             cmd = cmd_rx.recv() => match cmd {
                 None => break,
                 Some(Command::Join { nwid, reply }) => {
-                    let r = node.join(Instant::now(), nwid).map(|config| {
-                        let (tx, rx) = mpsc::channel(FRAME_QUEUE);
-                        ports.insert(nwid, tx);
-                        NetworkPort {
-                            config,
-                            tx: FrameSender { nwid, tx: frames_tx.clone() },
-                            rx,
+                    match node.join(Instant::now(), nwid) {
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
                         }
-                    });
-                    let _ = reply.send(r.map_err(DriverError::from));
+                        Ok(_) => {
+                            let (frames, rx) = mpsc::channel(FRAME_QUEUE);
+                            let (state, _) = watch::channel(NetworkState::Requesting);
+                            ports.insert(nwid, Port { frames, state, waiting: Some((reply, rx)) });
+                        }
+                    }
                 }
+                Some(Command::Authorize { nwid, member, authorized, reply }) => {
+                    let r = node
+                        .set_member_authorized(Instant::now(), nwid, member, authorized)
+                        .map_err(DriverError::from);
+                    let _ = reply.send(r);
+                }
+                Some(Command::Controller(job)) => job(node.controller_mut()),
                 Some(Command::Leave { nwid }) => {
                     node.leave(Instant::now(), nwid);
                     ports.remove(&nwid);
@@ -341,6 +441,7 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                         observed: node.observed_endpoint(),
                         peers: node.peers(Instant::now()),
                         local_addrs: sockets.local_addrs(),
+                        networks: node.networks(),
                     });
                 }
             },

@@ -42,15 +42,20 @@
 //! When both sides start a handshake at once, the initiation from the lower address wins.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 
+use crate::controller::{
+    adhoc_addresses, certificates_agree, verify_certificate, verify_config, verify_revocation,
+    ConfigDenied, Controller, ControllerError,
+};
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::session::{self, InitiatorHandshake, Session};
 use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
+use crate::wire::credential::{Certificate, Route, SignedConfig};
 use crate::wire::data::{DataPacket, DataRepr};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
 use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
@@ -84,6 +89,10 @@ pub struct Timing {
     pub probe_count: u32,
     /// A root sends a pair of nodes a RENDEZVOUS at most this often.
     pub rendezvous_interval: Duration,
+    /// Re-request a network configuration this often (keeps certificates fresh).
+    pub config_refresh: Duration,
+    /// Retry a configuration request this often while none has arrived or access is denied.
+    pub config_retry: Duration,
     /// Incomplete fragmented packets are dropped after this long.
     pub reassembly_timeout: Duration,
     /// Re-announce network memberships (LIKE) to the roots this often; until a member list
@@ -107,6 +116,8 @@ impl Default for Timing {
             probe_count: 10,
             rendezvous_interval: Duration::from_secs(10),
             reassembly_timeout: Duration::from_secs(5),
+            config_refresh: Duration::from_secs(30),
+            config_retry: Duration::from_secs(2),
             members_refresh: Duration::from_secs(30),
         }
     }
@@ -170,7 +181,7 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
-/// The settings of a joined virtual network.
+/// The settings of a joined virtual network, as the interface on top needs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
     /// The network.
@@ -179,6 +190,37 @@ pub struct NetworkConfig {
     pub mac: Mac,
     /// The MTU (Ethernet payload bytes).
     pub mtu: usize,
+    /// The network's name (empty for ad-hoc networks).
+    pub name: String,
+    /// Whether members need certificates.
+    pub private: bool,
+    /// Addresses assigned to this node, with prefix lengths. Ad-hoc networks get the
+    /// addresses of [`crate::controller::adhoc_addresses`].
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Routes pushed by the controller.
+    pub routes: Vec<Route>,
+}
+
+/// Where a joined network stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkState {
+    /// Waiting for the controller's answer.
+    Requesting,
+    /// Configured.
+    Ok(NetworkConfig),
+    /// The controller refused (or revoked this node).
+    Denied(ConfigDenied),
+}
+
+/// A joined network as `zt status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkStatus {
+    /// The network.
+    pub nwid: NetworkId,
+    /// This node's MAC on it.
+    pub mac: Mac,
+    /// Its state.
+    pub state: NetworkState,
 }
 
 /// Something the application should know.
@@ -201,8 +243,17 @@ pub enum Event {
         /// The frame.
         frame: Vec<u8>,
     },
-    /// A network is ready (ad-hoc networks are ready at once).
+    /// A network is ready or its configuration changed (ad-hoc networks are ready at
+    /// once, controller networks when the signed configuration arrives).
     NetworkConfig(NetworkConfig),
+    /// The controller refused this node a configuration, or revoked it. The node keeps
+    /// asking, so a later authorization is picked up.
+    NetworkDenied {
+        /// The network.
+        nwid: NetworkId,
+        /// Why.
+        reason: ConfigDenied,
+    },
 }
 
 /// How a peer is reached right now.
@@ -271,6 +322,12 @@ pub enum SendError {
         /// This node's MAC.
         mine: Mac,
     },
+    /// The network has no configuration yet (or access was denied).
+    #[error("network {nwid} is not configured (waiting for the controller, or access denied)")]
+    NotConfigured {
+        /// The network.
+        nwid: NetworkId,
+    },
     /// The destination MAC belongs to no possible member.
     #[error("destination MAC {dst} is not a member MAC of {nwid}")]
     UnknownDestination {
@@ -284,16 +341,11 @@ pub enum SendError {
 /// Why a network could not be joined.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
-    /// Networks run by a controller need the controller protocol, not implemented yet.
-    #[error(
-        "network {nwid} belongs to controller {controller}; controller networks are not \
-         supported yet, use an ad-hoc network (ID starting with ff)"
-    )]
-    ControllerNetworksUnsupported {
+    /// The ID neither starts with `ff` (ad-hoc) nor with a valid controller address.
+    #[error("network ID {nwid} names no controller (its first 10 digits are a reserved address)")]
+    InvalidNetworkId {
         /// The network.
         nwid: NetworkId,
-        /// Its controller.
-        controller: String,
     },
 }
 
@@ -410,6 +462,50 @@ struct Network {
     members_known: bool,
     /// When to announce the membership to the roots again.
     like_at: Instant,
+    /// The signed configuration (controller networks).
+    config: Option<SignedConfig>,
+    /// The controller's refusal, if any.
+    denied: Option<ConfigDenied>,
+    /// When to ask the controller (again); `None` for ad-hoc networks.
+    request_at: Option<Instant>,
+    /// Verified certificates of peers.
+    peer_certs: BTreeMap<Address, Certificate>,
+    /// Revocation thresholds by member.
+    revoked: BTreeMap<Address, u64>,
+    /// When this node last showed its certificate to a peer, and which one.
+    creds_sent: BTreeMap<Address, (Instant, u64)>,
+}
+
+impl Network {
+    fn new(mac: Mac, like_at: Instant, request_at: Option<Instant>) -> Self {
+        Network {
+            mac,
+            members: BTreeSet::new(),
+            members_known: false,
+            like_at,
+            config: None,
+            denied: None,
+            request_at,
+            peer_certs: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            creds_sent: BTreeMap::new(),
+        }
+    }
+
+    /// For private networks: may frames from/to `peer` pass?
+    fn admits(&self, peer: Address) -> bool {
+        let Some(cfg) = &self.config else {
+            return false;
+        };
+        if !cfg.private {
+            return true;
+        }
+        let Some(cert) = self.peer_certs.get(&peer) else {
+            return false;
+        };
+        certificates_agree(&cfg.certificate, cert)
+            && self.revoked.get(&peer).is_none_or(|t| cert.timestamp > *t)
+    }
 }
 
 #[derive(Debug)]
@@ -445,6 +541,8 @@ pub struct Node {
     relay: RelayStats,
     /// Start of the current one-second window and identities verified in it.
     verify_window: (Instant, u32),
+    /// The controller this node hosts, if any.
+    controller: Option<Controller>,
 }
 
 impl Node {
@@ -487,6 +585,7 @@ impl Node {
             rendezvous: HashMap::new(),
             relay: RelayStats::default(),
             verify_window: (now, 0),
+            controller: None,
         }
     }
 
@@ -537,39 +636,162 @@ impl Node {
         v
     }
 
-    /// Joins a virtual network. Ad-hoc networks (ID starting with `ff`) are ready at once:
-    /// an [`Event::NetworkConfig`] follows and the roots learn of the membership.
-    pub fn join(&mut self, now: Instant, nwid: NetworkId) -> Result<NetworkConfig, JoinError> {
-        if !nwid.is_adhoc() {
-            return Err(JoinError::ControllerNetworksUnsupported {
-                nwid,
-                controller: nwid.controller().map(|a| a.to_string()).unwrap_or_default(),
-            });
+    /// Joins a virtual network and returns this node's MAC on it. Ad-hoc networks (ID
+    /// starting with `ff`) are ready at once; for controller networks the node asks the
+    /// controller, and an [`Event::NetworkConfig`] or [`Event::NetworkDenied`] follows.
+    pub fn join(&mut self, now: Instant, nwid: NetworkId) -> Result<Mac, JoinError> {
+        if !nwid.is_adhoc() && nwid.controller().is_none() {
+            return Err(JoinError::InvalidNetworkId { nwid });
         }
         let mac = Mac::for_member(nwid, self.address());
-        let config = NetworkConfig {
-            nwid,
-            mac,
-            mtu: DEFAULT_MTU,
-        };
         if self.networks.contains_key(&nwid) {
-            return Ok(config);
+            return Ok(mac);
         }
-        self.networks.insert(
-            nwid,
-            Network {
-                mac,
-                members: BTreeSet::new(),
-                members_known: false,
-                like_at: now + self.timing.whois_retry,
-            },
-        );
-        self.events.push_back(Event::NetworkConfig(config.clone()));
+        let like_at = now + self.timing.whois_retry;
+        if nwid.is_adhoc() {
+            self.networks.insert(nwid, Network::new(mac, like_at, None));
+            let config = adhoc_view(nwid, mac, self.address());
+            self.events.push_back(Event::NetworkConfig(config));
+        } else {
+            self.networks
+                .insert(nwid, Network::new(mac, like_at, Some(now)));
+            self.request_config(now, nwid);
+        }
         let like = Message::Like { nwid }.to_vec();
         for root in self.root_addresses() {
             self.send_message(now, root, like.clone());
         }
-        Ok(config)
+        Ok(mac)
+    }
+
+    /// The joined networks and their state.
+    pub fn networks(&self) -> Vec<NetworkStatus> {
+        self.networks
+            .iter()
+            .map(|(nwid, n)| NetworkStatus {
+                nwid: *nwid,
+                mac: n.mac,
+                state: if nwid.is_adhoc() {
+                    NetworkState::Ok(adhoc_view(*nwid, n.mac, self.address()))
+                } else if let Some(c) = &n.config {
+                    NetworkState::Ok(config_view(n.mac, c))
+                } else if let Some(d) = n.denied {
+                    NetworkState::Denied(d)
+                } else {
+                    NetworkState::Requesting
+                },
+            })
+            .collect()
+    }
+
+    /// Makes this node the controller of the networks whose IDs start with its address.
+    pub fn attach_controller(&mut self, controller: Controller) {
+        self.controller = Some(controller);
+    }
+
+    /// The hosted controller, for reading its state.
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_ref()
+    }
+
+    /// The hosted controller, for changing network settings. Use
+    /// [`Node::set_member_authorized`] to (de)authorize members, so that revocations and
+    /// fresh configurations are sent.
+    pub fn controller_mut(&mut self) -> Option<&mut Controller> {
+        self.controller.as_mut()
+    }
+
+    /// Authorizes or deauthorizes a member of a network of the hosted controller.
+    /// Deauthorizing sends a signed revocation to the network's active members (and the
+    /// member); authorizing pushes a configuration to the member at once.
+    pub fn set_member_authorized(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        member: Address,
+        authorized: bool,
+    ) -> Result<(), ControllerError> {
+        let Some(ctl) = self.controller.as_mut() else {
+            return Err(ControllerError::UnknownNetwork { nwid });
+        };
+        let revocation = ctl.set_authorized(now, nwid, member, authorized)?;
+        let members = ctl.active_members(nwid);
+        let me = self.address();
+        if let Some(revocation) = revocation {
+            let bytes = Message::Revoke {
+                revocation: revocation.clone(),
+            }
+            .to_vec();
+            for m in members.iter().chain(std::iter::once(&member)) {
+                if *m != me {
+                    self.send_message(now, *m, bytes.clone());
+                }
+            }
+            if self.networks.contains_key(&nwid) {
+                self.on_message(now, None, me, Message::Revoke { revocation });
+            }
+        } else if authorized {
+            if member == me {
+                self.request_config(now, nwid);
+            } else if let Some(Ok(config)) = self
+                .controller
+                .as_mut()
+                .map(|c| c.request(now, nwid, member))
+            {
+                let msg = Message::Config {
+                    config: Box::new(config),
+                };
+                self.send_message(now, member, msg.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the controller of `nwid` for this node's configuration (or answers locally
+    /// when this node is that controller).
+    fn request_config(&mut self, now: Instant, nwid: NetworkId) {
+        let Some(ctl) = nwid.controller() else {
+            return;
+        };
+        let t = self.timing.clone();
+        let Some(net) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        net.request_at = Some(
+            now + if net.config.is_some() {
+                t.config_refresh
+            } else {
+                t.config_retry
+            },
+        );
+        let me = self.address();
+        if ctl == me {
+            let answer = match self.controller.as_mut() {
+                Some(c) => c.request(now, nwid, me),
+                None => Err(ConfigDenied::NotFound),
+            };
+            let msg = match answer {
+                Ok(config) => Message::Config {
+                    config: Box::new(config),
+                },
+                Err(d) => Message::ConfigError {
+                    nwid,
+                    code: d.code(),
+                },
+            };
+            self.on_message(now, None, me, msg);
+        } else {
+            self.send_message(now, ctl, Message::ConfigRequest { nwid }.to_vec());
+        }
+    }
+
+    /// The identity of a network's controller, if known and verified.
+    fn controller_identity(&self, nwid: NetworkId) -> Option<Identity> {
+        let ctl = nwid.controller()?;
+        if ctl == self.address() {
+            return Some(self.identity.public().clone());
+        }
+        self.peers.get(&ctl)?.identity.clone()
     }
 
     /// Leaves a virtual network.
@@ -607,21 +829,59 @@ impl Node {
                 mine: net.mac,
             });
         }
+        if !nwid.is_adhoc() && net.config.is_none() {
+            return Err(SendError::NotConfigured { nwid });
+        }
         let msg = Message::Frame { nwid, frame }.to_vec();
-        if dst.is_multicast() {
+        let targets: Vec<Address> = if dst.is_multicast() {
             let me = self.address();
-            let members: Vec<Address> = net.members.iter().copied().filter(|m| *m != me).collect();
-            for m in members {
+            net.members.iter().copied().filter(|m| *m != me).collect()
+        } else {
+            vec![dst
+                .to_member(nwid)
+                .filter(|a| *a != self.address())
+                .ok_or(SendError::UnknownDestination { nwid, dst })?]
+        };
+        for m in targets {
+            if self.show_credentials(now, nwid, m) {
                 self.send_message(now, m, msg.clone());
             }
-            return Ok(());
         }
-        let to = dst
-            .to_member(nwid)
-            .filter(|a| *a != self.address())
-            .ok_or(SendError::UnknownDestination { nwid, dst })?;
-        self.send_message(now, to, msg);
         Ok(())
+    }
+
+    /// On private networks: sends this node's certificate to `peer` when it has not seen
+    /// the current one recently. Returns false if frames must not go to `peer` (revoked,
+    /// or its known certificate no longer agrees with ours).
+    fn show_credentials(&mut self, now: Instant, nwid: NetworkId, peer: Address) -> bool {
+        let refresh = self.timing.config_refresh;
+        let Some(net) = self.networks.get_mut(&nwid) else {
+            return false;
+        };
+        let Some(cfg) = &net.config else {
+            return true; // ad-hoc
+        };
+        if !cfg.private {
+            return true;
+        }
+        let known = net.peer_certs.contains_key(&peer) || net.revoked.contains_key(&peer);
+        if known && !net.admits(peer) {
+            return false;
+        }
+        let cert = cfg.certificate.clone();
+        let stale = net
+            .creds_sent
+            .get(&peer)
+            .is_none_or(|(at, ts)| *ts != cert.timestamp || now >= *at + refresh / 2);
+        if stale {
+            net.creds_sent.insert(peer, (now, cert.timestamp));
+            self.send_message(
+                now,
+                peer,
+                Message::Credentials { certificate: cert }.to_vec(),
+            );
+        }
+        true
     }
 
     /// The earliest time at which [`Node::handle_timeout`] has work to do.
@@ -671,6 +931,7 @@ impl Node {
         }
         for n in self.networks.values() {
             consider(Some(n.like_at));
+            consider(n.request_at);
         }
         next
     }
@@ -690,6 +951,15 @@ impl Node {
                     };
                 likes.push(*nwid);
             }
+        }
+        let requests: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(_, n)| n.request_at.is_some_and(|t| now >= t))
+            .map(|(k, _)| *k)
+            .collect();
+        for nwid in requests {
+            self.request_config(now, nwid);
         }
         for nwid in likes {
             for root in self.root_addresses() {
@@ -1400,18 +1670,24 @@ impl Node {
             tracing::debug!(peer = %hdr.src, "malformed record");
             return;
         };
-        self.on_message(now, from, hdr.src, msg);
+        self.on_message(now, Some(from), hdr.src, msg);
     }
 
     fn sent_by_root(&self, addr: Address) -> bool {
         self.role == Role::Node && self.peers.get(&addr).is_some_and(|p| p.is_root())
     }
 
-    fn on_message(&mut self, now: Instant, from: SocketAddr, src: Address, msg: Message<'_>) {
+    fn on_message(
+        &mut self,
+        now: Instant,
+        from: Option<SocketAddr>,
+        src: Address,
+        msg: Message<'_>,
+    ) {
         match msg {
             Message::Keepalive => {}
             Message::Ping { id } => {
-                self.send_message_to(now, src, Message::Pong { id }.to_vec(), Some(from));
+                self.send_message_to(now, src, Message::Pong { id }.to_vec(), from);
             }
             Message::Pong { id } => {
                 if let Some(p) = self.peers.get_mut(&src) {
@@ -1424,7 +1700,7 @@ impl Node {
                 }
             }
             Message::Hello => {
-                if self.role == Role::Root {
+                if let (Role::Root, Some(from)) = (self.role, from) {
                     self.send_message_to(
                         now,
                         src,
@@ -1516,6 +1792,11 @@ impl Node {
                     }
                 }
             }
+            m @ (Message::ConfigRequest { .. }
+            | Message::Config { .. }
+            | Message::ConfigError { .. }
+            | Message::Credentials { .. }
+            | Message::Revoke { .. }) => self.on_controller_message(now, src, m),
             Message::Frame { nwid, frame } => {
                 let Some(net) = self.networks.get(&nwid) else {
                     return;
@@ -1530,11 +1811,154 @@ impl Node {
                 if dst != net.mac && !dst.is_multicast() {
                     return;
                 }
+                if !nwid.is_adhoc() && !net.admits(src) {
+                    tracing::debug!(peer = %src, %nwid, "frame from a non-member dropped");
+                    return;
+                }
                 self.push_event(Event::FrameReceived {
                     nwid,
                     frame: frame.to_vec(),
                 });
             }
+        }
+    }
+
+    fn on_controller_message(&mut self, now: Instant, src: Address, msg: Message<'_>) {
+        match msg {
+            Message::ConfigRequest { nwid } => {
+                if self.role != Role::Node || nwid.controller() != Some(self.address()) {
+                    return;
+                }
+                let answer = match self.controller.as_mut() {
+                    Some(c) => c.request(now, nwid, src),
+                    None => Err(ConfigDenied::NotFound),
+                };
+                let reply = match answer {
+                    Ok(config) => Message::Config {
+                        config: Box::new(config),
+                    },
+                    Err(d) => Message::ConfigError {
+                        nwid,
+                        code: d.code(),
+                    },
+                };
+                self.send_message(now, src, reply.to_vec());
+            }
+            Message::Config { config } => {
+                let nwid = config.nwid;
+                if nwid.controller() != Some(src) || config.issued_to != self.address() {
+                    return;
+                }
+                let Some(ctl) = self.controller_identity(nwid) else {
+                    return;
+                };
+                if !verify_config(&config, &ctl) {
+                    tracing::debug!(%nwid, "configuration with a bad signature dropped");
+                    return;
+                }
+                let me = self.address();
+                let refresh = self.timing.config_refresh;
+                let Some(net) = self.networks.get_mut(&nwid) else {
+                    return;
+                };
+                if net
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.timestamp >= config.timestamp)
+                {
+                    return;
+                }
+                if net
+                    .revoked
+                    .get(&me)
+                    .is_some_and(|t| config.certificate.timestamp <= *t)
+                {
+                    return;
+                }
+                let view = config_view(net.mac, &config);
+                let changed = net
+                    .config
+                    .as_ref()
+                    .is_none_or(|c| config_view(net.mac, c) != view);
+                net.config = Some(*config);
+                net.denied = None;
+                net.request_at = Some(now + refresh);
+                if changed {
+                    self.events.push_back(Event::NetworkConfig(view));
+                }
+            }
+            Message::ConfigError { nwid, code } => {
+                let Some(reason) = ConfigDenied::from_code(code) else {
+                    return;
+                };
+                if nwid.controller() != Some(src) {
+                    return;
+                }
+                let retry = self.timing.config_retry;
+                let Some(net) = self.networks.get_mut(&nwid) else {
+                    return;
+                };
+                let was = net.denied;
+                net.config = None;
+                net.denied = Some(reason);
+                net.request_at = Some(now + retry);
+                if was != Some(reason) {
+                    self.events.push_back(Event::NetworkDenied { nwid, reason });
+                }
+            }
+            Message::Credentials { certificate } => {
+                let nwid = certificate.nwid;
+                if certificate.member != src {
+                    return;
+                }
+                let Some(ctl) = self.controller_identity(nwid) else {
+                    return;
+                };
+                let Some(net) = self.networks.get_mut(&nwid) else {
+                    return;
+                };
+                if net
+                    .peer_certs
+                    .get(&src)
+                    .is_some_and(|c| c.timestamp >= certificate.timestamp)
+                {
+                    return;
+                }
+                if verify_certificate(&certificate, &ctl) {
+                    net.peer_certs.insert(src, certificate);
+                }
+            }
+            Message::Revoke { revocation } => {
+                let nwid = revocation.nwid;
+                let Some(ctl) = self.controller_identity(nwid) else {
+                    return;
+                };
+                if !verify_revocation(&revocation, &ctl) {
+                    return;
+                }
+                let me = self.address();
+                let retry = self.timing.config_retry;
+                let Some(net) = self.networks.get_mut(&nwid) else {
+                    return;
+                };
+                let t = net.revoked.entry(revocation.member).or_insert(0);
+                *t = (*t).max(revocation.threshold);
+                if revocation.member == me
+                    && net
+                        .config
+                        .as_ref()
+                        .is_some_and(|c| c.certificate.timestamp <= revocation.threshold)
+                {
+                    net.config = None;
+                    net.denied = Some(ConfigDenied::AccessDenied);
+                    net.request_at = Some(now + retry);
+                    self.events.push_back(Event::NetworkDenied {
+                        nwid,
+                        reason: ConfigDenied::AccessDenied,
+                    });
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1695,5 +2119,29 @@ impl Root {
     /// Registered nodes and their paths.
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
         self.node.peers(now)
+    }
+}
+
+fn config_view(mac: Mac, c: &SignedConfig) -> NetworkConfig {
+    NetworkConfig {
+        nwid: c.nwid,
+        mac,
+        mtu: usize::from(c.mtu),
+        name: c.name.clone(),
+        private: c.private,
+        addresses: c.addresses.clone(),
+        routes: c.routes.clone(),
+    }
+}
+
+fn adhoc_view(nwid: NetworkId, mac: Mac, me: Address) -> NetworkConfig {
+    NetworkConfig {
+        nwid,
+        mac,
+        mtu: DEFAULT_MTU,
+        name: String::new(),
+        private: false,
+        addresses: adhoc_addresses(nwid, me),
+        routes: Vec::new(),
     }
 }

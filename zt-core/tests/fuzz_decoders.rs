@@ -37,7 +37,28 @@ fn seeds() -> Vec<Vec<u8>> {
         b"89e92ceee5".to_vec(),
         b"ff00000000000001".to_vec(),
         b"82:6b:f5:2c:ee:e4".to_vec(),
+        config_sample(),
+        config_sample()[config_sample().len() - 157..config_sample().len() - 64].to_vec(),
     ]
+}
+
+/// A signed configuration as a controller emits it (the signature is not checked here).
+fn config_sample() -> Vec<u8> {
+    let mut v = vec![
+        0x80, 0x56, 0xc2, 0xe2, 0x1c, 0, 0, 1, 0x89, 0xe9, 0x2c, 0xee, 0xe5,
+    ];
+    v.extend_from_slice(&1234u64.to_be_bytes());
+    v.extend_from_slice(&[1, 0x0a, 0xf0, 3, b'l', b'a', b'b']);
+    v.extend_from_slice(&[1, 4, 10, 147, 17, 5, 24]);
+    v.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 1, 10, 147, 17, 1]);
+    v.extend_from_slice(&[
+        0x80, 0x56, 0xc2, 0xe2, 0x1c, 0, 0, 1, 0x89, 0xe9, 0x2c, 0xee, 0xe5,
+    ]);
+    v.extend_from_slice(&1234u64.to_be_bytes());
+    v.extend_from_slice(&120_000u64.to_be_bytes());
+    v.extend_from_slice(&[7; 64]);
+    v.extend_from_slice(&[9; 64]);
+    v
 }
 
 fn mutate(rng: &mut ChaCha8Rng, input: &[u8]) -> Vec<u8> {
@@ -85,7 +106,7 @@ fn inputs(seed: u64) -> impl Iterator<Item = Vec<u8>> {
 
 #[test]
 fn decoders_survive_random_and_mutated_input() {
-    let targets: [Target; 8] = [
+    let targets: [Target; 10] = [
         ("header", fuzzing::header),
         ("handshake_init", fuzzing::handshake_init),
         ("handshake_response", fuzzing::handshake_response),
@@ -94,6 +115,8 @@ fn decoders_survive_random_and_mutated_input() {
         ("message", fuzzing::message),
         ("identity_bytes", fuzzing::identity_bytes),
         ("text", fuzzing::text),
+        ("config", fuzzing::config),
+        ("certificate", fuzzing::certificate),
     ];
     for (i, (name, f)) in targets.iter().enumerate() {
         for input in inputs(i as u64) {

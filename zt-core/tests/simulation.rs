@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng as _, SeedableRng as _};
-use zt_core::node::{Event, Node, NodeConfig, PathKind, RelayStats, Root, RootSpec, Timing};
+use zt_core::controller::{ConfigDenied, Controller, NetworkSettings};
+use zt_core::node::{
+    Event, NetworkState, Node, NodeConfig, PathKind, RelayStats, Root, RootSpec, SendError, Timing,
+};
 use zt_core::{Address, Mac, NetworkId, SecretIdentity};
 
 const NET: NetworkId = NetworkId(0xff00_0000_0000_0001);
@@ -812,7 +815,6 @@ fn spoofed_source_mac_and_foreign_frames_are_rejected() {
     let (a, b) = (w.a, w.b);
     let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
     let now = w.sim.now;
-    use zt_core::node::SendError;
     // The sending node refuses frames that are not its own.
     assert!(matches!(
         w.sim.node(a).send_frame(now, NET, &eth(mb, mb, b"spoof")),
@@ -837,13 +839,13 @@ fn spoofed_source_mac_and_foreign_frames_are_rejected() {
         w.sim.node(a).send_frame(now, NET, &eth(stranger, ma, b"x")),
         Err(SendError::UnknownDestination { .. })
     ));
-    // Controller networks cannot be joined yet, and say so.
+    // A network ID must name a controller (or be ad-hoc).
     let err = w
         .sim
         .node(a)
-        .join(now, "8056c2e21c000001".parse().unwrap())
+        .join(now, NetworkId(0x0000_0000_0100_0001))
         .unwrap_err();
-    assert!(err.to_string().contains("ad-hoc"), "{err}");
+    assert!(err.to_string().contains("reserved"), "{err}");
     // Frames for a network B has not joined are dropped by B.
     let other = NetworkId(0xff00_0000_0000_0003);
     w.sim.node(a).join(now, other).unwrap();
@@ -981,4 +983,163 @@ fn a_second_root_takes_over_when_the_first_is_unreachable() {
         .collect();
     assert_eq!(up_roots.len(), 1);
     assert_eq!(up_roots[0].address, specs[1 - first].identity.address());
+}
+
+#[test]
+fn private_network_authorize_then_deauthorize() {
+    let mut sim = Sim::new(14);
+    let root_id = identity(141);
+    let root_ep: SocketAddr = "198.51.100.1:9993".parse().unwrap();
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_ep],
+    };
+    sim.add_host(
+        Agent::Root(Box::new(Root::new(
+            root_id,
+            seed(1),
+            Timing::default(),
+            sim.now,
+        ))),
+        root_ep,
+        None,
+    );
+    // The controller is an ordinary node on a public address that hosts a Controller.
+    let ctl_id = identity(142);
+    let mut controller = Controller::new(ctl_id.clone(), 1_700_000_000_000, sim.now);
+    let nwid = controller
+        .create_network(
+            1,
+            NetworkSettings {
+                name: "lab".into(),
+                private: true,
+                ipv4_pool: Some((
+                    "10.147.17.10".parse().unwrap(),
+                    "10.147.17.20".parse().unwrap(),
+                    24,
+                )),
+                ..NetworkSettings::default()
+            },
+        )
+        .unwrap();
+    let mut ctl_node = Node::new(
+        NodeConfig::new(ctl_id, vec![spec.clone()], seed(3)),
+        sim.now,
+    );
+    ctl_node.attach_controller(controller);
+    let c = sim.add_host(
+        Agent::Node(Box::new(ctl_node)),
+        "198.51.100.5:9993".parse().unwrap(),
+        None,
+    );
+    let mut members = Vec::new();
+    for n in 0..2u8 {
+        let id = identity(143 + u64::from(n));
+        let address = id.address();
+        let node = Node::new(
+            NodeConfig::new(id, vec![spec.clone()], seed(4 + n)),
+            sim.now,
+        );
+        let nat = sim.add_nat(NatKind::PortRestricted, [203, 0, 113, 20 + n]);
+        let ep: SocketAddr = format!("10.0.{n}.2:9993").parse().unwrap();
+        members.push((
+            sim.add_host(Agent::Node(Box::new(node)), ep, Some(nat)),
+            address,
+        ));
+    }
+    let (a, addr_a) = members[0];
+    let (b, addr_b) = members[1];
+    let now = sim.now;
+    for (h, _) in &members {
+        sim.node(*h).join(now, nwid).unwrap();
+    }
+    // Not authorized: the controller says so, and nothing can be sent.
+    let denied = Event::NetworkDenied {
+        nwid,
+        reason: ConfigDenied::AccessDenied,
+    };
+    assert!(sim.run_until(Duration::from_secs(5), |s| s.hosts[a]
+        .events
+        .contains(&denied)));
+    assert_eq!(
+        sim.node(a).networks()[0].state,
+        NetworkState::Denied(ConfigDenied::AccessDenied)
+    );
+    let (ma, mb) = (Mac::for_member(nwid, addr_a), Mac::for_member(nwid, addr_b));
+    let now = sim.now;
+    assert!(matches!(
+        sim.node(a)
+            .send_frame(now, nwid, &eth(Mac::BROADCAST, ma, b"x")),
+        Err(SendError::NotConfigured { .. })
+    ));
+    // Authorized: each gets its signed configuration with an address from the pool
+    // within 5 s.
+    let t0 = sim.now;
+    for addr in [addr_a, addr_b] {
+        sim.node(c)
+            .set_member_authorized(t0, nwid, addr, true)
+            .unwrap();
+    }
+    let configured = |s: &Sim, h: usize| {
+        s.hosts[h]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::NetworkConfig(cfg) if cfg.nwid == nwid))
+    };
+    assert!(sim.run_until(Duration::from_secs(5), |s| configured(s, a)
+        && configured(s, b)));
+    let NetworkState::Ok(cfg) = sim.node(a).networks()[0].state.clone() else {
+        panic!("A is not configured");
+    };
+    assert_eq!(cfg.name, "lab");
+    assert!(cfg.private);
+    assert!(cfg
+        .addresses
+        .iter()
+        .any(|(ip, p)| ip.to_string().starts_with("10.147.17.") && *p == 24));
+    // Members exchange frames (each shows its certificate first).
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    sim.node(a)
+        .send_frame(now, nwid, &eth(Mac::BROADCAST, ma, b"arp"))
+        .unwrap();
+    let got = |s: &Sim, h: usize, what: &[u8]| {
+        s.hosts[h].events.iter().any(|e| {
+            matches!(e, Event::FrameReceived { nwid: n, frame } if *n == nwid && frame.ends_with(what))
+        })
+    };
+    assert!(sim.run_until(Duration::from_secs(3), |s| got(s, b, b"arp")));
+    let now = sim.now;
+    sim.node(b)
+        .send_frame(now, nwid, &eth(ma, mb, b"reply"))
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(3), |s| got(s, a, b"reply")));
+    // Deauthorize B. The revocation reaches A at once; B hears of it late (its link from
+    // the controller is slow), so B still sends for a while, and A must drop its frames.
+    sim.slow_links.push((c, b, Duration::from_secs(20)));
+    let now = sim.now;
+    sim.node(c)
+        .set_member_authorized(now, nwid, addr_b, false)
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    sim.node(b)
+        .send_frame(now, nwid, &eth(ma, mb, b"after revocation"))
+        .expect("B does not know yet");
+    sim.node(a)
+        .send_frame(now, nwid, &eth(mb, ma, b"to revoked"))
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        !got(&sim, a, b"after revocation"),
+        "A accepted a frame from a revoked member"
+    );
+    assert!(
+        !got(&sim, b, b"to revoked"),
+        "A sent a frame to a revoked member"
+    );
+    // Eventually B learns it was revoked.
+    assert!(sim.run_until(Duration::from_secs(40), |s| s.hosts[b]
+        .events
+        .contains(&denied)));
 }

@@ -5,6 +5,7 @@
 //! The `fuzz/` crate (cargo-fuzz, libFuzzer) has one target per function here, and the
 //! crate's own tests feed them random and mutated inputs, so they run on stable Rust too.
 
+use super::credential::{Certificate, Revocation, SignedConfig};
 use super::data::{DataPacket, DataRepr};
 use super::fragment::{FragmentPacket, FragmentRepr};
 use super::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
@@ -99,5 +100,26 @@ pub fn text(data: &[u8]) {
     }
     if let Ok(m) = s.parse::<Mac>() {
         assert_eq!(m.to_string().parse::<Mac>().ok(), Some(m));
+    }
+}
+
+/// A signed network configuration.
+pub fn config(data: &[u8]) {
+    if let Ok(c) = SignedConfig::parse(data) {
+        assert_eq!(c.to_vec(), data, "config does not round-trip");
+    }
+}
+
+/// A membership certificate and a revocation.
+pub fn certificate(data: &[u8]) {
+    if let Ok(c) = Certificate::parse(data) {
+        let mut out = Vec::new();
+        c.emit(&mut out);
+        assert_eq!(out, data, "certificate does not round-trip");
+    }
+    if let Ok(r) = Revocation::parse(data) {
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        assert_eq!(out, data, "revocation does not round-trip");
     }
 }

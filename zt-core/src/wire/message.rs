@@ -17,11 +17,18 @@
 //! | 0x17 | UNLIKE          | network id u64                                      |
 //! | 0x18 | MEMBERS         | network id u64, count u16, count × address (5)      |
 //! | 0x20 | FRAME           | network id u64, Ethernet frame (rest of the record) |
+//! | 0x30 | CONFIG_REQUEST  | network id u64                                      |
+//! | 0x31 | CONFIG          | signed network configuration (rest of the record)   |
+//! | 0x32 | CONFIG_ERROR    | network id u64, code u8 (1 not found, 2 denied)     |
+//! | 0x33 | CREDENTIALS     | membership certificate (93)                         |
+//! | 0x34 | REVOKE          | revocation (85)                                     |
 //!
+//! The signed objects are described in [`super::credential`].
 //! An endpoint is `family u8 (4 or 6) | IP address (4 or 16) | port u16`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::credential::{Certificate, Revocation, SignedConfig, CERTIFICATE_LEN, REVOCATION_LEN};
 use super::{Result, WireError};
 use crate::identity::{Address, Identity, IDENTITY_LEN};
 use crate::vl2::NetworkId;
@@ -198,6 +205,33 @@ pub enum Message<'a> {
         /// The frame: destination MAC, source MAC, EtherType, payload.
         frame: &'a [u8],
     },
+    /// A member asks the network's controller for its configuration.
+    ConfigRequest {
+        /// The network.
+        nwid: NetworkId,
+    },
+    /// The controller's answer.
+    Config {
+        /// The signed configuration.
+        config: Box<SignedConfig>,
+    },
+    /// The controller refuses.
+    ConfigError {
+        /// The network.
+        nwid: NetworkId,
+        /// 1: no such network, 2: access denied.
+        code: u8,
+    },
+    /// A member shows its certificate to a peer before sending it frames.
+    Credentials {
+        /// The certificate.
+        certificate: Certificate,
+    },
+    /// The controller revokes a member's certificates.
+    Revoke {
+        /// The revocation.
+        revocation: Revocation,
+    },
 }
 
 impl<'a> Message<'a> {
@@ -256,6 +290,22 @@ impl<'a> Message<'a> {
                 }
                 Message::Frame { nwid, frame }
             }
+            0x30 => Message::ConfigRequest {
+                nwid: NetworkId(r.u64("network id")?),
+            },
+            0x31 => Message::Config {
+                config: Box::new(SignedConfig::parse(r.rest())?),
+            },
+            0x32 => Message::ConfigError {
+                nwid: NetworkId(r.u64("network id")?),
+                code: r.u8("error code")?,
+            },
+            0x33 => Message::Credentials {
+                certificate: Certificate::parse(r.take(CERTIFICATE_LEN, "certificate")?)?,
+            },
+            0x34 => Message::Revoke {
+                revocation: Revocation::parse(r.take(REVOCATION_LEN, "revocation")?)?,
+            },
             _ => {
                 return Err(WireError::Malformed {
                     what: "message kind",
@@ -328,6 +378,27 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&nwid.0.to_be_bytes());
                 out.extend_from_slice(frame);
             }
+            Message::ConfigRequest { nwid } => {
+                out.push(0x30);
+                out.extend_from_slice(&nwid.0.to_be_bytes());
+            }
+            Message::Config { config } => {
+                out.push(0x31);
+                out.extend_from_slice(&config.to_vec());
+            }
+            Message::ConfigError { nwid, code } => {
+                out.push(0x32);
+                out.extend_from_slice(&nwid.0.to_be_bytes());
+                out.push(*code);
+            }
+            Message::Credentials { certificate } => {
+                out.push(0x33);
+                certificate.emit(out);
+            }
+            Message::Revoke { revocation } => {
+                out.push(0x34);
+                revocation.emit(out);
+            }
         }
     }
 
@@ -378,6 +449,19 @@ mod tests {
                 Message::Rendezvous {
                     address: addr(0x89e92ceee5),
                     endpoint: "[2001:db8::1]:9876".parse().unwrap(),
+                },
+            ),
+            (
+                vec![0x32, 0x80, 0x56, 0xc2, 0xe2, 0x1c, 0, 0, 1, 2],
+                Message::ConfigError {
+                    nwid: NetworkId(0x8056_c2e2_1c00_0001),
+                    code: 2,
+                },
+            ),
+            (
+                vec![0x30, 0x80, 0x56, 0xc2, 0xe2, 0x1c, 0, 0, 1],
+                Message::ConfigRequest {
+                    nwid: NetworkId(0x8056_c2e2_1c00_0001),
                 },
             ),
             (

@@ -19,6 +19,10 @@
 //!   back to relaying through a root, keeps paths alive, migrates when a NAT rebinds, and
 //!   switches Ethernet frames of the [`vl2`] networks it joined. A [`node::Root`] is the
 //!   rendezvous point and relay of last resort.
+//! - [`controller`]: the authority over the networks whose IDs start with its address:
+//!   authorization, address assignment, signed configurations, membership certificates and
+//!   revocations. A node hosts it and answers configuration requests over VL1; members show
+//!   each other their certificates and drop frames from nodes without a valid one.
 //! - [`driver`] (cargo feature `tokio`): the thin glue that owns UDP sockets and a clock,
 //!   feeds a `Node`, and hands frames of a joined network to the rest of the program over
 //!   channels.
@@ -37,9 +41,10 @@
 //! Packets from other protocol versions, identities whose address does not derive from
 //! their keys, handshakes whose static key is not the claimed identity's, replayed or
 //! forged transport packets, frames whose source MAC is not the sender's, and relaying for
-//! nodes that are not registered with the root from the endpoint they use. Networks run by
-//! a controller are not implemented yet: only ad-hoc networks (IDs starting with `ff`) can
-//! be joined. The wire format is described in `docs/PROTOCOL.md`.
+//! nodes that are not registered with the root from the endpoint they use; on private
+//! networks, frames from nodes without a valid, unrevoked membership certificate. The wire
+//! format is described in `docs/PROTOCOL.md`. The controller's embedded database and HTTP
+//! API live outside this crate (it can save and restore its state as JSON).
 #![forbid(unsafe_code)]
 
 pub mod controller;

@@ -270,7 +270,7 @@ fn probe_join(
         ran => Err(MatrixError::Overlay {
             step: "joining a network with ztrun".into(),
             reason: format!(
-                "ztrun cannot join networks in this build ({}): {}",
+                "ztrun refused to run a program on a network ({}): {}",
                 ran.status,
                 ran.stderr_tail()
             ),

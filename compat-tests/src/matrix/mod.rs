@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 pub use report::{markdown, table, utc_date, Row};
 pub use stage::{MatrixError, Ran, Side, Stage, Who};
-pub use wrap::{Member, Mode, Topology, Wrap, ZtrunBinaries, ZtrunWrap, VIRTUAL_SUBNET};
+pub use wrap::{Member, Mode, Topology, Wrap, ZtrunBinaries, ZtrunWrap, NWID};
 
 use crate::testnet::TestNet;
 

@@ -36,15 +36,8 @@ impl fmt::Display for Mode {
     }
 }
 
-/// The virtual network's IPv4 subnet in ztrun mode. Member `n` (1 = server, 2 = client)
-/// is given `198.19.17.n` by the controller. It lies in the RFC 2544 block like every
-/// other test address, so nothing can leak to a real network even by mistake.
-pub const VIRTUAL_SUBNET: &str = "198.19.17.0/24";
-
-/// The network id used in ztrun mode: the controller's address followed by network
-/// number 1 is what a real controller makes; until identities exist this is a fixed
-/// placeholder the runner replaces with what `zt controller network create` prints.
-const PLACEHOLDER_NWID: &str = "0000000000000001";
+/// The network id members join in ztrun mode (16 hex digits; the example of DESIGN.md).
+pub const NWID: &str = "8056c2e21c000001";
 
 /// The UDP port the root and controller listen on in the root host.
 const ROOT_PORT: u16 = 9993;
@@ -222,25 +215,25 @@ impl<'n> Topology<'n> {
                 let ztrun = ZtrunBinaries::resolve(&binaries.ztrun, "ztrun")?;
                 let zt = ZtrunBinaries::resolve(&binaries.zt, "zt")?;
                 let root_udp = SocketAddr::new(root_addr.into(), ROOT_PORT);
-                probe_join(&server, &ztrun, &homes[0], root_udp)?;
-                let nwid = overlay::set_up(&root, &zt, state.path(), &homes, root_udp)?;
+                let wrap = ZtrunWrap {
+                    ztrun,
+                    nwid: NWID.into(),
+                    root: root_udp,
+                };
+                let addrs = overlay::set_up(&root, &[server, client], &zt, &wrap, &homes)?;
                 let [home1, home2] = homes;
                 Ok(Topology {
                     mode,
-                    wrap: Wrap::Ztrun(ZtrunWrap {
-                        ztrun,
-                        nwid,
-                        root: root_udp,
-                    }),
+                    wrap: Wrap::Ztrun(wrap),
                     root: Some(root),
                     server: Member {
                         host: server,
-                        addr: overlay::member_addr(1).into(),
+                        addr: addrs[0],
                         home: home1,
                     },
                     client: Member {
                         host: client,
-                        addr: overlay::member_addr(2).into(),
+                        addr: addrs[1],
                         home: home2,
                     },
                     _state: state,
@@ -250,104 +243,117 @@ impl<'n> Topology<'n> {
     }
 }
 
-/// Ask `ztrun` to run `/bin/true` on a network. A build that cannot join networks refuses
-/// at once with a reason, which becomes every scenario's BROKEN note; one that can join
-/// keeps trying to reach the (not yet started) root until the probe gives up, which is
-/// the sign to go on.
-fn probe_join(
-    member: &Host<'_>,
-    ztrun: &Path,
-    home: &Path,
-    root: SocketAddr,
-) -> Result<(), MatrixError> {
-    let mut cmd = member.command_as_user(ztrun);
-    cmd.args(["--nwid", PLACEHOLDER_NWID, "--home"])
-        .arg(home)
-        .args(["--root", &root.to_string(), "--", "/bin/true"]);
-    match run_with_timeout(&mut cmd, "ztrun join probe", Duration::from_secs(3))? {
-        ran if ran.timed_out => Ok(()),
-        ran if ran.status.success() => Ok(()),
-        ran => Err(MatrixError::Overlay {
-            step: "joining a network with ztrun".into(),
-            reason: format!(
-                "ztrun refused to run a program on a network ({}): {}",
-                ran.status,
-                ran.stderr_tail()
-            ),
-        }),
-    }
-}
-
-/// The set-up of the virtual network in the root host, written against the `zt` commands
-/// the launcher is to provide. Each step is one command; the first that fails ends the
-/// set-up with its command line and output.
+/// The set-up of the virtual network, written against the `zt`/`ztrun` command lines
+/// the launcher provides or is to provide (see docs/COMPAT.md). Each step is one command;
+/// the first that fails ends the set-up, and every scenario is BROKEN with its command
+/// line and output.
 mod overlay {
     use super::*;
-
-    /// Member `n`'s virtual address: host `n` of [`VIRTUAL_SUBNET`].
-    pub(super) fn member_addr(n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(198, 19, 17, n)
-    }
 
     fn zt_step(cmd: &mut Command, step: &str) -> Result<String, MatrixError> {
         let ran = run_with_timeout(cmd, step, Duration::from_secs(20))?;
         if ran.timed_out || !ran.status.success() {
             return Err(MatrixError::Overlay {
                 step: step.into(),
-                reason: format!("{} ({}): {}", ran.command, ran.status, ran.stderr_tail()),
+                reason: format!("`{}` ({}): {}", ran.command, ran.status, ran.stderr_tail()),
             });
         }
         Ok(ran.stdout.trim().to_owned())
     }
 
-    /// 1. an identity for the root/controller and for each member (`zt identity new`,
-    ///    which prints the 10-hex-digit address);
-    /// 2. the root and controller in the root host (`zt root`, left running);
-    /// 3. a network on the controller (`zt network create`, which prints the id);
-    /// 4. each member authorized with its fixed virtual address (`zt member authorize`),
-    ///    so the runner knows the server's address before anything starts.
+    /// 1. an identity for each member in its `--home` (`zt id new HOME/identity.secret`);
+    /// 2. the root on the public LAN (`zt root --listen ADDR:9993`, left running; it prints
+    ///    its public identity when it listens);
+    /// 3. a join probe on each member: `ztrun --nwid N --home H --root R -- /bin/true`
+    ///    must exit 0;
+    /// 4. each member's address on the network, printed by
+    ///    `zt id show HOME --nwid N` as a line `ipv4: A.B.C.D`.
+    ///
+    /// Returns the members' virtual IPv4 addresses.
     pub(super) fn set_up(
         root: &Host<'_>,
+        members: &[Host<'_>; 2],
         zt: &Path,
-        state: &Path,
+        wrap: &ZtrunWrap,
         homes: &[PathBuf; 2],
-        listen: SocketAddr,
-    ) -> Result<String, MatrixError> {
-        let root_home = state.join("root");
-        std::fs::create_dir_all(&root_home)
-            .map_err(|e| MatrixError::io(format!("creating {}", root_home.display()), e))?;
-        chown_nobody(&root_home)?;
-        let mut addresses = Vec::new();
-        for home in std::iter::once(&root_home).chain(homes) {
-            let mut cmd = root.command_as_user(zt);
-            cmd.args(["identity", "new", "--home"]).arg(home);
-            addresses.push(zt_step(&mut cmd, "creating an identity")?);
+    ) -> Result<[IpAddr; 2], MatrixError> {
+        for (member, home) in members.iter().zip(homes) {
+            let mut cmd = member.command_as_user(zt);
+            cmd.args(["id", "new"]).arg(home.join("identity.secret"));
+            zt_step(&mut cmd, "creating a member identity")?;
         }
+
         let mut cmd = root.command_as_user(zt);
-        cmd.args(["root", "--controller", "--home"])
-            .arg(&root_home)
-            .args(["--listen", &listen.to_string()]);
-        cmd.stdout(std::process::Stdio::null())
+        cmd.args(["root", "--listen", &wrap.root.to_string()]);
+        let log = homes[0].with_file_name("root.out");
+        let file = std::fs::File::create(&log)
+            .map_err(|e| MatrixError::io(format!("creating {}", log.display()), e))?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(file)
             .stderr(std::process::Stdio::null());
         // Left running: the TestNet's teardown kills it with the root host.
-        cmd.spawn().map_err(|e| MatrixError::Overlay {
-            step: "starting the root and controller".into(),
+        let mut child = cmd.spawn().map_err(|e| MatrixError::Overlay {
+            step: "starting the root".into(),
             reason: e.to_string(),
         })?;
-        let mut cmd = root.command_as_user(zt);
-        cmd.args(["network", "create", "--home"])
-            .arg(&root_home)
-            .args(["--ipv4-pool", VIRTUAL_SUBNET]);
-        let nwid = zt_step(&mut cmd, "creating the network")?;
-        for (n, member) in [1u8, 2].into_iter().zip(&addresses[1..]) {
-            let mut cmd = root.command_as_user(zt);
-            cmd.args(["member", "authorize", "--home"])
-                .arg(&root_home)
-                .args(["--nwid", &nwid, "--member", member, "--ip"])
-                .arg(member_addr(n).to_string());
-            zt_step(&mut cmd, "authorizing a member")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let printed = std::fs::read_to_string(&log).unwrap_or_default();
+            if !printed.trim().is_empty() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(MatrixError::Overlay {
+                    step: "starting the root".into(),
+                    reason: format!("`zt root` exited ({status})"),
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(MatrixError::Overlay {
+                    step: "starting the root".into(),
+                    reason: "`zt root` printed no identity within 10 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(nwid)
+
+        let mut addrs = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); 2];
+        for ((member, home), addr) in members.iter().zip(homes).zip(&mut addrs) {
+            let argv = Wrap::Ztrun(wrap.clone()).argv(home, OsStr::new("/bin/true"), &[]);
+            let mut cmd = member.command_as_user(&argv[0]);
+            cmd.args(&argv[1..]);
+            let ran = run_with_timeout(&mut cmd, "ztrun join probe", Duration::from_secs(30))?;
+            if ran.timed_out || !ran.status.success() {
+                return Err(MatrixError::Overlay {
+                    step: "joining the network".into(),
+                    reason: format!(
+                        "ztrun cannot run a program on network {} in this build ({}): {}",
+                        wrap.nwid,
+                        if ran.timed_out {
+                            "timed out after 30 s".to_string()
+                        } else {
+                            ran.status.to_string()
+                        },
+                        ran.stderr_tail()
+                    ),
+                });
+            }
+            let mut cmd = member.command_as_user(zt);
+            cmd.args(["id", "show"])
+                .arg(home)
+                .args(["--nwid", &wrap.nwid]);
+            let shown = zt_step(&mut cmd, "learning a member's virtual address")?;
+            *addr = shown
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("ipv4:"))
+                .and_then(|a| a.trim().split('/').next()?.parse().ok())
+                .ok_or_else(|| MatrixError::Overlay {
+                    step: "learning a member's virtual address".into(),
+                    reason: format!("no `ipv4: A.B.C.D` line in `zt id show`'s output: {shown:?}"),
+                })?;
+        }
+        Ok(addrs)
     }
 }
 
@@ -384,12 +390,5 @@ mod tests {
             ]
         );
         assert_eq!(argv(&Wrap::Native), ["curl", "-s"]);
-    }
-
-    #[test]
-    fn virtual_addresses_lie_in_the_virtual_subnet() {
-        let subnet: crate::testnet::Subnet = VIRTUAL_SUBNET.parse().unwrap();
-        assert!(subnet.contains(overlay::member_addr(1)));
-        assert!(subnet.contains(overlay::member_addr(2)));
     }
 }

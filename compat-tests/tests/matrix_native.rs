@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use compat_tests::matrix::{self, Mode, Options, Verdict, ZtrunBinaries};
+use compat_tests::matrix::{
+    self, Finding, MatrixError, Mode, Options, Scenario, Stage, Verdict, ZtrunBinaries,
+};
 use compat_tests::testnet::require_root;
 
 fn options(mode: Mode, binaries: ZtrunBinaries) -> Options {
@@ -62,4 +64,23 @@ fn ztrun_mode_without_a_usable_ztrun_is_broken_with_the_reason() {
         rows[0].notes
     );
     assert!(!matrix::all_pass(&rows));
+}
+
+#[test]
+fn a_panicking_scenario_is_broken_and_the_run_goes_on() {
+    require_root();
+    fn boom(_: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
+        panic!("boom in the scenario")
+    }
+    let scenario = Scenario {
+        name: "boom",
+        title: "boom",
+        programs: &[],
+        packages: &[],
+        summary: "",
+        run: boom,
+    };
+    let row = matrix::run_scenario(&scenario, &options(Mode::Native, ZtrunBinaries::default()));
+    assert_eq!(row.verdict, Verdict::Broken);
+    assert!(row.notes.contains("boom in the scenario"), "{}", row.notes);
 }

@@ -173,7 +173,19 @@ pub struct Options {
 pub fn run_scenario(scenario: &Scenario, options: &Options) -> Row {
     let started = Instant::now();
     let version = version::describe(scenario.packages);
-    let result = run_checked(scenario, options);
+    // A panic (a bug of the runner or the harness) makes this row BROKEN, not the run;
+    // the TestNet's Drop has torn the hosts down while unwinding.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_checked(scenario, options)
+    }))
+    .unwrap_or_else(|payload| {
+        let text = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(no message)".into());
+        Err(MatrixError::Panicked { message: text })
+    });
     let (verdict, notes) = match result {
         Ok(finding) => {
             let verdict = if finding.marginal.is_some() {

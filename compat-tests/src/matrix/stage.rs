@@ -104,6 +104,12 @@ pub enum MatrixError {
         /// The end of its output.
         log: String,
     },
+    /// The scenario panicked (a bug of the runner or the harness).
+    #[error("the runner panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
     /// A check found something other than what it expected.
     #[error("{what}: expected {expected}, got {got}")]
     Check {
@@ -523,6 +529,10 @@ impl<'t, 'n> Stage<'t, 'n> {
     }
 
     /// The end of a server's stderr and stdout.
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
     pub fn server_log(&mut self, name: &str) -> String {
         let server = self.server(name);
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
@@ -531,11 +541,19 @@ impl<'t, 'n> Stage<'t, 'n> {
     }
 
     /// The process id of a running server (the process the runner started).
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
     pub fn server_pid(&mut self, name: &str) -> u32 {
         self.server(name).child.id()
     }
 
     /// The real uid of a running server's process, from `/proc/PID/status`.
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
     pub fn server_uid(&mut self, name: &str) -> Option<u32> {
         let pid = self.server_pid(name);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -588,6 +606,10 @@ impl<'t, 'n> Stage<'t, 'n> {
     }
 
     /// Fail if the server has exited.
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
     pub fn check_alive(&mut self, name: &str) -> Result<(), MatrixError> {
         let status = self
             .server(name)
@@ -607,6 +629,10 @@ impl<'t, 'n> Stage<'t, 'n> {
     /// Wait until something accepts TCP connections on `port` of `side`'s loopback (a
     /// wildcard-bound server listens there too, in both modes), failing early if the
     /// server `name` exits and after `timeout` at the latest.
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
     pub fn wait_tcp(
         &mut self,
         name: &str,

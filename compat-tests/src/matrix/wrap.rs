@@ -174,7 +174,7 @@ impl<'n> Topology<'n> {
                 let server = net.host("member1")?;
                 let client = net.host("member2")?;
                 let server_addr = server.attach(&lan)?.addr;
-                client.attach(&lan)?;
+                let client_addr = client.attach(&lan)?.addr;
                 let [home1, home2] = homes;
                 Ok(Topology {
                     mode,
@@ -187,19 +187,10 @@ impl<'n> Topology<'n> {
                     },
                     client: Member {
                         host: client,
-                        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        addr: client_addr.into(),
                         home: home2,
                     },
                     _state: state,
-                })
-                .map(|mut t| {
-                    t.client.addr = t
-                        .client
-                        .host
-                        .addr(&lan)
-                        .map(IpAddr::V4)
-                        .unwrap_or(t.client.addr);
-                    t
                 })
             }
             Mode::Ztrun => {

@@ -16,7 +16,7 @@
 //!   module of `apps`, one per family (ssh, web servers, language runtimes, databases,
 //!   network tools).
 //! * a [`Topology`] is the set of test hosts one scenario runs on, built fresh for every
-//!   scenario by [`Topology::build`] on a new [`TestNet`](crate::testnet::TestNet) and torn
+//!   scenario by [`Topology::build`] on a new [`TestNet`] and torn
 //!   down after it.
 //! * a [`Wrap`] is the one place that knows how a program is started on a member host:
 //!   [`Wrap::Native`] runs it as is, on the kernel's network between the hosts;

@@ -39,7 +39,7 @@ impl fmt::Display for Mode {
 /// The network id members join in ztrun mode (16 hex digits; the example of DESIGN.md).
 pub const NWID: &str = "8056c2e21c000001";
 
-/// The UDP port the root and controller listen on in the root host.
+/// The UDP port the root listens on in the root host.
 const ROOT_PORT: u16 = 9993;
 
 /// Where the `ztrun` and `zt` binaries are. Unset paths are looked up next to the running
@@ -48,7 +48,7 @@ const ROOT_PORT: u16 = 9993;
 pub struct ZtrunBinaries {
     /// `ztrun`, the launcher.
     pub ztrun: Option<PathBuf>,
-    /// `zt`, for roots, controllers and identities.
+    /// `zt`, for the root and identities.
     pub zt: Option<PathBuf>,
 }
 
@@ -138,7 +138,7 @@ pub struct Topology<'n> {
     pub mode: Mode,
     /// How member programs are started.
     pub wrap: Wrap,
-    /// The root/controller host (ztrun mode only).
+    /// The root host (ztrun mode only).
     pub root: Option<Host<'n>>,
     /// Member 1: the servers.
     pub server: Member<'n>,
@@ -149,8 +149,9 @@ pub struct Topology<'n> {
 }
 
 impl<'n> Topology<'n> {
-    /// Build the hosts of one scenario on `net`, and in ztrun mode the overlay (identities,
-    /// root, controller, network, member authorizations). Fails with the step that failed.
+    /// Build the hosts of one scenario on `net`, and in ztrun mode the overlay (member
+    /// identities, the root, a join probe, the members' virtual addresses). Fails with the
+    /// step that failed.
     pub fn build(
         net: &'n TestNet,
         mode: Mode,

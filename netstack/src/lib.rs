@@ -58,7 +58,7 @@ pub use crate::config::{Route, StackConfig, DEFAULT_MTU};
 pub use crate::error::Error;
 pub use crate::icmp::{IcmpSocket, IpFamily};
 pub use crate::link::FrameLink;
-pub use crate::tcp::{TcpInfo, TcpListener, TcpOptions, TcpState, TcpStream};
+pub use crate::tcp::{Congestion, TcpInfo, TcpListener, TcpOptions, TcpState, TcpStream};
 pub use crate::udp::UdpSocket;
 
 use crate::config::Net;

@@ -15,8 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::config::unmap;
-use crate::core::{Conn, Key, Listener, Role, Shared};
+use crate::core::{from_smol, to_smol, Conn, Key, Listener, Role, Shared};
 use crate::Error;
+
+/// Delayed-ACK timer (real time), as Linux's minimum `ato`.
+const ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// Smallest and largest socket buffer accepted (larger requests are clamped).
 const MIN_BUFFER: usize = 4 * 1024;
@@ -48,6 +51,21 @@ pub struct TcpOptions {
     /// (`TCP_USER_TIMEOUT`); reads and writes then fail with [`Error::TimedOut`].
     /// Default 15 minutes (about Linux's `tcp_retries2`).
     pub user_timeout: Option<Duration>,
+    /// Congestion control (`TCP_CONGESTION`). Default [`Congestion::Cubic`].
+    pub congestion: Congestion,
+}
+
+/// A congestion control algorithm (smoltcp's implementations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    /// CUBIC (RFC 9438), Linux's default.
+    Cubic,
+    /// NewReno-style (RFC 5681).
+    Reno,
+    /// None: send up to the peer's window. Only for links known not to congest (the
+    /// in-memory test link); on a real network it is unfair and collapses under
+    /// congestion.
+    None,
 }
 
 impl Default for TcpOptions {
@@ -59,6 +77,7 @@ impl Default for TcpOptions {
             send_buffer: 1024 * 1024,
             connect_timeout: Duration::from_secs(127),
             user_timeout: Some(Duration::from_secs(900)),
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -72,15 +91,20 @@ pub(crate) fn new_socket(opts: &TcpOptions) -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0u8; tx]),
     );
     s.set_nagle_enabled(!opts.nodelay);
-    s.set_keep_alive(opts.keepalive.map(Into::into));
-    s.set_timeout(Some(opts.connect_timeout.into()));
-    s.set_congestion_control(tcp::CongestionControl::Cubic);
+    s.set_keep_alive(opts.keepalive.map(to_smol));
+    s.set_timeout(Some(to_smol(opts.connect_timeout)));
+    s.set_ack_delay(Some(to_smol(ACK_DELAY)));
+    s.set_congestion_control(match opts.congestion {
+        Congestion::Cubic => tcp::CongestionControl::Cubic,
+        Congestion::Reno => tcp::CongestionControl::Reno,
+        Congestion::None => tcp::CongestionControl::None,
+    });
     s
 }
 
 /// Switch a socket from handshake to established settings.
 pub(crate) fn apply_established(s: &mut tcp::Socket<'static>, opts: &TcpOptions) {
-    s.set_timeout(opts.user_timeout.map(Into::into));
+    s.set_timeout(opts.user_timeout.map(to_smol));
 }
 
 /// State of a TCP connection (RFC 9293 section 3.3.2).
@@ -265,7 +289,7 @@ impl TcpStream {
     /// Turn keepalive probes on (after `idle`) or off.
     pub fn set_keepalive(&self, idle: Option<Duration>) {
         self.with(|s, c| {
-            s.set_keep_alive(idle.map(Into::into));
+            s.set_keep_alive(idle.map(to_smol));
             c.opts.keepalive = idle;
         });
         self.kick();
@@ -274,7 +298,7 @@ impl TcpStream {
     /// Set `TCP_USER_TIMEOUT` (see [`TcpOptions::user_timeout`]).
     pub fn set_user_timeout(&self, t: Option<Duration>) {
         self.with(|s, c| {
-            s.set_timeout(t.map(Into::into));
+            s.set_timeout(t.map(to_smol));
             c.opts.user_timeout = t;
         });
         self.kick();
@@ -326,7 +350,7 @@ impl TcpStream {
             send_buffer: s.send_capacity(),
             recv_buffer: s.recv_capacity(),
             nodelay: !s.nagle_enabled(),
-            keepalive: s.keep_alive().map(Into::into),
+            keepalive: s.keep_alive().map(from_smol),
         })
     }
 

@@ -54,6 +54,25 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         listener: &Self::Listener,
     ) -> impl Future<Output = Result<Connection<Self::Stream>, Errno>> + Send;
+
+    /// A bound UDP socket.
+    type Udp: Send + Sync + 'static;
+    /// Bind a UDP socket to `local` (unspecified address and port 0 allowed); returns it
+    /// with its actual address.
+    fn udp_bind(&self, local: SocketAddr) -> Result<(Self::Udp, SocketAddr), Errno>;
+    /// Send one datagram.
+    fn udp_send_to(
+        &self,
+        sock: &Self::Udp,
+        data: &[u8],
+        dest: SocketAddr,
+    ) -> impl Future<Output = Result<usize, Errno>> + Send;
+    /// Receive one datagram into `buf`: (length, source).
+    fn udp_recv_from(
+        &self,
+        sock: &Self::Udp,
+        buf: &mut [u8],
+    ) -> impl Future<Output = Result<(usize, SocketAddr), Errno>> + Send;
 }
 
 /// No virtual network: only loopback (and, with fall-through, the host network).
@@ -80,6 +99,16 @@ impl Backend for NoNetwork {
         Err(Errno::EADDRNOTAVAIL)
     }
     async fn tcp_accept(&self, _listener: &()) -> Result<Connection<Self::Stream>, Errno> {
+        std::future::pending().await
+    }
+    type Udp = ();
+    fn udp_bind(&self, _local: SocketAddr) -> Result<((), SocketAddr), Errno> {
+        Err(Errno::EADDRNOTAVAIL)
+    }
+    async fn udp_send_to(&self, _s: &(), _d: &[u8], _to: SocketAddr) -> Result<usize, Errno> {
+        Err(Errno::ENETUNREACH)
+    }
+    async fn udp_recv_from(&self, _s: &(), _b: &mut [u8]) -> Result<(usize, SocketAddr), Errno> {
         std::future::pending().await
     }
 }
@@ -112,6 +141,11 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// `canonical` applied to a socket address (keeps the port).
+pub(crate) fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
 }
 
 /// Route a destination of `connect`/`sendto`.
@@ -149,6 +183,20 @@ mod tests {
             Err(Errno::EADDRNOTAVAIL)
         }
         async fn tcp_accept(&self, _l: &()) -> Result<Connection<Self::Stream>, Errno> {
+            Err(Errno::EINVAL)
+        }
+        type Udp = ();
+        fn udp_bind(&self, _l: SocketAddr) -> Result<((), SocketAddr), Errno> {
+            Err(Errno::EADDRNOTAVAIL)
+        }
+        async fn udp_send_to(&self, _s: &(), _d: &[u8], _t: SocketAddr) -> Result<usize, Errno> {
+            Err(Errno::ENETUNREACH)
+        }
+        async fn udp_recv_from(
+            &self,
+            _s: &(),
+            _b: &mut [u8],
+        ) -> Result<(usize, SocketAddr), Errno> {
             Err(Errno::EINVAL)
         }
     }

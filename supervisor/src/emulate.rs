@@ -39,6 +39,7 @@ use crate::backend::{route, Backend, Policy, Route};
 use crate::kernel::{FdTarget, Kernel, Notification, Placement, Response};
 use crate::sys::{self, NameSide};
 use crate::tracee::{self, MAX_COPY};
+use crate::udp::Dgram;
 use crate::virt::Listening;
 use crate::wire::{self, Family, MsgHdr, SockAddr, MSGHDR_LEN};
 
@@ -90,6 +91,8 @@ pub(crate) enum Phase<B: Backend> {
     Listening(Arc<Listening<B>>),
     /// A non-blocking connect failed; `SO_ERROR` reports it once.
     Failed(Errno),
+    /// A UDP socket on the virtual network.
+    Datagram(Arc<Dgram<B>>),
 }
 
 impl<B: Backend> Phase<B> {
@@ -109,6 +112,7 @@ impl<B: Backend> Phase<B> {
             Phase::Connected { .. } => "connected",
             Phase::Listening(_) => "listening",
             Phase::Failed(_) => "failed",
+            Phase::Datagram(_) => "datagram",
         }
     }
 }
@@ -307,10 +311,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             libc::SYS_setsockopt => self.setsockopt(n),
             libc::SYS_getsockopt => self.getsockopt(n),
             libc::SYS_shutdown => self.shutdown(n),
-            libc::SYS_sendto => self.sendto(n),
-            libc::SYS_sendmsg => self.sendmsg(n, false),
-            libc::SYS_sendmmsg => self.sendmsg(n, true),
-            libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => self.recv(n).await,
+            libc::SYS_sendto
+            | libc::SYS_sendmsg
+            | libc::SYS_sendmmsg
+            | libc::SYS_recvfrom
+            | libc::SYS_recvmsg
+            | libc::SYS_recvmmsg => self.data(n).await,
             // Not in the filter: let the kernel decide.
             _ => CONTINUE,
         }
@@ -511,17 +517,37 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Phase::Connected { .. } | Phase::Listening(_) => return errno(Errno::EISCONN),
             _ => {}
         }
-        let dest = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+        let parsed = tri!(wire::parse_sockaddr(vs.family, &bytes));
+        let datagram = match &*vs.phase() {
+            Phase::Datagram(d) => Some(d.clone()),
+            _ => None,
+        };
+        let dest = match (parsed, datagram) {
+            (SockAddr::Unspec, Some(d)) => {
+                d.set_peer(None);
+                return value(0);
+            }
             // Dissolving an association that does not exist succeeds.
-            SockAddr::Unspec => return value(0),
-            SockAddr::Inet(a) => a,
+            (SockAddr::Unspec, None) => return value(0),
+            (SockAddr::Inet(a), Some(d)) => {
+                let a = crate::backend::canonical_addr(a);
+                if !self.backend.is_virtual(a.ip()) {
+                    return errno(Errno::ENETUNREACH);
+                }
+                d.set_peer(Some(a));
+                return value(0);
+            }
+            (SockAddr::Inet(a), None) => a,
         };
         match route(&*self.backend, self.policy, dest) {
             Route::Unreachable => errno(Errno::ENETUNREACH),
             Route::Virtual if vs.kind == Kind::Stream => {
                 self.connect_virtual(n, ino, &vs, dest).await
             }
-            // Virtual UDP/ICMP is not implemented yet.
+            Route::Virtual if vs.kind == Kind::Dgram => {
+                self.udp_connect(n, ino, &vs, crate::backend::canonical_addr(dest))
+            }
+            // Virtual ICMP is not implemented yet.
             Route::Virtual => errno(Errno::ENETUNREACH),
             Route::Loopback | Route::Host => self.connect_kernel(n, ino, &vs, dest).await,
         }
@@ -602,6 +628,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Inet(a) => a,
         };
         let ip = crate::backend::canonical(local.ip());
+        if self.backend.enabled()
+            && vs.kind == Kind::Dgram
+            && (ip.is_unspecified() || self.backend.is_local(ip))
+        {
+            tri!(self.udp_enter(n, ino, &vs, local));
+            return value(0);
+        }
         let virtual_net = self.backend.enabled() && vs.kind == Kind::Stream;
         if virtual_net && (ip.is_unspecified() || self.backend.is_local(ip)) {
             // The port is taken when the program listens; an ephemeral one is chosen now
@@ -707,6 +740,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         match &*phase {
             // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
             Phase::Connected { .. } => CONTINUE,
+            Phase::Datagram(d) if d.peer().is_some() => value(0),
             _ => errno(Errno::ENOTCONN),
         }
     }
@@ -723,6 +757,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let phase = vs.phase();
             match (&*phase, side) {
                 (Phase::Connected { peer, .. }, NameSide::Peer) => Some(*peer),
+                (Phase::Datagram(d), NameSide::Peer) => match d.peer() {
+                    Some(p) => Some(p),
+                    None => return errno(Errno::ENOTCONN),
+                },
+                (Phase::Datagram(d), NameSide::Local) => Some(d.local),
                 (_, NameSide::Peer) => return errno(Errno::ENOTCONN),
                 (Phase::Connected { local, .. }, NameSide::Local) => Some(*local),
                 (Phase::VirtualBound(a), NameSide::Local) => Some(*a),
@@ -872,12 +911,28 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         })
     }
 
-    fn sendto(self: &Arc<Self>, n: &Notification) -> Reply {
+    async fn data(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
         };
-        if let Some(r) = self.stream_data(&vs, true) {
+        let datagram = match &*vs.phase() {
+            Phase::Datagram(d) => Some(d.clone()),
+            _ => None,
+        };
+        if let Some(d) = datagram {
+            return self.udp_call(n, &vs, d).await;
+        }
+        match n.nr {
+            libc::SYS_sendto => self.sendto(n, ino, &vs).await,
+            libc::SYS_sendmsg => self.sendmsg(n, ino, &vs, false).await,
+            libc::SYS_sendmmsg => self.sendmsg(n, ino, &vs, true).await,
+            _ => self.recv(n, &vs).await,
+        }
+    }
+
+    async fn sendto(self: &Arc<Self>, n: &Notification, ino: u64, vs: &Arc<VSocket<B>>) -> Reply {
+        if let Some(r) = self.stream_data(vs, true) {
             return r;
         }
         let len = n.args[2] as usize;
@@ -895,16 +950,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return Reply::Done;
         }
         let flags = n.args[3] as u32 as i32;
-        self.send_datagram(n, ino, &vs, &dest, &data, flags)
+        self.send_datagram(n, ino, vs, &dest, &data, flags).await
     }
 
     /// First datagram of an unconnected UDP/ICMP socket: pick the route from `dest` (our
     /// copy), send it from a kernel socket and swap that in.
-    fn send_datagram(
-        &self,
+    async fn send_datagram(
+        self: &Arc<Self>,
         n: &Notification,
         ino: u64,
-        vs: &VSocket<B>,
+        vs: &Arc<VSocket<B>>,
         dest: &[u8],
         data: &[u8],
         flags: i32,
@@ -914,6 +969,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Inet(a) => a,
         };
         match route(&*self.backend, self.policy, dest) {
+            Route::Virtual if vs.kind == Kind::Dgram => {
+                let dest = crate::backend::canonical_addr(dest);
+                self.udp_send(n, ino, vs, data, dest).await
+            }
             Route::Unreachable | Route::Virtual => errno(Errno::ENETUNREACH),
             Route::Loopback | Route::Host => {
                 let r = tri!(self.kernel_socket(vs));
@@ -930,12 +989,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
-    fn sendmsg(self: &Arc<Self>, n: &Notification, many: bool) -> Reply {
-        let (ino, vs) = match self.lookup(n) {
-            Ok(Some(x)) => x,
-            _ => return CONTINUE,
-        };
-        if let Some(r) = self.stream_data(&vs, true) {
+    async fn sendmsg(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        many: bool,
+    ) -> Reply {
+        if let Some(r) = self.stream_data(vs, true) {
             return r;
         }
         if many && n.args[2] as u32 == 0 {
@@ -978,7 +1039,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return Reply::Done;
         }
         let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
-        let reply = self.send_datagram(n, ino, &vs, &dest, &data, flags);
+        let reply = self.send_datagram(n, ino, vs, &dest, &data, flags).await;
         match (many, reply) {
             (true, Reply::Answer(Response::Value(sent))) => {
                 // sendmmsg: one message sent; report its length in msg_len.
@@ -992,12 +1053,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
-    async fn recv(self: &Arc<Self>, n: &Notification) -> Reply {
-        let (_, vs) = match self.lookup(n) {
-            Ok(Some(x)) => x,
-            _ => return CONTINUE,
-        };
-        if let Some(r) = self.stream_data(&vs, false) {
+    async fn recv(self: &Arc<Self>, n: &Notification, vs: &VSocket<B>) -> Reply {
+        if let Some(r) = self.stream_data(vs, false) {
             return r;
         }
         // An unbound UDP socket never receives anything: honour non-blocking modes, or
@@ -1348,6 +1405,20 @@ mod virtual_tests {
         }
         async fn tcp_accept(&self, l: &Self::Listener) -> Result<Connection<DuplexStream>, Errno> {
             l.lock().await.recv().await.ok_or(Errno::EINVAL)
+        }
+        type Udp = ();
+        fn udp_bind(&self, _l: SocketAddr) -> Result<((), SocketAddr), Errno> {
+            Err(Errno::EADDRNOTAVAIL)
+        }
+        async fn udp_send_to(&self, _s: &(), _d: &[u8], _t: SocketAddr) -> Result<usize, Errno> {
+            Err(Errno::ENETUNREACH)
+        }
+        async fn udp_recv_from(
+            &self,
+            _s: &(),
+            _b: &mut [u8],
+        ) -> Result<(usize, SocketAddr), Errno> {
+            std::future::pending().await
         }
     }
 

@@ -50,6 +50,7 @@ pub mod launch;
 pub mod notify;
 mod sys;
 mod tracee;
+mod udp;
 mod virt;
 mod wire;
 

@@ -365,7 +365,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// Does any process we have seen still hold socket inode `ino`?
-    fn held_by_program(&self, ino: u64) -> bool {
+    pub(crate) fn held_by_program(&self, ino: u64) -> bool {
         let pids: Vec<u32> = self.seen().iter().copied().collect();
         let mut gone = HashSet::new();
         let mut held = false;

@@ -163,3 +163,21 @@ fn missing_program_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_over_loopback() {
+    let s = Scratch::new();
+    let prog = s.compile("udp");
+    let status = run(&command(&s, &prog, &["127.0.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "unconnected ok",
+            "connected ok",
+            "trunc ok",
+            "mmsg ok",
+            "done",
+        ],
+    );
+}

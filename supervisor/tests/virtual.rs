@@ -89,3 +89,21 @@ async fn a_blocking_accept_survives_a_sigurg_storm() {
     let status = run_virtual(&command(&s, &prog, &["sigurg", "10.77.0.1"])).await;
     assert_ok(&s, status, &["accept survived 1 SIGURG", "done"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_unconnected_connected_mmsg_on_the_virtual_network() {
+    let s = Scratch::new();
+    let prog = s.compile("udp");
+    let status = run_virtual(&command(&s, &prog, &["10.77.0.1"])).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "unconnected ok",
+            "connected ok",
+            "trunc ok",
+            "mmsg ok",
+            "done",
+        ],
+    );
+}

@@ -159,6 +159,56 @@ impl Backend for LoopbackNet {
             peer: (VIRTUAL_IP, peer.port()).into(),
         })
     }
+
+    type Udp = CarrierUdp;
+    fn udp_bind(
+        &self,
+        local: std::net::SocketAddr,
+    ) -> Result<(CarrierUdp, std::net::SocketAddr), nix::errno::Errno> {
+        Self::udp_impl_bind(local)
+    }
+    async fn udp_send_to(
+        &self,
+        sock: &CarrierUdp,
+        data: &[u8],
+        dest: std::net::SocketAddr,
+    ) -> Result<usize, nix::errno::Errno> {
+        if dest.ip() != VIRTUAL_IP {
+            return Err(nix::errno::Errno::EHOSTUNREACH);
+        }
+        sock.0
+            .send_to(data, (CARRIER, dest.port()))
+            .await
+            .map_err(io_errno)
+    }
+    async fn udp_recv_from(
+        &self,
+        sock: &CarrierUdp,
+        buf: &mut [u8],
+    ) -> Result<(usize, std::net::SocketAddr), nix::errno::Errno> {
+        let (n, from) = sock.0.recv_from(buf).await.map_err(io_errno)?;
+        Ok((n, Self::carried(from)))
+    }
+}
+
+impl LoopbackNet {
+    fn carried(a: std::net::SocketAddr) -> std::net::SocketAddr {
+        (VIRTUAL_IP, a.port()).into()
+    }
+}
+
+pub struct CarrierUdp(tokio::net::UdpSocket);
+
+impl LoopbackNet {
+    pub fn udp_impl_bind(
+        local: std::net::SocketAddr,
+    ) -> Result<(CarrierUdp, std::net::SocketAddr), nix::errno::Errno> {
+        let s = std::net::UdpSocket::bind((CARRIER, local.port())).map_err(io_errno)?;
+        s.set_nonblocking(true).map_err(io_errno)?;
+        let port = s.local_addr().map_err(io_errno)?.port();
+        let s = tokio::net::UdpSocket::from_std(s).map_err(io_errno)?;
+        Ok((CarrierUdp(s), (VIRTUAL_IP, port).into()))
+    }
 }
 
 pub async fn run_virtual(cmd: &Command) -> ExitStatus {

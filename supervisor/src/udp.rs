@@ -1,0 +1,514 @@
+//! UDP on the virtual network.
+//!
+//! The program's socket is the end of a seqpacket socketpair (datagram boundaries kept).
+//! Once it touches the virtual network (bind to a virtual or wildcard address, connect
+//! to or send to a virtual address) it is replaced (`SETFD`) by the end of a fresh pair
+//! of which we keep a duplicate, and bound in the backend:
+//!
+//! - every datagram from the backend is written into our end (so `read`/`recv`/epoll
+//!   work natively) and its source pushed on a FIFO; a connected socket drops datagrams
+//!   from anyone but its peer;
+//! - `recvfrom`/`recvmsg`/`recvmmsg` (trapped) are emulated by reading the next datagram
+//!   through our duplicate and popping its source from the FIFO;
+//! - datagrams the program sends natively (`send`/`write` on a connected socket) are read
+//!   from our end and sent to the peer; `sendto`/`sendmsg` with an address are emulated.
+//!
+//! Holding the duplicate hides the program's close, so (as for listeners) a sweep closes
+//! the backend socket once no traced thread holds the inode. Reads that bypass the trap
+//! (`read`, `recv` without address) on an unconnected socket leave the FIFO behind;
+//! servers use `recvfrom`/`recvmsg`, so this is accepted and documented.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::socket::{recv, send, MsgFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::task::AbortHandle;
+use tracing::debug;
+
+use crate::backend::Backend;
+use crate::emulate::{
+    errno, inode, socketpair, tri, value, Kind, Phase, Reply, Supervisor, VSocket, CONTINUE,
+};
+use crate::kernel::{Kernel, Notification};
+use crate::tracee::{self, MAX_COPY};
+use crate::virt::SWEEP;
+use crate::wire::{self, MsgHdr, MSGHDR_LEN};
+
+/// Size of `struct mmsghdr`.
+const MMSGHDR_LEN: u64 = 64;
+
+/// A UDP socket on the virtual network.
+pub(crate) struct Dgram<B: Backend> {
+    sock: Arc<B::Udp>,
+    pub(crate) local: SocketAddr,
+    peer: Mutex<Option<SocketAddr>>,
+    /// Sources of the datagrams queued towards the program, in order.
+    sources: Arc<Mutex<VecDeque<SocketAddr>>>,
+    /// Duplicate of the program's end, registered for readiness.
+    theirs: AsyncFd<OwnedFd>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl<B: Backend> Drop for Dgram<B> {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<B: Backend> Dgram<B> {
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        *lock(&self.peer)
+    }
+    pub(crate) fn set_peer(&self, peer: Option<SocketAddr>) {
+        *lock(&self.peer) = peer;
+    }
+}
+
+/// One datagram taken from the program's queue.
+struct Taken {
+    data: Vec<u8>,
+    full_len: usize,
+    from: SocketAddr,
+}
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// Put socket `vs` (inode `ino`, fd argument 0 of `n`) on the virtual network.
+    pub(crate) fn udp_enter(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        local: SocketAddr,
+    ) -> Result<Arc<Dgram<B>>, Errno> {
+        let (sock, actual) = self.backend.udp_bind(local)?;
+        let sock = Arc::new(sock);
+        let (theirs, ours) = socketpair(Kind::Dgram, false)?;
+        let new_ino = inode(theirs.as_fd())?;
+        let dup = theirs.try_clone().map_err(|_| Errno::EMFILE)?;
+        let registered =
+            crate::sys::async_fd(dup, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?;
+        let dgram = Arc::new(Dgram::<B> {
+            sock: sock.clone(),
+            local: actual,
+            peer: Mutex::new(None),
+            sources: Arc::new(Mutex::new(VecDeque::new())),
+            theirs: registered,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let writer = ours.try_clone().map_err(|_| Errno::EMFILE)?;
+        let reader = ours.try_clone().map_err(|_| Errno::EMFILE)?;
+        let next = Arc::new(vs.successor(ours, Phase::Datagram(dgram.clone())));
+        self.table().insert(new_ino, next.clone());
+        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+            self.table().remove(&new_ino);
+            return Err(e);
+        }
+        drop(theirs);
+        debug!(%actual, "virtual UDP socket");
+
+        // Backend → program.
+        let backend = self.backend.clone();
+        let weak = Arc::downgrade(&dgram);
+        let sources = dgram.sources.clone();
+        let rx = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_COPY];
+            loop {
+                let got = backend.udp_recv_from(&sock, &mut buf).await;
+                let Some(d) = weak.upgrade() else { return };
+                let (len, from) = match got {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(%e, "virtual UDP receive failed");
+                        drop(d);
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if d.peer().is_some_and(|p| p != from) {
+                    continue;
+                }
+                lock(&sources).push_back(from);
+                if send(writer.as_raw_fd(), &buf[..len], MsgFlags::MSG_DONTWAIT).is_err() {
+                    // The program's queue is full: UDP drops.
+                    lock(&sources).pop_back();
+                }
+            }
+        });
+        // Program (native send on a connected socket) → backend.
+        let backend = self.backend.clone();
+        let weak = Arc::downgrade(&dgram);
+        let tx = tokio::spawn(async move {
+            let Ok(afd) = crate::sys::async_fd(reader, Interest::READABLE) else {
+                return;
+            };
+            let mut buf = vec![0u8; MAX_COPY];
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                match recv(afd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(len) => {
+                        if len == 0 && guard.ready().is_read_closed() {
+                            return;
+                        }
+                        let Some(d) = weak.upgrade() else { return };
+                        let Some(peer) = d.peer() else { continue };
+                        let sock = d.sock.clone();
+                        drop(d);
+                        if let Err(e) = backend.udp_send_to(&sock, &buf[..len], peer).await {
+                            debug!(%e, "virtual UDP send failed");
+                        }
+                    }
+                    Err(Errno::EAGAIN) => guard.clear_ready(),
+                    Err(_) => return,
+                }
+            }
+        });
+        // Close detection.
+        let me = Arc::downgrade(self);
+        let weak_sock = Arc::downgrade(&next);
+        let sweeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP).await;
+                let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
+                    return;
+                };
+                if !me.held_by_program(new_ino) {
+                    me.forget(new_ino, &sock);
+                    return;
+                }
+            }
+        });
+        lock(&dgram.tasks).extend([rx.abort_handle(), tx.abort_handle(), sweeper.abort_handle()]);
+        Ok(dgram)
+    }
+
+    /// The socket's datagram state, entering the virtual network with an ephemeral
+    /// binding if needed.
+    fn udp_state(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+    ) -> Result<Arc<Dgram<B>>, Errno> {
+        if let Phase::Datagram(d) = &*vs.phase() {
+            return Ok(d.clone());
+        }
+        self.udp_enter(n, ino, vs, vs.family.unspecified())
+    }
+
+    /// `connect` of a UDP socket to a virtual address.
+    pub(crate) fn udp_connect(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        dest: SocketAddr,
+    ) -> Reply {
+        let d = tri!(self.udp_state(n, ino, vs));
+        *lock(&d.peer) = Some(dest);
+        value(0)
+    }
+
+    /// `sendto`/`sendmsg` with a virtual destination.
+    pub(crate) async fn udp_send(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        data: &[u8],
+        dest: SocketAddr,
+    ) -> Reply {
+        let d = tri!(self.udp_state(n, ino, vs));
+        let sent = tri!(self.backend.udp_send_to(&d.sock, data, dest).await);
+        value(sent as i64)
+    }
+
+    /// Data calls on a socket already on the virtual network.
+    pub(crate) async fn udp_call(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        d: Arc<Dgram<B>>,
+    ) -> Reply {
+        match n.nr {
+            libc::SYS_recvfrom => self.udp_recvfrom(n, vs, &d).await,
+            libc::SYS_recvmsg => self.udp_recvmsg(n, vs, &d).await,
+            libc::SYS_recvmmsg => self.udp_recvmmsg(n, vs, &d).await,
+            libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {
+                self.udp_sendcall(n, vs, &d).await
+            }
+            _ => CONTINUE,
+        }
+    }
+
+    async fn udp_sendcall(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        d: &Arc<Dgram<B>>,
+    ) -> Reply {
+        // (dest bytes or none, data, is mmsg)
+        let many = n.nr == libc::SYS_sendmmsg;
+        let (dest, data) = if n.nr == libc::SYS_sendto {
+            let len = n.args[2] as usize;
+            if len > MAX_COPY {
+                return errno(Errno::EMSGSIZE);
+            }
+            let dest = tri!(tracee::read_sockaddr(
+                &*self.kernel,
+                n.pid,
+                n.args[4],
+                n.args[5]
+            ));
+            (
+                Some(dest),
+                tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)),
+            )
+        } else {
+            if many && n.args[2] as u32 == 0 {
+                return value(0);
+            }
+            let (hdr, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
+            let dest = if hdr.name == 0 {
+                None
+            } else {
+                Some(tri!(tracee::read_sockaddr(
+                    &*self.kernel,
+                    n.pid,
+                    hdr.name,
+                    u64::from(hdr.namelen)
+                )))
+            };
+            (dest, data)
+        };
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let to = match dest {
+            Some(bytes) => match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+                wire::SockAddr::Inet(a) => a,
+                wire::SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
+            },
+            None => match d.peer() {
+                Some(p) => p,
+                None => return errno(Errno::EDESTADDRREQ),
+            },
+        };
+        let to = crate::backend::canonical_addr(to);
+        if !self.backend.is_virtual(to.ip()) {
+            return errno(Errno::ENETUNREACH);
+        }
+        let sent = tri!(self.backend.udp_send_to(&d.sock, &data, to).await);
+        if many {
+            tri!(self.kernel.write_memory(
+                n.pid,
+                n.args[1] + MSGHDR_LEN as u64,
+                &(sent as u32).to_ne_bytes()
+            ));
+            return value(1);
+        }
+        value(sent as i64)
+    }
+
+    /// Read a msghdr and gather its iovecs (bounded by `MAX_COPY`).
+    pub(crate) fn read_msghdr_data(&self, pid: u32, at: u64) -> Result<(MsgHdr, Vec<u8>), Errno> {
+        let mut raw = [0u8; MSGHDR_LEN];
+        self.kernel.read_memory(pid, at, &mut raw)?;
+        let hdr = MsgHdr::parse(&raw);
+        if hdr.iovlen > 1024 {
+            return Err(Errno::EMSGSIZE);
+        }
+        let iov = tracee::read_bytes(&*self.kernel, pid, hdr.iov, hdr.iovlen as usize * 16)?;
+        let mut data = Vec::new();
+        for (base, len) in wire::parse_iovecs(&iov) {
+            if data.len() as u64 + len > MAX_COPY as u64 {
+                return Err(Errno::EMSGSIZE);
+            }
+            data.extend(tracee::read_bytes(&*self.kernel, pid, base, len as usize)?);
+        }
+        Ok((hdr, data))
+    }
+
+    /// Take the next datagram, waiting if the socket blocks. `Ok(None)`: abandoned.
+    async fn take(
+        &self,
+        n: &Notification,
+        vs: &VSocket<B>,
+        d: &Dgram<B>,
+        flags: i32,
+        may_block: bool,
+    ) -> Result<Option<Taken>, Errno> {
+        let peek = flags & libc::MSG_PEEK != 0;
+        let nonblocking =
+            flags & libc::MSG_DONTWAIT != 0 || !may_block || self.program_nonblocking(n)?;
+        let deadline = vs
+            .timeout(libc::SO_RCVTIMEO)
+            .map(|t| tokio::time::Instant::now() + t);
+        let mut buf = vec![0u8; MAX_COPY];
+        loop {
+            let mut f = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+            if peek {
+                f |= MsgFlags::MSG_PEEK;
+            }
+            match recv(d.theirs.get_ref().as_raw_fd(), &mut buf, f) {
+                Ok(full_len) => {
+                    let from = if peek {
+                        lock(&d.sources).front().copied()
+                    } else {
+                        lock(&d.sources).pop_front()
+                    }
+                    .or(d.peer())
+                    .unwrap_or(vs.family.unspecified());
+                    let data = buf[..full_len.min(buf.len())].to_vec();
+                    return Ok(Some(Taken {
+                        data,
+                        full_len,
+                        from,
+                    }));
+                }
+                Err(Errno::EAGAIN) if nonblocking => return Err(Errno::EAGAIN),
+                Err(Errno::EAGAIN) => {
+                    let expiry = async {
+                        match deadline {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        g = d.theirs.readable() => {
+                            if let Ok(mut g) = g {
+                                g.clear_ready();
+                            }
+                        }
+                        _ = self.abandoned(n.id) => return Ok(None),
+                        _ = expiry => return Err(Errno::EAGAIN),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn udp_recvfrom(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
+        let flags = n.args[3] as u32 as i32;
+        let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
+            return Reply::Done;
+        };
+        let len = (n.args[2] as usize).min(t.data.len());
+        tri!(self.kernel.write_memory(n.pid, n.args[1], &t.data[..len]));
+        if n.args[4] != 0 {
+            let from = wire::emit_sockaddr(self.presented(vs, t.from));
+            tri!(tracee::write_with_len(
+                &*self.kernel,
+                n.pid,
+                n.args[4],
+                n.args[5],
+                &from,
+                true
+            ));
+        }
+        value(if flags & libc::MSG_TRUNC != 0 {
+            t.full_len
+        } else {
+            len
+        } as i64)
+    }
+
+    /// Store one datagram through a msghdr at `at`; returns the byte count to report.
+    fn store_msg(
+        &self,
+        n: &Notification,
+        vs: &VSocket<B>,
+        at: u64,
+        t: &Taken,
+        flags: i32,
+    ) -> Result<usize, Errno> {
+        let mut raw = [0u8; MSGHDR_LEN];
+        self.kernel.read_memory(n.pid, at, &mut raw)?;
+        let hdr = MsgHdr::parse(&raw);
+        if hdr.iovlen > 1024 {
+            return Err(Errno::EMSGSIZE);
+        }
+        let iov = tracee::read_bytes(&*self.kernel, n.pid, hdr.iov, hdr.iovlen as usize * 16)?;
+        let mut done = 0usize;
+        for (base, len) in wire::parse_iovecs(&iov) {
+            if done >= t.data.len() {
+                break;
+            }
+            let chunk = (len as usize).min(t.data.len() - done);
+            self.kernel
+                .write_memory(n.pid, base, &t.data[done..done + chunk])?;
+            done += chunk;
+        }
+        if hdr.name != 0 {
+            let from = wire::emit_sockaddr(self.presented(vs, t.from));
+            let cap = (hdr.namelen as usize).min(from.len());
+            self.kernel.write_memory(n.pid, hdr.name, &from[..cap])?;
+            self.kernel
+                .write_memory(n.pid, at + 8, &(from.len() as u32).to_ne_bytes())?;
+        }
+        // No control messages; MSG_TRUNC when the datagram did not fit.
+        self.kernel
+            .write_memory(n.pid, at + 40, &0u64.to_ne_bytes())?;
+        let out_flags = if done < t.full_len {
+            libc::MSG_TRUNC
+        } else {
+            0
+        };
+        self.kernel
+            .write_memory(n.pid, at + 48, &out_flags.to_ne_bytes())?;
+        Ok(if flags & libc::MSG_TRUNC != 0 {
+            t.full_len
+        } else {
+            done
+        })
+    }
+
+    async fn udp_recvmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
+        let flags = n.args[2] as u32 as i32;
+        let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
+            return Reply::Done;
+        };
+        value(tri!(self.store_msg(n, vs, n.args[1], &t, flags)) as i64)
+    }
+
+    async fn udp_recvmmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
+        let vlen = (n.args[2] as u32).min(1024) as u64;
+        let flags = n.args[3] as u32 as i32;
+        let mut count = 0u64;
+        while count < vlen {
+            // recvmmsg(2): every datagram may wait, except after the first one with
+            // MSG_WAITFORONE.
+            let may_block = count == 0 || flags & libc::MSG_WAITFORONE == 0;
+            let t = match self
+                .take(n, vs, d, flags & !libc::MSG_WAITFORONE, may_block)
+                .await
+            {
+                Ok(Some(t)) => t,
+                Ok(None) => return Reply::Done,
+                Err(e) if count == 0 => return errno(e),
+                Err(_) => break,
+            };
+            let at = n.args[1] + count * MMSGHDR_LEN;
+            let len = tri!(self.store_msg(n, vs, at, &t, flags));
+            tri!(self.kernel.write_memory(
+                n.pid,
+                at + MSGHDR_LEN as u64,
+                &(len as u32).to_ne_bytes()
+            ));
+            count += 1;
+        }
+        value(count as i64)
+    }
+}

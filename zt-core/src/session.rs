@@ -119,7 +119,7 @@ fn noise(stage: &'static str) -> impl FnOnce(snow::Error) -> SessionError {
 }
 
 /// An initiator waiting for message 2.
-pub(crate) struct InitiatorHandshake {
+pub struct InitiatorHandshake {
     state: HandshakeState,
     pub(crate) local_index: u32,
 }
@@ -131,8 +131,9 @@ impl std::fmt::Debug for InitiatorHandshake {
 }
 
 /// Starts a handshake with `remote` (whose identity the caller has verified); returns the
-/// state and Noise message 1.
-pub(crate) fn initiate(
+/// state and Noise message 1. `seed` feeds the ephemeral key generation; `local_index` is
+/// the session index the responder will address packets to.
+pub fn initiate(
     local: &SecretIdentity,
     remote: &Identity,
     seed: [u8; 32],
@@ -154,7 +155,7 @@ pub(crate) fn initiate(
 
 impl InitiatorHandshake {
     /// Consumes message 2 and yields the session.
-    pub(crate) fn finish(
+    pub fn finish(
         mut self,
         remote_index: u32,
         msg2: &[u8],
@@ -180,18 +181,18 @@ impl InitiatorHandshake {
 
 /// What a responder gets from a valid message 1.
 #[derive(Debug)]
-pub(crate) struct Responded {
+pub struct Responded {
     /// The initiator's identity: its X25519 key and address are checked; the caller must
     /// still run (or have cached) [`Identity::verify`].
-    pub(crate) identity: Identity,
+    pub identity: Identity,
     /// The new session (not yet confirmed by the initiator).
-    pub(crate) session: Session,
+    pub session: Session,
     /// Noise message 2.
-    pub(crate) msg2: Vec<u8>,
+    pub msg2: Vec<u8>,
 }
 
 /// Answers Noise message 1 from the node whose header source address is `claimed`.
-pub(crate) fn respond(
+pub fn respond(
     local: &SecretIdentity,
     claimed: Address,
     msg1: &[u8],
@@ -237,7 +238,7 @@ pub(crate) fn respond(
 }
 
 /// An established session: keys, counters and the replay window.
-pub(crate) struct Session {
+pub struct Session {
     transport: StatelessTransportState,
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,
@@ -278,12 +279,12 @@ impl Session {
     }
 
     /// Packets sent so far.
-    pub(crate) fn packets_sent(&self) -> u64 {
+    pub fn packets_sent(&self) -> u64 {
         self.send_counter
     }
 
     /// Encrypts `plaintext`; returns the counter used and the ciphertext with its tag.
-    pub(crate) fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), SessionError> {
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), SessionError> {
         if self.send_counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Exhausted);
         }
@@ -299,7 +300,7 @@ impl Session {
     }
 
     /// Decrypts a packet, rejecting replays; the window moves only for authentic packets.
-    pub(crate) fn open(
+    pub fn open(
         &mut self,
         counter: u64,
         ciphertext: &[u8],

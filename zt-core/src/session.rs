@@ -300,11 +300,7 @@ impl Session {
     }
 
     /// Decrypts a packet, rejecting replays; the window moves only for authentic packets.
-    pub fn open(
-        &mut self,
-        counter: u64,
-        ciphertext: &[u8],
-    ) -> Result<Vec<u8>, SessionError> {
+    pub fn open(&mut self, counter: u64, ciphertext: &[u8]) -> Result<Vec<u8>, SessionError> {
         if !self.replay.check(counter) {
             return Err(SessionError::Replay { counter });
         }

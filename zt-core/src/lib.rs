@@ -57,7 +57,9 @@ pub mod session;
 pub mod vl2;
 pub mod wire;
 
-pub use identity::{Address, Identity, IdentityError, SecretIdentity};
+pub use identity::{
+    random_seed, write_secret_file, Address, Identity, IdentityError, SecretIdentity,
+};
 pub use node::{Event, Node, NodeConfig, Root, RootSpec, Timing, Transmit};
 pub use replay::ReplayWindow;
 pub use vl2::{Mac, NetworkId};

@@ -1089,7 +1089,13 @@ impl Node {
             && p.last_tx.is_none_or(|x| now >= x + t.keepalive)
         {
             if self.route(now, addr).is_some() {
-                self.send_message(now, addr, Message::Keepalive.to_vec());
+                // To a root, repeat HELLO until it has answered (HELLO_OK may be lost).
+                let msg = if p.is_root() && self.observed.is_none() {
+                    Message::Hello
+                } else {
+                    Message::Keepalive
+                };
+                self.send_message(now, addr, msg.to_vec());
             }
             if let Some(p) = self.peers.get_mut(&addr) {
                 p.last_tx = Some(now);

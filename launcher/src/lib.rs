@@ -14,4 +14,9 @@
 //! only (and, with `--fallthrough`, the host network).
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod home;
+pub mod identity;
+pub mod netconf;
+pub mod overlay;
+pub mod roots;

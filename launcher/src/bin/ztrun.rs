@@ -9,6 +9,11 @@ use clap::Parser;
 use supervisor::backend::{NoNetwork, Policy};
 use supervisor::launch;
 
+use launcher::backend::Networks;
+use launcher::{identity, overlay};
+use std::time::{Duration, Instant};
+use zt_core::NetworkId;
+
 /// Run a program so that its sockets live on an encrypted virtual network.
 ///
 /// Every process and thread the program starts is on the network too. Without
@@ -24,6 +29,11 @@ struct Args {
     /// $XDG_DATA_HOME/ztrun or ~/.local/share/ztrun).
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// A root to register with: `IP:PORT` (the default root identity) or
+    /// `IDENTITY@IP:PORT`; repeat for several. Default: the embedded root on
+    /// 127.0.0.1:9993, hosted by the first `ztrun` on this machine.
+    #[arg(long = "root", value_name = "ROOT")]
+    roots: Vec<launcher::roots::RootArg>,
     /// Let connections to addresses outside the virtual networks use the host network.
     #[arg(long)]
     fallthrough: bool,
@@ -60,14 +70,14 @@ fn init_tracing(quiet: bool) {
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
-    if let Some(nwid) = args.nwids.first() {
-        anyhow::bail!(
-            "joining networks is not available in this build yet (asked for {nwid}); \
-             run without --nwid to confine the program to loopback"
-        );
-    }
-    let home = launcher::home::resolve(args.home.as_deref())?;
-    launcher::home::ensure(&home)?;
+    let nwids = args
+        .nwids
+        .iter()
+        .map(|n| {
+            n.parse::<NetworkId>()
+                .map_err(|e| anyhow::anyhow!("--nwid {n}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let policy = Policy {
         fallthrough: args.fallthrough,
     };
@@ -77,8 +87,68 @@ fn run(args: Args) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let status = rt
-        .block_on(launch::run(&cmd, policy, Arc::new(NoNetwork)))
-        .with_context(|| format!("cannot run `{}`", args.program[0]))?;
+    let status = rt.block_on(async {
+        if nwids.is_empty() {
+            return launch::run(&cmd, policy, Arc::new(NoNetwork))
+                .await
+                .with_context(|| format!("cannot run `{}`", args.program[0]));
+        }
+        let home = launcher::home::resolve(args.home.as_deref())?;
+        launcher::home::ensure(&home)?;
+        let networks = join_all(&args, &home, &nwids).await?;
+        launch::run(&cmd, policy, Arc::new(networks))
+            .await
+            .with_context(|| format!("cannot run `{}`", args.program[0]))
+    })?;
     Ok(status.code())
+}
+
+/// Steps 1–3 of `ztrun`: identity, node, networks.
+async fn join_all(
+    args: &Args,
+    home: &std::path::Path,
+    nwids: &[NetworkId],
+) -> anyhow::Result<Networks> {
+    let started = Instant::now();
+    let (id, created) = identity::load_or_create(home)?;
+    if created && !args.quiet {
+        eprintln!("ztrun: new identity {} in {}", id.address(), home.display());
+    }
+    let me = id.address();
+    let root_args = if args.roots.is_empty() {
+        overlay::host_default_root_if_free()?;
+        vec![launcher::roots::RootArg {
+            identity: None,
+            endpoint: launcher::roots::DEFAULT_ROOT_ENDPOINT,
+        }]
+    } else {
+        args.roots.clone()
+    };
+    let node = overlay::start_node(id, launcher::roots::specs(&root_args)).await?;
+    if overlay::wait_for_root(&node, Duration::from_secs(5))
+        .await
+        .is_none()
+    {
+        let eps: Vec<String> = root_args.iter().map(|r| r.endpoint.to_string()).collect();
+        eprintln!(
+            "ztrun: warning: no root answered within 5 s ({}); peers that know this node can \
+             still reach it, others cannot find it",
+            eps.join(", ")
+        );
+    }
+    let mut stacks = Vec::new();
+    for &nwid in nwids {
+        let joined = overlay::join(&node, nwid, me).await?;
+        if !args.quiet {
+            eprintln!(
+                "ztrun: joined {nwid} as {} in {} ms",
+                overlay::describe(&joined),
+                started.elapsed().as_millis()
+            );
+        }
+        stacks.push(joined.stack);
+    }
+    // The node runs as long as this process; its handle must outlive the program.
+    std::mem::forget(node);
+    Ok(Networks::new(stacks))
 }

@@ -1,0 +1,127 @@
+//! Which roots a node registers with, and the embedded default root.
+//!
+//! `--root ADDR` or `--root IDENTITY@ADDR` (repeatable) names roots. With no `--root`,
+//! the node uses the **embedded default root** on `127.0.0.1:9993`, and the first `ztrun`
+//! on a machine hosts it in-process when nobody serves that port yet, so two programs on
+//! one machine meet with nothing else running. `zt root` serves the same identity for a
+//! longer-lived or LAN-wide deployment (`zt root --listen 0.0.0.0:9993`).
+//!
+//! The default root's secret key ships in this binary on purpose: anyone can run it. A
+//! root sees who meets whom and relays packets it cannot read (sessions between nodes are
+//! end-to-end encrypted with the nodes' own keys, and addresses are bound to keys, so a
+//! root cannot impersonate a node); a deployment that wants its own rendezvous point
+//! generates an identity with `zt id new` and passes `--root IDENTITY@ADDR`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use zt_core::{Identity, RootSpec, SecretIdentity};
+
+/// Where the embedded default root listens.
+pub const DEFAULT_ROOT_ENDPOINT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9993,
+));
+
+const DEFAULT_ROOT_SECRET: &str = include_str!("default-root.identity");
+
+/// The embedded default root's identity, secret keys included (see the module docs).
+pub fn default_root_secret() -> SecretIdentity {
+    DEFAULT_ROOT_SECRET
+        .parse()
+        .expect("the embedded default root identity is valid (checked by a unit test)")
+}
+
+/// A `--root` argument.
+#[derive(Debug, Clone)]
+pub struct RootArg {
+    /// The root's identity; `None` means the embedded default identity.
+    pub identity: Option<Identity>,
+    /// Its UDP endpoint.
+    pub endpoint: SocketAddr,
+}
+
+/// Why a `--root` argument was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RootArgError {
+    /// The endpoint is not `IP:PORT`.
+    #[error("root endpoint {0:?} is not IP:PORT (e.g. 198.18.0.2:9993 or [fd00::2]:9993)")]
+    Endpoint(String),
+    /// The identity does not parse or does not verify.
+    #[error("root identity is invalid: {0}")]
+    Identity(#[source] zt_core::IdentityError),
+}
+
+impl FromStr for RootArg {
+    type Err = RootArgError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (identity, endpoint) = match s.rsplit_once('@') {
+            Some((id, ep)) => {
+                let id: Identity = id.parse().map_err(RootArgError::Identity)?;
+                id.verify().map_err(RootArgError::Identity)?;
+                (Some(id), ep)
+            }
+            None => (None, s),
+        };
+        let endpoint = endpoint
+            .parse()
+            .map_err(|_| RootArgError::Endpoint(endpoint.to_owned()))?;
+        Ok(RootArg { identity, endpoint })
+    }
+}
+
+/// Turn `--root` arguments into root specifications (grouping endpoints per identity).
+pub fn specs(args: &[RootArg]) -> Vec<RootSpec> {
+    let default = default_root_secret().public().clone();
+    let mut out: Vec<RootSpec> = Vec::new();
+    for a in args {
+        let id = a.identity.clone().unwrap_or_else(|| default.clone());
+        match out
+            .iter_mut()
+            .find(|s| s.identity.address() == id.address())
+        {
+            Some(s) => s.endpoints.push(a.endpoint),
+            None => out.push(RootSpec {
+                identity: id,
+                endpoints: vec![a.endpoint],
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_root_is_valid() {
+        let id = default_root_secret();
+        id.public().verify().unwrap();
+    }
+
+    #[test]
+    fn parses_plain_and_identified_roots() {
+        let r: RootArg = "198.18.0.2:9993".parse().unwrap();
+        assert!(r.identity.is_none());
+        assert_eq!(r.endpoint, "198.18.0.2:9993".parse().unwrap());
+        let pubid = default_root_secret().public().to_string();
+        let r: RootArg = format!("{pubid}@[fd00::2]:9993").parse().unwrap();
+        assert_eq!(
+            r.identity.unwrap().address(),
+            default_root_secret().address()
+        );
+        assert!("nonsense".parse::<RootArg>().is_err());
+        let err = "x@1.2.3.4:5".parse::<RootArg>().unwrap_err();
+        assert!(err.to_string().contains("identity"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_of_one_identity_are_grouped() {
+        let a: RootArg = "198.18.0.2:9993".parse().unwrap();
+        let b: RootArg = "[fd00::2]:9993".parse().unwrap();
+        let s = specs(&[a, b]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].endpoints.len(), 2);
+    }
+}

@@ -10,8 +10,9 @@
 //! ([`crate::Node::attach_controller`]) and answers configuration requests that arrive
 //! over VL1. Timestamps come from a wall-clock reading given at construction plus the
 //! monotonic `now` arguments. State can be saved and restored as JSON
-//! ([`Controller::to_json`], [`Controller::from_json`]); the embedded database and the HTTP
-//! management API are not part of this crate.
+//! ([`Controller::to_json`], [`Controller::from_json`]) and kept in an embedded redb
+//! database with the `store` module (cargo feature `store`). The HTTP management API is not
+//! part of this crate.
 //!
 //! Certificates follow ZeroTier's "certificate of membership" idea: two members' certificates
 //! agree when their timestamps differ by at most `max_delta`. Members refresh their
@@ -521,10 +522,134 @@ impl Controller {
     }
 }
 
+#[cfg(feature = "store")]
+pub mod store {
+    //! Controller state in an embedded, transactional database (redb), so networks and
+    //! members survive a restart. Save after every change; a save is one ACID
+    //! transaction.
+
+    use std::path::Path;
+    use std::time::Instant;
+
+    use redb::{Database, TableDefinition};
+
+    use super::{Controller, ControllerError};
+    use crate::identity::SecretIdentity;
+
+    const STATE: TableDefinition<'_, &str, &str> = TableDefinition::new("controller");
+    const KEY: &str = "state";
+
+    /// Errors of the store.
+    #[derive(Debug, thiserror::Error)]
+    pub enum StoreError {
+        /// The database failed.
+        #[error("controller database {path}: {source}")]
+        Database {
+            /// The file.
+            path: String,
+            /// The cause.
+            #[source]
+            source: redb::Error,
+        },
+        /// The stored state is not valid.
+        #[error(transparent)]
+        State(#[from] ControllerError),
+    }
+
+    /// An open controller database.
+    pub struct ControllerStore {
+        db: Database,
+        path: String,
+    }
+
+    impl std::fmt::Debug for ControllerStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "ControllerStore({})", self.path)
+        }
+    }
+
+    impl ControllerStore {
+        fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+            StoreError::Database {
+                path: self.path.clone(),
+                source: e.into(),
+            }
+        }
+
+        /// Opens (or creates) the database file.
+        pub fn open(path: &Path) -> Result<Self, StoreError> {
+            let shown = path.display().to_string();
+            let db = Database::create(path).map_err(|e| StoreError::Database {
+                path: shown.clone(),
+                source: e.into(),
+            })?;
+            Ok(ControllerStore { db, path: shown })
+        }
+
+        /// Saves the controller's networks and members.
+        pub fn save(&self, controller: &Controller) -> Result<(), StoreError> {
+            let json = controller.to_json();
+            let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut t = tx.open_table(STATE).map_err(|e| self.err(e))?;
+                t.insert(KEY, json.as_str()).map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))
+        }
+
+        /// Loads the saved controller, or a new empty one if nothing was saved yet.
+        pub fn load(
+            &self,
+            identity: SecretIdentity,
+            unix_ms: u64,
+            now: Instant,
+        ) -> Result<Controller, StoreError> {
+            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+            let table = match tx.open_table(STATE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(Controller::new(identity, unix_ms, now))
+                }
+                Err(e) => return Err(self.err(e)),
+            };
+            match table.get(KEY).map_err(|e| self.err(e))? {
+                Some(v) => Ok(Controller::from_json(identity, unix_ms, now, v.value())?),
+                None => Ok(Controller::new(identity, unix_ms, now)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::tests::test_identity;
+
+    #[cfg(feature = "store")]
+    #[test]
+    fn state_survives_a_restart_in_the_store() {
+        let dir = std::env::temp_dir().join(format!("zt-core-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("controller.redb");
+        let ctl = test_identity(31);
+        let now = Instant::now();
+        let member = test_identity(32).address();
+        let nwid = {
+            let store = store::ControllerStore::open(&path).unwrap();
+            let mut c = store.load(ctl.clone(), 0, now).unwrap();
+            assert!(c.networks().is_empty());
+            let nwid = c.create_network(3, NetworkSettings::default()).unwrap();
+            c.set_authorized(now, nwid, member, true).unwrap();
+            store.save(&c).unwrap();
+            nwid
+        };
+        let store = store::ControllerStore::open(&path).unwrap();
+        let mut c = store.load(ctl, 0, now).unwrap();
+        assert_eq!(c.networks().len(), 1);
+        assert!(c.members(nwid).unwrap()[0].1.authorized);
+        assert!(c.request(now, nwid, member).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn private_network_admits_only_authorized_members_and_signs_configs() {

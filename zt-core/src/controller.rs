@@ -549,7 +549,7 @@ pub mod store {
             path: String,
             /// The cause.
             #[source]
-            source: redb::Error,
+            source: Box<redb::Error>,
         },
         /// The stored state is not valid.
         #[error(transparent)]
@@ -572,7 +572,7 @@ pub mod store {
         fn err(&self, e: impl Into<redb::Error>) -> StoreError {
             StoreError::Database {
                 path: self.path.clone(),
-                source: e.into(),
+                source: Box::new(e.into()),
             }
         }
 
@@ -581,7 +581,7 @@ pub mod store {
             let shown = path.display().to_string();
             let db = Database::create(path).map_err(|e| StoreError::Database {
                 path: shown.clone(),
-                source: e.into(),
+                source: Box::new(e.into()),
             })?;
             Ok(ControllerStore { db, path: shown })
         }

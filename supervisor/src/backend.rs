@@ -43,11 +43,13 @@ pub trait Backend: Send + Sync + 'static {
         remote: SocketAddr,
     ) -> impl Future<Output = Result<Connection<Self::Stream>, Errno>> + Send;
     /// Listen on `local` (unspecified address: every virtual address of that family;
-    /// port 0: pick one). Returns the listener and its actual address.
+    /// port 0: pick one; `v6only` as `IPV6_V6ONLY`). Returns the listener and its actual
+    /// address.
     fn tcp_listen(
         &self,
         local: SocketAddr,
         backlog: usize,
+        v6only: bool,
     ) -> Result<(Self::Listener, SocketAddr), Errno>;
     /// Wait for the next established connection on `listener`.
     fn tcp_accept(
@@ -59,7 +61,7 @@ pub trait Backend: Send + Sync + 'static {
     type Udp: Send + Sync + 'static;
     /// Bind a UDP socket to `local` (unspecified address and port 0 allowed); returns it
     /// with its actual address.
-    fn udp_bind(&self, local: SocketAddr) -> Result<(Self::Udp, SocketAddr), Errno>;
+    fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<(Self::Udp, SocketAddr), Errno>;
     /// Send one datagram.
     fn udp_send_to(
         &self,
@@ -95,14 +97,19 @@ impl Backend for NoNetwork {
     async fn tcp_connect(&self, _remote: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
         Err(Errno::ENETUNREACH)
     }
-    fn tcp_listen(&self, _local: SocketAddr, _backlog: usize) -> Result<((), SocketAddr), Errno> {
+    fn tcp_listen(
+        &self,
+        _local: SocketAddr,
+        _backlog: usize,
+        _v6: bool,
+    ) -> Result<((), SocketAddr), Errno> {
         Err(Errno::EADDRNOTAVAIL)
     }
     async fn tcp_accept(&self, _listener: &()) -> Result<Connection<Self::Stream>, Errno> {
         std::future::pending().await
     }
     type Udp = ();
-    fn udp_bind(&self, _local: SocketAddr) -> Result<((), SocketAddr), Errno> {
+    fn udp_bind(&self, _local: SocketAddr, _v6: bool) -> Result<((), SocketAddr), Errno> {
         Err(Errno::EADDRNOTAVAIL)
     }
     async fn udp_send_to(&self, _s: &(), _d: &[u8], _to: SocketAddr) -> Result<usize, Errno> {
@@ -179,14 +186,19 @@ mod tests {
         async fn tcp_connect(&self, _r: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
             Err(Errno::ENETUNREACH)
         }
-        fn tcp_listen(&self, _l: SocketAddr, _b: usize) -> Result<((), SocketAddr), Errno> {
+        fn tcp_listen(
+            &self,
+            _l: SocketAddr,
+            _b: usize,
+            _v6: bool,
+        ) -> Result<((), SocketAddr), Errno> {
             Err(Errno::EADDRNOTAVAIL)
         }
         async fn tcp_accept(&self, _l: &()) -> Result<Connection<Self::Stream>, Errno> {
             Err(Errno::EINVAL)
         }
         type Udp = ();
-        fn udp_bind(&self, _l: SocketAddr) -> Result<((), SocketAddr), Errno> {
+        fn udp_bind(&self, _l: SocketAddr, _v6: bool) -> Result<((), SocketAddr), Errno> {
             Err(Errno::EADDRNOTAVAIL)
         }
         async fn udp_send_to(&self, _s: &(), _d: &[u8], _t: SocketAddr) -> Result<usize, Errno> {

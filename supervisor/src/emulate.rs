@@ -1399,6 +1399,7 @@ mod virtual_tests {
             &self,
             local: SocketAddr,
             _b: usize,
+            _v6: bool,
         ) -> Result<(Self::Listener, SocketAddr), Errno> {
             let rx = self.conns.lock().unwrap().take().ok_or(Errno::EADDRINUSE)?;
             Ok((tokio::sync::Mutex::new(rx), local))
@@ -1407,7 +1408,7 @@ mod virtual_tests {
             l.lock().await.recv().await.ok_or(Errno::EINVAL)
         }
         type Udp = ();
-        fn udp_bind(&self, _l: SocketAddr) -> Result<((), SocketAddr), Errno> {
+        fn udp_bind(&self, _l: SocketAddr, _v6: bool) -> Result<((), SocketAddr), Errno> {
             Err(Errno::EADDRNOTAVAIL)
         }
         async fn udp_send_to(&self, _s: &(), _d: &[u8], _t: SocketAddr) -> Result<usize, Errno> {

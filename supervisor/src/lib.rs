@@ -47,6 +47,7 @@ mod emulate;
 pub mod filter;
 pub mod kernel;
 pub mod launch;
+pub mod network;
 pub mod notify;
 mod sys;
 mod tracee;

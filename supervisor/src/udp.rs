@@ -90,7 +90,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         vs: &Arc<VSocket<B>>,
         local: SocketAddr,
     ) -> Result<Arc<Dgram<B>>, Errno> {
-        let (sock, actual) = self.backend.udp_bind(local)?;
+        let v6only = vs
+            .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .unwrap_or(0)
+            != 0;
+        let (sock, actual) = self.backend.udp_bind(local, v6only)?;
         let sock = Arc::new(sock);
         let (theirs, ours) = socketpair(Kind::Dgram, false)?;
         let new_ino = inode(theirs.as_fd())?;

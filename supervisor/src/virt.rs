@@ -176,7 +176,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         local: SocketAddr,
         backlog: usize,
     ) -> Reply {
-        let (listener, actual) = tri!(self.backend.tcp_listen(local, backlog));
+        let v6only = vs
+            .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .unwrap_or(0)
+            != 0;
+        let (listener, actual) = tri!(self.backend.tcp_listen(local, backlog, v6only));
         let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
         let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
         let new_ino = tri!(inode(theirs.as_fd()));

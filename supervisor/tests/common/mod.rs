@@ -140,6 +140,7 @@ impl Backend for LoopbackNet {
         &self,
         local: std::net::SocketAddr,
         _backlog: usize,
+        _v6only: bool,
     ) -> Result<(Self::Listener, std::net::SocketAddr), nix::errno::Errno> {
         let l = std::net::TcpListener::bind((CARRIER, local.port())).map_err(io_errno)?;
         l.set_nonblocking(true).map_err(io_errno)?;
@@ -164,6 +165,7 @@ impl Backend for LoopbackNet {
     fn udp_bind(
         &self,
         local: std::net::SocketAddr,
+        _v6only: bool,
     ) -> Result<(CarrierUdp, std::net::SocketAddr), nix::errno::Errno> {
         Self::udp_impl_bind(local)
     }

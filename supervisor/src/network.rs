@@ -1,0 +1,183 @@
+//! The production [`Backend`]: one `netstack::Stack` per joined virtual network.
+//!
+//! A destination belongs to the first stack whose subnets or routes contain it. A
+//! wildcard listener or UDP socket listens on every stack with one port (the first
+//! stack's choice); a specific address listens on the stack owning it. Errors are the
+//! errno values netstack maps its failures to.
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
+
+use netstack::{Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
+use nix::errno::Errno;
+
+use crate::backend::{canonical, Backend, Connection};
+
+/// The joined virtual networks.
+#[derive(Debug, Clone, Default)]
+pub struct Networks {
+    stacks: Vec<Stack>,
+}
+
+/// A UDP socket bound on one or more stacks.
+#[derive(Debug)]
+pub struct UdpSet {
+    socks: Vec<(Stack, UdpSocket)>,
+}
+
+fn errno(e: netstack::Error) -> Errno {
+    Errno::from_raw(e.errno())
+}
+
+impl Networks {
+    /// Serve the program on `stacks` (one per joined network).
+    pub fn new(stacks: Vec<Stack>) -> Self {
+        Self { stacks }
+    }
+
+    /// The stacks.
+    pub fn stacks(&self) -> &[Stack] {
+        &self.stacks
+    }
+
+    fn stack_for(&self, ip: IpAddr) -> Option<&Stack> {
+        let ip = canonical(ip);
+        self.stacks.iter().find(|s| s.is_virtual(ip))
+    }
+
+    /// The stacks a bind to `local` covers: all for a wildcard, else the owner.
+    fn binding(&self, local: SocketAddr) -> Result<Vec<&Stack>, Errno> {
+        let ip = canonical(local.ip());
+        if ip.is_unspecified() {
+            return Ok(self.stacks.iter().collect());
+        }
+        self.stacks
+            .iter()
+            .find(|s| s.is_local(ip))
+            .map(|s| vec![s])
+            .ok_or(Errno::EADDRNOTAVAIL)
+    }
+}
+
+impl Backend for Networks {
+    type Stream = TcpStream;
+    type Listener = Vec<TcpListener>;
+    type Udp = UdpSet;
+
+    fn enabled(&self) -> bool {
+        !self.stacks.is_empty()
+    }
+
+    fn is_virtual(&self, ip: IpAddr) -> bool {
+        self.stack_for(ip).is_some()
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.stacks.iter().any(|s| s.is_local(ip))
+    }
+
+    async fn tcp_connect(&self, remote: SocketAddr) -> Result<Connection<TcpStream>, Errno> {
+        let stack = self.stack_for(remote.ip()).ok_or(Errno::ENETUNREACH)?;
+        let remote = SocketAddr::new(canonical(remote.ip()), remote.port());
+        let stream = stack
+            .tcp_connect(None, remote, TcpOptions::default())
+            .await
+            .map_err(errno)?;
+        Ok(Connection {
+            local: stream.local_addr(),
+            peer: stream.peer_addr(),
+            stream,
+        })
+    }
+
+    fn tcp_listen(
+        &self,
+        local: SocketAddr,
+        backlog: usize,
+        v6only: bool,
+    ) -> Result<(Vec<TcpListener>, SocketAddr), Errno> {
+        let mut port = local.port();
+        let mut out = Vec::new();
+        for stack in self.binding(local)? {
+            let l = stack
+                .tcp_listen(SocketAddr::new(local.ip(), port), backlog.max(1), v6only)
+                .map_err(errno)?;
+            port = l.local_addr().port();
+            out.push(l);
+        }
+        if out.is_empty() {
+            return Err(Errno::EADDRNOTAVAIL);
+        }
+        Ok((out, SocketAddr::new(local.ip(), port)))
+    }
+
+    async fn tcp_accept(
+        &self,
+        listeners: &Vec<TcpListener>,
+    ) -> Result<Connection<TcpStream>, Errno> {
+        let stream = poll_fn(|cx| {
+            for l in listeners {
+                if let Poll::Ready(r) = l.poll_accept(cx) {
+                    return Poll::Ready(r);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+        .map_err(errno)?;
+        Ok(Connection {
+            local: stream.local_addr(),
+            peer: stream.peer_addr(),
+            stream,
+        })
+    }
+
+    fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<(UdpSet, SocketAddr), Errno> {
+        let mut port = local.port();
+        let mut socks = Vec::new();
+        for stack in self.binding(local)? {
+            let s = stack
+                .udp_bind(SocketAddr::new(local.ip(), port), v6only)
+                .map_err(errno)?;
+            port = s.local_addr().port();
+            socks.push((stack.clone(), s));
+        }
+        if socks.is_empty() {
+            return Err(Errno::EADDRNOTAVAIL);
+        }
+        Ok((UdpSet { socks }, SocketAddr::new(local.ip(), port)))
+    }
+
+    async fn udp_send_to(
+        &self,
+        set: &UdpSet,
+        data: &[u8],
+        dest: SocketAddr,
+    ) -> Result<usize, Errno> {
+        let dest = SocketAddr::new(canonical(dest.ip()), dest.port());
+        let (_, sock) = set
+            .socks
+            .iter()
+            .find(|(stack, _)| stack.is_virtual(dest.ip()))
+            .ok_or(Errno::ENETUNREACH)?;
+        sock.send_to(data, dest).await.map_err(errno)
+    }
+
+    async fn udp_recv_from(
+        &self,
+        set: &UdpSet,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), Errno> {
+        poll_fn(|cx| {
+            for (_, s) in &set.socks {
+                if let Poll::Ready(r) = s.poll_recv_from(Some(&mut *cx), buf, false) {
+                    return Poll::Ready(r.map(|(n, _, from)| (n, from)));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+        .map_err(errno)
+    }
+}

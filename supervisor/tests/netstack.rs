@@ -1,0 +1,166 @@
+//! The wrapped programs on a real user-space stack (`netstack::Stack` behind
+//! `supervisor::network::Networks`): one stack serving both ends (the stack delivers
+//! frames to its own address internally), and two stacks joined by an in-memory Ethernet
+//! link with a server and a client under two supervisors.
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use common::*;
+use netstack::{FrameLink, Stack, StackConfig};
+use supervisor::backend::Policy;
+use supervisor::network::Networks;
+
+fn stack(n: u8) -> (Stack, FrameLink) {
+    let mut c = StackConfig::new([0x02, 0, 0, 0, 0, n]);
+    c.ipv4.push((Ipv4Addr::new(10, 7, 0, n), 24));
+    c.ipv6.push((format!("fd7a::{n}").parse().unwrap(), 64));
+    Stack::new(c)
+}
+
+async fn run_on_one_stack(
+    s: &Scratch,
+    prog: &str,
+    args: &[&str],
+) -> supervisor::launch::ExitStatus {
+    // The link stays open (unused) while the program runs.
+    let (st, link) = stack(1);
+    let exe = s.compile(prog);
+    let status = run_with(
+        &command(s, &exe, args),
+        Policy::default(),
+        Arc::new(Networks::new(vec![st])),
+    )
+    .await;
+    drop(link);
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_tcp_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "tcp_blocking", &["10.7.0.1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "listening",
+            "accepted",
+            "server got ping",
+            "client got pong",
+            "done",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonblocking_epoll_accept4_half_close_refused_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "nonblocking", &["10.7.0.1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "EINPROGRESS",
+            "client connected",
+            "accepted",
+            "half-close ok",
+            "refused ok",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "udp", &["10.7.0.1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "unconnected ok",
+            "connected ok",
+            "trunc ok",
+            "mmsg ok",
+            "done",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_100_threads_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "servers", &["workers", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["100 clients served", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_listener_on_a_netstack_and_loopback() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "servers", &["wildcard", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["peer 10.7.0.1", "peer 127.0.0.1", "done"]);
+}
+
+/// Carry frames from one link to the other until either closes.
+async fn carry(from: Arc<FrameLink>, to: Arc<FrameLink>) {
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        if from.recv_many(&mut batch, 64).await == 0 && from.is_closed() {
+            return;
+        }
+        for f in batch.drain(..) {
+            to.send(f).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_programs_on_two_stacks_joined_by_a_link() {
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let s = Scratch::new();
+    let exe = s.compile("pair");
+    let server_out = s.path("server.txt");
+    let client_out = s.path("client.txt");
+    let mut server = supervisor::launch::Command::new(&exe)
+        .arg(&server_out)
+        .args(["serve", "10.7.0.1", "7001"]);
+    let mut client = supervisor::launch::Command::new(&exe)
+        .arg(&client_out)
+        .args(["dial", "10.7.0.1", "7001"]);
+    if is_root() {
+        server = server.user(NOBODY.0, NOBODY.1);
+        client = client.user(NOBODY.0, NOBODY.1);
+    }
+    let srv = tokio::spawn(async move {
+        run_with(&server, Policy::default(), Arc::new(Networks::new(vec![a]))).await
+    });
+    let cli = run_with(&client, Policy::default(), Arc::new(Networks::new(vec![b]))).await;
+    let srv = srv.await.unwrap();
+    let so = std::fs::read_to_string(&server_out).unwrap_or_default();
+    let co = std::fs::read_to_string(&client_out).unwrap_or_default();
+    assert_eq!(
+        cli,
+        supervisor::launch::ExitStatus::Exited(0),
+        "client:\n{co}\nserver:\n{so}"
+    );
+    assert_eq!(
+        srv,
+        supervisor::launch::ExitStatus::Exited(0),
+        "server:\n{so}\nclient:\n{co}"
+    );
+    assert!(
+        co.contains("tcp echo ok") && co.contains("udp echo ok"),
+        "{co}"
+    );
+    assert!(
+        so.contains("tcp peer 10.7.0.2") && so.contains("udp peer 10.7.0.2"),
+        "{so}"
+    );
+    ab.abort();
+    ba.abort();
+}

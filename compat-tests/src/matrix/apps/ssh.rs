@@ -12,7 +12,7 @@
 
 use std::process::Command;
 
-use crate::matrix::stage::{expect_eq, sha256_file, MatrixError, Side, Stage, Who};
+use crate::matrix::stage::{chown_nobody, expect_eq, sha256_file, MatrixError, Side, Stage, Who};
 use crate::matrix::{Finding, SERVER_TIMEOUT};
 
 const PORT: u16 = 2222;
@@ -25,7 +25,7 @@ fn keygen(stage: &Stage<'_, '_>, rel: &str) -> Result<String, MatrixError> {
         .arg(&path);
     stage.run_ok("ssh-keygen", &mut cmd, std::time::Duration::from_secs(30))?;
     for p in [path.clone(), path.with_extension("pub")] {
-        super::super::stage::chown_nobody(&p)?;
+        chown_nobody(&p)?;
     }
     let public = std::fs::read_to_string(path.with_extension("pub"))
         .map_err(|e| MatrixError::io(format!("reading {rel}.pub"), e))?;

@@ -1089,11 +1089,16 @@ impl Node {
             && p.last_tx.is_none_or(|x| now >= x + t.keepalive)
         {
             if self.route(now, addr).is_some() {
-                // To a root, repeat HELLO until it has answered (HELLO_OK may be lost).
+                // To a root, repeat HELLO until it has answered (HELLO_OK may be lost);
+                // otherwise a PING, which keeps the path open and measures latency.
                 let msg = if p.is_root() && self.observed.is_none() {
                     Message::Hello
                 } else {
-                    Message::Keepalive
+                    let id = self.rng.next_u64();
+                    if let Some(p) = self.peers.get_mut(&addr) {
+                        p.ping = Some((id, now));
+                    }
+                    Message::Ping { id }
                 };
                 self.send_message(now, addr, msg.to_vec());
             }

@@ -561,6 +561,13 @@ fn handshake_and_frames_between_public_nodes() {
     assert_eq!((to_b, to_a), (20, 20));
     assert!(matches!(w.sim.path_to(a, addr_b), PathKind::Direct(_)));
     assert!(matches!(w.sim.path_to(b, addr_a), PathKind::Direct(_)));
+    // Keepalive pings measure the round trip (2 × 10 ms here).
+    w.sim.run_for(Duration::from_secs(20));
+    let now = w.sim.now;
+    let status = w.sim.node(a).peers(now);
+    let peer_b = status.iter().find(|p| p.address == addr_b).unwrap();
+    assert_eq!(peer_b.latency, Some(Duration::from_millis(20)));
+    assert!(status.iter().any(|p| p.is_root && p.latency.is_some()));
     // Both registered with the root, which saw their endpoints.
     assert_eq!(
         w.sim.node(a).observed_endpoint(),

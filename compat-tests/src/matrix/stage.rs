@@ -390,6 +390,11 @@ impl<'t, 'n> Stage<'t, 'n> {
         self.topology.server.addr
     }
 
+    /// The server member's IPv6 address for clients, if it has one.
+    pub fn server_addr6(&self) -> Option<IpAddr> {
+        self.topology.server.addr6
+    }
+
     /// The address the server member uses to reach the client member.
     pub fn client_addr(&self) -> IpAddr {
         self.topology.client.addr

@@ -127,6 +127,8 @@ pub struct Member<'n> {
     /// The address other members use to reach programs on this one: its LAN address in
     /// native mode, its virtual address in ztrun mode.
     pub addr: IpAddr,
+    /// The same for IPv6, when the member has an IPv6 address there.
+    pub addr6: Option<IpAddr>,
     /// Its `ztrun --home` state directory (unused in native mode).
     pub home: PathBuf,
 }
@@ -174,8 +176,8 @@ impl<'n> Topology<'n> {
                 let lan = net.lan("lan", "198.18.1.0/24")?;
                 let server = net.host("member1")?;
                 let client = net.host("member2")?;
-                let server_addr = server.attach(&lan)?.addr;
-                let client_addr = client.attach(&lan)?.addr;
+                let server_at = server.attach(&lan)?;
+                let client_at = client.attach(&lan)?;
                 let [home1, home2] = homes;
                 Ok(Topology {
                     mode,
@@ -183,12 +185,14 @@ impl<'n> Topology<'n> {
                     root: None,
                     server: Member {
                         host: server,
-                        addr: server_addr.into(),
+                        addr: server_at.addr.into(),
+                        addr6: Some(server_at.addr6.into()),
                         home: home1,
                     },
                     client: Member {
                         host: client,
-                        addr: client_addr.into(),
+                        addr: client_at.addr.into(),
+                        addr6: Some(client_at.addr6.into()),
                         home: home2,
                     },
                     _state: state,
@@ -220,12 +224,14 @@ impl<'n> Topology<'n> {
                     root: Some(root),
                     server: Member {
                         host: server,
-                        addr: addrs[0],
+                        addr: addrs[0].0,
+                        addr6: addrs[0].1,
                         home: home1,
                     },
                     client: Member {
                         host: client,
-                        addr: addrs[1],
+                        addr: addrs[1].0,
+                        addr6: addrs[1].1,
                         home: home2,
                     },
                     _state: state,
@@ -259,16 +265,17 @@ mod overlay {
     /// 3. a join probe on each member: `ztrun --nwid N --home H --root R -- /bin/true`
     ///    must exit 0;
     /// 4. each member's address on the network, printed by
-    ///    `zt id show HOME --nwid N` as a line `ipv4: A.B.C.D`.
+    ///    `zt id show HOME --nwid N` as a line `ipv4: A.B.C.D` (and, optionally, a line
+    ///    `ipv6: ADDR`).
     ///
-    /// Returns the members' virtual IPv4 addresses.
+    /// Returns the members' virtual IPv4 and IPv6 addresses.
     pub(super) fn set_up(
         root: &Host<'_>,
         members: &[Host<'_>; 2],
         zt: &Path,
         wrap: &ZtrunWrap,
         homes: &[PathBuf; 2],
-    ) -> Result<[IpAddr; 2], MatrixError> {
+    ) -> Result<[(IpAddr, Option<IpAddr>); 2], MatrixError> {
         for (member, home) in members.iter().zip(homes) {
             let mut cmd = member.command_as_user(zt);
             cmd.args(["id", "new"]).arg(home.join("identity.secret"));
@@ -310,7 +317,7 @@ mod overlay {
             std::thread::sleep(Duration::from_millis(50));
         }
 
-        let mut addrs = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); 2];
+        let mut addrs = [(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); 2];
         for ((member, home), addr) in members.iter().zip(homes).zip(&mut addrs) {
             let argv = Wrap::Ztrun(wrap.clone()).argv(home, OsStr::new("/bin/true"), &[]);
             let mut cmd = member.command_as_user(&argv[0]);
@@ -336,14 +343,17 @@ mod overlay {
                 .arg(home)
                 .args(["--nwid", &wrap.nwid]);
             let shown = zt_step(&mut cmd, "learning a member's virtual address")?;
-            *addr = shown
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("ipv4:"))
-                .and_then(|a| a.trim().split('/').next()?.parse().ok())
-                .ok_or_else(|| MatrixError::Overlay {
-                    step: "learning a member's virtual address".into(),
-                    reason: format!("no `ipv4: A.B.C.D` line in `zt id show`'s output: {shown:?}"),
-                })?;
+            let line = |key: &str| -> Option<IpAddr> {
+                shown
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(key))
+                    .and_then(|a| a.trim().split('/').next()?.parse().ok())
+            };
+            let v4 = line("ipv4:").ok_or_else(|| MatrixError::Overlay {
+                step: "learning a member's virtual address".into(),
+                reason: format!("no `ipv4: A.B.C.D` line in `zt id show`'s output: {shown:?}"),
+            })?;
+            *addr = (v4, line("ipv6:"));
         }
         Ok(addrs)
     }

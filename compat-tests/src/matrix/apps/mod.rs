@@ -147,6 +147,15 @@ pub(super) static ALL: &[Scenario] = &[
         run: net::dnsmasq,
     },
     Scenario {
+        name: "ipv6",
+        title: "IPv6: Python http.server + urllib, ping -6",
+        programs: &["python3", "ping", "setpriv"],
+        packages: &["python3", "iputils-ping"],
+        summary: "the python and ping checks over the members' IPv6 addresses: a dual-stack \
+                  http.server, a 1 MB fetch to [ADDR6] with its checksum, 5 ICMPv6 echoes",
+        run: runtimes::ipv6,
+    },
+    Scenario {
         name: "ping",
         title: "ping (ICMP echo)",
         programs: &["ping", "setpriv"],

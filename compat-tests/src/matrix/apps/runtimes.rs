@@ -55,6 +55,94 @@ pub(super) fn python(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> 
     Ok(finding)
 }
 
+pub(super) fn ipv6(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
+    const SIZE: usize = 1 << 20;
+    let Some(addr6) = stage.server_addr6() else {
+        return Err(MatrixError::check(
+            "the server member's IPv6 address",
+            "one",
+            "none was reported for this network",
+        ));
+    };
+    let (_, digest) = stage.random_file("www/blob.bin", SIZE)?;
+    let www = stage.path("www");
+    let client = stage.write("client.py", PYTHON_CLIENT)?;
+    // `--bind ::` makes http.server dual-stack (IPV6_V6ONLY off), so the readiness probe
+    // on 127.0.0.1 reaches it too.
+    let server = stage.command(
+        Side::Server,
+        &Who::Nobody,
+        "python3",
+        [
+            "-m".as_ref(),
+            "http.server".as_ref(),
+            "8005".as_ref(),
+            "--bind".as_ref(),
+            "::".as_ref(),
+            "--directory".as_ref(),
+            www.as_os_str(),
+        ],
+    );
+    stage.start_server("http.server", server)?;
+    stage.wait_tcp("http.server", Side::Server, 8005, SERVER_TIMEOUT)?;
+    let url = format!("http://{}/blob.bin", std::net::SocketAddr::new(addr6, 8005));
+    let mut cmd = stage.command(
+        Side::Client,
+        &Who::Nobody,
+        "python3",
+        [client.as_os_str(), url.as_ref(), "1".as_ref()],
+    );
+    let ran = stage.run_ok("urllib client over IPv6", &mut cmd, CLIENT_TIMEOUT)?;
+    expect_eq(
+        "status, length and sha256 over IPv6",
+        &ran.stdout,
+        &format!("200 {SIZE} {digest}\n"),
+    )?;
+    let target = addr6.to_string();
+    let mut ping = stage.command(
+        Side::Client,
+        &Who::Nobody,
+        "setpriv",
+        [
+            "--no-new-privs",
+            "ping",
+            "-6",
+            "-n",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-w",
+            "20",
+            &target,
+        ],
+    );
+    let ran = stage.run("ping -6", &mut ping, Duration::from_secs(30))?;
+    let mut finding = Finding::default();
+    if !ran.stdout.contains(" 5 received") {
+        let summary = ran
+            .stdout
+            .lines()
+            .find(|l| l.contains("transmitted"))
+            .unwrap_or("");
+        if !ran.stdout.contains(" 0 received") && !summary.is_empty() {
+            finding.marginal(format!("ping -6: {summary}"));
+        } else {
+            return Err(MatrixError::check(
+                "ICMPv6 echo replies",
+                "5 received",
+                format!("{summary:?} {}", ran.stderr_tail()),
+            ));
+        }
+    }
+    finding.note(format!(
+        "1 MiB over HTTP to [{addr6}] with sha256 match; 5/5 ICMPv6 echo replies"
+    ));
+    Ok(finding)
+}
+
 const NODE_SERVER: &str = r#"
 const http = require('http');
 const crypto = require('crypto');

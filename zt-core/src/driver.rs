@@ -14,13 +14,16 @@
 //! ```
 //!
 //! Frames received for a network whose receiver is full are dropped, as a NIC drops when
-//! its ring is full; nothing here buffers without bound. Datagrams are sent and received one
-//! system call at a time for now (batching with `sendmmsg`/`recvmmsg` is future work).
+//! its ring is full; nothing here buffers without bound. Datagrams are received in batches
+//! (`recvmmsg`, and UDP GRO where the kernel offers it) and consecutive datagrams to one
+//! destination are sent together with UDP GSO where available, through `quinn-udp`, so the
+//! fragments of a 2800-byte frame cost one system call.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -63,11 +66,23 @@ pub enum DriverError {
     NoController,
 }
 
+/// One bound socket and its batching state.
+struct Socket {
+    io: UdpSocket,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Socket({:?})", self.io.local_addr().ok())
+    }
+}
+
 /// The UDP sockets a driver uses: at most one IPv4 and one IPv6 (v6-only) socket.
 #[derive(Debug)]
 pub struct Sockets {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
+    v4: Option<Socket>,
+    v6: Option<Socket>,
 }
 
 fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -129,7 +144,13 @@ impl Sockets {
                 .local_addr()
                 .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
             s.set_nonblocking(true)
-                .and_then(|()| UdpSocket::from_std(s))
+                .and_then(|()| quinn_udp::UdpSocketState::new((&s).into()))
+                .and_then(|state| {
+                    Ok(Socket {
+                        io: UdpSocket::from_std(s)?,
+                        state,
+                    })
+                })
                 .map_err(|source| DriverError::Bind { addr, source })
         };
         Ok(Sockets {
@@ -143,29 +164,122 @@ impl Sockets {
         [&self.v4, &self.v6]
             .into_iter()
             .flatten()
-            .filter_map(|s| s.local_addr().ok())
+            .filter_map(|s| s.io.local_addr().ok())
             .collect()
     }
 
-    async fn send(&self, t: &Transmit) {
-        let sock = match t.dst {
-            SocketAddr::V4(_) => self.v4.as_ref(),
-            SocketAddr::V6(_) => self.v6.as_ref(),
-        };
-        let Some(sock) = sock else {
-            tracing::trace!(dst = %t.dst, "no socket for this address family");
-            return;
-        };
-        if let Err(e) = sock.send_to(&t.bytes, t.dst).await {
-            tracing::debug!(dst = %t.dst, error = %e, "UDP send failed");
+    /// Sends the transmits, grouping consecutive datagrams to one destination into one
+    /// GSO send when the socket supports it (all but the last of a group have equal size).
+    async fn send_all(&self, transmits: &[Transmit], scratch: &mut Vec<u8>) {
+        let mut i = 0;
+        while i < transmits.len() {
+            let first = &transmits[i];
+            let sock = match first.dst {
+                SocketAddr::V4(_) => self.v4.as_ref(),
+                SocketAddr::V6(_) => self.v6.as_ref(),
+            };
+            let Some(sock) = sock else {
+                tracing::trace!(dst = %first.dst, "no socket for this address family");
+                i += 1;
+                continue;
+            };
+            let size = first.bytes.len();
+            let max = sock.state.max_gso_segments().max(1);
+            let mut end = i + 1;
+            while end < transmits.len()
+                && end - i < max
+                && transmits[end].dst == first.dst
+                && transmits[end].bytes.len() <= size
+                && transmits[end - 1].bytes.len() == size
+            {
+                end += 1;
+            }
+            scratch.clear();
+            for t in &transmits[i..end] {
+                scratch.extend_from_slice(&t.bytes);
+            }
+            let t = quinn_udp::Transmit {
+                destination: first.dst,
+                ecn: None,
+                contents: scratch,
+                segment_size: (end - i > 1).then_some(size),
+                src_ip: None,
+            };
+            loop {
+                let sent = sock.io.try_io(Interest::WRITABLE, || {
+                    sock.state.try_send((&sock.io).into(), &t)
+                });
+                match sent {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if sock.io.writable().await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(dst = %first.dst, error = %e, "UDP send failed");
+                        break;
+                    }
+                }
+            }
+            i = end;
         }
     }
 }
 
-async fn recv_on(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
+/// Receive buffers for one socket: a batch of datagrams (or GRO super-datagrams).
+struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<quinn_udp::RecvMeta>,
+}
+
+impl RecvBatch {
+    fn new(sock: Option<&Socket>) -> Self {
+        let n = if sock.is_some() {
+            quinn_udp::BATCH_SIZE.max(1)
+        } else {
+            0
+        };
+        RecvBatch {
+            bufs: (0..n).map(|_| vec![0u8; MAX_DATAGRAM]).collect(),
+            meta: vec![quinn_udp::RecvMeta::default(); n],
+        }
+    }
+}
+
+/// Waits for datagrams on `sock` and returns how many batch slots were filled.
+async fn recv_batch(sock: Option<&Socket>, batch: &mut RecvBatch) -> io::Result<usize> {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    loop {
+        sock.io.readable().await?;
+        let RecvBatch { bufs, meta } = &mut *batch;
+        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let got = sock.io.try_io(Interest::READABLE, || {
+            sock.state.recv((&sock.io).into(), &mut slices, meta)
+        });
+        match got {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Feeds the datagrams of a received batch to `f`, splitting GRO super-datagrams at their
+/// stride.
+fn for_each_datagram(batch: &RecvBatch, n: usize, mut f: impl FnMut(SocketAddr, &[u8])) {
+    for (buf, meta) in batch.bufs.iter().zip(&batch.meta).take(n) {
+        let data = &buf[..meta.len.min(buf.len())];
+        let stride = if meta.stride == 0 {
+            data.len().max(1)
+        } else {
+            meta.stride
+        };
+        for d in data.chunks(stride) {
+            f(meta.addr, d);
+        }
     }
 }
 
@@ -345,12 +459,16 @@ type JoinReply = oneshot::Sender<Result<NetworkPort, DriverError>>;
 async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<Command>) {
     let (frames_tx, mut frames_rx) = mpsc::channel::<(NetworkId, Vec<u8>)>(FRAME_QUEUE);
     let mut ports: std::collections::HashMap<NetworkId, Port> = std::collections::HashMap::new();
-    let mut buf4 = vec![0u8; MAX_DATAGRAM];
-    let mut buf6 = vec![0u8; MAX_DATAGRAM];
+    let mut batch4 = RecvBatch::new(sockets.v4.as_ref());
+    let mut batch6 = RecvBatch::new(sockets.v6.as_ref());
+    let mut outgoing: Vec<Transmit> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
+        outgoing.clear();
         while let Some(t) = node.poll_transmit() {
-            sockets.send(&t).await;
+            outgoing.push(t);
         }
+        sockets.send_all(&outgoing, &mut scratch).await;
         while let Some(e) = node.poll_event() {
             match e {
                 Event::FrameReceived { nwid, frame } => {
@@ -389,12 +507,18 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
         }
         let timeout = node.poll_timeout();
         tokio::select! {
-            r = recv_on(sockets.v4.as_ref(), &mut buf4) => match r {
-                Ok((n, from)) => node.handle_datagram(Instant::now(), from, &buf4[..n]),
+            r = recv_batch(sockets.v4.as_ref(), &mut batch4) => match r {
+                Ok(n) => {
+                    let now = Instant::now();
+                    for_each_datagram(&batch4, n, |from, d| node.handle_datagram(now, from, d));
+                }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
-            r = recv_on(sockets.v6.as_ref(), &mut buf6) => match r {
-                Ok((n, from)) => node.handle_datagram(Instant::now(), from, &buf6[..n]),
+            r = recv_batch(sockets.v6.as_ref(), &mut batch6) => match r {
+                Ok(n) => {
+                    let now = Instant::now();
+                    for_each_datagram(&batch6, n, |from, d| node.handle_datagram(now, from, d));
+                }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
             Some((nwid, frame)) = frames_rx.recv() => {
@@ -480,20 +604,30 @@ async fn run_root(
     sockets: Sockets,
     mut cmd_rx: mpsc::Receiver<oneshot::Sender<(RelayStats, Vec<PeerStatus>)>>,
 ) {
-    let mut buf4 = vec![0u8; MAX_DATAGRAM];
-    let mut buf6 = vec![0u8; MAX_DATAGRAM];
+    let mut batch4 = RecvBatch::new(sockets.v4.as_ref());
+    let mut batch6 = RecvBatch::new(sockets.v6.as_ref());
+    let mut outgoing: Vec<Transmit> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
+        outgoing.clear();
         while let Some(t) = root.poll_transmit() {
-            sockets.send(&t).await;
+            outgoing.push(t);
         }
+        sockets.send_all(&outgoing, &mut scratch).await;
         let timeout = root.poll_timeout();
         tokio::select! {
-            r = recv_on(sockets.v4.as_ref(), &mut buf4) => match r {
-                Ok((n, from)) => root.handle_datagram(Instant::now(), from, &buf4[..n]),
+            r = recv_batch(sockets.v4.as_ref(), &mut batch4) => match r {
+                Ok(n) => {
+                    let now = Instant::now();
+                    for_each_datagram(&batch4, n, |from, d| root.handle_datagram(now, from, d));
+                }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
-            r = recv_on(sockets.v6.as_ref(), &mut buf6) => match r {
-                Ok((n, from)) => root.handle_datagram(Instant::now(), from, &buf6[..n]),
+            r = recv_batch(sockets.v6.as_ref(), &mut batch6) => match r {
+                Ok(n) => {
+                    let now = Instant::now();
+                    for_each_datagram(&batch6, n, |from, d| root.handle_datagram(now, from, d));
+                }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
             cmd = cmd_rx.recv() => match cmd {

@@ -78,6 +78,22 @@ async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
         .expect("unicast timed out")
         .unwrap();
     assert_eq!(&back[14..], &big[..]);
+    // A burst of full-MTU frames: batched sends (GSO) and receives (recvmmsg/GRO) must
+    // keep every datagram intact.
+    for i in 0..20u8 {
+        let mut payload = big.clone();
+        payload[0] = i;
+        b.1.tx.send(eth(ma, mb, &payload)).await.unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 20 {
+        let f = tokio::time::timeout(Duration::from_secs(5), a.1.rx.recv())
+            .await
+            .expect("burst frames missing")
+            .unwrap();
+        assert_eq!(&f[15..], &big[1..]);
+        seen.insert(f[14]);
+    }
     let status = a.0.status().await.unwrap();
     assert!(status.peers.iter().any(|p| p.is_root && p.up));
     assert!(status.peers.iter().any(|p| !p.is_root && p.up));

@@ -940,6 +940,8 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         let t = self.timing.clone();
         self.reassembly.retain(|_, r| r.expires > now);
+        self.rendezvous
+            .retain(|_, at| now < *at + t.rendezvous_interval);
         let mut likes = Vec::new();
         for (nwid, n) in self.networks.iter_mut() {
             if now >= n.like_at {

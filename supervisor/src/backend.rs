@@ -62,6 +62,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Bind a UDP socket to `local` (unspecified address and port 0 allowed); returns it
     /// with its actual address.
     fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<(Self::Udp, SocketAddr), Errno>;
+    /// Open an ICMP echo socket (Linux "ping socket") of `family` with identifier
+    /// `ident` (`None`: pick one); it is driven through the same datagram calls, the
+    /// identifier standing in for the port. Default: `EPROTONOSUPPORT`.
+    fn icmp_bind(
+        &self,
+        _family: crate::Family,
+        _ident: Option<u16>,
+    ) -> Result<(Self::Udp, SocketAddr), Errno> {
+        Err(Errno::EPROTONOSUPPORT)
+    }
     /// Send one datagram.
     fn udp_send_to(
         &self,

@@ -544,11 +544,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Route::Virtual if vs.kind == Kind::Stream => {
                 self.connect_virtual(n, ino, &vs, dest).await
             }
-            Route::Virtual if vs.kind == Kind::Dgram => {
-                self.udp_connect(n, ino, &vs, crate::backend::canonical_addr(dest))
-            }
-            // Virtual ICMP is not implemented yet.
-            Route::Virtual => errno(Errno::ENETUNREACH),
+            Route::Virtual => self.udp_connect(n, ino, &vs, crate::backend::canonical_addr(dest)),
             Route::Loopback | Route::Host => self.connect_kernel(n, ino, &vs, dest).await,
         }
     }
@@ -629,7 +625,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let ip = crate::backend::canonical(local.ip());
         if self.backend.enabled()
-            && vs.kind == Kind::Dgram
+            && vs.kind != Kind::Stream
             && (ip.is_unspecified() || self.backend.is_local(ip))
         {
             tri!(self.udp_enter(n, ino, &vs, local));
@@ -969,11 +965,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Inet(a) => a,
         };
         match route(&*self.backend, self.policy, dest) {
-            Route::Virtual if vs.kind == Kind::Dgram => {
+            Route::Virtual => {
                 let dest = crate::backend::canonical_addr(dest);
                 self.udp_send(n, ino, vs, data, dest).await
             }
-            Route::Unreachable | Route::Virtual => errno(Errno::ENETUNREACH),
+            Route::Unreachable => errno(Errno::ENETUNREACH),
             Route::Loopback | Route::Host => {
                 let r = tri!(self.kernel_socket(vs));
                 let flags = flags & (libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE);

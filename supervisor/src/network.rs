@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::task::Poll;
 
-use netstack::{Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
+use netstack::{IcmpSocket, IpFamily, Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
 use nix::errno::Errno;
 
 use crate::backend::{canonical, Backend, Connection};
@@ -19,10 +19,16 @@ pub struct Networks {
     stacks: Vec<Stack>,
 }
 
-/// A UDP socket bound on one or more stacks.
+/// A UDP or ICMP echo socket bound on one or more stacks.
 #[derive(Debug)]
 pub struct UdpSet {
-    socks: Vec<(Stack, UdpSocket)>,
+    socks: Vec<(Stack, Datagram)>,
+}
+
+#[derive(Debug)]
+enum Datagram {
+    Udp(UdpSocket),
+    Icmp(IcmpSocket),
 }
 
 fn errno(e: netstack::Error) -> Errno {
@@ -141,7 +147,7 @@ impl Backend for Networks {
                 .udp_bind(SocketAddr::new(local.ip(), port), v6only)
                 .map_err(errno)?;
             port = s.local_addr().port();
-            socks.push((stack.clone(), s));
+            socks.push((stack.clone(), Datagram::Udp(s)));
         }
         if socks.is_empty() {
             return Err(Errno::EADDRNOTAVAIL);
@@ -161,7 +167,33 @@ impl Backend for Networks {
             .iter()
             .find(|(stack, _)| stack.is_virtual(dest.ip()))
             .ok_or(Errno::ENETUNREACH)?;
-        sock.send_to(data, dest).await.map_err(errno)
+        match sock {
+            Datagram::Udp(s) => s.send_to(data, dest).await.map_err(errno),
+            Datagram::Icmp(s) => s.send_to(data, dest.ip()).await.map_err(errno),
+        }
+    }
+
+    fn icmp_bind(
+        &self,
+        family: crate::Family,
+        ident: Option<u16>,
+    ) -> Result<(UdpSet, SocketAddr), Errno> {
+        let fam = match family {
+            crate::Family::V4 => IpFamily::V4,
+            crate::Family::V6 => IpFamily::V6,
+        };
+        let mut ident = ident;
+        let mut socks = Vec::new();
+        for stack in &self.stacks {
+            let s = stack.icmp_bind(fam, ident).map_err(errno)?;
+            ident = Some(s.ident());
+            socks.push((stack.clone(), Datagram::Icmp(s)));
+        }
+        let ident = ident.ok_or(Errno::ENETUNREACH)?;
+        Ok((
+            UdpSet { socks },
+            SocketAddr::new(family.unspecified().ip(), ident),
+        ))
     }
 
     async fn udp_recv_from(
@@ -171,7 +203,13 @@ impl Backend for Networks {
     ) -> Result<(usize, SocketAddr), Errno> {
         poll_fn(|cx| {
             for (_, s) in &set.socks {
-                if let Poll::Ready(r) = s.poll_recv_from(Some(&mut *cx), buf, false) {
+                let ready = match s {
+                    Datagram::Udp(s) => s.poll_recv_from(Some(&mut *cx), buf, false),
+                    Datagram::Icmp(s) => s
+                        .poll_recv_from(Some(&mut *cx), buf)
+                        .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+                };
+                if let Poll::Ready(r) = ready {
                     return Poll::Ready(r.map(|(n, _, from)| (n, from)));
                 }
             }

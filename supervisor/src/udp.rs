@@ -94,7 +94,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
             .unwrap_or(0)
             != 0;
-        let (sock, actual) = self.backend.udp_bind(local, v6only)?;
+        let (sock, actual) = match vs.kind {
+            Kind::Icmp => {
+                let ident = (local.port() != 0).then_some(local.port());
+                self.backend.icmp_bind(vs.family, ident)?
+            }
+            _ => self.backend.udp_bind(local, v6only)?,
+        };
         let sock = Arc::new(sock);
         let (theirs, ours) = socketpair(Kind::Dgram, false)?;
         let new_ino = inode(theirs.as_fd())?;

@@ -164,3 +164,26 @@ async fn two_programs_on_two_stacks_joined_by_a_link() {
     ab.abort();
     ba.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_through_an_icmp_echo_socket_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "ping", &["10.7.0.1"]).await;
+    assert_ok(&s, status, &["reply seq 1", "reply seq 3", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_dual_stack_and_v6only_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "ipv6", &["fd7a::1", "10.7.0.1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "v6 peer fd7a::1",
+            "v4 peer ::ffff:10.7.0.1",
+            "v6only ok",
+            "done",
+        ],
+    );
+}

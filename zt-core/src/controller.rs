@@ -29,7 +29,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::vl2::{NetworkId, DEFAULT_MTU};
 use crate::wire::credential::{
-    Certificate, Revocation, Route, SignedConfig, CERTIFICATE_CONTEXT, CONFIG_CONTEXT,
+    Certificate, Revocation, Route, SignedConfig, CERTIFICATE_CONTEXT, CONFIG_CONTEXT, MAX_LIST,
     REVOCATION_CONTEXT,
 };
 
@@ -50,6 +50,12 @@ pub enum ControllerError {
     UnknownNetwork {
         /// The network.
         nwid: NetworkId,
+    },
+    /// Settings that cannot be encoded in a configuration.
+    #[error("invalid network settings: {reason}")]
+    Settings {
+        /// Why.
+        reason: &'static str,
     },
     /// The saved state could not be read.
     #[error("invalid controller state: {reason}")]
@@ -106,6 +112,34 @@ pub struct NetworkSettings {
     pub sixplane: bool,
     /// Routes pushed to members.
     pub routes: Vec<Route>,
+}
+
+impl NetworkSettings {
+    /// Checks what the configuration format can carry.
+    pub fn validate(&self) -> Result<(), ControllerError> {
+        let bad = |reason| Err(ControllerError::Settings { reason });
+        if self.name.len() > 255 {
+            return bad("name longer than 255 bytes");
+        }
+        if self.routes.len() > MAX_LIST {
+            return bad("more than 32 routes");
+        }
+        if self.mtu < 1280 || usize::from(self.mtu) > DEFAULT_MTU {
+            return bad("MTU outside 1280..=2800");
+        }
+        if let Some((first, last, prefix)) = self.ipv4_pool {
+            if prefix > 32 || u32::from(first) > u32::from(last) {
+                return bad("IPv4 pool must be first <= last with a prefix of at most 32");
+            }
+        }
+        for r in &self.routes {
+            let max = if r.target.is_ipv4() { 32 } else { 128 };
+            if r.prefix > max || r.via.is_some_and(|v| v.is_ipv4() != r.target.is_ipv4()) {
+                return bad("route prefix too long or gateway of another address family");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for NetworkSettings {
@@ -269,6 +303,7 @@ impl Controller {
         if number >> 24 != 0 {
             return Err(ControllerError::NetworkNumber { number });
         }
+        settings.validate()?;
         let nwid = NetworkId((self.address().to_u64() << 24) | u64::from(number));
         match self.networks.get_mut(&nwid) {
             Some(n) => n.settings = settings,
@@ -500,6 +535,7 @@ impl Controller {
                 sixplane: n["sixplane"].as_bool().unwrap_or(false),
                 routes,
             };
+            settings.validate()?;
             let mut members = BTreeMap::new();
             for m in n["members"].as_array().into_iter().flatten() {
                 let a: Address = m["address"]
@@ -711,6 +747,44 @@ mod tests {
             c.request(now, NetworkId(nwid.0 + 1), member),
             Err(ConfigDenied::NotFound)
         );
+    }
+
+    #[test]
+    fn settings_that_cannot_be_encoded_are_refused() {
+        let mut c = Controller::new(test_identity(31), 0, Instant::now());
+        for s in [
+            NetworkSettings {
+                name: "x".repeat(256),
+                ..NetworkSettings::default()
+            },
+            NetworkSettings {
+                mtu: 9000,
+                ..NetworkSettings::default()
+            },
+            NetworkSettings {
+                ipv4_pool: Some(("10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap(), 24)),
+                ..NetworkSettings::default()
+            },
+            NetworkSettings {
+                routes: vec![
+                    Route {
+                        target: "10.0.0.0".parse().unwrap(),
+                        prefix: 24,
+                        via: None,
+                    };
+                    33
+                ],
+                ..NetworkSettings::default()
+            },
+        ] {
+            assert!(matches!(
+                c.create_network(1, s),
+                Err(ControllerError::Settings { .. })
+            ));
+        }
+        assert!(c
+            .create_network(1 << 24, NetworkSettings::default())
+            .is_err());
     }
 
     #[test]

@@ -294,6 +294,8 @@ pub enum Side {
     Server,
     /// Member 2.
     Client,
+    /// Member 2's host under a second identity: a server running beside the clients.
+    Backend,
 }
 
 /// As whom a program runs.
@@ -400,10 +402,16 @@ impl<'t, 'n> Stage<'t, 'n> {
         self.topology.client.addr
     }
 
+    /// The address of the backend (a server on member 2's host beside the clients).
+    pub fn backend_addr(&self) -> IpAddr {
+        self.topology.backend.addr
+    }
+
     fn member(&self, side: Side) -> &'t Member<'n> {
         match side {
             Side::Server => &self.topology.server,
             Side::Client => &self.topology.client,
+            Side::Backend => &self.topology.backend,
         }
     }
 

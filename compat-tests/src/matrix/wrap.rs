@@ -5,7 +5,6 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::stage::{chown_nobody, run_with_timeout, MatrixError};
@@ -146,6 +145,10 @@ pub struct Topology<'n> {
     pub server: Member<'n>,
     /// Member 2: the clients.
     pub client: Member<'n>,
+    /// A second identity on member 2's host, for a server that runs there while clients
+    /// run too (nginx's proxy backend): two `ztrun` processes at once never share a
+    /// `--home`. In native mode the same host and address as `client`.
+    pub backend: Member<'n>,
     /// State directories of the overlay (homes), removed with the topology.
     _state: tempfile::TempDir,
 }
@@ -163,8 +166,12 @@ impl<'n> Topology<'n> {
             .prefix("ztmatrix-overlay-")
             .tempdir()
             .map_err(|e| MatrixError::io("creating the overlay state directory", e))?;
-        let homes = [state.path().join("member1"), state.path().join("member2")];
-        for dir in [state.path(), &homes[0], &homes[1]] {
+        let homes = [
+            state.path().join("member1"),
+            state.path().join("member2"),
+            state.path().join("member2-backend"),
+        ];
+        for dir in std::iter::once(state.path()).chain(homes.iter().map(PathBuf::as_path)) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| MatrixError::io(format!("creating {}", dir.display()), e))?;
             chown_nobody(dir)?;
@@ -178,7 +185,7 @@ impl<'n> Topology<'n> {
                 let client = net.host("member2")?;
                 let server_at = server.attach(&lan)?;
                 let client_at = client.attach(&lan)?;
-                let [home1, home2] = homes;
+                let [home1, home2, home3] = homes;
                 Ok(Topology {
                     mode,
                     wrap: Wrap::Native,
@@ -194,6 +201,12 @@ impl<'n> Topology<'n> {
                         addr: client_at.addr.into(),
                         addr6: Some(client_at.addr6.into()),
                         home: home2,
+                    },
+                    backend: Member {
+                        host: client,
+                        addr: client_at.addr.into(),
+                        addr6: Some(client_at.addr6.into()),
+                        home: home3,
                     },
                     _state: state,
                 })
@@ -216,8 +229,8 @@ impl<'n> Topology<'n> {
                     nwid: NWID.into(),
                     root: root_udp,
                 };
-                let addrs = overlay::set_up(&root, &[server, client], &zt, &wrap, &homes)?;
-                let [home1, home2] = homes;
+                let addrs = overlay::set_up(&root, &[server, client, client], &zt, &wrap, &homes)?;
+                let [home1, home2, home3] = homes;
                 Ok(Topology {
                     mode,
                     wrap: Wrap::Ztrun(wrap),
@@ -234,6 +247,12 @@ impl<'n> Topology<'n> {
                         addr6: addrs[1].1,
                         home: home2,
                     },
+                    backend: Member {
+                        host: client,
+                        addr: addrs[2].0,
+                        addr6: addrs[2].1,
+                        home: home3,
+                    },
                     _state: state,
                 })
             }
@@ -248,40 +267,38 @@ impl<'n> Topology<'n> {
 mod overlay {
     use super::*;
 
-    fn zt_step(cmd: &mut Command, step: &str) -> Result<String, MatrixError> {
-        let ran = run_with_timeout(cmd, step, Duration::from_secs(20))?;
-        if ran.timed_out || !ran.status.success() {
-            return Err(MatrixError::Overlay {
-                step: step.into(),
-                reason: format!("`{}` ({}): {}", ran.command, ran.status, ran.stderr_tail()),
-            });
-        }
-        Ok(ran.stdout.trim().to_owned())
+    /// The addresses in ztrun's `ztrun: joined NWID as V4 [and V6] in N ms` line.
+    pub(super) fn joined_addresses(stderr: &str) -> Option<(IpAddr, Option<IpAddr>)> {
+        let line = stderr.lines().find(|l| l.starts_with("ztrun: joined "))?;
+        let (_, rest) = line.split_once(" as ")?;
+        let rest = rest.rsplit_once(" in ").map_or(rest, |(addrs, _)| addrs);
+        let addrs: Vec<IpAddr> = rest
+            .split(" and ")
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        let v4 = addrs.iter().copied().find(IpAddr::is_ipv4)?;
+        let v6 = addrs.iter().copied().find(IpAddr::is_ipv6);
+        Some((v4, v6))
     }
 
-    /// 1. an identity for each member in its `--home` (`zt id new HOME/identity.secret`);
-    /// 2. the root on the public LAN (`zt root --listen ADDR:9993`, left running; it prints
-    ///    its public identity when it listens);
-    /// 3. a join probe on each member: `ztrun --nwid N --home H --root R -- /bin/true`
-    ///    must exit 0;
-    /// 4. each member's address on the network, printed by
-    ///    `zt id show HOME --nwid N` as a line `ipv4: A.B.C.D` (and, optionally, a line
-    ///    `ipv6: ADDR`).
+    /// 1. the root on the public LAN (`zt root --listen ADDR:9993`, left running; it prints
+    ///    its public identity once it listens);
+    /// 2. a join probe on each member: `ztrun --nwid N --home H --root R -- /bin/true`
+    ///    must exit 0 within 30 s. On the way it creates the member's identity in its
+    ///    home, and reports where it joined on stderr:
+    ///    `ztrun: joined NWID as A.B.C.D and IPV6 in N ms`;
+    /// 3. those addresses are the member's on the network (they are stable: ad-hoc
+    ///    addresses derive from the network id and the node address, and a controller
+    ///    assigns a member the same address again).
     ///
     /// Returns the members' virtual IPv4 and IPv6 addresses.
     pub(super) fn set_up(
         root: &Host<'_>,
-        members: &[Host<'_>; 2],
+        members: &[Host<'_>; 3],
         zt: &Path,
         wrap: &ZtrunWrap,
-        homes: &[PathBuf; 2],
-    ) -> Result<[(IpAddr, Option<IpAddr>); 2], MatrixError> {
-        for (member, home) in members.iter().zip(homes) {
-            let mut cmd = member.command_as_user(zt);
-            cmd.args(["id", "new"]).arg(home.join("identity.secret"));
-            zt_step(&mut cmd, "creating a member identity")?;
-        }
-
+        homes: &[PathBuf; 3],
+    ) -> Result<[(IpAddr, Option<IpAddr>); 3], MatrixError> {
         let mut cmd = root.command_as_user(zt);
         cmd.args(["root", "--listen", &wrap.root.to_string()]);
         let log = homes[0].with_file_name("root.out");
@@ -317,7 +334,7 @@ mod overlay {
             std::thread::sleep(Duration::from_millis(50));
         }
 
-        let mut addrs = [(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); 2];
+        let mut addrs = [(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); 3];
         for ((member, home), addr) in members.iter().zip(homes).zip(&mut addrs) {
             let argv = Wrap::Ztrun(wrap.clone()).argv(home, OsStr::new("/bin/true"), &[]);
             let mut cmd = member.command_as_user(&argv[0]);
@@ -338,22 +355,14 @@ mod overlay {
                     ),
                 });
             }
-            let mut cmd = member.command_as_user(zt);
-            cmd.args(["id", "show"])
-                .arg(home)
-                .args(["--nwid", &wrap.nwid]);
-            let shown = zt_step(&mut cmd, "learning a member's virtual address")?;
-            let line = |key: &str| -> Option<IpAddr> {
-                shown
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix(key))
-                    .and_then(|a| a.trim().split('/').next()?.parse().ok())
-            };
-            let v4 = line("ipv4:").ok_or_else(|| MatrixError::Overlay {
+            *addr = joined_addresses(&ran.stderr).ok_or_else(|| MatrixError::Overlay {
                 step: "learning a member's virtual address".into(),
-                reason: format!("no `ipv4: A.B.C.D` line in `zt id show`'s output: {shown:?}"),
+                reason: format!(
+                    "no `ztrun: joined {} as A.B.C.D ...` line in ztrun's stderr: {}",
+                    wrap.nwid,
+                    ran.stderr_tail()
+                ),
             })?;
-            *addr = (v4, line("ipv6:"));
         }
         Ok(addrs)
     }
@@ -362,6 +371,22 @@ mod overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_line_gives_the_addresses() {
+        let stderr = "ztrun: new identity 1a2b3c4d5e in /h\n\
+                      ztrun: joined 8056c2e21c000001 as 100.77.1.2 and fd80:56c2:e21c:1:99:931a:2b3c:4d5e in 812 ms\n";
+        let (v4, v6) = overlay::joined_addresses(stderr).unwrap();
+        assert_eq!(v4, "100.77.1.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v6,
+            Some("fd80:56c2:e21c:1:99:931a:2b3c:4d5e".parse().unwrap())
+        );
+        let v4_only =
+            overlay::joined_addresses("ztrun: joined 8056c2e21c000001 as 100.77.1.2 in 3 ms");
+        assert_eq!(v4_only, Some(("100.77.1.2".parse().unwrap(), None)));
+        assert_eq!(overlay::joined_addresses("ztrun: something else"), None);
+    }
 
     #[test]
     fn ztrun_wrap_prefixes_the_program_with_its_flags() {

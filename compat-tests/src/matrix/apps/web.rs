@@ -188,7 +188,7 @@ pub(super) fn nginx(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
     let (_, back_digest) = stage.random_file("back/www/big.bin", 3 << 20)?;
     let nonce = format!("backend {}\n", &digest[..16]);
     stage.write("back/www/hello.txt", &nonce)?;
-    let backend_addr = std::net::SocketAddr::new(stage.client_addr(), BACKEND_PORT);
+    let backend_addr = std::net::SocketAddr::new(stage.backend_addr(), BACKEND_PORT);
     let front_conf = stage.write(
         "front/nginx.conf",
         nginx_config(
@@ -234,11 +234,11 @@ pub(super) fn nginx(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
             ],
         )
     };
-    let backend = nginx_cmd(stage, Side::Client, &back, &back_conf);
+    let backend = nginx_cmd(stage, Side::Backend, &back, &back_conf);
     stage.start_server("nginx-backend", backend)?;
     let frontend = nginx_cmd(stage, Side::Server, &front, &front_conf);
     stage.start_server("nginx", frontend)?;
-    stage.wait_tcp("nginx-backend", Side::Client, BACKEND_PORT, SERVER_TIMEOUT)?;
+    stage.wait_tcp("nginx-backend", Side::Backend, BACKEND_PORT, SERVER_TIMEOUT)?;
     stage.wait_tcp("nginx", Side::Server, PORT, SERVER_TIMEOUT)?;
 
     let nginx: Vec<_> = stage

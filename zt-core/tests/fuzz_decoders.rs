@@ -127,6 +127,13 @@ fn decoders_survive_random_and_mutated_input() {
 }
 
 #[test]
+fn node_datagram_entry_point_survives_random_input() {
+    for input in inputs(2000).take(5_000) {
+        fuzzing::node_datagram(&input);
+    }
+}
+
+#[test]
 fn node_and_root_survive_garbage_datagrams() {
     let mut rng = ChaCha8Rng::seed_from_u64(99);
     let root_id = SecretIdentity::generate(&mut rng);

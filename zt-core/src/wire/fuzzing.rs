@@ -123,3 +123,61 @@ pub fn certificate(data: &[u8]) {
         assert_eq!(out, data, "revocation does not round-trip");
     }
 }
+
+/// The whole receive path of a node and of a root: one datagram from an arbitrary sender,
+/// then a timer tick. Half of the inputs get a valid header addressed to the victim so the
+/// body decoders, fragment reassembly and session lookup behind it are reached.
+pub fn node_datagram(data: &[u8]) {
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use crate::node::{Node, NodeConfig, Root, RootSpec, Timing};
+
+    struct Victims {
+        node: Node,
+        root: Root,
+        node_addr: crate::Address,
+        root_addr: crate::Address,
+        now: Instant,
+    }
+    static VICTIMS: OnceLock<Mutex<Victims>> = OnceLock::new();
+    let victims = VICTIMS.get_or_init(|| {
+        let root_id = SecretIdentity::generate_from_seed([1; 32]);
+        let node_id = SecretIdentity::generate_from_seed([2; 32]);
+        let now = Instant::now();
+        let spec = RootSpec {
+            identity: root_id.public().clone(),
+            endpoints: vec!["192.0.2.1:9993".parse().expect("literal")],
+        };
+        Mutex::new(Victims {
+            node_addr: node_id.address(),
+            root_addr: root_id.address(),
+            node: Node::new(NodeConfig::new(node_id, vec![spec], [3; 32]), now),
+            root: Root::new(root_id, [4; 32], Timing::default(), now),
+            now,
+        })
+    });
+    let mut v = victims.lock().unwrap_or_else(|e| e.into_inner());
+    let mut input = data.to_vec();
+    if input.first().is_some_and(|b| b & 1 == 1) && input.len() >= HEADER_LEN {
+        let (dst, src) = if input[1] & 1 == 1 {
+            (v.node_addr, v.root_addr)
+        } else {
+            (v.root_addr, v.node_addr)
+        };
+        input[0] = super::PROTOCOL_VERSION;
+        input[1] = 1 + input[1] % 5;
+        input[4..9].copy_from_slice(&dst.to_bytes());
+        input[9..14].copy_from_slice(&src.to_bytes());
+    }
+    let from = "192.0.2.2:9993".parse().expect("literal");
+    v.now += Duration::from_millis(10);
+    let now = v.now;
+    v.node.handle_datagram(now, from, &input);
+    v.root.handle_datagram(now, from, &input);
+    v.node.handle_timeout(now);
+    v.root.handle_timeout(now);
+    while v.node.poll_transmit().is_some() {}
+    while v.root.poll_transmit().is_some() {}
+    while v.node.poll_event().is_some() {}
+}

@@ -23,9 +23,11 @@
 //!   authorization, address assignment, signed configurations, membership certificates and
 //!   revocations. A node hosts it and answers configuration requests over VL1; members show
 //!   each other their certificates and drop frames from nodes without a valid one.
-//! - [`driver`] (cargo feature `tokio`): the thin glue that owns UDP sockets and a clock,
-//!   feeds a `Node`, and hands frames of a joined network to the rest of the program over
-//!   channels.
+//! - `driver` (cargo feature `tokio`): the thin glue that owns UDP sockets (batched
+//!   receive and send through `quinn-udp`) and a clock, feeds a `Node` or a `Root`, and
+//!   hands frames of a joined network to the rest of the program over channels.
+//! - `controller::store` (cargo feature `store`): controller state in an embedded redb
+//!   database.
 //!
 //! # How to drive it
 //!
@@ -43,8 +45,8 @@
 //! forged transport packets, frames whose source MAC is not the sender's, and relaying for
 //! nodes that are not registered with the root from the endpoint they use; on private
 //! networks, frames from nodes without a valid, unrevoked membership certificate. The wire
-//! format is described in `docs/PROTOCOL.md`. The controller's embedded database and HTTP
-//! API live outside this crate (it can save and restore its state as JSON).
+//! format is described in `docs/PROTOCOL.md`. The controller's HTTP management API lives
+//! outside this crate.
 #![forbid(unsafe_code)]
 
 pub mod controller;

@@ -103,3 +103,103 @@ async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
     assert!(stats.handshake_packets >= 1, "{stats:?}");
     b.0.leave(nwid).await.unwrap();
 }
+
+#[tokio::test]
+async fn controller_network_over_loopback_join_waits_for_authorization() {
+    use zt_core::controller::{Controller, NetworkSettings};
+    use zt_core::node::NetworkState;
+
+    let loopback = ["127.0.0.1:0".parse().unwrap()];
+    let root_id = identity(200);
+    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_sockets.local_addrs()[0]],
+    };
+    let (_root, _root_task) = spawn_root(
+        Root::new(
+            root_id,
+            [1; 32],
+            Timing::default(),
+            std::time::Instant::now(),
+        ),
+        root_sockets,
+    );
+    // The controller node.
+    let ctl_id = identity(201);
+    let mut ctl_node = Node::new(
+        NodeConfig::new(ctl_id.clone(), vec![spec.clone()], [2; 32]),
+        std::time::Instant::now(),
+    );
+    ctl_node.attach_controller(Controller::new(
+        ctl_id,
+        1_700_000_000_000,
+        std::time::Instant::now(),
+    ));
+    let (ctl, _ctl_task) = spawn_node(ctl_node, Sockets::bind_addrs(&loopback).await.unwrap());
+    let nwid = ctl
+        .with_controller(|c| {
+            c.create_network(
+                1,
+                NetworkSettings {
+                    ipv4_pool: Some((
+                        "10.147.17.10".parse().unwrap(),
+                        "10.147.17.20".parse().unwrap(),
+                        24,
+                    )),
+                    ..NetworkSettings::default()
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    // A member joins; it is not authorized, so join waits and status says why.
+    let member_id = identity(202);
+    let member_addr = member_id.address();
+    let member = Node::new(
+        NodeConfig::new(member_id, vec![spec], [3; 32]),
+        std::time::Instant::now(),
+    );
+    let (m, _m_task) = spawn_node(member, Sockets::bind_addrs(&loopback).await.unwrap());
+    let m2 = m.clone();
+    let join = tokio::spawn(async move { m2.join(nwid).await });
+    let denied = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let st = m.status().await.unwrap();
+            if st
+                .networks
+                .iter()
+                .any(|n| matches!(n.state, NetworkState::Denied(_)))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(denied.is_ok(), "the member never saw 'access denied'");
+    assert!(!join.is_finished());
+    // Authorized: join completes with an address from the pool within 5 s.
+    ctl.set_member_authorized(nwid, member_addr, true)
+        .await
+        .unwrap();
+    let port = tokio::time::timeout(Duration::from_secs(5), join)
+        .await
+        .expect("join did not complete after authorization")
+        .unwrap()
+        .unwrap();
+    assert!(port
+        .config
+        .addresses
+        .iter()
+        .any(|(ip, p)| ip.to_string() == "10.147.17.10" && *p == 24));
+    let members = ctl
+        .with_controller(move |c| c.members(nwid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(members
+        .iter()
+        .any(|(a, m)| *a == member_addr && m.authorized));
+}

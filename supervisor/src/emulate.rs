@@ -93,6 +93,9 @@ pub(crate) enum Phase<B: Backend> {
     Failed(Errno),
     /// A UDP socket on the virtual network.
     Datagram(Arc<Dgram<B>>),
+    /// A kernel UDP/ICMP socket (loopback or host) swapped into the program; keyed by
+    /// the kernel socket's inode (see `kdgram.rs`).
+    KernelDgram(Arc<OwnedFd>),
 }
 
 impl<B: Backend> Phase<B> {
@@ -113,6 +116,7 @@ impl<B: Backend> Phase<B> {
             Phase::Listening(_) => "listening",
             Phase::Failed(_) => "failed",
             Phase::Datagram(_) => "datagram",
+            Phase::KernelDgram(_) => "kernel-datagram",
         }
     }
 }
@@ -237,6 +241,8 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     sockets: Mutex<HashMap<u64, Arc<VSocket<B>>>>,
     /// Threads that made trapped calls (for the listener sweep).
     seen: Mutex<HashSet<u32>>,
+    /// Whether any kernel datagram socket was ever adopted (skips a lookup otherwise).
+    pub(crate) kernel_dgrams: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -257,6 +263,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             policy,
             sockets: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
+            kernel_dgrams: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -299,7 +306,26 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+
     pub(crate) async fn dispatch(self: &Arc<Self>, n: &Notification) -> Reply {
+        if n.nr != libc::SYS_socket
+            && self
+                .kernel_dgrams
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Ok(Some((_, vs))) = self.lookup(n) {
+                let kernel = match &*vs.phase() {
+                    Phase::KernelDgram(r) => Some(r.clone()),
+                    _ => None,
+                };
+                if let Some(r) = kernel {
+                    return self.kernel_dgram_call(n, &vs, r).await;
+                }
+            }
+        }
         match n.nr {
             libc::SYS_socket => self.socket(n),
             libc::SYS_connect => self.connect(n).await,
@@ -455,6 +481,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(r)
     }
 
+    /// Bind a fresh kernel datagram socket to the loopback address of its family, so it
+    /// can only ever reach host-local addresses.
+    fn bind_loopback(&self, vs: &VSocket<B>, r: &OwnedFd) -> Result<(), Errno> {
+        sys::connect_bytes(r.as_fd(), &wire::emit_sockaddr(vs.family.loopback(0)), true)
+    }
+
     /// Replace the program's fd (still our socketpair end `ino`) with `r`, keeping the
     /// program's `O_NONBLOCK` and close-on-exec.
     pub(crate) fn swap_in(
@@ -550,7 +582,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     async fn connect_kernel(
-        &self,
+        self: &Arc<Self>,
         n: &Notification,
         ino: u64,
         vs: &VSocket<B>,
@@ -560,6 +592,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Some(r) => r,
             None => Arc::new(tri!(self.kernel_socket(vs))),
         };
+        if vs.kind != Kind::Stream {
+            if route(&*self.backend, self.policy, dest) == Route::Loopback {
+                tri!(self.bind_loopback(vs, &r));
+            }
+            tri!(sys::connect_bytes(
+                r.as_fd(),
+                &wire::emit_sockaddr(dest),
+                false
+            ));
+            tri!(self.swap_in(n, ino, r.as_fd()));
+            self.adopt_kernel_dgram(vs, r);
+            return value(0);
+        }
         let nonblocking = tri!(self.program_nonblocking(n));
         let addr = wire::emit_sockaddr(dest);
         match sys::connect_bytes(r.as_fd(), &addr, false) {
@@ -668,6 +713,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Kind::Dgram | Kind::Icmp => {
                 tri!(self.swap_in(n, ino, r.as_fd()));
+                self.adopt_kernel_dgram(&vs, Arc::new(r));
                 value(0)
             }
         }
@@ -970,8 +1016,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 self.udp_send(n, ino, vs, data, dest).await
             }
             Route::Unreachable => errno(Errno::ENETUNREACH),
-            Route::Loopback | Route::Host => {
+            route @ (Route::Loopback | Route::Host) => {
                 let r = tri!(self.kernel_socket(vs));
+                if route == Route::Loopback {
+                    tri!(self.bind_loopback(vs, &r));
+                }
                 let flags = flags & (libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE);
                 let sent = tri!(sys::sendto_bytes(
                     r.as_fd(),
@@ -980,6 +1029,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     &wire::emit_sockaddr(dest)
                 ));
                 tri!(self.swap_in(n, ino, r.as_fd()));
+                self.adopt_kernel_dgram(vs, Arc::new(r));
                 value(sent as i64)
             }
         }

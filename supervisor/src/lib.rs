@@ -45,6 +45,7 @@
 pub mod backend;
 mod emulate;
 pub mod filter;
+mod kdgram;
 pub mod kernel;
 pub mod launch;
 pub mod network;

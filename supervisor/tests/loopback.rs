@@ -181,3 +181,24 @@ async fn udp_over_loopback() {
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_udp_socket_cannot_be_reaimed_at_the_host() {
+    let ip = nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter_map(|i| i.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .find(|ip| !ip.is_loopback())
+        .expect("this host has a non-loopback IPv4 address");
+    let host = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let port = host.local_addr().unwrap().port().to_string();
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["udp_escape", &ip.to_string(), &port])).await;
+    assert_ok(&s, status, &["udp escape refused"]);
+    let mut buf = [0u8; 8];
+    assert!(
+        host.recv_from(&mut buf).is_err(),
+        "a datagram reached the host socket"
+    );
+}

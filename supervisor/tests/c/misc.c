@@ -31,6 +31,34 @@ int main(int argc, char **argv) {
         int u = socket(AF_INET, SOCK_DGRAM, 0);
         CHECK(sendto(u, "x", 1, 0, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH, "udp ENETUNREACH");
         printf("ENETUNREACH\n");
+    } else if (!strcmp(mode, "udp_escape")) {
+        /* A UDP socket that went to loopback must not be re-aimed at the host. */
+        int sink = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in lo = v4("127.0.0.1", 0);
+        CHECK(bind(sink, (struct sockaddr *)&lo, sizeof lo) == 0, "bind sink");
+        lo.sin_port = htons(port_of(sink));
+        int u = socket(AF_INET, SOCK_DGRAM, 0);
+        CHECK(sendto(u, "x", 1, 0, (struct sockaddr *)&lo, sizeof lo) == 1, "loopback sendto");
+        struct sockaddr_in host = v4(argv[3], atoi(argv[4]));
+        CHECK(sendto(u, "x", 1, 0, (struct sockaddr *)&host, sizeof host) == -1 && errno == ENETUNREACH, "sendto host refused");
+        struct iovec iov = {.iov_base = "y", .iov_len = 1};
+        struct msghdr m = {0};
+        m.msg_name = &host;
+        m.msg_namelen = sizeof host;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        CHECK(sendmsg(u, &m, 0) == -1 && errno == ENETUNREACH, "sendmsg host refused");
+        CHECK(connect(u, (struct sockaddr *)&host, sizeof host) == -1 && errno == ENETUNREACH, "connect host refused");
+        CHECK(connect(u, (struct sockaddr *)&lo, sizeof lo) == 0, "connect loopback");
+        CHECK(send(u, "z", 1, 0) == 1, "send to the connected loopback peer");
+        m.msg_name = NULL;
+        m.msg_namelen = 0;
+        CHECK(sendmsg(u, &m, 0) == 1, "sendmsg without a name");
+        char buf[4];
+        int got = 0;
+        for (int i = 0; i < 4; i++) got += recv(sink, buf, sizeof buf, MSG_DONTWAIT) == 1;
+        CHECK(got == 3, "the loopback sink got the three allowed datagrams");
+        printf("udp escape refused\n");
     } else if (!strcmp(mode, "exit")) {
         int fd = socket(AF_INET6, SOCK_DGRAM, 0);
         CHECK(fd >= 0, "socket");

@@ -1,0 +1,179 @@
+//! UDP/ICMP sockets served by a real kernel socket (loopback, or the host with
+//! fall-through).
+//!
+//! Unlike a connected or listening TCP socket, a kernel datagram socket could later be
+//! aimed anywhere with `sendto`/`sendmsg`/`connect`. So the supervisor keeps a handle on
+//! it (under the kernel socket's inode, closed by the same sweep as virtual listeners)
+//! and emulates every address-bearing call on it: the destination is copied out, routed
+//! like any other, and the send or connect is performed on our handle. Receives and
+//! every other call are continued natively. The kernel socket is also bound to the
+//! loopback address when it serves loopback, so even a call that slipped past could only
+//! reach host-local addresses.
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{send, MsgFlags};
+
+use crate::backend::{route, Backend, Route};
+use crate::emulate::{errno, inode, tri, value, Phase, Reply, Supervisor, VSocket, CONTINUE};
+use crate::kernel::{Kernel, Notification};
+use crate::sys;
+use crate::tracee::{self, MAX_COPY};
+use crate::virt::SWEEP;
+use crate::wire::{self, SockAddr, MSGHDR_LEN};
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// Track kernel datagram socket `r`, just swapped into the program.
+    pub(crate) fn adopt_kernel_dgram(self: &Arc<Self>, vs: &VSocket<B>, r: Arc<OwnedFd>) {
+        let (Ok(ino), Ok(placeholder)) = (inode(r.as_fd()), r.try_clone()) else {
+            return;
+        };
+        let entry = Arc::new(vs.successor(placeholder, Phase::KernelDgram(r)));
+        self.table().insert(ino, entry.clone());
+        self.kernel_dgrams.store(true, Ordering::Relaxed);
+        let me = Arc::downgrade(self);
+        let weak = Arc::downgrade(&entry);
+        drop(entry);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP).await;
+                let (Some(me), Some(entry)) = (me.upgrade(), weak.upgrade()) else {
+                    return;
+                };
+                if !me.held_by_program(ino) {
+                    me.forget(ino, &entry);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Is `dest` allowed for a kernel socket? (loopback, or the host with fall-through)
+    fn kernel_dest(&self, dest: SocketAddr) -> bool {
+        matches!(
+            route(&*self.backend, self.policy(), dest),
+            Route::Loopback | Route::Host
+        )
+    }
+
+    /// A call on a kernel datagram socket of ours.
+    pub(crate) async fn kernel_dgram_call(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &VSocket<B>,
+        r: Arc<OwnedFd>,
+    ) -> Reply {
+        match n.nr {
+            libc::SYS_connect => {
+                let bytes = tri!(tracee::read_sockaddr(
+                    &*self.kernel,
+                    n.pid,
+                    n.args[1],
+                    n.args[2]
+                ));
+                if !self.kernel.id_valid(n.id) {
+                    return Reply::Done;
+                }
+                let addr = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+                    SockAddr::Unspec => vec![0u8; 16],
+                    SockAddr::Inet(dest) if self.kernel_dest(dest) => wire::emit_sockaddr(dest),
+                    SockAddr::Inet(_) => return errno(Errno::ENETUNREACH),
+                };
+                tri!(sys::connect_bytes(r.as_fd(), &addr, false));
+                value(0)
+            }
+            libc::SYS_sendto => {
+                let len = n.args[2] as usize;
+                if len > MAX_COPY {
+                    return errno(Errno::EMSGSIZE);
+                }
+                let dest = tri!(tracee::read_sockaddr(
+                    &*self.kernel,
+                    n.pid,
+                    n.args[4],
+                    n.args[5]
+                ));
+                let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+                self.kernel_send(n, vs, &r, Some(dest), &data, n.args[3] as u32 as i32)
+                    .await
+            }
+            libc::SYS_sendmsg | libc::SYS_sendmmsg => {
+                let many = n.nr == libc::SYS_sendmmsg;
+                if many && n.args[2] as u32 == 0 {
+                    return value(0);
+                }
+                let (hdr, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
+                let dest = if hdr.name == 0 {
+                    None
+                } else {
+                    Some(tri!(tracee::read_sockaddr(
+                        &*self.kernel,
+                        n.pid,
+                        hdr.name,
+                        u64::from(hdr.namelen)
+                    )))
+                };
+                let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
+                let reply = self.kernel_send(n, vs, &r, dest, &data, flags).await;
+                match (many, reply) {
+                    (true, Reply::Answer(crate::kernel::Response::Value(sent))) => {
+                        let at = n.args[1] + MSGHDR_LEN as u64;
+                        tri!(self
+                            .kernel
+                            .write_memory(n.pid, at, &(sent as u32).to_ne_bytes()));
+                        value(1)
+                    }
+                    (_, r) => r,
+                }
+            }
+            // Receives, names, options, close: the kernel socket answers itself.
+            _ => CONTINUE,
+        }
+    }
+
+    /// Send `data` from our handle, to `dest` (our copy, routed) or to the connected peer.
+    async fn kernel_send(
+        &self,
+        n: &Notification,
+        vs: &VSocket<B>,
+        r: &OwnedFd,
+        dest: Option<Vec<u8>>,
+        data: &[u8],
+        flags: i32,
+    ) -> Reply {
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let dest = match dest {
+            None => None,
+            Some(bytes) => match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+                SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
+                SockAddr::Inet(d) if self.kernel_dest(d) => Some(wire::emit_sockaddr(d)),
+                SockAddr::Inet(_) => return errno(Errno::ENETUNREACH),
+            },
+        };
+        let nonblocking = flags & libc::MSG_DONTWAIT != 0 || tri!(self.program_nonblocking(n));
+        let keep = libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE;
+        let flags = (flags & keep) | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        loop {
+            let sent = match &dest {
+                Some(d) => sys::sendto_bytes(r.as_fd(), data, flags, d),
+                None => send(r.as_raw_fd(), data, MsgFlags::from_bits_retain(flags)),
+            };
+            match sent {
+                Err(Errno::EAGAIN) if !nonblocking => {
+                    if !self.kernel.id_valid(n.id) {
+                        return Reply::Done;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(n) => return value(n as i64),
+                Err(e) => return errno(e),
+            }
+        }
+    }
+}

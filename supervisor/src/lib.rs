@@ -16,19 +16,24 @@
 //! - [`kernel`]: the seam. Tracee memory, answers, fd injection and fd → inode
 //!   resolution go through the [`kernel::Kernel`] trait, so the emulation (`emulate`)
 //!   is plain code that unit tests drive with a recording fake.
-//! - `emulate`: one function per system call, with Linux's errno values.
+//! - `emulate`: one function per system call, with Linux's errno values; `virt` (TCP on
+//!   the virtual network: pumps, listener tokens, non-blocking connect edges), `udp`
+//!   (UDP and ICMP echo on the virtual network), `kdgram` (kernel datagram sockets kept
+//!   under emulation).
 //! - [`backend`]: routing policy: loopback and (with fall-through) host destinations use
 //!   real kernel sockets swapped into the program's fd number; anything else not on a
-//!   virtual network gets `ENETUNREACH`.
+//!   virtual network gets `ENETUNREACH`. The [`backend::Backend`] trait is the virtual
+//!   network; [`network::Networks`] implements it over `netstack::Stack`s.
 //!
 //! # Driving it
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(stack: netstack::Stack) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use supervisor::{backend::{NoNetwork, Policy}, launch};
-//! let cmd = launch::Command::new("curl").arg("http://127.0.0.1:8080/");
-//! let status = launch::run(&cmd, Policy::default(), Arc::new(NoNetwork)).await?;
+//! use supervisor::{backend::Policy, launch, network::Networks};
+//! let cmd = launch::Command::new("curl").arg("http://10.147.17.5:8080/");
+//! let backend = Arc::new(Networks::new(vec![stack]));
+//! let status = launch::run(&cmd, Policy::default(), backend).await?;
 //! std::process::exit(status.code());
 //! # }
 //! ```

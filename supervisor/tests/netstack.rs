@@ -187,3 +187,13 @@ async fn ipv6_dual_stack_and_v6only_on_a_netstack() {
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_accept_honours_so_rcvtimeo_and_survives_sigurg_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "servers", &["timeout", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["accept timed out", "done"]);
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "servers", &["sigurg", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["accept survived 1 SIGURG", "done"]);
+}

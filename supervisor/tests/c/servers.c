@@ -2,6 +2,7 @@
  * four forked workers sharing one listener with 100 client threads; a blocking accept
  * under a SIGURG storm. argv[2] = mode, argv[3] = virtual address. */
 #include "common.h"
+#include <time.h>
 
 static const char *vip;
 static int port;
@@ -97,6 +98,16 @@ int main(int argc, char **argv) {
         printf("100 clients served\n");
         for (int i = 0; i < 4; i++) kill(workers[i], SIGTERM);
         for (int i = 0; i < 4; i++) waitpid(workers[i], NULL, 0);
+    } else if (!strcmp(mode, "timeout")) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+        CHECK(setsockopt(ls, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO");
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        CHECK(accept(ls, NULL, NULL) == -1 && errno == EAGAIN, "accept times out with EAGAIN");
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double waited = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        CHECK(waited >= 0.15 && waited < 5, "waited about SO_RCVTIMEO");
+        printf("accept timed out\n");
     } else if (!strcmp(mode, "sigurg")) {
         struct sigaction sa = {0};
         sa.sa_handler = on_urg;

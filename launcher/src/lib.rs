@@ -14,7 +14,6 @@
 //! only (and, with `--fallthrough`, the host network).
 #![deny(unsafe_code)]
 
-pub mod backend;
 pub mod home;
 pub mod identity;
 pub mod netconf;

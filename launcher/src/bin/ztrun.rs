@@ -9,7 +9,7 @@ use clap::Parser;
 use supervisor::backend::{NoNetwork, Policy};
 use supervisor::launch;
 
-use launcher::backend::Networks;
+use supervisor::network::Networks;
 use launcher::{identity, overlay};
 use std::time::{Duration, Instant};
 use zt_core::NetworkId;

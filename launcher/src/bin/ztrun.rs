@@ -9,9 +9,9 @@ use clap::Parser;
 use supervisor::backend::{NoNetwork, Policy};
 use supervisor::launch;
 
-use supervisor::network::Networks;
 use launcher::{identity, overlay};
 use std::time::{Duration, Instant};
+use supervisor::network::Networks;
 use zt_core::NetworkId;
 
 /// Run a program so that its sockets live on an encrypted virtual network.

@@ -39,6 +39,7 @@ use crate::emulate::{
     errno, inode, socketpair, tri, value, Kind, Phase, Reply, Supervisor, VSocket,
 };
 use crate::kernel::{Kernel, Notification, Placement};
+use crate::sys;
 use crate::tracee;
 use crate::wire;
 
@@ -127,6 +128,21 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // Non-blocking: a fresh pair whose program end is not writable until the
         // handshake ends.
         let (theirs, ours) = tri!(socketpair(Kind::Stream, true));
+        // A minimal send buffer while connecting keeps the junk small (a few KiB rather
+        // than ~200 KiB per connection); the default comes back before the edge.
+        let mut sndbuf = [0u8; 4];
+        tri!(sys::getsockopt_bytes(
+            theirs.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &mut sndbuf
+        ));
+        tri!(sys::setsockopt_bytes(
+            theirs.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &1i32.to_ne_bytes()
+        ));
         let junk = tri!(fill(&theirs));
         let new_ino = tri!(inode(theirs.as_fd()));
         let next = Arc::new(vs.successor(ours, Phase::Connecting));
@@ -139,7 +155,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 errno(e)
             };
         }
-        drop(theirs);
         let me = self.clone();
         tokio::spawn(async move {
             let result = me.backend.tcp_connect(dest).await;
@@ -158,7 +173,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     None
                 }
             };
-            // The truth is recorded: now give the program its writable edge.
+            // The truth is recorded: restore the buffer (the kernel doubles what we set)
+            // and give the program its writable edge.
+            let half = i32::from_ne_bytes(sndbuf) / 2;
+            let _ = sys::setsockopt_bytes(
+                theirs.as_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &half.to_ne_bytes(),
+            );
+            drop(theirs);
             drain(&next.ours, junk).await;
             match stream {
                 Some(s) => me.pump(new_ino, next, s),

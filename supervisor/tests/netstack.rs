@@ -197,3 +197,16 @@ async fn blocking_accept_honours_so_rcvtimeo_and_survives_sigurg_on_a_netstack()
     let status = run_on_one_stack(&s, "servers", &["sigurg", "10.7.0.1"]).await;
     assert_ok(&s, status, &["accept survived 1 SIGURG", "done"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_triggered_epoll_server_with_500_concurrent_clients_on_a_netstack() {
+    // The supervisor holds one socketpair end per connection.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let want = hard.min(65_536);
+    // Best effort: the test then fails with EMFILE if the limit really is too low.
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, want, hard);
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "epoll500", &["10.7.0.1"]).await;
+    assert_ok(&s, status, &["500 clients echoed"]);
+}

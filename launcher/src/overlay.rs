@@ -90,23 +90,23 @@ pub async fn join(
     nwid: NetworkId,
     me: zt_core::Address,
 ) -> anyhow::Result<Joined> {
+    if !nwid.is_adhoc() {
+        anyhow::bail!(
+            "network {nwid} has a controller, and this build of ztrun joins ad-hoc networks \
+             (IDs starting with ff) only"
+        );
+    }
     let port = node
         .join(nwid)
         .await
         .with_context(|| format!("cannot join network {nwid}"))?;
     let mut cfg = netstack::StackConfig::new(port.config.mac.0);
     cfg.mtu = port.config.mtu;
-    let (ipv4, ipv6) = if nwid.is_adhoc() {
-        let v4 = netconf::adhoc_v4(nwid, me);
-        let v6 = netconf::rfc4193(nwid, me);
-        cfg.ipv4.push((v4, netconf::ADHOC_V4_PREFIX));
-        cfg.ipv6.push((v6, netconf::RFC4193_PREFIX));
-        (Some(v4), Some(v6))
-    } else {
-        anyhow::bail!(
-            "network {nwid} has a controller; this build joins ad-hoc networks (ff…) only"
-        );
-    };
+    let v4 = netconf::adhoc_v4(nwid, me);
+    let v6 = netconf::rfc4193(nwid, me);
+    cfg.ipv4.push((v4, netconf::ADHOC_V4_PREFIX));
+    cfg.ipv6.push((v6, netconf::RFC4193_PREFIX));
+    let (ipv4, ipv6) = (Some(v4), Some(v6));
     let (stack, link) = netstack::Stack::new(cfg);
     pump(port, link);
     Ok(Joined {

@@ -35,8 +35,9 @@ impl fmt::Display for Mode {
     }
 }
 
-/// The network id members join in ztrun mode (16 hex digits; the example of DESIGN.md).
-pub const NWID: &str = "8056c2e21c000001";
+/// The network id members join in ztrun mode: an ad-hoc network (no controller yet in the
+/// launcher).
+pub const NWID: &str = "ff00000000c0ffee";
 
 /// The UDP port the root listens on in the root host.
 const ROOT_PORT: u16 = 9993;

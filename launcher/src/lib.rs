@@ -19,3 +19,4 @@ pub mod identity;
 pub mod netconf;
 pub mod overlay;
 pub mod roots;
+pub mod status;

@@ -21,6 +21,15 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show a running ztrun's node: address, networks, peers (direct or relayed) and latency.
+    Status {
+        /// The ztrun's state directory (default: as ztrun chooses it).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Node identities.
     #[command(subcommand)]
     Id(IdCommand),
@@ -74,6 +83,16 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Status { home, json } => {
+            let home = launcher::home::resolve(home.as_deref())?;
+            let report = launcher::status::read(&home)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", launcher::status::render(&report));
+            }
+            Ok(())
+        }
         Command::Id(IdCommand::New { file }) => {
             let id = identity::generate()?;
             match file {

@@ -95,6 +95,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         }
         let home = launcher::home::resolve(args.home.as_deref())?;
         launcher::home::ensure(&home)?;
+        let _lock = launcher::status::HomeLock::acquire(&home)?;
         let networks = join_all(&args, &home, &nwids).await?;
         launch::run(&cmd, policy, Arc::new(networks))
             .await
@@ -137,6 +138,7 @@ async fn join_all(
         );
     }
     let mut stacks = Vec::new();
+    let mut reports = Vec::new();
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;
         if !args.quiet {
@@ -146,8 +148,14 @@ async fn join_all(
                 started.elapsed().as_millis()
             );
         }
+        reports.push(launcher::status::NetworkReport {
+            nwid: nwid.to_string(),
+            ipv4: joined.ipv4,
+            ipv6: joined.ipv6,
+        });
         stacks.push(joined.stack);
     }
+    launcher::status::spawn_writer(home.to_owned(), node.clone(), reports);
     // The node runs as long as this process; its handle must outlive the program.
     std::mem::forget(node);
     Ok(Networks::new(stacks))

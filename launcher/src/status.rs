@@ -1,0 +1,254 @@
+//! What a running `ztrun` tells `zt status`, through its state directory.
+//!
+//! While it runs, `ztrun` holds an exclusive lock on `<home>/lock` (so one identity is
+//! never online twice from one directory) and rewrites `<home>/status.json` every second:
+//! node address, joined networks with their addresses, and peers with their path
+//! (direct or relayed) and latency. `zt status` reads that file.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use zt_core::driver::NodeHandle;
+use zt_core::node::PathKind;
+
+/// Name of the status file inside the state directory.
+pub const STATUS_FILE: &str = "status.json";
+const LOCK_FILE: &str = "lock";
+
+/// A snapshot of a running node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// The `ztrun` process.
+    pub pid: u32,
+    /// Node address (10 hex digits).
+    pub address: String,
+    /// Where the roots see this node, if any root answered.
+    pub observed: Option<String>,
+    /// Joined networks.
+    pub networks: Vec<NetworkReport>,
+    /// Known peers.
+    pub peers: Vec<PeerReport>,
+    /// Seconds since the Unix epoch when this was written.
+    pub updated: u64,
+}
+
+/// One joined network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetworkReport {
+    /// Network ID.
+    pub nwid: String,
+    /// IPv4 address on it.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address on it.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerReport {
+    /// Peer address.
+    pub address: String,
+    /// A root of this node.
+    pub root: bool,
+    /// Session up.
+    pub up: bool,
+    /// `direct IP:PORT`, `relayed` or `none`.
+    pub path: String,
+    /// Last round trip in milliseconds.
+    pub latency_ms: Option<f64>,
+}
+
+/// The exclusive lock on a state directory, held while `ztrun` runs.
+#[derive(Debug)]
+pub struct HomeLock {
+    _lock: Flock<File>,
+    status: PathBuf,
+}
+
+impl HomeLock {
+    /// Take the lock, or say which process holds it.
+    pub fn acquire(home: &Path) -> anyhow::Result<HomeLock> {
+        let path = home.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(HomeLock {
+                _lock: lock,
+                status: home.join(STATUS_FILE),
+            }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = read(home)
+                    .map(|r| format!(" (pid {})", r.pid))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "state directory {} is in use by another ztrun{holder}; give each \
+                     ztrun that runs at the same time its own --home",
+                    home.display()
+                )
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+}
+
+impl Drop for HomeLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.status);
+    }
+}
+
+/// Read the status file of `home`.
+pub fn read(home: &Path) -> anyhow::Result<Report> {
+    let path = home.join(STATUS_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no ztrun is running with state directory {} ({} is missing)",
+            home.display(),
+            STATUS_FILE
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+fn path_text(p: &PathKind) -> String {
+    match p {
+        PathKind::Direct(a) => format!("direct {a}"),
+        PathKind::Relayed => "relayed".into(),
+        PathKind::None => "none".into(),
+    }
+}
+
+/// Rewrite `<home>/status.json` every second while the node runs.
+pub fn spawn_writer(home: PathBuf, node: NodeHandle, networks: Vec<NetworkReport>) {
+    tokio::spawn(async move {
+        loop {
+            let Ok(st) = node.status().await else { break };
+            let report = Report {
+                pid: std::process::id(),
+                address: st.address.to_string(),
+                observed: st.observed.map(|a| a.to_string()),
+                networks: networks.clone(),
+                peers: st
+                    .peers
+                    .iter()
+                    .map(|p| PeerReport {
+                        address: p.address.to_string(),
+                        root: p.is_root,
+                        up: p.up,
+                        path: path_text(&p.path),
+                        latency_ms: p.latency.map(|d| d.as_secs_f64() * 1e3),
+                    })
+                    .collect(),
+                updated: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            if let Ok(json) = serde_json::to_vec_pretty(&report) {
+                if let Err(e) = crate::home::write_private(&home.join(STATUS_FILE), &json) {
+                    tracing::debug!(error = %e, "cannot write the status file");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// The human form `zt status` prints.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "node     {} (ztrun pid {})", r.address, r.pid);
+    let _ = writeln!(
+        s,
+        "observed {}",
+        r.observed.as_deref().unwrap_or("no root answered yet")
+    );
+    for n in &r.networks {
+        let v4 = n.ipv4.map(|a| a.to_string()).unwrap_or_default();
+        let v6 = n.ipv6.map(|a| a.to_string()).unwrap_or_default();
+        let _ = writeln!(s, "network  {} {v4} {v6}", n.nwid);
+    }
+    let _ = writeln!(s, "peers");
+    for p in &r.peers {
+        let lat = p
+            .latency_ms
+            .map_or("-".to_string(), |l| format!("{l:.2} ms"));
+        let _ = writeln!(
+            s,
+            "  {} {:<5} {:<4} {:<28} {lat}",
+            p.address,
+            if p.root { "root" } else { "leaf" },
+            if p.up { "up" } else { "down" },
+            p.path
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = HomeLock::acquire(dir.path()).unwrap();
+        let err = HomeLock::acquire(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("its own --home"), "{err:#}");
+        drop(first);
+        HomeLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn report_round_trips_and_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Report {
+            pid: 42,
+            address: "89e92ceba1".into(),
+            observed: Some("198.18.0.7:40000".into()),
+            networks: vec![NetworkReport {
+                nwid: "ff00000000c0ffee".into(),
+                ipv4: Some(Ipv4Addr::new(100, 64, 1, 2)),
+                ipv6: None,
+            }],
+            peers: vec![PeerReport {
+                address: "0123456789".into(),
+                root: false,
+                up: true,
+                path: "relayed".into(),
+                latency_ms: Some(1.5),
+            }],
+            updated: 1,
+        };
+        crate::home::write_private(
+            &dir.path().join(STATUS_FILE),
+            &serde_json::to_vec(&r).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read(dir.path()).unwrap(), r);
+        let text = render(&r);
+        assert!(text.contains("ff00000000c0ffee 100.64.1.2"), "{text}");
+        assert!(text.contains("relayed"), "{text}");
+        assert!(text.contains("1.50 ms"), "{text}");
+    }
+
+    #[test]
+    fn no_status_file_says_no_ztrun_is_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no ztrun is running"),
+            "{err:#}"
+        );
+    }
+}

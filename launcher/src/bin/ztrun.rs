@@ -78,6 +78,12 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("--nwid {n}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(n) = nwids.iter().find(|n| !n.is_adhoc()) {
+        anyhow::bail!(
+            "network {n} has a controller, and this build of ztrun joins ad-hoc networks \
+             (IDs starting with ff) only"
+        );
+    }
     let policy = Policy {
         fallthrough: args.fallthrough,
     };

@@ -80,6 +80,18 @@ pub enum MatrixError {
         /// The end of its output.
         log: String,
     },
+    /// A server did not print its readiness line in time.
+    #[error("server {name} did not print {line:?} within {secs} s: {log}")]
+    ServerNotReady {
+        /// The server.
+        name: String,
+        /// The line waited for.
+        line: String,
+        /// The time waited.
+        secs: u64,
+        /// The end of its output.
+        log: String,
+    },
     /// A client did not finish in time and was killed.
     #[error("{name} did not finish within {secs} s (`{command}`): {log}")]
     ClientTimeout {
@@ -668,6 +680,37 @@ impl<'t, 'n> Stage<'t, 'n> {
                 return Err(MatrixError::ServerTimeout {
                     name: name.into(),
                     port,
+                    secs: timeout.as_secs(),
+                    log: self.server_log(name),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until server `name` has printed `line` on its stdout, failing early if it
+    /// exits and after `timeout` at the latest.
+    ///
+    /// # Panics
+    ///
+    /// When no server of that name was started (a bug of the scenario).
+    pub fn wait_output(
+        &mut self,
+        name: &str,
+        line: &str,
+        timeout: Duration,
+    ) -> Result<(), MatrixError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive(name)?;
+            let printed = std::fs::read_to_string(&self.server(name).out).unwrap_or_default();
+            if printed.lines().any(|l| l == line) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MatrixError::ServerNotReady {
+                    name: name.into(),
+                    line: line.into(),
                     secs: timeout.as_secs(),
                     log: self.server_log(name),
                 });

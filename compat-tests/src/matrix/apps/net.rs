@@ -153,6 +153,18 @@ pub(super) fn dnsmasq(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError>
 
 pub(super) fn ping(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
     const COUNT: u32 = 10;
+    // What answers the echo requests is the server member's network stack. Natively that
+    // is its kernel; under ztrun it is the stack of a `ztrun` running there, which exists
+    // only while a program runs under it: keep one online (it prints once it has joined,
+    // since ztrun starts the program only then) for the whole check.
+    let online = stage.command(
+        Side::Server,
+        &Who::Nobody,
+        "/bin/sh",
+        ["-c", "echo online && exec sleep 120"],
+    );
+    stage.start_server("online", online)?;
+    stage.wait_output("online", "online", SERVER_TIMEOUT)?;
     let addr = stage.server_addr().to_string();
     let count = COUNT.to_string();
     let mut ping = stage.command(

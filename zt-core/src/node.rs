@@ -703,7 +703,8 @@ impl Node {
 
     /// Authorizes or deauthorizes a member of a network of the hosted controller.
     /// Deauthorizing sends a signed revocation to the network's active members (and the
-    /// member); authorizing pushes a configuration to the member at once.
+    /// member); authorizing pushes a configuration at once to a member that has asked for
+    /// one before.
     pub fn set_member_authorized(
         &mut self,
         now: Instant,
@@ -714,6 +715,12 @@ impl Node {
         let Some(ctl) = self.controller.as_mut() else {
             return Err(ControllerError::UnknownNetwork { nwid });
         };
+        // Push a configuration only to a member that has asked for one (it is online and
+        // waiting); the others get theirs when they ask.
+        let asked = ctl
+            .members(nwid)?
+            .iter()
+            .any(|(a, m)| *a == member && m.last_request.is_some());
         let revocation = ctl.set_authorized(now, nwid, member, authorized)?;
         let members = ctl.active_members(nwid);
         let me = self.address();
@@ -736,6 +743,7 @@ impl Node {
             } else if let Some(Ok(config)) = self
                 .controller
                 .as_mut()
+                .filter(|_| asked)
                 .map(|c| c.request(now, nwid, member))
             {
                 let msg = Message::Config {

@@ -10,10 +10,20 @@
 //! 4. Launch the program under the seccomp filter and supervise it until the last traced
 //!    process is gone; return its exit status.
 //!
+//! On a controller network, step 2 waits for the controller's signed configuration (the
+//! addresses, routes and MTU come from it) and says on stderr when the controller refuses
+//! this node and what to run on the controller.
+//!
+//! `zt controller` ([`controller`]) runs a node that hosts a network controller with its
+//! store and a JSON-over-HTTP management API on loopback ([`api`]); `zt net` and
+//! `zt member` are clients of that API.
+//!
 //! Steps 2 and 3 are skipped when no network is given: the program then reaches loopback
 //! only (and, with `--fallthrough`, the host network).
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod controller;
 pub mod home;
 pub mod identity;
 pub mod netconf;

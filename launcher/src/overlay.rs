@@ -5,7 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use tokio::sync::watch;
+use zt_core::controller::ConfigDenied;
 use zt_core::driver::{spawn_node, spawn_root, NetworkPort, NodeHandle, Sockets};
+use zt_core::node::NetworkState;
 use zt_core::{NetworkId, Node, NodeConfig, Root, RootSpec, SecretIdentity, Timing};
 
 use crate::{identity, netconf, roots};
@@ -84,29 +87,57 @@ pub async fn wait_for_root(node: &NodeHandle, limit: Duration) -> Option<SocketA
     }
 }
 
-/// Join `nwid`: get its port from the node, build the stack, start the frame pumps.
+/// Join `nwid`: get its port from the node (waiting for the controller's configuration
+/// on controller networks), build the stack, start the frame pumps.
+///
+/// Ad-hoc networks use `ztrun`'s own addressing ([`netconf`]); on controller networks the
+/// addresses, routes and MTU come from the signed configuration. While the controller
+/// refuses this node, this waits and says on stderr what to run on the controller.
 pub async fn join(
     node: &NodeHandle,
     nwid: NetworkId,
     me: zt_core::Address,
 ) -> anyhow::Result<Joined> {
-    if !nwid.is_adhoc() {
-        anyhow::bail!(
-            "network {nwid} has a controller, and this build of ztrun joins ad-hoc networks \
-             (IDs starting with ff) only"
-        );
-    }
-    let port = node
-        .join(nwid)
-        .await
-        .with_context(|| format!("cannot join network {nwid}"))?;
+    let port = if nwid.is_adhoc() {
+        node.join(nwid)
+            .await
+            .with_context(|| format!("cannot join network {nwid}"))?
+    } else {
+        wait_for_config(node, nwid, me).await?
+    };
     let mut cfg = netstack::StackConfig::new(port.config.mac.0);
     cfg.mtu = port.config.mtu;
-    let v4 = netconf::adhoc_v4(nwid, me);
-    let v6 = netconf::rfc4193(nwid, me);
-    cfg.ipv4.push((v4, netconf::ADHOC_V4_PREFIX));
-    cfg.ipv6.push((v6, netconf::RFC4193_PREFIX));
-    let (ipv4, ipv6) = (Some(v4), Some(v6));
+    if nwid.is_adhoc() {
+        cfg.ipv4
+            .push((netconf::adhoc_v4(nwid, me), netconf::ADHOC_V4_PREFIX));
+        cfg.ipv6
+            .push((netconf::rfc4193(nwid, me), netconf::RFC4193_PREFIX));
+    } else {
+        for (ip, prefix) in &port.config.addresses {
+            match ip {
+                IpAddr::V4(a) => cfg.ipv4.push((*a, *prefix)),
+                IpAddr::V6(a) => cfg.ipv6.push((*a, *prefix)),
+            }
+        }
+        cfg.routes = port
+            .config
+            .routes
+            .iter()
+            .map(|r| netstack::Route {
+                dest: r.target,
+                prefix_len: r.prefix,
+                via: r.via,
+            })
+            .collect();
+        if cfg.ipv4.is_empty() && cfg.ipv6.is_empty() {
+            eprintln!(
+                "ztrun: warning: the controller assigned this node no address on {nwid}; \
+                 give the network an IPv4 pool or IPv6 assignment"
+            );
+        }
+    }
+    let (ipv4, ipv6) = (cfg.ipv4.first().map(|a| a.0), cfg.ipv6.first().map(|a| a.0));
+    watch_state(nwid, me, port.state.clone());
     let (stack, link) = netstack::Stack::new(cfg);
     pump(port, link);
     Ok(Joined {
@@ -115,6 +146,85 @@ pub async fn join(
         ipv4,
         ipv6,
     })
+}
+
+/// How long a configuration request may go unanswered before `ztrun` says so.
+const SILENT_CONTROLLER: Duration = Duration::from_secs(5);
+
+/// Joins a controller network, telling the user why it waits (access denied, unknown
+/// network, silent controller) until the configuration arrives.
+async fn wait_for_config(
+    node: &NodeHandle,
+    nwid: NetworkId,
+    me: zt_core::Address,
+) -> anyhow::Result<NetworkPort> {
+    let ctl = nwid
+        .controller()
+        .map_or_else(|| "?".to_string(), |a| a.to_string());
+    let join = node.join(nwid);
+    tokio::pin!(join);
+    let started = Instant::now();
+    let mut said: Option<NetworkState> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = &mut join => return r.with_context(|| format!("cannot join network {nwid}")),
+            _ = tick.tick() => {
+                let Ok(st) = node.status().await else { continue };
+                let Some(state) = st.networks.into_iter().find(|n| n.nwid == nwid).map(|n| n.state)
+                else { continue };
+                if said.as_ref() == Some(&state) {
+                    continue;
+                }
+                match &state {
+                    NetworkState::Denied(ConfigDenied::AccessDenied) => eprintln!(
+                        "ztrun: network {nwid} is private and this node ({me}) is not \
+                         authorized: run `zt member authorize {nwid} {me}` on the controller \
+                         (waiting; Ctrl-C to give up)"
+                    ),
+                    NetworkState::Denied(ConfigDenied::NotFound) => eprintln!(
+                        "ztrun: controller {ctl} has no network {nwid}: check the ID (`zt net \
+                         list` on the controller shows its networks) (waiting; Ctrl-C to give up)"
+                    ),
+                    NetworkState::Requesting if started.elapsed() >= SILENT_CONTROLLER => {
+                        eprintln!(
+                            "ztrun: no answer yet from controller {ctl} of network {nwid}: is \
+                             `zt controller` running there, registered with the same root as \
+                             this node? (waiting; Ctrl-C to give up)"
+                        )
+                    }
+                    _ => continue,
+                }
+                said = Some(state);
+            }
+        }
+    }
+}
+
+/// Tells the user when the controller revokes this node (its traffic is then dropped by
+/// the other members) and when it is authorized again.
+fn watch_state(nwid: NetworkId, me: zt_core::Address, mut state: watch::Receiver<NetworkState>) {
+    tokio::spawn(async move {
+        let mut denied = false;
+        while state.changed().await.is_ok() {
+            let now = state.borrow_and_update().clone();
+            match now {
+                NetworkState::Denied(reason) if !denied => {
+                    denied = true;
+                    eprintln!(
+                        "ztrun: the controller withdrew network {nwid} from this node ({me}): \
+                         {reason}; its traffic is dropped until `zt member authorize {nwid} \
+                         {me}`"
+                    );
+                }
+                NetworkState::Ok(_) if denied => {
+                    denied = false;
+                    eprintln!("ztrun: network {nwid} is authorized again");
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Move frames between the overlay port and the stack until either side stops.

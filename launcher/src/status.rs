@@ -6,15 +6,16 @@
 //! (direct or relayed) and latency. `zt status` reads that file.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use zt_core::controller::ConfigDenied;
 use zt_core::driver::NodeHandle;
-use zt_core::node::PathKind;
+use zt_core::node::{NetworkState, NetworkStatus, PathKind};
 
 /// Name of the status file inside the state directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -42,6 +43,9 @@ pub struct Report {
 pub struct NetworkReport {
     /// Network ID.
     pub nwid: String,
+    /// `ok`, `requesting configuration`, `access denied` or `not found`.
+    #[serde(default)]
+    pub state: String,
     /// IPv4 address on it.
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address on it.
@@ -91,8 +95,8 @@ impl HomeLock {
                     .map(|r| format!(" (pid {})", r.pid))
                     .unwrap_or_default();
                 anyhow::bail!(
-                    "state directory {} is in use by another ztrun{holder}; give each \
-                     ztrun that runs at the same time its own --home",
+                    "state directory {} is in use by another ztrun or zt controller{holder}; \
+                     give each one that runs at the same time its own --home",
                     home.display()
                 )
             }
@@ -128,8 +132,40 @@ fn path_text(p: &PathKind) -> String {
     }
 }
 
+/// How a joined network is reported: its state and this node's addresses on it (ad-hoc
+/// networks use `ztrun`'s own addressing, [`crate::netconf`]).
+pub fn network_report(me: zt_core::Address, n: &NetworkStatus) -> NetworkReport {
+    let (state, ipv4, ipv6) = match &n.state {
+        NetworkState::Ok(_) if n.nwid.is_adhoc() => (
+            "ok",
+            Some(crate::netconf::adhoc_v4(n.nwid, me)),
+            Some(crate::netconf::rfc4193(n.nwid, me)),
+        ),
+        NetworkState::Ok(c) => (
+            "ok",
+            c.addresses.iter().find_map(|(a, _)| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            }),
+            c.addresses.iter().find_map(|(a, _)| match a {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            }),
+        ),
+        NetworkState::Requesting => ("requesting configuration", None, None),
+        NetworkState::Denied(ConfigDenied::AccessDenied) => ("access denied", None, None),
+        NetworkState::Denied(ConfigDenied::NotFound) => ("not found", None, None),
+    };
+    NetworkReport {
+        nwid: n.nwid.to_string(),
+        state: state.to_string(),
+        ipv4,
+        ipv6,
+    }
+}
+
 /// Rewrite `<home>/status.json` every second while the node runs.
-pub fn spawn_writer(home: PathBuf, node: NodeHandle, networks: Vec<NetworkReport>) {
+pub fn spawn_writer(home: PathBuf, node: NodeHandle) {
     tokio::spawn(async move {
         loop {
             let Ok(st) = node.status().await else { break };
@@ -137,7 +173,11 @@ pub fn spawn_writer(home: PathBuf, node: NodeHandle, networks: Vec<NetworkReport
                 pid: std::process::id(),
                 address: st.address.to_string(),
                 observed: st.observed.map(|a| a.to_string()),
-                networks: networks.clone(),
+                networks: st
+                    .networks
+                    .iter()
+                    .map(|n| network_report(st.address, n))
+                    .collect(),
                 peers: st
                     .peers
                     .iter()
@@ -176,7 +216,7 @@ pub fn render(r: &Report) -> String {
     for n in &r.networks {
         let v4 = n.ipv4.map(|a| a.to_string()).unwrap_or_default();
         let v6 = n.ipv6.map(|a| a.to_string()).unwrap_or_default();
-        let _ = writeln!(s, "network  {} {v4} {v6}", n.nwid);
+        let _ = writeln!(s, "network  {} {} {v4} {v6}", n.nwid, n.state);
     }
     let _ = writeln!(s, "peers");
     for p in &r.peers {
@@ -218,6 +258,7 @@ mod tests {
             observed: Some("198.18.0.7:40000".into()),
             networks: vec![NetworkReport {
                 nwid: "ff00000000c0ffee".into(),
+                state: "ok".into(),
                 ipv4: Some(Ipv4Addr::new(100, 64, 1, 2)),
                 ipv6: None,
             }],
@@ -237,7 +278,7 @@ mod tests {
         .unwrap();
         assert_eq!(read(dir.path()).unwrap(), r);
         let text = render(&r);
-        assert!(text.contains("ff00000000c0ffee 100.64.1.2"), "{text}");
+        assert!(text.contains("ff00000000c0ffee ok 100.64.1.2"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");
     }

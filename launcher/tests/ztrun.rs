@@ -173,7 +173,7 @@ fn bad_input_gets_an_actionable_error() {
     let out = Command::new(ZTRUN)
         .args([
             "--nwid",
-            "8056c2e21c000001",
+            "0000000000000001",
             "--root",
             "127.0.0.1:9",
             "--",
@@ -184,5 +184,8 @@ fn bad_input_gets_an_actionable_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("controller"), "{err}");
+    assert!(
+        err.contains("controller") && err.contains("0000000000"),
+        "{err}"
+    );
 }

@@ -78,10 +78,14 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("--nwid {n}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(n) = nwids.iter().find(|n| !n.is_adhoc()) {
+    if let Some(n) = nwids
+        .iter()
+        .find(|n| !n.is_adhoc() && n.controller().is_none())
+    {
         anyhow::bail!(
-            "network {n} has a controller, and this build of ztrun joins ad-hoc networks \
-             (IDs starting with ff) only"
+            "--nwid {n}: a network ID starts with its controller's 10-digit address (or ff \
+             for an ad-hoc network), and {} is not a valid address",
+            &n.to_string()[..10]
         );
     }
     let policy = Policy {
@@ -143,8 +147,8 @@ async fn join_all(
             eps.join(", ")
         );
     }
+    launcher::status::spawn_writer(home.to_owned(), node.clone());
     let mut stacks = Vec::new();
-    let mut reports = Vec::new();
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;
         if !args.quiet {
@@ -154,14 +158,8 @@ async fn join_all(
                 started.elapsed().as_millis()
             );
         }
-        reports.push(launcher::status::NetworkReport {
-            nwid: nwid.to_string(),
-            ipv4: joined.ipv4,
-            ipv6: joined.ipv6,
-        });
         stacks.push(joined.stack);
     }
-    launcher::status::spawn_writer(home.to_owned(), node.clone(), reports);
     // The node runs as long as this process; its handle must outlive the program.
     std::mem::forget(node);
     Ok(Networks::new(stacks))

@@ -1,0 +1,789 @@
+//! `zt controller`: a node that hosts a network controller, its embedded store, and the
+//! JSON-over-HTTP management API (see [`crate::api`] for the endpoints).
+//!
+//! The controller's home directory holds:
+//!
+//! - `identity.secret` / `identity.public`: the controller node's identity. Its address is
+//!   the first 10 hex digits of every network it creates.
+//! - `controller.redb`: networks and members (zt-core's `ControllerStore`), saved after
+//!   every change made through the API and, every 10 s, when members' last-request times
+//!   changed; restored at start.
+//! - `authtoken.secret` (mode 0600): the API token, generated on first start.
+//! - `controller.api`: the address the API listens on, for `zt net` and `zt member`.
+//!
+//! The API listens on loopback only; anyone who can read the token file can manage the
+//! networks. Every change goes through the node driver, so changes, revocations and saves
+//! happen in one order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use zt_core::controller::store::ControllerStore;
+use zt_core::controller::{
+    rfc4193_address, sixplane_address, Controller, ControllerError, Member, NetworkSettings,
+};
+use zt_core::driver::{spawn_node, DriverError, NodeHandle, Sockets};
+use zt_core::wire::credential::Route;
+use zt_core::{Address, NetworkId, Node, NodeConfig};
+
+use crate::api::{
+    parse_cidr, ControllerInfo, ErrorJson, Ipv4Pool, MemberChange, MemberJson, NetworkChange,
+    NetworkJson, RouteJson, V6AssignMode, API_FILE, AUTH_HEADER, MAX_BODY, TOKEN_FILE,
+};
+use crate::roots::RootArg;
+use crate::{home, identity, overlay, roots};
+
+/// Name of the controller database inside the controller's home.
+pub const STORE_FILE: &str = "controller.redb";
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// How to run a controller.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The controller's home directory.
+    pub home: PathBuf,
+    /// UDP address of the node (default: an ephemeral port on every interface).
+    pub listen: Option<SocketAddr>,
+    /// Roots to register with (default: the embedded root on 127.0.0.1:9993).
+    pub roots: Vec<RootArg>,
+    /// Where the API listens; must be a loopback address.
+    pub api: SocketAddr,
+}
+
+/// The controller's home directory: `--home`, else `controller/` inside the directory
+/// `ztrun` would use (so the controller never shares a `ztrun`'s identity).
+pub fn resolve_home(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p.to_owned()),
+        None => Ok(home::resolve(None)?.join("controller")),
+    }
+}
+
+/// Reads the API token of `home`, generating it on first use.
+pub fn load_or_create_token(home: &Path) -> anyhow::Result<String> {
+    let file = home.join(TOKEN_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to get a new token", file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let seed = identity::os_seed()?;
+            let token: String = seed[..24].iter().map(|b| format!("{b:02x}")).collect();
+            home::write_private(&file, token.as_bytes())
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs a controller until SIGINT or SIGTERM. `ready` is called once the API listens,
+/// with the controller's address and the API address.
+pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyhow::Result<()> {
+    if !opts.api.ip().is_loopback() {
+        anyhow::bail!(
+            "--api {}: the management API listens on loopback only (e.g. 127.0.0.1:9994)",
+            opts.api
+        );
+    }
+    home::ensure(&opts.home)?;
+    let _lock = crate::status::HomeLock::acquire(&opts.home)?;
+    let api_file = opts.home.join(API_FILE);
+    let _ = std::fs::remove_file(&api_file);
+    let (id, _) = identity::load_or_create(&opts.home)?;
+    let token = load_or_create_token(&opts.home)?;
+    let store_path = opts.home.join(STORE_FILE);
+    let store = ControllerStore::open(&store_path)?;
+    let controller = store.load(id.clone(), unix_ms(), Instant::now())?;
+    let networks = controller.networks().len();
+
+    let root_args = if opts.roots.is_empty() {
+        overlay::host_default_root_if_free()?;
+        vec![RootArg {
+            identity: None,
+            endpoint: roots::DEFAULT_ROOT_ENDPOINT,
+        }]
+    } else {
+        opts.roots.clone()
+    };
+    let sockets = match opts.listen {
+        Some(a) => Sockets::bind_addrs(&[a]).await,
+        None => Sockets::bind(0).await,
+    }
+    .context("cannot open the controller node's UDP socket")?;
+    let mut node = Node::new(
+        NodeConfig::new(id.clone(), roots::specs(&root_args), identity::os_seed()?),
+        Instant::now(),
+    );
+    node.attach_controller(controller);
+    let (handle, _task) = spawn_node(node, sockets);
+    crate::status::spawn_writer(opts.home.clone(), handle.clone());
+
+    let listener = tokio::net::TcpListener::bind(opts.api)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the API (another controller? choose --api)",
+                opts.api
+            )
+        })?;
+    let api_addr = listener.local_addr().context("API socket")?;
+    home::write_private(&api_file, format!("{api_addr}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", api_file.display()))?;
+    let service = Arc::new(Service {
+        node: handle,
+        store: Arc::new(store),
+        token,
+        address: id.address(),
+    });
+    eprintln!(
+        "zt: controller {} with {networks} network(s) from {}; API on http://{api_addr} \
+         (token in {})",
+        id.address(),
+        store_path.display(),
+        opts.home.join(TOKEN_FILE).display()
+    );
+    ready(id.address(), api_addr);
+
+    let saver = service.clone();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(SAVE_EVERY).await;
+            match saver.save_if_changed(&mut last).await {
+                Ok(()) => {}
+                Err(DriverError::Stopped) => break,
+                Err(e) => tracing::warn!(error = %e, "cannot save the controller state"),
+            }
+        }
+    });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let svc = service.clone();
+                tokio::spawn(async move {
+                    let handler = hyper::service::service_fn(move |req| {
+                        let svc = svc.clone();
+                        async move { Ok::<_, std::convert::Infallible>(svc.serve(req).await) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), handler)
+                        .await
+                    {
+                        tracing::debug!(%peer, error = %e, "API connection failed");
+                    }
+                });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&api_file);
+    let mut last = String::new();
+    service.save_if_changed(&mut last).await?;
+    Ok(())
+}
+
+/// An error answer of the API.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::NOT_FOUND, message)
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<DriverError> for Failure {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Controller(ControllerError::UnknownNetwork { nwid }) => {
+                Failure::not_found(format!("network {nwid} not found on this controller"))
+            }
+            DriverError::Controller(e @ ControllerError::Settings { .. }) => {
+                Failure::bad(e.to_string())
+            }
+            e => Failure::internal(e.to_string()),
+        }
+    }
+}
+
+type Answer = Result<(StatusCode, serde_json::Value), Failure>;
+
+fn ok(v: impl Serialize) -> Answer {
+    serde_json::to_value(v)
+        .map(|v| (StatusCode::OK, v))
+        .map_err(|e| Failure::internal(e.to_string()))
+}
+
+/// The API's state: the node that hosts the controller, the store and the token.
+struct Service {
+    node: NodeHandle,
+    store: Arc<ControllerStore>,
+    token: String,
+    address: Address,
+}
+
+/// Compares without stopping at the first difference (the token is a secret).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn network_json(
+    nwid: NetworkId,
+    s: &NetworkSettings,
+    members: &[(Address, Member)],
+) -> NetworkJson {
+    NetworkJson {
+        id: nwid.to_string(),
+        name: s.name.clone(),
+        private: s.private,
+        mtu: s.mtu,
+        ipv4_pool: s
+            .ipv4_pool
+            .map(|(start, end, prefix)| Ipv4Pool { start, end, prefix }),
+        v6_assign_mode: V6AssignMode {
+            rfc4193: s.rfc4193,
+            sixplane: s.sixplane,
+        },
+        routes: s
+            .routes
+            .iter()
+            .map(|r| RouteJson {
+                target: format!("{}/{}", r.target, r.prefix),
+                via: r.via,
+            })
+            .collect(),
+        member_count: members.len(),
+        authorized_member_count: members.iter().filter(|(_, m)| m.authorized).count(),
+    }
+}
+
+fn member_json(nwid: NetworkId, s: &NetworkSettings, a: Address, m: &Member) -> MemberJson {
+    let mut ips: Vec<std::net::IpAddr> = m.ipv4.into_iter().map(Into::into).collect();
+    if s.rfc4193 {
+        ips.push(rfc4193_address(nwid, a).into());
+    }
+    if s.sixplane {
+        ips.push(sixplane_address(nwid, a).into());
+    }
+    MemberJson {
+        id: a.to_string(),
+        nwid: nwid.to_string(),
+        authorized: m.authorized,
+        ip_assignments: ips,
+        last_request: m.last_request,
+    }
+}
+
+/// Applies a change to settings.
+fn apply(mut s: NetworkSettings, c: NetworkChange) -> Result<NetworkSettings, Failure> {
+    if let Some(n) = c.name {
+        s.name = n;
+    }
+    if let Some(p) = c.private {
+        s.private = p;
+    }
+    if let Some(m) = c.mtu {
+        s.mtu = m;
+    }
+    if let Some(pool) = c.ipv4_pool {
+        s.ipv4_pool = pool.map(|p| (p.start, p.end, p.prefix));
+    }
+    if let Some(v6) = c.v6_assign_mode {
+        s.rfc4193 = v6.rfc4193;
+        s.sixplane = v6.sixplane;
+    }
+    if let Some(routes) = c.routes {
+        s.routes = routes
+            .into_iter()
+            .map(|r| {
+                let (target, prefix) = parse_cidr(&r.target).map_err(Failure::bad)?;
+                Ok(Route {
+                    target,
+                    prefix,
+                    via: r.via,
+                })
+            })
+            .collect::<Result<_, Failure>>()?;
+    }
+    s.validate().map_err(|e| Failure::bad(e.to_string()))?;
+    Ok(s)
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Failure::bad(format!("malformed JSON body: {e}")))
+}
+
+impl Service {
+    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let authorized = {
+            let h = req.headers();
+            let given = h
+                .get(AUTH_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| {
+                    h.get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                });
+            given.is_some_and(|t| same_secret(t.trim().as_bytes(), self.token.as_bytes()))
+        };
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let answer = if !authorized {
+            Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "missing or wrong token: send the token from the controller's {TOKEN_FILE} \
+                     in an {AUTH_HEADER} header or as Authorization: Bearer"
+                ),
+            ))
+        } else {
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(body) => self.handle(&method, &path, &body.to_bytes()).await,
+                Err(e) => Err(Failure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+                )),
+            }
+        };
+        let (status, value) = match answer {
+            Ok(x) => x,
+            Err(f) => {
+                tracing::debug!(%method, %path, status = %f.status, error = %f.message, "API error");
+                let v = serde_json::to_value(ErrorJson { error: f.message })
+                    .unwrap_or(serde_json::Value::Null);
+                (f.status, v)
+            }
+        };
+        let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        body.push(b'\n');
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
+    /// Routes one authorized request.
+    async fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Answer {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let nwid = |s: &str| {
+            s.parse::<NetworkId>()
+                .map_err(|e| Failure::bad(format!("network ID {s:?}: {e}")))
+        };
+        let member = |s: &str| {
+            s.parse::<Address>()
+                .map_err(|e| Failure::bad(format!("node address {s:?}: {e}")))
+        };
+        let m = method.clone();
+        match (segs.as_slice(), m) {
+            (["controller"], Method::GET) => {
+                let clock = self
+                    .node
+                    .with_controller(|c| c.clock(Instant::now()))
+                    .await?;
+                ok(ControllerInfo {
+                    controller: true,
+                    address: self.address.to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    clock,
+                })
+            }
+            (["controller", "network"], Method::GET) => {
+                let list = self
+                    .node
+                    .with_controller(|c| {
+                        c.networks()
+                            .into_iter()
+                            .map(|(n, s)| network_json(n, &s, &c.members(n).unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                    })
+                    .await?;
+                ok(list)
+            }
+            (["controller", "network"], Method::POST) => {
+                let change: NetworkChange = parse_body(body)?;
+                let settings = apply(NetworkSettings::default(), change)?;
+                let seed = identity::os_seed().map_err(|e| Failure::internal(e.to_string()))?;
+                let net = self
+                    .node
+                    .with_controller(move |c| {
+                        let taken: Vec<u32> = c
+                            .networks()
+                            .iter()
+                            .map(|(n, _)| n.network_number())
+                            .collect();
+                        let start = u32::from_be_bytes([0, seed[0], seed[1], seed[2]]);
+                        let number = (0..1u32 << 24)
+                            .map(|i| (start + i) & 0xff_ffff)
+                            .find(|n| !taken.contains(n))
+                            .ok_or(ControllerError::Settings {
+                                reason: "every network number is taken",
+                            })?;
+                        let nwid = c.create_network(number, settings.clone())?;
+                        Ok::<_, ControllerError>(network_json(nwid, &settings, &[]))
+                    })
+                    .await?
+                    .map_err(DriverError::from)?;
+                self.save().await?;
+                ok(net)
+            }
+            (["controller", "network", n], m) => {
+                let nwid = nwid(n)?;
+                match m {
+                    Method::GET => ok(self.network(nwid).await?),
+                    Method::POST => {
+                        if nwid.controller() != Some(self.address) {
+                            return Err(Failure::bad(format!(
+                                "network {nwid} belongs to another controller; this one \
+                                 ({}) runs networks {}xxxxxx",
+                                self.address, self.address
+                            )));
+                        }
+                        let change: NetworkChange = parse_body(body)?;
+                        let net = self
+                            .node
+                            .with_controller(move |c| {
+                                let old = c
+                                    .networks()
+                                    .into_iter()
+                                    .find(|(n, _)| *n == nwid)
+                                    .map(|(_, s)| s)
+                                    .unwrap_or_default();
+                                let s = apply(old, change)?;
+                                c.create_network(nwid.network_number(), s.clone())
+                                    .map_err(|e| Failure::bad(e.to_string()))?;
+                                Ok::<_, Failure>(network_json(
+                                    nwid,
+                                    &s,
+                                    &c.members(nwid).unwrap_or_default(),
+                                ))
+                            })
+                            .await??;
+                        self.save().await?;
+                        ok(net)
+                    }
+                    Method::DELETE => {
+                        let net = self.network(nwid).await?;
+                        self.node
+                            .with_controller(move |c| c.delete_network(nwid))
+                            .await?
+                            .map_err(DriverError::from)?;
+                        self.save().await?;
+                        ok(net)
+                    }
+                    _ => Err(not_allowed(method, path)),
+                }
+            }
+            (["controller", "network", n, "member"], Method::GET) => {
+                let nwid = nwid(n)?;
+                let list = self
+                    .node
+                    .with_controller(move |c| {
+                        let s = settings_of(c, nwid)?;
+                        Ok::<_, ControllerError>(
+                            c.members(nwid)?
+                                .iter()
+                                .map(|(a, m)| member_json(nwid, &s, *a, m))
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .await?
+                    .map_err(DriverError::from)?;
+                ok(list)
+            }
+            (["controller", "network", n, "member", a], m) => {
+                let (nwid, addr) = (nwid(n)?, member(a)?);
+                match m {
+                    Method::GET => {}
+                    Method::POST => {
+                        let change: MemberChange = parse_body(body)?;
+                        match change.authorized {
+                            Some(auth) => {
+                                self.node.set_member_authorized(nwid, addr, auth).await?;
+                            }
+                            None => {
+                                // Record the member (not authorized) if it is new.
+                                self.node
+                                    .with_controller(move |c| {
+                                        if c.members(nwid)?.iter().any(|(x, _)| *x == addr) {
+                                            return Ok(None);
+                                        }
+                                        c.set_authorized(Instant::now(), nwid, addr, false)
+                                    })
+                                    .await?
+                                    .map_err(DriverError::from)?;
+                            }
+                        }
+                        self.save().await?;
+                    }
+                    _ => return Err(not_allowed(method, path)),
+                }
+                let found = self
+                    .node
+                    .with_controller(move |c| {
+                        let s = settings_of(c, nwid)?;
+                        Ok::<_, ControllerError>(
+                            c.members(nwid)?
+                                .iter()
+                                .find(|(x, _)| *x == addr)
+                                .map(|(a, m)| member_json(nwid, &s, *a, m)),
+                        )
+                    })
+                    .await?
+                    .map_err(DriverError::from)?;
+                match found {
+                    Some(m) => ok(m),
+                    None => Err(Failure::not_found(format!(
+                        "{addr} is not a member of network {nwid} (it appears once it asks \
+                         to join, or after `zt member authorize`)"
+                    ))),
+                }
+            }
+            (
+                ["controller"] | ["controller", "network"] | ["controller", "network", _, "member"],
+                _,
+            ) => Err(not_allowed(method, path)),
+            _ => Err(Failure::not_found(format!("no such API path: {path}"))),
+        }
+    }
+
+    async fn network(&self, nwid: NetworkId) -> Result<NetworkJson, Failure> {
+        Ok(self
+            .node
+            .with_controller(move |c| {
+                let s = settings_of(c, nwid)?;
+                Ok::<_, ControllerError>(network_json(nwid, &s, &c.members(nwid)?))
+            })
+            .await?
+            .map_err(DriverError::from)?)
+    }
+
+    /// Saves the controller's state (inside the driver, so saves keep the changes' order).
+    async fn save(&self) -> Result<(), Failure> {
+        let store = self.store.clone();
+        self.node
+            .with_controller(move |c| store.save(c))
+            .await?
+            .map_err(|e| Failure::internal(format!("the change is not saved: {e}")))
+    }
+
+    /// Saves when the state differs from `last` (members' request times move).
+    async fn save_if_changed(&self, last: &mut String) -> Result<(), DriverError> {
+        let store = self.store.clone();
+        let prev = std::mem::take(last);
+        let (json, r) = self
+            .node
+            .with_controller(move |c| {
+                let json = c.to_json();
+                let r = if json != prev { store.save(c) } else { Ok(()) };
+                (json, r)
+            })
+            .await?;
+        *last = json;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot save the controller state");
+        }
+        Ok(())
+    }
+}
+
+fn settings_of(c: &Controller, nwid: NetworkId) -> Result<NetworkSettings, ControllerError> {
+    c.networks()
+        .into_iter()
+        .find(|(n, _)| *n == nwid)
+        .map(|(_, s)| s)
+        .ok_or(ControllerError::UnknownNetwork { nwid })
+}
+
+fn not_allowed(method: &Method, path: &str) -> Failure {
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn service(dir: &Path) -> Service {
+        let id = identity::generate().unwrap();
+        let store = ControllerStore::open(&dir.join(STORE_FILE)).unwrap();
+        let c = store.load(id.clone(), unix_ms(), Instant::now()).unwrap();
+        let mut node = Node::new(NodeConfig::new(id.clone(), vec![], [7; 32]), Instant::now());
+        node.attach_controller(c);
+        let sockets = Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let (handle, _task) = spawn_node(node, sockets);
+        Service {
+            node: handle,
+            store: Arc::new(store),
+            token: "secret".into(),
+            address: id.address(),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path()).await;
+        let (st, net) = svc
+            .handle(
+                &Method::POST,
+                "/controller/network",
+                br#"{"name":"lab","ipv4Pool":{"start":"10.1.0.1","end":"10.1.0.9","prefix":24}}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, StatusCode::OK);
+        let net: NetworkJson = serde_json::from_value(net).unwrap();
+        assert!(net.id.starts_with(&svc.address.to_string()));
+        assert!(net.private);
+        let nwid = net.id.clone();
+        // Authorize a member that never asked: it is recorded with its IPv6 address.
+        let (_, m) = svc
+            .handle(
+                &Method::POST,
+                &format!("/controller/network/{nwid}/member/0123456789"),
+                br#"{"authorized": true}"#,
+            )
+            .await
+            .unwrap();
+        let m: MemberJson = serde_json::from_value(m).unwrap();
+        assert!(m.authorized);
+        assert_eq!(m.ip_assignments.len(), 1, "{m:?}");
+        // Errors a client can act on.
+        let status = |r: Answer| r.err().map(|f| f.status);
+        let unknown = format!("/controller/network/{}ffffff", svc.address);
+        assert_eq!(
+            status(svc.handle(&Method::GET, &unknown, b"").await),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(
+                svc.handle(&Method::GET, &format!("{unknown}/member"), b"")
+                    .await
+            ),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            status(
+                svc.handle(
+                    &Method::GET,
+                    &format!("/controller/network/{nwid}/member/0123456788"),
+                    b""
+                )
+                .await
+            ),
+            Some(StatusCode::NOT_FOUND)
+        );
+        let bad = svc
+            .handle(&Method::POST, "/controller/network", b"{nope")
+            .await
+            .unwrap_err();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.message.contains("malformed JSON"), "{}", bad.message);
+        let bad = svc
+            .handle(&Method::POST, "/controller/network", br#"{"mtu": 9000}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.message.contains("MTU"), "{}", bad.message);
+        assert_eq!(
+            status(
+                svc.handle(&Method::POST, "/controller/network/ffffffffffffffff", b"{}")
+                    .await
+            ),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(svc.handle(&Method::DELETE, "/controller", b"").await),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(
+            status(svc.handle(&Method::GET, "/nope", b"").await),
+            Some(StatusCode::NOT_FOUND)
+        );
+        // Changes are in the store.
+        let id = identity::generate().unwrap();
+        let saved = svc.store.load(id, 0, Instant::now()).unwrap();
+        assert_eq!(saved.networks().len(), 1);
+        // Delete.
+        svc.handle(&Method::DELETE, &format!("/controller/network/{nwid}"), b"")
+            .await
+            .unwrap();
+        let (_, list) = svc
+            .handle(&Method::GET, "/controller/network", b"")
+            .await
+            .unwrap();
+        assert_eq!(list, serde_json::json!([]));
+    }
+
+    #[test]
+    fn secret_comparison() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn token_is_made_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let t = load_or_create_token(dir.path()).unwrap();
+        assert_eq!(t.len(), 48);
+        assert_eq!(load_or_create_token(dir.path()).unwrap(), t);
+        let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

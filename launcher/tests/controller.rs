@@ -1,0 +1,627 @@
+//! A controller network as a person runs it on one machine: a root, `zt controller`,
+//! `zt net`/`zt member` against its API, and `ztrun` members, each its own process on
+//! loopback. Wrapped programs run as uid 65534 when the test runs as root.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
+const ZT: &str = env!("CARGO_BIN_EXE_zt");
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SIGTERM first, so ztrun forwards it to the program and cleans up.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A root on a free loopback port; returns it and its `--root` argument.
+fn root() -> (Killed, String) {
+    let endpoint = format!("127.0.0.1:{}", free_udp_port());
+    let mut child = Command::new(ZT)
+        .args(["root", "--listen", &endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(':'), "zt root printed no identity: {line:?}");
+    (Killed(child), format!("{}@{endpoint}", line.trim()))
+}
+
+/// `zt controller` with its home in `home`; returns it, its address and its API address.
+fn controller(home: &Path, root: &str) -> (Killed, String, SocketAddr) {
+    let mut child = Command::new(ZT)
+        .arg("controller")
+        .arg("--home")
+        .arg(home)
+        .args(["--root", root, "--api", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "ADDRESS IP:PORT"
+    let mut words = line.split_whitespace();
+    let (Some(addr), Some(api)) = (words.next(), words.next()) else {
+        panic!("zt controller printed no ready line: {line:?}");
+    };
+    (Killed(child), addr.to_string(), api.parse().unwrap())
+}
+
+/// Runs `zt ARGS --home HOME` to completion.
+fn zt(home: &Path, args: &[&str]) -> Output {
+    Command::new(ZT)
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .output()
+        .unwrap()
+}
+
+fn ok_stdout(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "zt failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The wrapped program's command line: as uid 65534 through setpriv when running as root.
+fn as_user(program: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    if is_root() {
+        v.extend(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from),
+        );
+    }
+    v.extend(program.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A `ztrun` whose stdout and stderr lines arrive on channels with their arrival time.
+struct Member {
+    _child: Killed,
+    stderr: mpsc::Receiver<(Instant, String)>,
+    stdout: mpsc::Receiver<(Instant, String)>,
+    seen_err: Vec<String>,
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Member {
+    fn start(home: &Path, nwid: &str, root: &str, program: &[&str]) -> Member {
+        std::fs::create_dir_all(home).unwrap();
+        let mut child = Command::new(ZTRUN)
+            .arg("--home")
+            .arg(home)
+            .args(["--nwid", nwid, "--root", root, "--"])
+            .args(as_user(program))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines(child.stderr.take().unwrap());
+        let stdout = lines(child.stdout.take().unwrap());
+        Member {
+            _child: Killed(child),
+            stderr,
+            stdout,
+            seen_err: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_stderr(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok((_, line)) => {
+                    self.seen_err.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no stderr line with {needle:?} within {limit:?}; got:\n{}",
+            self.seen_err.join("\n")
+        );
+    }
+}
+
+/// Waits until `zt status --home HOME` shows `needle`.
+fn wait_status(home: &Path, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(ZT)
+            .args(["status", "--home"])
+            .arg(home)
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if last.contains(needle) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("zt status never showed {needle:?}; last:\n{last}");
+}
+
+/// A scratch directory every user can read (wrapped programs may run as nobody).
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// "ztrun: joined NWID as V4 and V6 in N ms" → V4.
+fn joined_v4(line: &str) -> String {
+    let rest = line.split(" as ").nth(1).expect("a `joined … as …` line");
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn unauthorized_member_waits_then_joins_within_5s_of_authorization() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let ctl_home = dir.path().join("ctl");
+    let (_ctl, ctl_addr, _api) = controller(&ctl_home, &root_arg);
+    let nwid = ok_stdout(zt(
+        &ctl_home,
+        &[
+            "net",
+            "create",
+            "--private",
+            "--ipv4-pool",
+            "10.147.17.0/24",
+            "--name",
+            "lab",
+        ],
+    ))
+    .trim()
+    .to_string();
+    assert!(nwid.starts_with(&ctl_addr), "{nwid} vs {ctl_addr}");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(
+        www.join("index.html"),
+        "marker-c0ntr0l on a private network\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The server is not authorized: no configuration, and it says what to run.
+    let server_home = dir.path().join("server");
+    let mut server = Member::start(
+        &server_home,
+        &nwid,
+        &root_arg,
+        &[python(), "-m", "http.server", "18081", "--directory"]
+            .into_iter()
+            .chain([www.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let line = server.wait_stderr("is not authorized", Duration::from_secs(20));
+    let me = line
+        .split("this node (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("the node's address in the message")
+        .to_string();
+    assert!(
+        line.contains(&format!(
+            "network {nwid} is private and this node ({me}) is not authorized: run `zt member \
+             authorize {nwid} {me}` on the controller"
+        )),
+        "{line}"
+    );
+    let status = wait_status(&server_home, "access denied", Duration::from_secs(5));
+    assert!(status.contains(&nwid), "{status}");
+    assert!(!server.seen_err.iter().any(|l| l.contains("joined")));
+    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
+    assert!(
+        members.contains(&me) && members.contains("not authorized"),
+        "{members}"
+    );
+
+    // Authorized: it has its address from the pool within 5 s.
+    let t = Instant::now();
+    ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &me]));
+    let joined = server.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(5));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let addr = joined_v4(&joined);
+    assert!(addr.starts_with("10.147.17."), "{joined}");
+    wait_status(
+        &server_home,
+        &format!("{nwid} ok {addr}"),
+        Duration::from_secs(3),
+    );
+
+    // An authorized client reaches the server on the network.
+    let client_home = dir.path().join("client");
+    let mut client = Member::start(
+        &client_home,
+        &nwid,
+        &root_arg,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for i in $(seq 40); do curl -sS --max-time 3 http://{addr}:18081/ && exit 0; \
+                 sleep 0.25; done; exit 1"
+            ),
+        ],
+    );
+    let line = client.wait_stderr("is not authorized", Duration::from_secs(20));
+    let client_addr = line
+        .split("this node (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap()
+        .to_string();
+    ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &client_addr]));
+    client.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(5));
+    let (_, page) = client
+        .stdout
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the client printed no page");
+    assert_eq!(page, "marker-c0ntr0l on a private network");
+}
+
+#[test]
+fn deauthorized_member_traffic_stops_within_10s() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let ctl_home = dir.path().join("ctl");
+    let (_ctl, _, _) = controller(&ctl_home, &root_arg);
+    let nwid = ok_stdout(zt(
+        &ctl_home,
+        &["net", "create", "--ipv4-pool", "10.147.18.0/24"],
+    ))
+    .trim()
+    .to_string();
+    // Authorize both members before they start (their identities exist already).
+    let (rx_home, tx_home) = (dir.path().join("rx"), dir.path().join("tx"));
+    let mut addrs = Vec::new();
+    for h in [&rx_home, &tx_home] {
+        std::fs::create_dir_all(h).unwrap();
+        ok_stdout(
+            Command::new(ZT)
+                .args(["id", "new"])
+                .arg(h.join("identity.secret"))
+                .output()
+                .unwrap(),
+        );
+        let shown = ok_stdout(
+            Command::new(ZT)
+                .args(["id", "show"])
+                .arg(h)
+                .output()
+                .unwrap(),
+        );
+        let a = shown
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_string();
+        ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &a]));
+        addrs.push(a);
+    }
+    // A UDP receiver prints every datagram; a sender sends one every 100 ms.
+    let mut receiver = Member::start(
+        &rx_home,
+        &nwid,
+        &root_arg,
+        &[
+            python(),
+            "-u",
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',9999))\nwhile True:\n d,a=s.recvfrom(100)\n print(d.decode())",
+        ],
+    );
+    let rx_addr =
+        joined_v4(&receiver.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(20)));
+    let mut sender = Member::start(
+        &tx_home,
+        &nwid,
+        &root_arg,
+        &[
+            python(),
+            "-c",
+            &format!(
+                "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 i=0\nwhile True:\n s.sendto(b'seq %d' % i, ('{rx_addr}',9999))\n i+=1\n \
+                 time.sleep(0.1)"
+            ),
+        ],
+    );
+    sender.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(20));
+    let (_, first) = receiver
+        .stdout
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the receiver got nothing from the sender");
+    assert!(first.starts_with("seq "), "{first}");
+
+    let t = Instant::now();
+    let out = ok_stdout(zt(&ctl_home, &["member", "deauthorize", &nwid, &addrs[1]]));
+    assert!(out.contains("deauthorized"), "{out}");
+    // Watch 13 s: the last datagram must arrive within 10 s of the deauthorization.
+    let mut last = None;
+    while let Some(left) = (t + Duration::from_secs(13)).checked_duration_since(Instant::now()) {
+        match receiver.stdout.recv_timeout(left) {
+            Ok((at, _)) => last = Some(at),
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the receiver died"),
+        }
+    }
+    if let Some(at) = last {
+        assert!(
+            at.duration_since(t) < Duration::from_secs(10),
+            "traffic still arrived {:?} after deauthorization",
+            at.duration_since(t)
+        );
+    }
+    // The sender's ztrun says what happened; the sender is still running and sending.
+    sender.wait_stderr("withdrew network", Duration::from_secs(1));
+    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
+    let line = members.lines().find(|l| l.starts_with(&addrs[1])).unwrap();
+    assert!(line.contains("not authorized"), "{members}");
+}
+
+#[test]
+fn restart_keeps_networks_and_members() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let ctl_home = dir.path().join("ctl");
+    let (ctl, addr, _) = controller(&ctl_home, &root_arg);
+    let nwid = ok_stdout(zt(
+        &ctl_home,
+        &[
+            "net", "create", "--public", "--name", "keep", "--mtu", "1400",
+        ],
+    ))
+    .trim()
+    .to_string();
+    ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, "0123456789"]));
+    ok_stdout(zt(
+        &ctl_home,
+        &["member", "deauthorize", &nwid, "0123456788"],
+    ));
+    let token = std::fs::read_to_string(ctl_home.join("authtoken.secret")).unwrap();
+    drop(ctl);
+
+    // The API is gone: the client says so and what to do.
+    let out = zt(&ctl_home, &["net", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the controller API") && err.contains("zt controller"),
+        "{err}"
+    );
+
+    let (_ctl, addr2, _) = controller(&ctl_home, &root_arg);
+    assert_eq!(addr2, addr, "the controller keeps its identity");
+    assert_eq!(
+        std::fs::read_to_string(ctl_home.join("authtoken.secret")).unwrap(),
+        token
+    );
+    let nets = ok_stdout(zt(&ctl_home, &["net", "list"]));
+    let line = nets.lines().find(|l| l.starts_with(&nwid)).expect(&nets);
+    assert!(line.contains("public") && line.contains("keep") && line.contains("mtu 1400"));
+    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
+    assert!(
+        members
+            .lines()
+            .any(|l| l.starts_with("0123456789") && l.contains(" authorized")),
+        "{members}"
+    );
+    assert!(
+        members
+            .lines()
+            .any(|l| l.starts_with("0123456788") && l.contains("not authorized")),
+        "{members}"
+    );
+}
+
+/// One raw HTTP/1.1 request; returns the status code and body.
+fn http(api: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+#[test]
+fn api_needs_the_token_and_answers_errors_in_json() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let ctl_home = dir.path().join("ctl");
+    let (_ctl, addr, api) = controller(&ctl_home, &root_arg);
+    let token_file = ctl_home.join("authtoken.secret");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+
+    let (code, body) = http(api, "GET", "/controller", "", "");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (code, _) = http(
+        api,
+        "GET",
+        "/controller/network",
+        "X-ZT-Auth: wrong\r\n",
+        "",
+    );
+    assert_eq!(code, 401);
+
+    let auth = format!("X-ZT-Auth: {token}\r\n");
+    let (code, body) = http(api, "GET", "/controller", &auth, "");
+    assert_eq!(code, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["address"], addr.as_str());
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (code, body) = http(api, "POST", "/controller/network", &bearer, "{\"name\":");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    let (code, body) = http(
+        api,
+        "POST",
+        "/controller/network",
+        &bearer,
+        r#"{"name":"n"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let net: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nwid = net["id"].as_str().unwrap().to_string();
+    let (code, _) = http(
+        api,
+        "GET",
+        &format!("/controller/network/{addr}000000"),
+        &auth,
+        "",
+    );
+    assert_eq!(code, 404);
+    let (code, _) = http(
+        api,
+        "GET",
+        &format!("/controller/network/{nwid}/member/0123456789"),
+        &auth,
+        "",
+    );
+    assert_eq!(code, 404);
+    let (code, body) = http(
+        api,
+        "POST",
+        &format!("/controller/network/{nwid}/member/0123456789"),
+        &auth,
+        r#"{"authorized": true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = http(
+        api,
+        "GET",
+        &format!("/controller/network/{nwid}/member"),
+        &auth,
+        "",
+    );
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["id"], "0123456789");
+    assert_eq!(list[0]["authorized"], true);
+
+    // The command-line client with a wrong token says what to do.
+    let out = Command::new(ZT)
+        .args(["net", "list", "--token", "wrong", "--home"])
+        .arg(&ctl_home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the token (401)"), "{err}");
+}
+
+#[test]
+fn api_refuses_a_non_loopback_address() {
+    let dir = scratch();
+    let out = Command::new(ZT)
+        .arg("controller")
+        .arg("--home")
+        .arg(dir.path().join("ctl"))
+        .args(["--root", "127.0.0.1:9", "--api", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
+}

@@ -100,7 +100,7 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
         );
     }
     home::ensure(&opts.home)?;
-    let _lock = crate::status::HomeLock::acquire(&opts.home)?;
+    let lock = crate::status::HomeLock::acquire(&opts.home)?;
     let api_file = opts.home.join(API_FILE);
     let _ = std::fs::remove_file(&api_file);
     let (id, _) = identity::load_or_create(&opts.home)?;
@@ -130,7 +130,7 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     );
     node.attach_controller(controller);
     let (handle, _task) = spawn_node(node, sockets);
-    crate::status::spawn_writer(opts.home.clone(), handle.clone());
+    crate::status::spawn_writer(&lock, handle.clone());
 
     let listener = tokio::net::TcpListener::bind(opts.api)
         .await

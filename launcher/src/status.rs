@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -72,6 +73,9 @@ pub struct PeerReport {
 pub struct HomeLock {
     _lock: Flock<File>,
     status: PathBuf,
+    /// Whether status.json may be written; cleared (under the mutex) when the lock goes,
+    /// so a writer never recreates the file after its removal.
+    open: Arc<Mutex<bool>>,
 }
 
 impl HomeLock {
@@ -89,9 +93,10 @@ impl HomeLock {
             Ok(lock) => Ok(HomeLock {
                 _lock: lock,
                 status: home.join(STATUS_FILE),
+                open: Arc::new(Mutex::new(true)),
             }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = read(home)
+                let holder = read_unchecked(home)
                     .map(|r| format!(" (pid {})", r.pid))
                     .unwrap_or_default();
                 anyhow::bail!(
@@ -107,12 +112,13 @@ impl HomeLock {
 
 impl Drop for HomeLock {
     fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open = false;
         let _ = std::fs::remove_file(&self.status);
     }
 }
 
-/// Read the status file of `home`.
-pub fn read(home: &Path) -> anyhow::Result<Report> {
+fn read_unchecked(home: &Path) -> anyhow::Result<Report> {
     let path = home.join(STATUS_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -122,6 +128,35 @@ pub fn read(home: &Path) -> anyhow::Result<Report> {
         )
     })?;
     serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+/// Read the status file of `home`, which must belong to a running process.
+pub fn read(home: &Path) -> anyhow::Result<Report> {
+    let report = read_unchecked(home)?;
+    // A ztrun killed without cleaning up leaves its status behind; the lock tells.
+    if !locked(home) {
+        anyhow::bail!(
+            "no ztrun is running with state directory {} ({} is left over from pid {}, \
+             which is gone)",
+            home.display(),
+            STATUS_FILE,
+            report.pid
+        );
+    }
+    Ok(report)
+}
+
+/// Whether some process holds the lock of `home` (a lock file nobody can open counts as
+/// held: do not call a running node dead for lack of permission).
+fn locked(home: &Path) -> bool {
+    let Ok(file) = File::open(home.join(LOCK_FILE)) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => true,
+        Err(_) => true,
+    }
 }
 
 fn path_text(p: &PathKind) -> String {
@@ -164,8 +199,10 @@ pub fn network_report(me: zt_core::Address, n: &NetworkStatus) -> NetworkReport 
     }
 }
 
-/// Rewrite `<home>/status.json` every second while the node runs.
-pub fn spawn_writer(home: PathBuf, node: NodeHandle) {
+/// Rewrite `<home>/status.json` every second while the node runs and `lock` is held.
+pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) {
+    let open = lock.open.clone();
+    let file = lock.status.clone();
     tokio::spawn(async move {
         loop {
             let Ok(st) = node.status().await else { break };
@@ -194,7 +231,11 @@ pub fn spawn_writer(home: PathBuf, node: NodeHandle) {
                     .map_or(0, |d| d.as_secs()),
             };
             if let Ok(json) = serde_json::to_vec_pretty(&report) {
-                if let Err(e) = crate::home::write_private(&home.join(STATUS_FILE), &json) {
+                let open = open.lock().unwrap_or_else(|e| e.into_inner());
+                if !*open {
+                    break;
+                }
+                if let Err(e) = crate::home::write_private(&file, &json) {
                     tracing::debug!(error = %e, "cannot write the status file");
                 }
             }
@@ -252,6 +293,7 @@ mod tests {
     #[test]
     fn report_round_trips_and_renders() {
         let dir = tempfile::tempdir().unwrap();
+        let lock = HomeLock::acquire(dir.path()).unwrap();
         let r = Report {
             pid: 42,
             address: "89e92ceba1".into(),
@@ -281,6 +323,23 @@ mod tests {
         assert!(text.contains("ff00000000c0ffee ok 100.64.1.2"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");
+        drop(lock);
+    }
+
+    #[test]
+    fn a_status_file_without_its_lock_holder_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), "").unwrap();
+        std::fs::write(
+            dir.path().join(STATUS_FILE),
+            r#"{"pid":7,"address":"0123456789","observed":null,"networks":[],"peers":[],"updated":0}"#,
+        )
+        .unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("left over from pid 7"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -195,6 +195,23 @@ impl Member {
     }
 }
 
+/// Creates the node identity of state directory `home`; returns its address.
+fn new_identity(home: &Path) -> String {
+    std::fs::create_dir_all(home).unwrap();
+    let mut new = Command::new(ZT);
+    new.args(["id", "new"]).arg(home.join("identity.secret"));
+    ok_stdout(new.output().unwrap());
+    let mut show = Command::new(ZT);
+    show.args(["id", "show"]).arg(home);
+    let shown = ok_stdout(show.output().unwrap());
+    shown
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("zt id show prints the address first")
+        .to_string()
+}
+
 /// Waits until `zt status --home HOME` shows `needle`.
 fn wait_status(home: &Path, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
@@ -353,27 +370,7 @@ fn deauthorized_member_traffic_stops_within_10s() {
     let (rx_home, tx_home) = (dir.path().join("rx"), dir.path().join("tx"));
     let mut addrs = Vec::new();
     for h in [&rx_home, &tx_home] {
-        std::fs::create_dir_all(h).unwrap();
-        ok_stdout(
-            Command::new(ZT)
-                .args(["id", "new"])
-                .arg(h.join("identity.secret"))
-                .output()
-                .unwrap(),
-        );
-        let shown = ok_stdout(
-            Command::new(ZT)
-                .args(["id", "show"])
-                .arg(h)
-                .output()
-                .unwrap(),
-        );
-        let a = shown
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap()
-            .to_string();
+        let a = new_identity(h);
         ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &a]));
         addrs.push(a);
     }
@@ -445,15 +442,25 @@ fn restart_keeps_networks_and_members() {
     let dir = scratch();
     let ctl_home = dir.path().join("ctl");
     let (ctl, addr, _) = controller(&ctl_home, &root_arg);
-    let nwid = ok_stdout(zt(
-        &ctl_home,
-        &[
-            "net", "create", "--public", "--name", "keep", "--mtu", "1400",
-        ],
-    ))
-    .trim()
-    .to_string();
-    ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, "0123456789"]));
+    let create = [
+        "net",
+        "create",
+        "--name",
+        "keep",
+        "--mtu",
+        "1400",
+        "--ipv4-pool",
+        "10.147.19.0/24",
+    ];
+    let nwid = ok_stdout(zt(&ctl_home, &create)).trim().to_string();
+    // A member that joined before the restart, and one that was refused.
+    let member_home = dir.path().join("member");
+    let member = new_identity(&member_home);
+    ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &member]));
+    let mut before = Member::start(&member_home, &nwid, &root_arg, &["true"]);
+    let joined = format!("joined {nwid} as ");
+    let first = joined_v4(&before.wait_stderr(&joined, Duration::from_secs(20)));
+    drop(before);
     ok_stdout(zt(
         &ctl_home,
         &["member", "deauthorize", &nwid, "0123456788"],
@@ -478,20 +485,25 @@ fn restart_keeps_networks_and_members() {
     );
     let nets = ok_stdout(zt(&ctl_home, &["net", "list"]));
     let line = nets.lines().find(|l| l.starts_with(&nwid)).expect(&nets);
-    assert!(line.contains("public") && line.contains("keep") && line.contains("mtu 1400"));
+    assert!(
+        line.contains("private") && line.contains("keep") && line.contains("mtu 1400"),
+        "{line}"
+    );
     let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    assert!(
+    let has = |who: &str, what: &str| {
         members
             .lines()
-            .any(|l| l.starts_with("0123456789") && l.contains(" authorized")),
-        "{members}"
-    );
+            .any(|l| l.starts_with(who) && l.contains(what))
+    };
     assert!(
-        members
-            .lines()
-            .any(|l| l.starts_with("0123456788") && l.contains("not authorized")),
+        has(&member, &format!(" authorized     {first} ")),
         "{members}"
     );
+    assert!(has("0123456788", "not authorized"), "{members}");
+    // The member is still authorized after the restart and gets the same address.
+    let mut after = Member::start(&member_home, &nwid, &root_arg, &["true"]);
+    let again = after.wait_stderr(&joined, Duration::from_secs(20));
+    assert_eq!(joined_v4(&again), first, "{again}");
 }
 
 /// One raw HTTP/1.1 request; returns the status code and body.
@@ -624,4 +636,56 @@ fn api_refuses_a_non_loopback_address() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback only"), "{err}");
+}
+
+#[test]
+fn silent_controller_is_reported_and_a_signal_ends_the_wait() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let home = dir.path().join("m");
+    // A controller address nobody serves.
+    let nwid = "0123456789000001";
+    let mut child = Command::new(ZTRUN)
+        .arg("--home")
+        .arg(&home)
+        .args(["--nwid", nwid, "--root", &root_arg, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok((_, line)) = stderr.recv_timeout(left) else {
+            break;
+        };
+        seen.push(line);
+        if seen
+            .last()
+            .unwrap()
+            .contains("no answer yet from controller 0123456789")
+        {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("is `zt controller` running")),
+        "{seen:?}"
+    );
+    wait_status(&home, "requesting configuration", Duration::from_secs(3));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143));
+    assert!(!home.join("status.json").exists());
+    let out = Command::new(ZT)
+        .args(["status", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ztrun is running"));
 }

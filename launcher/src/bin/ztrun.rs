@@ -105,8 +105,17 @@ fn run(args: Args) -> anyhow::Result<i32> {
         }
         let home = launcher::home::resolve(args.home.as_deref())?;
         launcher::home::ensure(&home)?;
-        let _lock = launcher::status::HomeLock::acquire(&home)?;
-        let networks = join_all(&args, &home, &nwids).await?;
+        let lock = launcher::status::HomeLock::acquire(&home)?;
+        // Joining can wait for a controller for a long time: a signal ends the wait
+        // cleanly (the lock is released and status.json removed).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let networks = tokio::select! {
+            r = join_all(&args, &home, &lock, &nwids) => r?,
+            _ = int.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGINT)),
+            _ = term.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGTERM)),
+        };
         launch::run(&cmd, policy, Arc::new(networks))
             .await
             .with_context(|| format!("cannot run `{}`", args.program[0]))
@@ -114,10 +123,17 @@ fn run(args: Args) -> anyhow::Result<i32> {
     Ok(status.code())
 }
 
+/// A signal arrived before the program started: say so, and exit as if it killed us.
+fn interrupted(sig: nix::sys::signal::Signal) -> launch::ExitStatus {
+    eprintln!("ztrun: {sig} while joining the network(s); the program was not started");
+    launch::ExitStatus::Signaled(sig as i32)
+}
+
 /// Steps 1–3 of `ztrun`: identity, node, networks.
 async fn join_all(
     args: &Args,
     home: &std::path::Path,
+    lock: &launcher::status::HomeLock,
     nwids: &[NetworkId],
 ) -> anyhow::Result<Networks> {
     let started = Instant::now();
@@ -147,7 +163,7 @@ async fn join_all(
             eps.join(", ")
         );
     }
-    launcher::status::spawn_writer(home.to_owned(), node.clone());
+    launcher::status::spawn_writer(lock, node.clone());
     let mut stacks = Vec::new();
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;

@@ -279,6 +279,13 @@ pub enum ApiError {
         /// The API address.
         addr: SocketAddr,
     },
+    /// The request could not be formed (a path or token with characters HTTP refuses).
+    #[error("cannot form the API request: {source}")]
+    Request {
+        /// The cause.
+        #[source]
+        source: hyper::http::Error,
+    },
     /// The token was refused.
     #[error(
         "the controller API at {addr} refused the token (401): use the token of that \
@@ -407,7 +414,7 @@ impl ApiClient {
     }
 
     /// One request; returns the status and the body.
-    pub async fn raw(
+    async fn raw(
         &self,
         method: Method,
         path: &str,
@@ -437,10 +444,7 @@ impl ApiClient {
             }
             let req = req
                 .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| ApiError::Status {
-                    status: 0,
-                    message: format!("cannot build the request: {e}"),
-                })?;
+                .map_err(|source| ApiError::Request { source })?;
             let resp = sender.send_request(req).await.map_err(http)?;
             let status = resp.status();
             let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();

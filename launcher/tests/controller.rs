@@ -621,6 +621,24 @@ fn api_needs_the_token_and_answers_errors_in_json() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the token (401)"), "{err}");
+
+    // Deleting through the command line; the API then answers 404 for it.
+    let out = ok_stdout(zt(&ctl_home, &["net", "delete", &nwid]));
+    assert!(out.starts_with(&format!("deleted {nwid}")), "{out}");
+    let (code, body) = http(
+        api,
+        "GET",
+        &format!("/controller/network/{nwid}"),
+        &auth,
+        "",
+    );
+    assert_eq!(code, 404, "{body}");
+    let out = zt(&ctl_home, &["member", "list", &nwid]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("network {nwid} not found on this controller")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -118,6 +118,13 @@ enum NetCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Delete a network (its members lose their configuration at their next refresh).
+    Delete {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The network.
+        nwid: NetworkId,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -434,6 +441,12 @@ async fn net(cmd: NetCommand) -> anyhow::Result<()> {
             for n in &list {
                 println!("{}", describe_network(n));
             }
+            Ok(())
+        }
+        NetCommand::Delete { api, nwid } => {
+            let c = client(&api)?;
+            let n: NetworkJson = c.delete(&format!("/controller/network/{nwid}")).await?;
+            println!("deleted {}", describe_network(&n));
             Ok(())
         }
     }

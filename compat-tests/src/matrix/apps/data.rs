@@ -177,14 +177,39 @@ pub(super) fn postgresql(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixErr
     );
     stage.start_server("postgres", server)?;
     stage.wait_tcp("postgres", Side::Server, PORT, SERVER_TIMEOUT)?;
-    // The port opens before recovery ends; pg_isready (bounded by -t) waits for it.
-    let mut ready = stage
-        .topology()
-        .server
-        .host
-        .command_as_user(bin.join("pg_isready"));
-    ready.args(["-h", "127.0.0.1", "-p", &PORT.to_string(), "-t", "30"]);
-    stage.run_ok("pg_isready", &mut ready, Duration::from_secs(40))?;
+    // The port opens before startup (crash recovery, checkpoint) ends, and until then the
+    // postmaster answers "the database system is starting up": pg_isready reports that at
+    // once as exit status 1 ("rejecting connections") and does not wait (its -t bounds
+    // only the connection attempt). Ask again until it says "accepting connections".
+    let deadline = std::time::Instant::now() + SERVER_TIMEOUT;
+    loop {
+        let mut ready = stage
+            .topology()
+            .server
+            .host
+            .command_as_user(bin.join("pg_isready"));
+        ready.args(["-h", "127.0.0.1", "-p", &PORT.to_string(), "-t", "10"]);
+        let ran = stage.run("pg_isready", &mut ready, Duration::from_secs(20))?;
+        if ran.status.success() {
+            break;
+        }
+        // 1: rejecting (starting up), 2: no response; 3 (bad parameters) is final.
+        let retry = matches!(ran.status.code(), Some(1 | 2));
+        if !retry || std::time::Instant::now() >= deadline {
+            return Err(MatrixError::ClientFailed {
+                name: format!("pg_isready (for {} s)", SERVER_TIMEOUT.as_secs()),
+                command: ran.command.clone(),
+                status: ran.status,
+                log: format!(
+                    "{}; server log: {}",
+                    ran.stderr_tail(),
+                    stage.server_log("postgres")
+                ),
+            });
+        }
+        stage.check_alive("postgres")?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let addr = stage.server_addr();
     let psql = |stage: &Stage<'_, '_>, db: &str, sql: &[&str]| {

@@ -239,8 +239,8 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 pub enum ApiError {
     /// The token could not be read.
     #[error(
-        "cannot read the API token {}: {source} — run this as the controller's user, or pass \
-         --token (it is in the controller's {TOKEN_FILE})",
+        "cannot read the API token {} (has `zt controller` run with this --home? are you \
+         its user? --token gives the token directly)",
         file.display()
     )]
     Token {
@@ -265,7 +265,7 @@ pub enum ApiError {
         reason: String,
     },
     /// The exchange failed half-way.
-    #[error("the HTTP exchange with the controller API at {addr} failed: {source}")]
+    #[error("the HTTP exchange with the controller API at {addr} failed")]
     Http {
         /// The API address.
         addr: SocketAddr,
@@ -280,7 +280,7 @@ pub enum ApiError {
         addr: SocketAddr,
     },
     /// The request could not be formed (a path or token with characters HTTP refuses).
-    #[error("cannot form the API request: {source}")]
+    #[error("cannot form the API request")]
     Request {
         /// The cause.
         #[source]
@@ -304,7 +304,7 @@ pub enum ApiError {
         message: String,
     },
     /// The answer is not the JSON expected.
-    #[error("the controller's answer is not the expected JSON: {source}")]
+    #[error("the controller's answer is not the expected JSON")]
     Decode {
         /// The cause.
         #[source]

@@ -579,7 +579,7 @@ pub mod store {
     #[derive(Debug, thiserror::Error)]
     pub enum StoreError {
         /// The database failed.
-        #[error("controller database {path}: {source}")]
+        #[error("controller database {path}")]
         Database {
             /// The file.
             path: String,

@@ -131,6 +131,12 @@ pub(crate) struct VSocket<B: Backend> {
     pub(crate) phase: Mutex<Phase<B>>,
     /// `(level, name, value)` set so far, replayed on a kernel socket.
     pub(crate) options: Mutex<Vec<(i32, i32, Vec<u8>)>>,
+    /// A duplicate of the program's end, held by a fresh TCP socket until a `connect`
+    /// decides its fate: a non-blocking virtual connect then makes that very end
+    /// unwritable until the handshake ends (virt.rs), so an epoll registration the
+    /// program made before `connect` (nginx does) keeps working. While it is held the
+    /// program's close shows up only through the sweep (see [`Supervisor::watch`]).
+    pub(crate) program_end: Mutex<Option<OwnedFd>>,
 }
 
 impl<B: Backend> fmt::Debug for VSocket<B> {
@@ -158,7 +164,21 @@ impl<B: Backend> VSocket<B> {
             ours,
             phase: Mutex::new(phase),
             options: Mutex::new(Vec::new()),
+            program_end: Mutex::new(None),
         }
+    }
+    /// Take the duplicate of the program's end, if this socket still holds one.
+    pub(crate) fn take_program_end(&self) -> Option<OwnedFd> {
+        self.program_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+    fn holds_program_end(&self) -> bool {
+        self.program_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
     /// A sibling for a new socketpair that replaces this one in the program.
     pub(crate) fn successor(&self, ours: OwnedFd, phase: Phase<B>) -> Self {
@@ -385,6 +405,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let (theirs, ours) = tri!(socketpair(kind, flags & libc::SOCK_NONBLOCK != 0));
         let ino = tri!(inode(theirs.as_fd()));
         let vs = Arc::new(VSocket::new(family, kind, protocol, ours, Phase::Fresh));
+        if kind == Kind::Stream {
+            // Without it a non-blocking connect falls back to replacing the program's end.
+            *vs.program_end.lock().unwrap_or_else(|e| e.into_inner()) = theirs.try_clone().ok();
+        }
         self.table().insert(ino, vs.clone());
         let how = Placement::AnswerWithNew {
             cloexec: flags & libc::SOCK_CLOEXEC != 0,
@@ -408,7 +432,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// While the socket is idle, drop its table entry when the program's last reference
-    /// to its end goes away. Stops when a pump or listener takes over the end.
+    /// to its end goes away: a hang-up on our end, or, while we hold a duplicate of the
+    /// program's end (fresh TCP sockets), no traced process holding the inode any more
+    /// (checked every [`crate::virt::SWEEP`]). Stops when a pump or listener takes over
+    /// the end.
     pub(crate) fn watch(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
@@ -423,7 +450,24 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
             let mut buf = [0u8; 4096];
             loop {
-                let Ok(mut guard) = afd.readable().await else {
+                let ready = tokio::select! {
+                    r = afd.readable() => Some(r),
+                    _ = tokio::time::sleep(crate::virt::SWEEP) => None,
+                };
+                let Some(ready) = ready else {
+                    let (Some(me), Some(vs)) = (me.upgrade(), weak.upgrade()) else {
+                        return;
+                    };
+                    if !vs.phase().idle() {
+                        return;
+                    }
+                    if vs.holds_program_end() && !me.held_by_program(ino) {
+                        me.forget(ino, &vs);
+                        return;
+                    }
+                    continue;
+                };
+                let Ok(mut guard) = ready else {
                     return;
                 };
                 let Some(vs) = weak.upgrade() else { return };
@@ -1273,10 +1317,23 @@ mod tests {
     #[tokio::test]
     async fn closing_the_programs_end_drops_the_entry() {
         let (k, s) = sup(Policy::default());
-        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        // A datagram socket: seen as a hang-up on our end, at once.
+        let fd = new_socket(&k, &s, libc::SOCK_DGRAM).await;
         assert_eq!(s.socket_count(), 1);
         drop(k.close(fd));
         for _ in 0..100 {
+            if s.socket_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.socket_count(), 0);
+        // A fresh TCP socket: we hold a duplicate of the program's end until connect, so
+        // the sweep sees it gone (within a second or two).
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await;
+        assert_eq!(s.socket_count(), 1);
+        drop(k.close(fd));
+        for _ in 0..600 {
             if s.socket_count() == 0 {
                 break;
             }

@@ -125,8 +125,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
         }
 
-        // Non-blocking: a fresh pair whose program end is not writable until the
-        // handshake ends.
+        // Non-blocking, with the program's end still at hand (held since socket()): make
+        // that very end unwritable until the handshake ends, so an epoll registration
+        // made before connect keeps working.
+        if let Some(theirs) = vs.take_program_end() {
+            return self.connect_in_place(ino, vs, theirs, dest);
+        }
+        // Otherwise a fresh pair whose program end is not writable until the handshake
+        // ends replaces the program's socket.
         let (theirs, ours) = tri!(socketpair(Kind::Stream, true));
         // A minimal send buffer while connecting keeps the junk small (a few KiB rather
         // than ~200 KiB per connection); the default comes back before the edge.
@@ -187,6 +193,75 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             match stream {
                 Some(s) => me.pump(new_ino, next, s),
                 None => me.watch(new_ino, next),
+            }
+        });
+        errno(Errno::EINPROGRESS)
+    }
+
+    /// Non-blocking connect on the program's own end `theirs` (a duplicate we held since
+    /// `socket()`): junk fills its send path (after shrinking its send buffer), we
+    /// answer `EINPROGRESS`, and when the handshake ends we record the outcome, restore
+    /// the buffer, drop `theirs` and discard exactly the junk: a fresh `EPOLLOUT` edge.
+    fn connect_in_place(
+        self: &Arc<Self>,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        theirs: OwnedFd,
+        dest: SocketAddr,
+    ) -> Reply {
+        let mut sndbuf = [0u8; 4];
+        tri!(sys::getsockopt_bytes(
+            theirs.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &mut sndbuf
+        ));
+        // Connecting first: the idle watcher must not take the junk for program data.
+        vs.set_phase(Phase::Connecting);
+        let junk = match sys::setsockopt_bytes(
+            theirs.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &1i32.to_ne_bytes(),
+        )
+        .and_then(|()| fill(&theirs))
+        {
+            Ok(junk) => junk,
+            Err(e) => {
+                vs.set_phase(Phase::Fresh);
+                return errno(e);
+            }
+        };
+        let me = self.clone();
+        let vs = vs.clone();
+        tokio::spawn(async move {
+            let stream = match me.backend.tcp_connect(dest).await {
+                Ok(conn) => {
+                    vs.set_phase(Phase::Connected {
+                        local: conn.local,
+                        peer: conn.peer,
+                        confirmed: false,
+                    });
+                    Some(conn.stream)
+                }
+                Err(e) => {
+                    debug!(%dest, %e, "virtual connect failed");
+                    vs.set_phase(Phase::Failed(e));
+                    None
+                }
+            };
+            let half = i32::from_ne_bytes(sndbuf) / 2;
+            let _ = sys::setsockopt_bytes(
+                theirs.as_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                &half.to_ne_bytes(),
+            );
+            drop(theirs);
+            drain(&vs.ours, junk).await;
+            match stream {
+                Some(s) => me.pump(ino, vs, s),
+                None => me.watch(ino, vs),
             }
         });
         errno(Errno::EINPROGRESS)
@@ -557,6 +632,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// Move bytes both ways between our end of `vs` and `stream` until both directions
     /// are closed, then wait for the program to close its end and forget the socket.
     pub(crate) fn pump(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>, mut stream: B::Stream) {
+        // The program's close must reach our end as a hang-up from now on.
+        drop(vs.take_program_end());
         let Ok(dup) = vs.ours.try_clone() else { return };
         let me = Arc::downgrade(self);
         tokio::spawn(async move {

@@ -41,6 +41,16 @@ async fn nonblocking_connect_epoll_et_accept4_names_half_close_and_refused() {
     );
 }
 
+/// nginx registers its upstream socket with epoll before `connect`: the registration
+/// must survive a non-blocking virtual connect (the program's end is kept, not replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoll_registration_made_before_a_nonblocking_connect_gets_its_edges() {
+    let s = Scratch::new();
+    let prog = s.compile("epoll_first");
+    let status = run_virtual(&command(&s, &prog, &["10.77.0.1"])).await;
+    assert_ok(&s, status, &["EINPROGRESS", "proxied", "refused ok"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_still_works_with_a_virtual_network() {
     let s = Scratch::new();

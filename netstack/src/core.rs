@@ -121,6 +121,8 @@ pub(crate) struct Listener {
 pub(crate) struct UdpState {
     pub(crate) local: SocketAddr,
     pub(crate) v6only: bool,
+    /// `SO_REUSEADDR`: may share its address with other sockets that set it too.
+    pub(crate) reuse: bool,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) rx: VecDeque<(SocketAddr, Vec<u8>)>,
     pub(crate) rx_bytes: usize,
@@ -832,13 +834,15 @@ impl Core {
 
     // ---- UDP and ICMP registries ------------------------------------------------------
 
-    pub(crate) fn udp_conflict(&self, local: SocketAddr, v6only: bool) -> bool {
+    /// Would binding `local` clash with a bound socket? Sockets that both set
+    /// `SO_REUSEADDR` may share an address (Linux UDP, `socket(7)`).
+    pub(crate) fn udp_conflict(&self, local: SocketAddr, v6only: bool, reuse: bool) -> bool {
         let Some(ids) = self.udp_ports.get(&local.port()) else {
             return false;
         };
         ids.iter()
             .filter_map(|id| self.udp.get(id))
-            .any(|u| overlap((u.local, u.v6only), (local, v6only)))
+            .any(|u| !(reuse && u.reuse) && overlap((u.local, u.v6only), (local, v6only)))
     }
 
     pub(crate) fn add_udp(&mut self, u: UdpState) -> u64 {
@@ -1213,6 +1217,9 @@ impl Core {
                 } else {
                     continue;
                 };
+                // A socket connected to the sender beats an unconnected one on the same
+                // address (Linux `compute_score`), which matters with SO_REUSEADDR.
+                let score = score * 2 + u8::from(s.peer.is_some());
                 if best.is_none_or(|(b, _)| score > b) {
                     best = Some((score, *id));
                 }

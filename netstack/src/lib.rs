@@ -163,7 +163,16 @@ impl Stack {
 
     /// Bind a UDP socket (same address rules as [`Stack::tcp_listen`]).
     pub fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<UdpSocket, Error> {
-        udp::bind(&self.shared, local, v6only)
+        udp::bind(&self.shared, local, v6only, false)
+    }
+
+    /// [`Stack::udp_bind`] with `SO_REUSEADDR`: the socket may share its address and port
+    /// with other sockets bound this way (a UDP server that `connect`s one socket per
+    /// client and binds a fresh one for the next, as iperf3 does). A datagram goes to a
+    /// socket connected to its sender if there is one, else to the most specific
+    /// unconnected binding.
+    pub fn udp_bind_reuse(&self, local: SocketAddr, v6only: bool) -> Result<UdpSocket, Error> {
+        udp::bind(&self.shared, local, v6only, true)
     }
 
     /// Open an ICMP echo socket with identifier `ident` (`None` or 0: pick a free one).

@@ -30,6 +30,7 @@ pub(crate) fn bind(
     shared: &Arc<Shared>,
     local: SocketAddr,
     v6only: bool,
+    reuse: bool,
 ) -> Result<UdpSocket, Error> {
     let ip = unmap(local.ip());
     if !ip.is_unspecified() && !shared.net.is_local(ip) {
@@ -44,12 +45,13 @@ pub(crate) fn bind(
         p => p,
     };
     let local = SocketAddr::new(ip, port);
-    if core.udp_conflict(local, v6only) {
+    if core.udp_conflict(local, v6only, reuse) {
         return Err(Error::AddrInUse { addr: local });
     }
     let id = core.add_udp(UdpState {
         local,
         v6only,
+        reuse,
         peer: None,
         rx: Default::default(),
         rx_bytes: 0,

@@ -37,6 +37,46 @@ async fn udp_round_trip_v4_and_v6() {
     }
 }
 
+/// SO_REUSEADDR as iperf3's UDP server uses it: one socket bound to the port is
+/// connected to the first client, a second one bound to the same port takes the others.
+#[tokio::test]
+async fn udp_reuse_addr_shares_a_port_and_the_connected_socket_gets_its_peer() {
+    let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
+    let any = IpAddr::from([0u8; 4]);
+    let first = b.udp_bind_reuse(sa(any, 5201), false).unwrap();
+    assert!(
+        b.udp_bind(sa(any, 5201), false).is_err(),
+        "without SO_REUSEADDR the port is taken"
+    );
+    let c1 = a.udp_bind(sa(A4, 0), false).unwrap();
+    let c2 = a.udp_bind(sa(A4, 0), false).unwrap();
+    first.connect(c1.local_addr()).unwrap();
+    let second = b.udp_bind_reuse(sa(any, 5201), false).unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..3 {
+        c2.send_to(b"from c2", sa(B4, 5201)).await.unwrap();
+        c1.send_to(b"from c1", sa(B4, 5201)).await.unwrap();
+        let (n, from) = timeout(T, first.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"from c1"[..], c1.local_addr()),
+            "round {round}: the connected socket gets its peer's datagrams"
+        );
+        let (n, from) = timeout(T, second.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"from c2"[..], c2.local_addr()),
+            "round {round}: the unconnected one gets the others"
+        );
+    }
+}
+
 #[tokio::test]
 async fn udp_connect_filters_and_size_limits() {
     let (a, b) = pair(LinkParams::clean(), LinkParams::clean());

@@ -35,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Id(IdCommand),
     /// Run a network controller: a node that owns the networks whose IDs start with its
-    /// address, with its state in <home>/controller.redb and a management API on loopback.
+    /// address, with its state in `HOME/controller.redb` and a management API on loopback.
     Controller {
         /// The controller's home: identity, database, API token (default: `controller/`
         /// inside the ztrun state directory).
@@ -60,7 +60,7 @@ enum Command {
     Member(MemberCommand),
     /// Run a root: rendezvous for peer discovery, hole punching and relay of last resort.
     Root {
-        /// UDP address to listen on; repeat for several (default 0.0.0.0:9993 and [::]:9993).
+        /// UDP address to listen on; repeat for several (default `0.0.0.0:9993` and `[::]:9993`).
         #[arg(long = "listen", value_name = "ADDR")]
         listen: Vec<SocketAddr>,
         /// Secret identity file of the root (default: the embedded default root identity).

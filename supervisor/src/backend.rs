@@ -62,6 +62,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Bind a UDP socket to `local` (unspecified address and port 0 allowed); returns it
     /// with its actual address.
     fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<(Self::Udp, SocketAddr), Errno>;
+    /// [`Backend::udp_bind`] for a socket with `SO_REUSEADDR`: it may share its address
+    /// with other sockets bound this way. Default: an ordinary bind.
+    fn udp_bind_reuse(
+        &self,
+        local: SocketAddr,
+        v6only: bool,
+    ) -> Result<(Self::Udp, SocketAddr), Errno> {
+        self.udp_bind(local, v6only)
+    }
+    /// Tell the network a UDP socket is connected to `peer` (`None`: dissolved), so that
+    /// among sockets sharing a port its peer's datagrams reach it. Default: nothing to do.
+    fn udp_connect(&self, _sock: &Self::Udp, _peer: Option<SocketAddr>) -> Result<(), Errno> {
+        Ok(())
+    }
     /// Open an ICMP echo socket (Linux "ping socket") of `family` with identifier
     /// `ident` (`None`: pick one); it is driven through the same datagram calls, the
     /// identifier standing in for the port. Default: `EPROTONOSUPPORT`.
@@ -79,12 +93,13 @@ pub trait Backend: Send + Sync + 'static {
         data: &[u8],
         dest: SocketAddr,
     ) -> impl Future<Output = Result<usize, Errno>> + Send;
-    /// Receive one datagram into `buf`: (length, source).
+    /// Receive one datagram into `buf`: (length, source, the local address it was sent
+    /// to when known; what `IP_PKTINFO` reports).
     fn udp_recv_from(
         &self,
         sock: &Self::Udp,
         buf: &mut [u8],
-    ) -> impl Future<Output = Result<(usize, SocketAddr), Errno>> + Send;
+    ) -> impl Future<Output = Result<(usize, SocketAddr, Option<IpAddr>), Errno>> + Send;
 }
 
 /// No virtual network: only loopback (and, with fall-through, the host network).
@@ -125,7 +140,11 @@ impl Backend for NoNetwork {
     async fn udp_send_to(&self, _s: &(), _d: &[u8], _to: SocketAddr) -> Result<usize, Errno> {
         Err(Errno::ENETUNREACH)
     }
-    async fn udp_recv_from(&self, _s: &(), _b: &mut [u8]) -> Result<(usize, SocketAddr), Errno> {
+    async fn udp_recv_from(
+        &self,
+        _s: &(),
+        _b: &mut [u8],
+    ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
         std::future::pending().await
     }
 }
@@ -218,7 +237,7 @@ mod tests {
             &self,
             _s: &(),
             _b: &mut [u8],
-        ) -> Result<(usize, SocketAddr), Errno> {
+        ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
             Err(Errno::EINVAL)
         }
     }

@@ -350,7 +350,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             libc::SYS_socket => self.socket(n),
             libc::SYS_connect => self.connect(n).await,
             libc::SYS_bind => self.bind(n),
-            libc::SYS_listen => self.listen(n),
+            libc::SYS_listen => self.listen(n).await,
             libc::SYS_accept | libc::SYS_accept4 => self.accept(n).await,
             libc::SYS_getsockname => self.name(n, NameSide::Local),
             libc::SYS_getpeername => self.name(n, NameSide::Peer),
@@ -600,7 +600,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let dest = match (parsed, datagram) {
             (SockAddr::Unspec, Some(d)) => {
-                d.set_peer(None);
+                tri!(self.udp_set_peer(&d, None));
                 return value(0);
             }
             // Dissolving an association that does not exist succeeds.
@@ -610,7 +610,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 if !self.backend.is_virtual(a.ip()) {
                     return errno(Errno::ENETUNREACH);
                 }
-                d.set_peer(Some(a));
+                tri!(self.udp_set_peer(&d, Some(a)));
                 return value(0);
             }
             (SockAddr::Inet(a), None) => a,
@@ -763,7 +763,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
-    fn listen(self: &Arc<Self>, n: &Notification) -> Reply {
+    async fn listen(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             _ => return CONTINUE,
@@ -782,7 +782,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             _ => None,
         };
         if let Some(local) = bound {
-            return self.listen_virtual(n, ino, &vs, local, backlog as usize);
+            return self
+                .listen_virtual(n, ino, &vs, local, backlog as usize)
+                .await;
         }
         let r = match vs.kernel_bound() {
             Some(r) => r,
@@ -1521,7 +1523,7 @@ mod virtual_tests {
             &self,
             _s: &(),
             _b: &mut [u8],
-        ) -> Result<(usize, SocketAddr), Errno> {
+        ) -> Result<(usize, SocketAddr, Option<std::net::IpAddr>), Errno> {
             std::future::pending().await
         }
     }

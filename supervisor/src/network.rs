@@ -51,6 +51,32 @@ impl Networks {
         self.stacks.iter().find(|s| s.is_virtual(ip))
     }
 
+    /// Bind `local` on every stack it belongs to, one port for all.
+    fn bind_udp(
+        &self,
+        local: SocketAddr,
+        v6only: bool,
+        reuse: bool,
+    ) -> Result<(UdpSet, SocketAddr), Errno> {
+        let mut port = local.port();
+        let mut socks = Vec::new();
+        for stack in self.binding(local)? {
+            let at = SocketAddr::new(local.ip(), port);
+            let s = if reuse {
+                stack.udp_bind_reuse(at, v6only)
+            } else {
+                stack.udp_bind(at, v6only)
+            }
+            .map_err(errno)?;
+            port = s.local_addr().port();
+            socks.push((stack.clone(), Datagram::Udp(s)));
+        }
+        if socks.is_empty() {
+            return Err(Errno::EADDRNOTAVAIL);
+        }
+        Ok((UdpSet { socks }, SocketAddr::new(local.ip(), port)))
+    }
+
     /// The stacks a bind to `local` covers: all for a wildcard, else the owner.
     fn binding(&self, local: SocketAddr) -> Result<Vec<&Stack>, Errno> {
         let ip = canonical(local.ip());
@@ -140,19 +166,38 @@ impl Backend for Networks {
     }
 
     fn udp_bind(&self, local: SocketAddr, v6only: bool) -> Result<(UdpSet, SocketAddr), Errno> {
-        let mut port = local.port();
-        let mut socks = Vec::new();
-        for stack in self.binding(local)? {
-            let s = stack
-                .udp_bind(SocketAddr::new(local.ip(), port), v6only)
-                .map_err(errno)?;
-            port = s.local_addr().port();
-            socks.push((stack.clone(), Datagram::Udp(s)));
+        self.bind_udp(local, v6only, false)
+    }
+
+    fn udp_bind_reuse(
+        &self,
+        local: SocketAddr,
+        v6only: bool,
+    ) -> Result<(UdpSet, SocketAddr), Errno> {
+        self.bind_udp(local, v6only, true)
+    }
+
+    fn udp_connect(&self, set: &UdpSet, peer: Option<SocketAddr>) -> Result<(), Errno> {
+        for (stack, s) in &set.socks {
+            let Datagram::Udp(s) = s else { continue };
+            match peer {
+                // Only the stack that reaches the peer can be connected to it.
+                Some(p) if stack.is_virtual(canonical(p.ip())) => {
+                    s.connect(SocketAddr::new(canonical(p.ip()), p.port()))
+                        .map_err(errno)?;
+                }
+                Some(_) => {}
+                None => {
+                    let any: IpAddr = if s.local_addr().is_ipv4() {
+                        std::net::Ipv4Addr::UNSPECIFIED.into()
+                    } else {
+                        std::net::Ipv6Addr::UNSPECIFIED.into()
+                    };
+                    s.connect(SocketAddr::new(any, 0)).map_err(errno)?;
+                }
+            }
         }
-        if socks.is_empty() {
-            return Err(Errno::EADDRNOTAVAIL);
-        }
-        Ok((UdpSet { socks }, SocketAddr::new(local.ip(), port)))
+        Ok(())
     }
 
     async fn udp_send_to(
@@ -200,17 +245,24 @@ impl Backend for Networks {
         &self,
         set: &UdpSet,
         buf: &mut [u8],
-    ) -> Result<(usize, SocketAddr), Errno> {
+    ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
         poll_fn(|cx| {
-            for (_, s) in &set.socks {
-                let ready = match s {
-                    Datagram::Udp(s) => s.poll_recv_from(Some(&mut *cx), buf, false),
-                    Datagram::Icmp(s) => s
-                        .poll_recv_from(Some(&mut *cx), buf)
-                        .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+            for (stack, s) in &set.socks {
+                let (ready, bound) = match s {
+                    Datagram::Udp(s) => (
+                        s.poll_recv_from(Some(&mut *cx), buf, false),
+                        Some(s.local_addr().ip()),
+                    ),
+                    Datagram::Icmp(s) => (
+                        s.poll_recv_from(Some(&mut *cx), buf)
+                            .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+                        None,
+                    ),
                 };
                 if let Poll::Ready(r) = ready {
-                    return Poll::Ready(r.map(|(n, _, from)| (n, from)));
+                    return Poll::Ready(
+                        r.map(|(n, _, from)| (n, from, destination(stack, bound, from.ip()))),
+                    );
                 }
             }
             Poll::Pending
@@ -218,4 +270,20 @@ impl Backend for Networks {
         .await
         .map_err(errno)
     }
+}
+
+/// The local address a datagram from `from` reached on `stack`: the socket's own address
+/// when it is bound to one, else the stack's address of `from`'s family (the stack
+/// delivers only unicast datagrams addressed to it; with several addresses of one family
+/// the first is reported).
+fn destination(stack: &Stack, bound: Option<IpAddr>, from: IpAddr) -> Option<IpAddr> {
+    if let Some(ip) = bound.map(canonical).filter(|ip| !ip.is_unspecified()) {
+        return Some(ip);
+    }
+    let v4 = canonical(from).is_ipv4();
+    stack
+        .addresses()
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .find(|ip| ip.is_ipv4() == v4)
 }

@@ -18,7 +18,7 @@
 //! (`read`, `recv` without address) on an unconnected socket leave the FIFO behind;
 //! servers use `recvfrom`/`recvmsg`, so this is accepted and documented.
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,8 +46,8 @@ pub(crate) struct Dgram<B: Backend> {
     sock: Arc<B::Udp>,
     pub(crate) local: SocketAddr,
     peer: Mutex<Option<SocketAddr>>,
-    /// Sources of the datagrams queued towards the program, in order.
-    sources: Arc<Mutex<VecDeque<SocketAddr>>>,
+    /// What we know of the datagrams queued towards the program, in order.
+    sources: Arc<Mutex<VecDeque<Arrival>>>,
     /// Duplicate of the program's end, registered for readiness.
     theirs: AsyncFd<OwnedFd>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -74,11 +74,29 @@ impl<B: Backend> Dgram<B> {
     }
 }
 
+/// A datagram queued towards the program: where it came from, the local address it was
+/// sent to (for `IP_PKTINFO`), and when it arrived (for `SO_TIMESTAMP`).
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    from: SocketAddr,
+    to: Option<IpAddr>,
+    at: std::time::Duration,
+}
+
+/// The interface index reported in `IP_PKTINFO`/`IPV6_PKTINFO` for the virtual network.
+/// Decision: the virtual network has no kernel interface, and programs resolve the index
+/// with `SIOCGIFNAME`/`if_indextoname` (dnsmasq drops a query whose index does not
+/// resolve), so we report 1, the loopback interface, the one index that exists in every
+/// network namespace. See docs/SUPERVISOR.md.
+const VIRTUAL_IFINDEX: i32 = 1;
+
 /// One datagram taken from the program's queue.
 struct Taken {
     data: Vec<u8>,
     full_len: usize,
     from: SocketAddr,
+    to: Option<IpAddr>,
+    at: std::time::Duration,
 }
 
 impl<K: Kernel, B: Backend> Supervisor<K, B> {
@@ -98,6 +116,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Kind::Icmp => {
                 let ident = (local.port() != 0).then_some(local.port());
                 self.backend.icmp_bind(vs.family, ident)?
+            }
+            // SO_REUSEADDR (or SO_REUSEPORT) lets UDP sockets share a port (socket(7)).
+            _ if vs
+                .option_int(libc::SOL_SOCKET, libc::SO_REUSEADDR)
+                .or(vs.option_int(libc::SOL_SOCKET, libc::SO_REUSEPORT))
+                .unwrap_or(0)
+                != 0 =>
+            {
+                self.backend.udp_bind_reuse(local, v6only)?
             }
             _ => self.backend.udp_bind(local, v6only)?,
         };
@@ -135,7 +162,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             loop {
                 let got = backend.udp_recv_from(&sock, &mut buf).await;
                 let Some(d) = weak.upgrade() else { return };
-                let (len, from) = match got {
+                let (len, from, to) = match got {
                     Ok(x) => x,
                     Err(e) => {
                         debug!(%e, "virtual UDP receive failed");
@@ -147,7 +174,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 if d.peer().is_some_and(|p| p != from) {
                     continue;
                 }
-                lock(&sources).push_back(from);
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                lock(&sources).push_back(Arrival { from, to, at });
                 if send(writer.as_raw_fd(), &buf[..len], MsgFlags::MSG_DONTWAIT).is_err() {
                     // The program's queue is full: UDP drops.
                     lock(&sources).pop_back();
@@ -226,8 +256,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         dest: SocketAddr,
     ) -> Reply {
         let d = tri!(self.udp_state(n, ino, vs));
-        *lock(&d.peer) = Some(dest);
+        tri!(self.udp_set_peer(&d, Some(dest)));
         value(0)
+    }
+
+    /// Connect (or, with `None`, dissolve) a virtual UDP socket, in the network too.
+    pub(crate) fn udp_set_peer(&self, d: &Dgram<B>, peer: Option<SocketAddr>) -> Result<(), Errno> {
+        self.backend.udp_connect(&d.sock, peer)?;
+        d.set_peer(peer);
+        Ok(())
     }
 
     /// `sendto`/`sendmsg` with a virtual destination.
@@ -290,6 +327,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 return value(0);
             }
             let (hdr, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
+            tri!(self.check_send_control(n.pid, &hdr));
             let dest = if hdr.name == 0 {
                 None
             } else {
@@ -329,6 +367,44 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return value(1);
         }
         value(sent as i64)
+    }
+
+    /// Check the control messages of a `sendmsg` as Linux would (ip(7), ipv6(7)):
+    /// `IP_PKTINFO`/`IPV6_PKTINFO` may choose a source address, which must be one of ours
+    /// (the stack sends from its address of the family anyway, so a local one is what
+    /// the datagram carries); `IP_TTL`, `IP_TOS`, `IPV6_HOPLIMIT`, `IPV6_TCLASS` and
+    /// `IPV6_DONTFRAG` are accepted and not applied; anything else is `EINVAL`.
+    fn check_send_control(&self, pid: u32, hdr: &MsgHdr) -> Result<(), Errno> {
+        if hdr.control == 0 || hdr.controllen == 0 {
+            return Ok(());
+        }
+        // Linux: larger than net.core.optmem_max (20 KiB by default) is ENOBUFS.
+        if hdr.controllen > 20480 {
+            return Err(Errno::ENOBUFS);
+        }
+        let bytes = tracee::read_bytes(&*self.kernel, pid, hdr.control, hdr.controllen as usize)?;
+        for (level, ty, data) in wire::parse_cmsgs(&bytes)? {
+            let source: Option<IpAddr> = match (level, ty) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    Some(wire::parse_in_pktinfo(data).ok_or(Errno::EINVAL)?.into())
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    Some(wire::parse_in6_pktinfo(data).ok_or(Errno::EINVAL)?.into())
+                }
+                (libc::IPPROTO_IP, libc::IP_TTL | libc::IP_TOS)
+                | (
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_HOPLIMIT | libc::IPV6_TCLASS | libc::IPV6_DONTFRAG,
+                ) => None,
+                _ => return Err(Errno::EINVAL),
+            };
+            if let Some(ip) = source.map(crate::backend::canonical) {
+                if !ip.is_unspecified() && !self.backend.is_local(ip) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Read a msghdr and gather its iovecs (bounded by `MAX_COPY`).
@@ -373,18 +449,22 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             match recv(d.theirs.get_ref().as_raw_fd(), &mut buf, f) {
                 Ok(full_len) => {
-                    let from = if peek {
+                    let arrival = if peek {
                         lock(&d.sources).front().copied()
                     } else {
                         lock(&d.sources).pop_front()
-                    }
-                    .or(d.peer())
-                    .unwrap_or(vs.family.unspecified());
+                    };
+                    let from = arrival
+                        .map(|a| a.from)
+                        .or(d.peer())
+                        .unwrap_or(vs.family.unspecified());
                     let data = buf[..full_len.min(buf.len())].to_vec();
                     return Ok(Some(Taken {
                         data,
                         full_len,
                         from,
+                        to: arrival.and_then(|a| a.to),
+                        at: arrival.map(|a| a.at).unwrap_or_default(),
                     }));
                 }
                 Err(Errno::EAGAIN) if nonblocking => return Err(Errno::EAGAIN),
@@ -468,14 +548,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             self.kernel
                 .write_memory(n.pid, at + 8, &(from.len() as u32).to_ne_bytes())?;
         }
-        // No control messages; MSG_TRUNC when the datagram did not fit.
+        // Control messages the program asked for; MSG_TRUNC when the datagram did not
+        // fit, MSG_CTRUNC when a control message did not.
+        let (control, ctrunc) = wire::emit_cmsgs(
+            &self.control_messages(vs, t),
+            usize::try_from(hdr.controllen).unwrap_or(usize::MAX),
+        );
+        if !control.is_empty() {
+            self.kernel.write_memory(n.pid, hdr.control, &control)?;
+        }
         self.kernel
-            .write_memory(n.pid, at + 40, &0u64.to_ne_bytes())?;
-        let out_flags = if done < t.full_len {
+            .write_memory(n.pid, at + 40, &(control.len() as u64).to_ne_bytes())?;
+        let mut out_flags = if done < t.full_len {
             libc::MSG_TRUNC
         } else {
             0
         };
+        if ctrunc {
+            out_flags |= libc::MSG_CTRUNC;
+        }
         self.kernel
             .write_memory(n.pid, at + 48, &out_flags.to_ne_bytes())?;
         Ok(if flags & libc::MSG_TRUNC != 0 {
@@ -483,6 +574,53 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } else {
             done
         })
+    }
+
+    /// The control messages a received datagram carries, as the socket's options ask
+    /// (ip(7), ipv6(7), socket(7)): `IP_PKTINFO`, `IPV6_PKTINFO` (`IPV6_RECVPKTINFO`),
+    /// `SO_TIMESTAMP`, `SO_TIMESTAMPNS`. Others (`IP_RECVTTL`, `IP_RECVTOS`, ...) are not
+    /// produced: the network does not tell us those values.
+    fn control_messages(&self, vs: &VSocket<B>, t: &Taken) -> Vec<wire::Cmsg> {
+        let on = |level, name| vs.option_int(level, name).unwrap_or(0) != 0;
+        let mut out = Vec::new();
+        let from = crate::backend::canonical(t.from.ip());
+        if let Some(to) = t.to.map(crate::backend::canonical) {
+            match (to, from) {
+                (IpAddr::V4(to), IpAddr::V4(_)) if on(libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    out.push((
+                        libc::IPPROTO_IP,
+                        libc::IP_PKTINFO,
+                        wire::emit_in_pktinfo(VIRTUAL_IFINDEX, to, to),
+                    ));
+                }
+                _ => {}
+            }
+            if vs.family == crate::Family::V6 && on(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) {
+                let to6 = match to {
+                    IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    IpAddr::V6(a) => a,
+                };
+                out.push((
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_PKTINFO,
+                    wire::emit_in6_pktinfo(to6, VIRTUAL_IFINDEX),
+                ));
+            }
+        }
+        if on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS) {
+            out.push((
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                wire::emit_timestamp(t.at, true),
+            ));
+        } else if on(libc::SOL_SOCKET, libc::SO_TIMESTAMP) {
+            out.push((
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMP,
+                wire::emit_timestamp(t.at, false),
+            ));
+        }
+        out
     }
 
     async fn udp_recvmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {

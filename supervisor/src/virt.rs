@@ -45,6 +45,8 @@ use crate::wire;
 
 /// How often listeners check that the program still holds them.
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
+/// How many times (2 ms apart) `listen` retries a port held by a listener it just closed.
+const RELISTEN_TRIES: u32 = 100;
 
 /// A connection waiting for `accept`.
 pub(crate) enum Pending<S> {
@@ -267,7 +269,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         errno(Errno::EINPROGRESS)
     }
 
-    pub(crate) fn listen_virtual(
+    pub(crate) async fn listen_virtual(
         self: &Arc<Self>,
         n: &Notification,
         ino: u64,
@@ -279,7 +281,26 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
             .unwrap_or(0)
             != 0;
-        let (listener, actual) = tri!(self.backend.tcp_listen(local, backlog, v6only));
+        // A listener the program closed a moment ago still holds its port until the
+        // sweep notices (we hold a duplicate of its end). Linux frees the port at close,
+        // and servers that re-listen at once rely on it (iperf3 after every test): on
+        // EADDRINUSE, close our listeners on that port that no process holds any more and
+        // try again while their tasks wind down.
+        let mut tries = 0;
+        let (listener, actual) = loop {
+            match self.backend.tcp_listen(local, backlog, v6only) {
+                Ok(x) => break x,
+                Err(Errno::EADDRINUSE)
+                    if local.port() != 0
+                        && tries < RELISTEN_TRIES
+                        && (tries > 0 || self.close_stale_listeners(local.port())) =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => return errno(e),
+            }
+        };
         let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
         let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
         let new_ino = tri!(inode(theirs.as_fd()));
@@ -364,6 +385,34 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .unwrap_or_else(|e| e.into_inner())
             .extend([acceptor.abort_handle(), sweeper.abort_handle()]);
         value(0)
+    }
+
+    /// Close our virtual listeners on `port` that no traced process holds any more;
+    /// returns whether there was any. Their tasks (which own the backend listener and
+    /// the loopback half) are aborted; the port is free once they are dropped.
+    fn close_stale_listeners(&self, port: u16) -> bool {
+        type Candidate<B> = (u64, Arc<VSocket<B>>, Arc<Listening<B>>);
+        let candidates: Vec<Candidate<B>> = self
+            .table()
+            .iter()
+            .filter_map(|(ino, vs)| match &*vs.phase() {
+                Phase::Listening(l) if l.local.port() == port => {
+                    Some((*ino, vs.clone(), l.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut closed = false;
+        for (ino, vs, l) in candidates {
+            if !self.held_by_program(ino) {
+                self.forget(ino, &vs);
+                for t in l.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                    t.abort();
+                }
+                closed = true;
+            }
+        }
+        closed
     }
 
     /// Kernel listeners on loopback for the wildcard `port` (IPv4, and for an IPv6

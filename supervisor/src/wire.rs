@@ -194,6 +194,102 @@ pub(crate) fn parse_timeval(b: &[u8]) -> Option<std::time::Duration> {
     )
 }
 
+/// Size of `struct cmsghdr` (len u64, level i32, type i32); data follows, and each
+/// message takes `CMSG_SPACE(len)` bytes: header plus data rounded up to 8 (cmsg(3)).
+const CMSGHDR_LEN: usize = 16;
+
+fn cmsg_align(len: usize) -> usize {
+    (len + 7) & !7
+}
+
+/// One control message: (level, type, data).
+pub(crate) type Cmsg = (i32, i32, Vec<u8>);
+/// One control message read from a buffer: (level, type, data).
+pub(crate) type CmsgRef<'a> = (i32, i32, &'a [u8]);
+
+/// Lay out control messages for a `msg_control` buffer of `cap` bytes. Returns the bytes
+/// (what `msg_controllen` reports is their length) and whether some did not fit
+/// (`MSG_CTRUNC`); a message that does not fit whole is left out.
+pub(crate) fn emit_cmsgs(msgs: &[Cmsg], cap: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut truncated = false;
+    for (level, ty, data) in msgs {
+        let len = CMSGHDR_LEN + data.len();
+        // The last message needs only its length, not its padding (put_cmsg).
+        if out.len() + len > cap {
+            truncated = true;
+            continue;
+        }
+        out.resize(cmsg_align(out.len()), 0);
+        out.extend_from_slice(&(len as u64).to_ne_bytes());
+        out.extend_from_slice(&level.to_ne_bytes());
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(data);
+    }
+    (out, truncated)
+}
+
+/// Split a `msg_control` buffer into its messages. `EINVAL` for a malformed one, as
+/// `sendmsg(2)` answers.
+pub(crate) fn parse_cmsgs(b: &[u8]) -> Result<Vec<CmsgRef<'_>>, Errno> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + CMSGHDR_LEN <= b.len() {
+        let len = u64_at(b, at);
+        let level = u32_at(b, at + 8) as i32;
+        let ty = u32_at(b, at + 12) as i32;
+        if len < CMSGHDR_LEN as u64 || len > (b.len() - at) as u64 {
+            return Err(Errno::EINVAL);
+        }
+        out.push((level, ty, &b[at + CMSGHDR_LEN..at + len as usize]));
+        at += cmsg_align(len as usize);
+    }
+    Ok(out)
+}
+
+/// `struct in_pktinfo` (12 bytes): interface index, local address, header destination.
+pub(crate) fn emit_in_pktinfo(ifindex: i32, spec_dst: Ipv4Addr, addr: Ipv4Addr) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    v.extend_from_slice(&ifindex.to_ne_bytes());
+    v.extend_from_slice(&spec_dst.octets());
+    v.extend_from_slice(&addr.octets());
+    v
+}
+
+/// The source address a sender asks for in `struct in_pktinfo` (`ipi_spec_dst`).
+pub(crate) fn parse_in_pktinfo(b: &[u8]) -> Option<Ipv4Addr> {
+    let a: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+    (b.len() >= 12).then_some(Ipv4Addr::from(a))
+}
+
+/// `struct in6_pktinfo` (20 bytes): address, interface index.
+pub(crate) fn emit_in6_pktinfo(addr: Ipv6Addr, ifindex: i32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20);
+    v.extend_from_slice(&addr.octets());
+    v.extend_from_slice(&ifindex.to_ne_bytes());
+    v
+}
+
+/// The source address a sender asks for in `struct in6_pktinfo` (`ipi6_addr`).
+pub(crate) fn parse_in6_pktinfo(b: &[u8]) -> Option<Ipv6Addr> {
+    let a: [u8; 16] = b.get(0..16)?.try_into().ok()?;
+    (b.len() >= 20).then_some(Ipv6Addr::from(a))
+}
+
+/// `struct timeval` (`SO_TIMESTAMP`) or, with `nanos`, `struct timespec`
+/// (`SO_TIMESTAMPNS`) of a time since the epoch.
+pub(crate) fn emit_timestamp(t: std::time::Duration, nanos: bool) -> Vec<u8> {
+    let frac = if nanos {
+        i64::from(t.subsec_nanos())
+    } else {
+        i64::from(t.subsec_micros())
+    };
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&(t.as_secs() as i64).to_ne_bytes());
+    v.extend_from_slice(&frac.to_ne_bytes());
+    v
+}
+
 /// One `struct iovec` (16 bytes): base, len.
 pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
     b.chunks_exact(16)
@@ -204,6 +300,37 @@ pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_messages_round_trip_with_cmsg_alignment() {
+        let pkt = emit_in_pktinfo(1, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(pkt, [1, 0, 0, 0, 10, 0, 0, 2, 10, 0, 0, 2]);
+        let msgs = vec![(0, 8, pkt.clone()), (1, 29, vec![7; 16])];
+        let (bytes, truncated) = emit_cmsgs(&msgs, 1024);
+        assert!(!truncated);
+        // CMSG_SPACE(12) = 32, then CMSG_LEN(16) = 32.
+        assert_eq!(bytes.len(), 32 + 32);
+        assert_eq!(&bytes[0..8], &28u64.to_ne_bytes());
+        assert_eq!(&bytes[28..32], &[0, 0, 0, 0], "padding");
+        let parsed = parse_cmsgs(&bytes).unwrap();
+        assert_eq!(parsed, vec![(0, 8, &pkt[..]), (1, 29, &[7u8; 16][..])]);
+        assert_eq!(
+            parse_in_pktinfo(parsed[0].2),
+            Some(Ipv4Addr::new(10, 0, 0, 2))
+        );
+        // Only what fits whole is written, and the caller learns it was cut.
+        let (short, truncated) = emit_cmsgs(&msgs, 40);
+        assert!(truncated);
+        assert_eq!(short.len(), 28);
+        // A length running past the buffer is refused.
+        let mut bad = bytes.clone();
+        bad[0] = 200;
+        assert_eq!(parse_cmsgs(&bad), Err(Errno::EINVAL));
+        let six = emit_in6_pktinfo(Ipv6Addr::LOCALHOST, 1);
+        assert_eq!(parse_in6_pktinfo(&six), Some(Ipv6Addr::LOCALHOST));
+        let ts = emit_timestamp(std::time::Duration::new(5, 1_500_000), false);
+        assert_eq!(&ts[8..16], &1500i64.to_ne_bytes());
+    }
 
     #[test]
     fn sockaddr_in_round_trips() {

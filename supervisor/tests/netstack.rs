@@ -165,6 +165,33 @@ async fn two_programs_on_two_stacks_joined_by_a_link() {
     ba.abort();
 }
 
+/// iperf3's server: UDP sockets sharing a port with SO_REUSEADDR (the connected one gets
+/// its client's datagrams), and a TCP listener reopened on its port right after close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_reuseaddr_sharing_and_immediate_relisten_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "reuse", &["10.7.0.1"]).await;
+    assert_ok(&s, status, &["udp reuse ok", "relisten ok"]);
+}
+
+/// dnsmasq's wildcard UDP socket: IP_PKTINFO/IPV6_PKTINFO and SO_TIMESTAMP on receive,
+/// IP_PKTINFO on send, MSG_CTRUNC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_control_messages_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "cmsg", &["10.7.0.1", "fd7a::1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "pktinfo 10.7.0.1 ifindex ok",
+            "send pktinfo ok",
+            "ctrunc ok",
+            "pktinfo6 ok",
+        ],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_through_an_icmp_echo_socket_on_a_netstack() {
     let s = Scratch::new();

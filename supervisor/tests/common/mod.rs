@@ -187,9 +187,9 @@ impl Backend for LoopbackNet {
         &self,
         sock: &CarrierUdp,
         buf: &mut [u8],
-    ) -> Result<(usize, std::net::SocketAddr), nix::errno::Errno> {
+    ) -> Result<(usize, std::net::SocketAddr, Option<std::net::IpAddr>), nix::errno::Errno> {
         let (n, from) = sock.0.recv_from(buf).await.map_err(io_errno)?;
-        Ok((n, Self::carried(from)))
+        Ok((n, Self::carried(from), Some(VIRTUAL_IP.into())))
     }
 }
 

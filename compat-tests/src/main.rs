@@ -1,13 +1,22 @@
-//! `compat-tests`: the compatibility-matrix runner (`compat-tests matrix`).
+//! `compat-tests`: the compatibility-matrix runner (`compat-tests matrix`) and the
+//! benchmarks (`compat-tests bench`).
 //!
 //! ```text
 //! compat-tests matrix [--mode ztrun|native] [--list] [--write] [--out PATH] [APP...]
+//! compat-tests bench [--quick] [--write] [--out PATH] [--svg PATH] [--perf DIR]
 //! ```
 //!
 //! Prints the table to stdout and exits non-zero when any scenario is BROKEN. In ztrun
 //! mode a full run (no APP filter) writes `COMPATIBILITY.md` at the workspace root; `--write`
 //! forces that, and `--out PATH` writes the same Markdown to PATH instead. A native run
 //! writes only where `--out` says: its results are about the scenarios, not about ztrun.
+//!
+//! `bench` prints the table of measurements per path with ratios to the kernel's veth path
+//! and the targets of issue 7; a full run writes `BENCHMARKS.md` and `docs/BENCH.svg` at
+//! the workspace root (see the `bench` module). The hidden `rr-server` and `rr-client`
+//! subcommands are the request/response programs it runs on the test hosts.
+
+mod bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +40,55 @@ struct Cli {
 enum Commands {
     /// Run real applications across two test hosts and report WORKS / MARGINAL / BROKEN.
     Matrix(MatrixArgs),
+    /// Measure ztrun against the kernel (loopback, veth) on two test hosts, in one run.
+    Bench(BenchArgs),
+    /// The benchmark's echo server (run on test hosts by `bench`).
+    #[command(hide = true)]
+    RrServer {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+    /// The benchmark's request/response client (run on test hosts by `bench`).
+    #[command(hide = true)]
+    RrClient(bench::rr::ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// A small run (about a minute) that checks everything works; writes no file unless
+    /// --write or --out says so.
+    #[arg(long)]
+    quick: bool,
+    /// Write BENCHMARKS.md and docs/BENCH.svg at the workspace root (the default for a
+    /// full run).
+    #[arg(long)]
+    write: bool,
+    /// Write nothing (a full run writes BENCHMARKS.md by default).
+    #[arg(long, conflicts_with_all = ["write", "out"])]
+    no_write: bool,
+    /// Write the Markdown to this file instead (the chart goes beside it unless --svg).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Write the SVG chart to this file.
+    #[arg(long, value_name = "PATH")]
+    svg: Option<PathBuf>,
+    /// Record a perf profile (call graphs) of both ztrun processes during the
+    /// single-stream iperf3 run over ztrun, into DIR/perf.data.
+    #[arg(long, value_name = "DIR")]
+    perf: Option<PathBuf>,
+    /// The ztrun binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    ztrun: Option<PathBuf>,
+    /// The zt binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    zt: Option<PathBuf>,
+    /// Keep the state directory (logs, homes) under /tmp.
+    #[arg(long)]
+    keep: bool,
+    /// Print each step and command.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,7 +141,101 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Commands::Bench(args) => match run_bench(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("compat-tests bench: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::RrServer { listen } => match bench::rr::serve(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rr-server: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::RrClient(args) => match bench::rr::client(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rr-client: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// Runs the benchmark, prints the table and targets, and writes the files.
+fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let options = bench::Options {
+        quick: args.quick,
+        binaries: ZtrunBinaries {
+            ztrun: args.ztrun,
+            zt: args.zt,
+        },
+        perf: args.perf,
+        keep: args.keep,
+        verbose: args.verbose,
+    };
+    let load_before = bench::load_average();
+    let report = bench::run(&options)?;
+    let machine = format!(
+        "{}; load average {load_before} before the run, {} after",
+        bench::machine(),
+        bench::load_average()
+    );
+    let date = matrix::utc_date(std::time::SystemTime::now());
+    println!("\n{}", report.text_table());
+    println!("targets (issue 7):\n{}", report.text_targets());
+    for note in report.notes() {
+        println!("note: {note}");
+    }
+    println!(
+        "{machine}; {date}; {:.0} s{}",
+        report.elapsed.as_secs_f64(),
+        if args.quick { " (quick run)" } else { "" }
+    );
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let markdown_path = match (&args.out, args.write, args.no_write, args.quick) {
+        (Some(path), _, _, _) => Some(path.clone()),
+        (None, true, _, _) | (None, false, false, false) => Some(root.join("BENCHMARKS.md")),
+        _ => None,
+    };
+    let Some(markdown_path) = markdown_path else {
+        return Ok(());
+    };
+    let svg_path = args.svg.unwrap_or_else(|| {
+        markdown_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("docs/BENCH.svg")
+    });
+    let chart_link = svg_path
+        .strip_prefix(markdown_path.parent().unwrap_or(std::path::Path::new(".")))
+        .unwrap_or(&svg_path)
+        .display()
+        .to_string();
+    let command = std::iter::once("compat-tests".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let generated = report.markdown(&machine, &command, &date, &chart_link);
+    let old = std::fs::read_to_string(&markdown_path).ok();
+    let text = bench::merge_kept(&generated, old.as_deref());
+    std::fs::write(&markdown_path, text)
+        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    if let Some(dir) = svg_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let chart = bench::chart(&report, &format!("compat-tests bench, {date}, {machine}"));
+    std::fs::write(&svg_path, chart).with_context(|| format!("writing {}", svg_path.display()))?;
+    eprintln!(
+        "bench: wrote {} and {}",
+        markdown_path.display(),
+        svg_path.display()
+    );
+    Ok(())
 }
 
 /// Runs the matrix; Ok(false) when a scenario is BROKEN.

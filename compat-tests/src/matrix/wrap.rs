@@ -53,6 +53,16 @@ pub struct ZtrunBinaries {
 }
 
 impl ZtrunBinaries {
+    /// The `ztrun` binary: the given path, else beside this runner, else in `PATH`.
+    pub fn ztrun_path(&self) -> Result<PathBuf, MatrixError> {
+        Self::resolve(&self.ztrun, "ztrun")
+    }
+
+    /// The `zt` binary, found like [`ztrun_path`](Self::ztrun_path).
+    pub fn zt_path(&self) -> Result<PathBuf, MatrixError> {
+        Self::resolve(&self.zt, "zt")
+    }
+
     fn resolve(given: &Option<PathBuf>, name: &str) -> Result<PathBuf, MatrixError> {
         if let Some(path) = given {
             return if path.is_file() {
@@ -98,6 +108,26 @@ pub struct ZtrunWrap {
     pub nwid: String,
     /// The root's UDP address on the public LAN.
     pub root: SocketAddr,
+}
+
+impl ZtrunWrap {
+    /// The UDP port a root listens on, on its host's address.
+    pub const ROOT_PORT: u16 = ROOT_PORT;
+
+    /// Start a root on `root` (it must listen on `self.root`; its output goes to
+    /// `state/root.out`) and join each member (a host and its `ztrun --home`, owned by uid
+    /// 65534) to `self.nwid` with a probe program. Returns each member's virtual IPv4 and
+    /// IPv6 address, in order. This is the overlay set-up of the matrix's ztrun mode,
+    /// shared with the benchmarks; the `overlay` module below describes every step.
+    pub fn join_overlay(
+        &self,
+        root: &Host<'_>,
+        state: &Path,
+        members: &[(Host<'_>, &Path)],
+        zt: &Path,
+    ) -> Result<Vec<(IpAddr, Option<IpAddr>)>, MatrixError> {
+        overlay::set_up(root, state, members, zt, self)
+    }
 }
 
 impl Wrap {
@@ -222,15 +252,20 @@ impl<'n> Topology<'n> {
                 let client = net.host("member2")?;
                 server.attach(&nat_a.inside)?;
                 client.attach(&nat_b.inside)?;
-                let ztrun = ZtrunBinaries::resolve(&binaries.ztrun, "ztrun")?;
-                let zt = ZtrunBinaries::resolve(&binaries.zt, "zt")?;
+                let ztrun = binaries.ztrun_path()?;
+                let zt = binaries.zt_path()?;
                 let root_udp = SocketAddr::new(root_addr.into(), ROOT_PORT);
                 let wrap = ZtrunWrap {
                     ztrun,
                     nwid: NWID.into(),
                     root: root_udp,
                 };
-                let addrs = overlay::set_up(&root, &[server, client, client], &zt, &wrap, &homes)?;
+                let members = [
+                    (server, homes[0].as_path()),
+                    (client, homes[1].as_path()),
+                    (client, homes[2].as_path()),
+                ];
+                let addrs = wrap.join_overlay(&root, state.path(), &members, &zt)?;
                 let [home1, home2, home3] = homes;
                 Ok(Topology {
                     mode,
@@ -295,14 +330,14 @@ mod overlay {
     /// Returns the members' virtual IPv4 and IPv6 addresses.
     pub(super) fn set_up(
         root: &Host<'_>,
-        members: &[Host<'_>; 3],
+        state: &Path,
+        members: &[(Host<'_>, &Path)],
         zt: &Path,
         wrap: &ZtrunWrap,
-        homes: &[PathBuf; 3],
-    ) -> Result<[(IpAddr, Option<IpAddr>); 3], MatrixError> {
+    ) -> Result<Vec<(IpAddr, Option<IpAddr>)>, MatrixError> {
         let mut cmd = root.command_as_user(zt);
         cmd.args(["root", "--listen", &wrap.root.to_string()]);
-        let log = homes[0].with_file_name("root.out");
+        let log = state.join("root.out");
         let file = std::fs::File::create(&log)
             .map_err(|e| MatrixError::io(format!("creating {}", log.display()), e))?;
         cmd.stdin(std::process::Stdio::null())
@@ -335,8 +370,8 @@ mod overlay {
             std::thread::sleep(Duration::from_millis(50));
         }
 
-        let mut addrs = [(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); 3];
-        for ((member, home), addr) in members.iter().zip(homes).zip(&mut addrs) {
+        let mut addrs = vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None); members.len()];
+        for ((member, home), addr) in members.iter().zip(&mut addrs) {
             let argv = Wrap::Ztrun(wrap.clone()).argv(home, OsStr::new("/bin/true"), &[]);
             let mut cmd = member.command_as_user(&argv[0]);
             cmd.args(&argv[1..]);

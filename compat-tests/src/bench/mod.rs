@@ -1,0 +1,1386 @@
+//! `compat-tests bench`: ztrun measured against the kernel, in one run.
+//!
+//! ```text
+//! cargo run --release -p compat-tests -- bench            # full run, writes BENCHMARKS.md
+//! cargo run --release -p compat-tests -- bench --quick    # a small run, writes nothing
+//! ```
+//!
+//! # What runs where
+//!
+//! One [`TestNet`] with one LAN (veth pairs on a bridge, 198.18.1.0/24) holding three
+//! hosts: a root host running `zt root`, host 1 (servers) and host 2 (clients). Every
+//! program runs as uid 65534. Each measurement is taken on three paths:
+//!
+//! * **(a) loopback**: server and client on host 1, over `127.0.0.1` (the kernel alone);
+//! * **(b) veth**: server on host 1, client on host 2, kernel TCP over the LAN. This is the
+//!   reference every ratio is taken against;
+//! * **(c) ztrun**: the same two programs each under its own `ztrun` (started with the
+//!   matrix's [`ZtrunWrap`]), the client reaching the server's address on the virtual
+//!   network, so every byte crosses both supervisors, both user-space stacks and the
+//!   encrypted overlay between the hosts.
+//!
+//! The measurements: iperf3 TCP with one and four streams; a 64-byte request/response
+//! ping-pong on one connection (rate, p50 and p99 round trip) and new connections per
+//! second (connect, one request, the server closes), both made by this binary's hidden
+//! `rr-server`/`rr-client` ([`rr`]); redis-benchmark SET and GET against redis-server; the
+//! time from spawning the client to its first answered request; a CPU-bound Python program
+//! with and without `ztrun`; the resident memory of `ztrun` idle, under load and while
+//! 10,000 connections are held open between two wrapped programs, with the throughput of
+//! one more bulk flow alongside them.
+//!
+//! Every step has a deadline and every loop a bound. A measurement that fails does not end
+//! the run: its cell says why, and a target that depends on it is not met.
+
+mod report;
+pub(crate) mod rr;
+mod svg;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read as _, Seek as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use compat_tests::matrix::{find_program, Wrap, ZtrunBinaries, ZtrunWrap, NWID};
+use compat_tests::testnet::{Host, TestNet};
+
+pub(crate) use report::{merge_kept, Metric, Path, Report};
+pub(crate) use svg::chart;
+
+/// How to run the benchmark.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// A small run (about a minute) that checks the command works; writes nothing unless
+    /// told where.
+    pub(crate) quick: bool,
+    /// Where `ztrun` and `zt` are.
+    pub(crate) binaries: ZtrunBinaries,
+    /// Record a perf profile of both `ztrun` processes during the single-stream iperf3
+    /// run of path (c) into this directory.
+    pub(crate) perf: Option<PathBuf>,
+    /// Keep the state directory (logs, homes) instead of deleting it.
+    pub(crate) keep: bool,
+    /// Print each step.
+    pub(crate) verbose: bool,
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Seconds of each timed measurement (iperf3, ping-pong, new connections).
+    seconds: f64,
+    /// Requests per redis-benchmark test.
+    redis_requests: u32,
+    /// Wall time the CPU-bound program aims at.
+    cpu_seconds: f64,
+    /// Repetitions of the start-up and CPU measurements (the median is reported).
+    repeats: usize,
+    /// Connections held in the many-connections test.
+    conns: usize,
+    /// The deadline of opening and holding them.
+    hold_seconds: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                seconds: 1.0,
+                redis_requests: 2_000,
+                cpu_seconds: 0.3,
+                repeats: 1,
+                conns: 200,
+                hold_seconds: 30.0,
+            }
+        } else {
+            Plan {
+                seconds: 3.0,
+                redis_requests: 20_000,
+                cpu_seconds: 2.0,
+                repeats: 3,
+                conns: 10_000,
+                hold_seconds: 150.0,
+            }
+        }
+    }
+}
+
+/// Programs the benchmark runs, with the Debian package that has each.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
+    ("/usr/bin/python3", "python3"),
+];
+
+const RR_PORT: u16 = 7000;
+const IPERF_PORT: u16 = 5201;
+const REDIS_PORT: u16 = 6379;
+const HOLD_RR_PORT: u16 = 7001;
+const HOLD_IPERF_PORT: u16 = 5202;
+
+/// Run the whole benchmark and return its results.
+pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
+    preflight(options)?;
+    let plan = Plan::new(options.quick);
+    let started = Instant::now();
+    let hard = rr::raise_nofile()?;
+    if (hard as usize) < plan.conns + 1_000 {
+        bail!(
+            "the hard limit of open files is {hard}; holding {} connections needs at least {} \
+             (raise it with `ulimit -Hn` or in limits.conf)",
+            plan.conns,
+            plan.conns + 1_000
+        );
+    }
+    let net = TestNet::new().context("creating the test network")?;
+    let result = {
+        let lab = Lab::build(&net, options)?;
+        let mut report = Report::new(options.quick, plan.conns);
+        lab.measure_all(&plan, &mut report);
+        report.elapsed = started.elapsed();
+        if options.keep {
+            let kept = lab.state.keep();
+            eprintln!("bench: kept {}", kept.display());
+        }
+        Ok(report)
+    };
+    net.teardown().context("tearing down the test network")?;
+    result
+}
+
+/// Fail early, with what to do, when the run cannot work.
+fn preflight(options: &Options) -> anyhow::Result<()> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if euid != 0 {
+        bail!(
+            "compat-tests bench needs root (it creates network namespaces); effective uid is \
+             {euid}. Run it with sudo, or as root in CI"
+        );
+    }
+    let missing: Vec<_> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| find_program(program).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let programs: Vec<_> = missing.iter().map(|(p, _)| *p).collect();
+        let packages: Vec<_> = missing.iter().map(|(_, p)| *p).collect();
+        bail!(
+            "missing program(s) {}: install them with `apt-get install -y \
+             --no-install-recommends {}` (they are listed in .ci/packages-matrix)",
+            programs.join(", "),
+            packages.join(" ")
+        );
+    }
+    if options.perf.is_some() && find_program("perf").is_none() {
+        bail!("--perf needs perf: `apt-get install -y --no-install-recommends linux-perf`");
+    }
+    options.binaries.ztrun_path()?;
+    options.binaries.zt_path()?;
+    Ok(())
+}
+
+/// The `ztrun` state directories, one per `ztrun` that may run at once.
+#[derive(Debug)]
+struct Homes {
+    /// Host 1, the main server.
+    server: PathBuf,
+    /// Host 1, a second server alongside (the bulk flow of the many-connections test).
+    server2: PathBuf,
+    /// Host 2, the main client.
+    client: PathBuf,
+    /// Host 2, a second client alongside.
+    client2: PathBuf,
+}
+
+/// How a program is started.
+#[derive(Debug, Clone, Copy)]
+enum On<'h> {
+    /// As it is.
+    Native,
+    /// Under `ztrun --home HOME`.
+    Ztrun(&'h FsPath),
+}
+
+/// The hosts, addresses and directories of one run.
+struct Lab<'n> {
+    host1: Host<'n>,
+    host2: Host<'n>,
+    /// Host 1's address on the LAN.
+    lan1: IpAddr,
+    /// The virtual addresses of the server homes.
+    virt1: IpAddr,
+    virt2: IpAddr,
+    wrap: ZtrunWrap,
+    homes: Homes,
+    /// Logs and redis's directory.
+    state: tempfile::TempDir,
+    /// This binary (the rr-server and rr-client).
+    exe: PathBuf,
+    options: Options,
+    /// Remarks for the report (retries).
+    notes: std::cell::RefCell<Vec<String>>,
+}
+
+impl<'n> Lab<'n> {
+    fn build(net: &'n TestNet, options: &Options) -> anyhow::Result<Lab<'n>> {
+        let lan = net.lan("lan", "198.18.1.0/24")?;
+        let root = net.host("root")?;
+        let root_addr = root.attach(&lan)?.addr;
+        let host1 = net.host("host1")?;
+        let lan1 = host1.attach(&lan)?.addr;
+        let host2 = net.host("host2")?;
+        host2.attach(&lan)?;
+        // Many short connections from one client: use every port.
+        for host in [host1, host2] {
+            host.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+        }
+        let state = tempfile::Builder::new()
+            .prefix("ztbench-")
+            .tempdir()
+            .context("creating the state directory")?;
+        let dir = |name: &str| -> anyhow::Result<PathBuf> {
+            let path = state.path().join(name);
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            chown_nobody(&path)?;
+            Ok(path)
+        };
+        chown_nobody(state.path())?;
+        let homes = Homes {
+            server: dir("server")?,
+            server2: dir("server2")?,
+            client: dir("client")?,
+            client2: dir("client2")?,
+        };
+        dir("redis")?;
+        let wrap = ZtrunWrap {
+            ztrun: options.binaries.ztrun_path()?,
+            nwid: NWID.into(),
+            root: SocketAddr::new(root_addr.into(), ZtrunWrap::ROOT_PORT),
+        };
+        let zt = options.binaries.zt_path()?;
+        let set_up = Instant::now();
+        let members = [
+            (host1, homes.server.as_path()),
+            (host1, homes.server2.as_path()),
+            (host2, homes.client.as_path()),
+            (host2, homes.client2.as_path()),
+        ];
+        let addrs = wrap
+            .join_overlay(&root, state.path(), &members, &zt)
+            .context("setting up the overlay")?;
+        if options.verbose {
+            eprintln!(
+                "bench: overlay up in {:.1} s: {addrs:?}",
+                set_up.elapsed().as_secs_f64()
+            );
+        }
+        let exe = std::env::current_exe().context("finding this binary")?;
+        Ok(Lab {
+            host1,
+            host2,
+            lan1: lan1.into(),
+            virt1: addrs[0].0,
+            virt2: addrs[1].0,
+            wrap,
+            homes,
+            state,
+            exe,
+            options: options.clone(),
+            notes: Default::default(),
+        })
+    }
+
+    /// Run `attempt`; on path (c), once more if it fails, noting the first failure. A
+    /// `ztrun` restarted with the same identity (every client here) often cannot reach a
+    /// peer that still holds a session with its previous run; see BENCHMARKS.md.
+    fn retried<T>(
+        &self,
+        path: Path,
+        what: &str,
+        attempt: impl Fn() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match attempt() {
+            Err(e) if path == Path::Ztrun => {
+                eprintln!("bench: {what} on {} failed, retrying: {e:#}", path.label());
+                self.notes.borrow_mut().push(format!(
+                    "{what} on {}: the first attempt failed and was retried ({})",
+                    path.label(),
+                    tail(&format!("{e:#}"))
+                ));
+                attempt()
+            }
+            other => other,
+        }
+    }
+
+    fn say(&self, what: impl AsRef<str>) {
+        if self.options.verbose {
+            eprintln!("bench: {}", what.as_ref());
+        }
+    }
+
+    /// The command that runs `program args` on `host` as uid 65534, wrapped as `on` says.
+    fn command<S: AsRef<OsStr>>(
+        &self,
+        host: Host<'n>,
+        on: On<'_>,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Command {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let (wrap, home) = match on {
+            On::Native => (Wrap::Native, self.state.path()),
+            On::Ztrun(home) => (Wrap::Ztrun(self.wrap.clone()), home),
+        };
+        let argv = wrap.argv(home, program.as_ref(), &args);
+        let mut cmd = host.command_as_user(&argv[0]);
+        cmd.args(&argv[1..]);
+        if self.options.verbose {
+            eprintln!("bench: $ {}", describe(&cmd));
+        }
+        cmd
+    }
+
+    /// Where the server and client of `path` run, the address the client uses for a
+    /// server home, and how each is wrapped.
+    fn placement(&self, path: Path, second: bool) -> Placement<'_, 'n> {
+        match path {
+            Path::Loopback => Placement {
+                server: On::Native,
+                client: On::Native,
+                client_host: self.host1,
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            },
+            Path::Veth => Placement {
+                server: On::Native,
+                client: On::Native,
+                client_host: self.host2,
+                addr: self.lan1,
+            },
+            Path::Ztrun => Placement {
+                server: On::Ztrun(if second {
+                    &self.homes.server2
+                } else {
+                    &self.homes.server
+                }),
+                client: On::Ztrun(if second {
+                    &self.homes.client2
+                } else {
+                    &self.homes.client
+                }),
+                client_host: self.host2,
+                addr: if second { self.virt2 } else { self.virt1 },
+            },
+        }
+    }
+
+    /// Start a server on host 1; it is ready when its output contains `ready`.
+    fn start_server<S: AsRef<OsStr>>(
+        &self,
+        name: &str,
+        on: On<'_>,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+        ready: &str,
+    ) -> anyhow::Result<Server> {
+        let mut cmd = self.command(self.host1, on, program, args);
+        let log = self.state.path().join(format!("{name}.log"));
+        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {}", describe(&cmd)))?;
+        let mut server = Server {
+            name: name.into(),
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = server.output();
+            if text.contains(ready) {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!(
+                    "{name} exited ({status}) before it was ready: {}",
+                    tail(&text)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{name} was not ready within 30 s: {}", tail(&text));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Run a client to completion within `timeout`, sampling the resident memory of the
+    /// processes in `watch` (and of the client itself when `watch_self`) every 50 ms.
+    fn run_client(
+        &self,
+        what: &str,
+        mut cmd: Command,
+        timeout: Duration,
+        watch: &[u32],
+        watch_self: bool,
+        on_start: &mut dyn FnMut(u32),
+    ) -> anyhow::Result<Finished> {
+        let (mut out, mut err) = (tempfile::tempfile()?, tempfile::tempfile()?);
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(err.try_clone()?);
+        let spawned_at = SystemTime::now();
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {what}: {}", describe(&cmd)))?;
+        on_start(child.id());
+        let mut pids: Vec<u32> = watch.to_vec();
+        if watch_self {
+            pids.push(child.id());
+        }
+        let mut rss_kb = vec![0u64; pids.len()];
+        let status = loop {
+            for (pid, max) in pids.iter().zip(&mut rss_kb) {
+                if let Some(kb) = vm_rss_kb(*pid) {
+                    *max = (*max).max(kb);
+                }
+            }
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{what} did not finish within {} s: {}",
+                    timeout.as_secs(),
+                    tail(&read_all(&mut err))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let elapsed = started.elapsed();
+        let (stdout, stderr) = (read_all(&mut out), read_all(&mut err));
+        if !status.success() {
+            bail!(
+                "{what} failed ({status}): {}",
+                tail(&format!("{stderr}\n{stdout}"))
+            );
+        }
+        Ok(Finished {
+            stdout,
+            spawned_at,
+            elapsed,
+            rss_kb,
+        })
+    }
+
+    /// Run `rr-client` with `args` from `path`'s client host against `port`.
+    fn rr_client(
+        &self,
+        path: Path,
+        second: bool,
+        port: u16,
+        args: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<(serde_json::Value, Finished)> {
+        let place = self.placement(path, second);
+        let mut argv = vec![
+            "rr-client".to_string(),
+            "--connect".into(),
+            SocketAddr::new(place.addr, port).to_string(),
+        ];
+        argv.extend(args.iter().cloned());
+        let cmd = self.command(place.client_host, place.client, &self.exe, &argv);
+        let done = self.run_client("rr-client", cmd, timeout, &[], false, &mut |_| {})?;
+        let json = last_json_line(&done.stdout)?;
+        Ok((json, done))
+    }
+
+    fn measure_all(&self, plan: &Plan, report: &mut Report) {
+        let phases: [(&str, Phase<'_, 'n>); 5] = [
+            ("request/response", Self::phase_rr),
+            ("iperf3", Self::phase_iperf),
+            ("redis", Self::phase_redis),
+            ("CPU-bound program", Self::phase_cpu),
+            ("many connections", Self::phase_hold),
+        ];
+        for (name, phase) in phases {
+            let t = Instant::now();
+            eprintln!("bench: {name} ...");
+            if let Err(e) = phase(self, plan, report) {
+                eprintln!("bench: {name} failed: {e:#}");
+                report.note(format!("{name}: {e:#}"));
+            }
+            eprintln!("bench: {name} done in {:.1} s", t.elapsed().as_secs_f64());
+        }
+        for note in self.notes.borrow_mut().drain(..) {
+            report.note(note);
+        }
+    }
+
+    fn rr_server(&self, on: On<'_>, port: u16) -> anyhow::Result<Server> {
+        let listen = format!("0.0.0.0:{port}");
+        self.start_server(
+            &format!("rr-server-{port}-{}", on.tag()),
+            on,
+            &self.exe,
+            ["rr-server", "--listen", &listen],
+            "rr-server: listening",
+        )
+    }
+
+    /// First reply, ping-pong and new connections on each path; idle RSS of `ztrun`.
+    fn phase_rr(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        let secs = format!("{}", plan.seconds);
+        let timeout = Duration::from_secs_f64(plan.seconds + 30.0);
+        for path in Path::ALL {
+            let place = self.placement(path, false);
+            let server = match path {
+                Path::Loopback | Path::Veth => self.rr_server(On::Native, RR_PORT),
+                Path::Ztrun => self.rr_server(place.server, RR_PORT),
+            };
+            let server = match server {
+                Ok(s) => s,
+                Err(e) => {
+                    report.fail_all(
+                        &[
+                            Metric::FirstReply,
+                            Metric::RrRate,
+                            Metric::RrP50,
+                            Metric::RrP99,
+                        ],
+                        path,
+                        &e,
+                    );
+                    report.fail_all(&[Metric::ConnRate, Metric::RssIdle], path, &e);
+                    continue;
+                }
+            };
+            if path == Path::Ztrun {
+                // Idle: the server's ztrun is online and has served nothing yet.
+                let window = Duration::from_secs_f64(plan.seconds.min(2.0));
+                let ticks_before = cpu_ticks(server.pid());
+                std::thread::sleep(window);
+                let cpu = match (ticks_before, cpu_ticks(server.pid())) {
+                    (Some(a), Some(b)) => Ok(ticks_percent(b.saturating_sub(a), window)),
+                    _ => Err(anyhow::anyhow!("no /proc/{}/stat", server.pid())),
+                };
+                report.set(Metric::CpuIdle, path, cpu);
+                let idle = vm_rss_kb(server.pid())
+                    .map(|kb| kb as f64 / 1024.0)
+                    .ok_or_else(|| anyhow::anyhow!("no VmRSS for ztrun pid {}", server.pid()));
+                report.set(Metric::RssIdle, path, idle);
+            }
+            // Time to the first answered request, from spawning the client (median).
+            let mut firsts = Vec::new();
+            let mut first_error = None;
+            for _ in 0..plan.repeats {
+                match self.rr_client(
+                    path,
+                    false,
+                    RR_PORT,
+                    &[
+                        "--mode".into(),
+                        "first".into(),
+                        "--seconds".into(),
+                        "10".into(),
+                    ],
+                    Duration::from_secs(40),
+                ) {
+                    Ok((json, done)) => match first_reply_ms(&json, done.spawned_at) {
+                        Ok(ms) => firsts.push(ms),
+                        Err(e) => first_error = Some(e),
+                    },
+                    Err(e) => first_error = Some(e),
+                }
+            }
+            match (median(&firsts), first_error) {
+                (Some(ms), _) => report.set(Metric::FirstReply, path, Ok(ms)),
+                (None, Some(e)) => report.set(Metric::FirstReply, path, Err(e)),
+                (None, None) => {}
+            }
+            self.say(format!("{path:?}: first reply {firsts:?} ms"));
+
+            let pingpong = [
+                "--mode".into(),
+                "pingpong".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ];
+            match self.retried(path, "ping-pong", || {
+                self.rr_client(path, false, RR_PORT, &pingpong, timeout)
+            }) {
+                Ok((json, _)) => {
+                    report.set(Metric::RrRate, path, json_f64(&json, "rate"));
+                    report.set(Metric::RrP50, path, json_f64(&json, "p50_us"));
+                    report.set(Metric::RrP99, path, json_f64(&json, "p99_us"));
+                }
+                Err(e) => {
+                    report.fail_all(&[Metric::RrRate, Metric::RrP50, Metric::RrP99], path, &e)
+                }
+            }
+            let connect = [
+                "--mode".into(),
+                "connect".into(),
+                "--seconds".into(),
+                secs.clone(),
+            ];
+            match self.retried(path, "new connections", || {
+                self.rr_client(path, false, RR_PORT, &connect, timeout)
+            }) {
+                Ok((json, _)) => report.set(Metric::ConnRate, path, json_f64(&json, "rate")),
+                Err(e) => report.set(Metric::ConnRate, path, Err(e)),
+            }
+            server.stop();
+        }
+        Ok(())
+    }
+
+    /// iperf3 TCP, one and four streams, on each path; `ztrun` RSS under that load.
+    fn phase_iperf(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        for path in Path::ALL {
+            let place = self.placement(path, false);
+            let server = match self.iperf_server(place.server, IPERF_PORT) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.fail_all(&[Metric::Iperf1, Metric::Iperf4], path, &e);
+                    continue;
+                }
+            };
+            let mut rss_max = 0u64;
+            for (metric, streams) in [(Metric::Iperf1, 1), (Metric::Iperf4, 4)] {
+                let perf = (path == Path::Ztrun && streams == 1)
+                    .then_some(self.options.perf.as_deref())
+                    .flatten();
+                let result = self.retried(path, &format!("iperf3 -P {streams}"), || {
+                    self.iperf_client(
+                        path,
+                        false,
+                        IPERF_PORT,
+                        streams,
+                        plan.seconds,
+                        server.pid(),
+                        perf,
+                    )
+                });
+                match result {
+                    Ok((gbps, rss)) => {
+                        report.set(metric, path, Ok(gbps));
+                        rss_max = rss_max.max(rss);
+                    }
+                    Err(e) => report.set(metric, path, Err(e)),
+                }
+            }
+            if path == Path::Ztrun {
+                let rss = if rss_max > 0 {
+                    Ok(rss_max as f64 / 1024.0)
+                } else {
+                    Err(anyhow::anyhow!("no sample taken (iperf3 failed)"))
+                };
+                report.set(Metric::RssLoad, path, rss);
+            }
+            server.stop();
+        }
+        Ok(())
+    }
+
+    fn iperf_server(&self, on: On<'_>, port: u16) -> anyhow::Result<Server> {
+        self.start_server(
+            &format!("iperf3-{port}-{}", on.tag()),
+            on,
+            "iperf3",
+            ["-s", "-p", &port.to_string(), "--forceflush"],
+            "Server listening",
+        )
+    }
+
+    /// One iperf3 TCP run; returns Gbit/s received and the largest RSS (KiB) of the
+    /// `ztrun` processes of both ends (0 on native paths).
+    #[allow(clippy::too_many_arguments)]
+    fn iperf_client(
+        &self,
+        path: Path,
+        second: bool,
+        port: u16,
+        streams: u32,
+        seconds: f64,
+        server_pid: u32,
+        perf: Option<&FsPath>,
+    ) -> anyhow::Result<(f64, u64)> {
+        let place = self.placement(path, second);
+        let addr = place.addr.to_string();
+        let secs = format!("{}", seconds.ceil().max(1.0) as u64);
+        let cmd = self.command(
+            place.client_host,
+            place.client,
+            "iperf3",
+            [
+                "-c",
+                &addr,
+                "-p",
+                &port.to_string(),
+                "-t",
+                &secs,
+                "-P",
+                &streams.to_string(),
+                "-J",
+                "--connect-timeout",
+                "10000",
+            ],
+        );
+        let wrapped = path == Path::Ztrun;
+        let watch: &[u32] = if wrapped { &[server_pid] } else { &[] };
+        let mut profiler: Option<Child> = None;
+        let mut on_start = |client_pid: u32| {
+            if let Some(dir) = perf {
+                profiler = start_perf(
+                    dir,
+                    &[server_pid, client_pid],
+                    seconds,
+                    self.options.verbose,
+                );
+            }
+        };
+        let done = self.run_client(
+            &format!("iperf3 -P {streams}"),
+            cmd,
+            Duration::from_secs_f64(seconds + 40.0),
+            watch,
+            wrapped,
+            &mut on_start,
+        );
+        if let Some(mut p) = profiler {
+            let _ = wait_with_deadline(&mut p, Duration::from_secs(60));
+        }
+        let done = done?;
+        let json: serde_json::Value = serde_json::from_str(&done.stdout)
+            .with_context(|| format!("iperf3's JSON report: {}", tail(&done.stdout)))?;
+        if let Some(error) = json.get("error").and_then(|e| e.as_str()) {
+            bail!("iperf3: {error}");
+        }
+        let bps = json
+            .pointer("/end/sum_received/bits_per_second")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| {
+                anyhow::anyhow!("no end.sum_received.bits_per_second in iperf3's report")
+            })?;
+        Ok((bps / 1e9, done.rss_kb.iter().copied().max().unwrap_or(0)))
+    }
+
+    /// redis-benchmark SET and GET (10 clients) on each path.
+    fn phase_redis(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        let redis_dir = self.state.path().join("redis");
+        for path in Path::ALL {
+            let place = self.placement(path, false);
+            let server = self.start_server(
+                &format!("redis-{}", place.server.tag()),
+                place.server,
+                "redis-server",
+                [
+                    "--port",
+                    &REDIS_PORT.to_string(),
+                    "--bind",
+                    "0.0.0.0",
+                    "--protected-mode",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &redis_dir.to_string_lossy(),
+                ],
+                "Ready to accept connections",
+            );
+            let server = match server {
+                Ok(s) => s,
+                Err(e) => {
+                    report.fail_all(&[Metric::RedisSet, Metric::RedisGet], path, &e);
+                    continue;
+                }
+            };
+            let cmd = || {
+                self.command(
+                    place.client_host,
+                    place.client,
+                    "redis-benchmark",
+                    [
+                        "-h",
+                        &place.addr.to_string(),
+                        "-p",
+                        &REDIS_PORT.to_string(),
+                        "-t",
+                        "set,get",
+                        "-n",
+                        &plan.redis_requests.to_string(),
+                        "-c",
+                        "10",
+                        "--csv",
+                    ],
+                )
+            };
+            match self.retried(path, "redis-benchmark", || {
+                self.run_client(
+                    "redis-benchmark",
+                    cmd(),
+                    Duration::from_secs(180),
+                    &[],
+                    false,
+                    &mut |_| {},
+                )
+            }) {
+                Ok(done) => {
+                    report.set(Metric::RedisSet, path, redis_rps(&done.stdout, "SET"));
+                    report.set(Metric::RedisGet, path, redis_rps(&done.stdout, "GET"));
+                }
+                Err(e) => report.fail_all(&[Metric::RedisSet, Metric::RedisGet], path, &e),
+            }
+            server.stop();
+        }
+        Ok(())
+    }
+
+    /// A CPU-bound Python program (SHA-256 over 1 MiB, repeated) on host 2, natively and
+    /// under `ztrun`, alternating; the program times its own loop. Median of the repeats.
+    fn phase_cpu(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        // Calibrate the loop count so a native run takes about `cpu_seconds`.
+        let per_round = self.cpu_run(On::Native, 20)?.0 / 20.0;
+        let rounds = ((plan.cpu_seconds / per_round.max(1e-6)) as u64).clamp(10, 100_000);
+        self.say(format!("CPU: {rounds} rounds of {:.2} ms", per_round * 1e3));
+        let (mut native, mut wrapped) = (Vec::new(), Vec::new());
+        let mut wrapped_error = None;
+        for _ in 0..plan.repeats {
+            native.push(self.cpu_run(On::Native, rounds)?);
+            match self.retried(Path::Ztrun, "CPU-bound program", || {
+                self.cpu_run(On::Ztrun(&self.homes.client), rounds)
+            }) {
+                Ok(t) => wrapped.push(t),
+                Err(e) => wrapped_error = Some(format!("{e:#}")),
+            }
+        }
+        self.say(format!(
+            "CPU (wall, cpu) native {native:?}, ztrun {wrapped:?}"
+        ));
+        let pick = |runs: &[(f64, f64)], wall: bool| {
+            let values: Vec<f64> = runs.iter().map(|r| if wall { r.0 } else { r.1 }).collect();
+            median(&values).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}",
+                    wrapped_error.clone().unwrap_or_else(|| "no run".into())
+                )
+            })
+        };
+        report.set(Metric::CpuTime, Path::Veth, pick(&native, true));
+        report.set(Metric::CpuProcess, Path::Veth, pick(&native, false));
+        report.set(Metric::CpuTime, Path::Ztrun, pick(&wrapped, true));
+        report.set(Metric::CpuProcess, Path::Ztrun, pick(&wrapped, false));
+        Ok(())
+    }
+
+    /// Wall and CPU seconds the CPU-bound loop of `rounds` took, as the program measured.
+    fn cpu_run(&self, on: On<'_>, rounds: u64) -> anyhow::Result<(f64, f64)> {
+        let program = format!(
+            "import hashlib, time\n\
+             b = bytes(1 << 20)\n\
+             t, c = time.perf_counter(), time.process_time()\n\
+             for _ in range({rounds}):\n    hashlib.sha256(b).digest()\n\
+             print(time.perf_counter() - t, time.process_time() - c)\n"
+        );
+        let cmd = self.command(self.host2, on, "/usr/bin/python3", ["-c", &program]);
+        let done = self.run_client(
+            "python3",
+            cmd,
+            Duration::from_secs(120),
+            &[],
+            false,
+            &mut |_| {},
+        )?;
+        parse_two_seconds(&done.stdout)
+    }
+
+    /// `conns` connections held between two programs, and one bulk flow alongside, on
+    /// (b) and (c).
+    fn phase_hold(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        for path in [Path::Veth, Path::Ztrun] {
+            match self.retried(path, "many connections", || self.hold_on(path, plan)) {
+                Ok(values) => {
+                    for (metric, value) in values {
+                        report.set(metric, path, value);
+                    }
+                }
+                Err(e) => {
+                    report.fail_all(&[Metric::Held, Metric::BulkAlongside], path, &e);
+                    if path == Path::Ztrun {
+                        report.fail_all(&[Metric::RssHeldServer, Metric::RssHeldClient], path, &e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hold_on(
+        &self,
+        path: Path,
+        plan: &Plan,
+    ) -> anyhow::Result<Vec<(Metric, anyhow::Result<f64>)>> {
+        let mut values = Vec::new();
+        let place = self.placement(path, false);
+        let bulk = self.placement(path, true);
+        let rr = self.rr_server(place.server, HOLD_RR_PORT)?;
+        let iperf = self.iperf_server(bulk.server, HOLD_IPERF_PORT)?;
+
+        // The holding client, with a pipe on stdin: closing it ends the hold.
+        let argv = [
+            "rr-client".to_string(),
+            "--connect".into(),
+            SocketAddr::new(place.addr, HOLD_RR_PORT).to_string(),
+            "--mode".into(),
+            "hold".into(),
+            "--conns".into(),
+            plan.conns.to_string(),
+            "--seconds".into(),
+            plan.hold_seconds.to_string(),
+        ];
+        let mut cmd = self.command(place.client_host, place.client, &self.exe, &argv);
+        let out_path = self
+            .state
+            .path()
+            .join(format!("hold-{}.out", place.client.tag()));
+        let out = File::create(&out_path)?;
+        let err = File::create(out_path.with_extension("err"))?;
+        cmd.stdin(Stdio::piped()).stdout(out).stderr(err);
+        let started = Instant::now();
+        let mut holder = cmd.spawn().context("starting the holding rr-client")?;
+        let holder_pid = holder.id();
+        let deadline = started + Duration::from_secs_f64(plan.hold_seconds + 10.0);
+        let opened = loop {
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("\"hold-open\"")) {
+                break serde_json::from_str::<serde_json::Value>(line)?;
+            }
+            if let Some(status) = holder.try_wait()? {
+                let err =
+                    std::fs::read_to_string(out_path.with_extension("err")).unwrap_or_default();
+                bail!(
+                    "the holding client exited ({status}) before holding: {}",
+                    tail(&err)
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = holder.kill();
+                bail!(
+                    "the holding client did not report within {:.0} s",
+                    plan.hold_seconds + 10.0
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let held_open = json_f64(&opened, "held").unwrap_or(0.0);
+        self.say(format!(
+            "{path:?}: {held_open} connections open in {:.1} s",
+            json_f64(&opened, "seconds").unwrap_or(0.0)
+        ));
+        let (rss_server, rss_client) = (vm_rss_kb(rr.pid()), vm_rss_kb(holder_pid));
+        let bulk_result = self.iperf_client(
+            path,
+            true,
+            HOLD_IPERF_PORT,
+            1,
+            plan.seconds,
+            iperf.pid(),
+            None,
+        );
+        let (rss_server2, rss_client2) = (vm_rss_kb(rr.pid()), vm_rss_kb(holder_pid));
+        drop(holder.stdin.take());
+        let status = wait_with_deadline(&mut holder, Duration::from_secs(120))?;
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("\"mode\":\"hold\""))
+            .ok_or_else(|| anyhow::anyhow!("the holding client ({status:?}) printed no result"))?;
+        let result: serde_json::Value = serde_json::from_str(last)?;
+        let alive = json_f64(&result, "alive_after")?;
+        let errors = result["errors"].to_string();
+        values.push((Metric::Held, Ok(alive)));
+        if alive < plan.conns as f64 {
+            self.notes.borrow_mut().push(format!(
+                "{}: {alive} of {} connections alive after the bulk flow ({held_open} opened; errors {errors})",
+                path.label(),
+                plan.conns
+            ));
+        }
+        values.push((Metric::BulkAlongside, bulk_result.map(|(gbps, _)| gbps)));
+        if path == Path::Ztrun {
+            let mb = |a: Option<u64>, b: Option<u64>| {
+                a.max(b)
+                    .map(|kb| kb as f64 / 1024.0)
+                    .ok_or_else(|| anyhow::anyhow!("no VmRSS sample"))
+            };
+            values.push((Metric::RssHeldServer, mb(rss_server, rss_server2)));
+            values.push((Metric::RssHeldClient, mb(rss_client, rss_client2)));
+        }
+        iperf.stop();
+        rr.stop();
+        Ok(values)
+    }
+}
+
+/// One phase of the run: a group of measurements on every path.
+type Phase<'l, 'n> = fn(&'l Lab<'n>, &Plan, &mut Report) -> anyhow::Result<()>;
+
+/// Where one path's programs run.
+struct Placement<'h, 'n> {
+    server: On<'h>,
+    client: On<'h>,
+    client_host: Host<'n>,
+    addr: IpAddr,
+}
+
+impl On<'_> {
+    fn tag(&self) -> &'static str {
+        match self {
+            On::Native => "native",
+            On::Ztrun(_) => "ztrun",
+        }
+    }
+}
+
+/// A finished client.
+struct Finished {
+    stdout: String,
+    /// The wall-clock time just before it was spawned.
+    spawned_at: SystemTime,
+    #[allow(dead_code)]
+    elapsed: Duration,
+    /// The largest resident memory seen of each watched process (KiB).
+    rss_kb: Vec<u64>,
+}
+
+/// A running server; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if wait_with_deadline(&mut self.child, Duration::from_secs(5)).is_err() {
+                eprintln!("bench: {} ignored SIGTERM; killing it", self.name);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Wait for `child` for at most `limit`; an error when it is still running.
+fn wait_with_deadline(
+    child: &mut Child,
+    limit: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("still running after {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `perf record` of `pids` for `seconds`, call graphs by DWARF unwinding.
+fn start_perf(dir: &FsPath, pids: &[u32], seconds: f64, verbose: bool) -> Option<Child> {
+    let _ = std::fs::create_dir_all(dir);
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-F", "499", "--call-graph", "dwarf,32768", "-o"])
+        .arg(dir.join("perf.data"))
+        .args(["-p", &pids.join(","), "--", "sleep"])
+        .arg(format!("{}", seconds.max(1.0)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            File::create(dir.join("perf-record.log"))
+                .ok()
+                .map_or(Stdio::null(), Stdio::from),
+        );
+    if verbose {
+        eprintln!("bench: $ {}", describe(&cmd));
+    }
+    cmd.spawn().map_err(|e| eprintln!("bench: perf: {e}")).ok()
+}
+
+fn chown_nobody(path: &FsPath) -> anyhow::Result<()> {
+    std::os::unix::fs::chown(path, Some(65534), Some(65534))
+        .with_context(|| format!("chown 65534 {}", path.display()))
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn read_all(file: &mut File) -> String {
+    let mut bytes = Vec::new();
+    let _ = file
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut bytes));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last 300 bytes of `text`, on one line.
+fn tail(text: &str) -> String {
+    let mut start = text.len().saturating_sub(300);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let joined = text[start..]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.is_empty() {
+        "(no output)".into()
+    } else {
+        joined
+    }
+}
+
+/// User plus system CPU time of `pid` in clock ticks (fields 14 and 15 of
+/// /proc/PID/stat, proc(5)).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so field n is at index n - 3.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `ticks` of CPU time over `window` as a percentage of one core.
+fn ticks_percent(ticks: u64, window: Duration) -> f64 {
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as f64;
+    ticks as f64 / per_second / window.as_secs_f64().max(1e-9) * 100.0
+}
+
+/// VmRSS of `pid` in KiB, from /proc/PID/status (proc(5)).
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss_kb(&status)
+}
+
+fn parse_vm_rss_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+fn last_json_line(stdout: &str) -> anyhow::Result<serde_json::Value> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("no JSON line in the output: {}", tail(stdout)))?;
+    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
+}
+
+fn json_f64(json: &serde_json::Value, key: &str) -> anyhow::Result<f64> {
+    json.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| anyhow::anyhow!("no number {key:?} in {json}"))
+}
+
+/// "WALL CPU" as printed by the CPU-bound program.
+fn parse_two_seconds(stdout: &str) -> anyhow::Result<(f64, f64)> {
+    let mut numbers = stdout.split_whitespace().map(str::parse::<f64>);
+    match (numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(wall)), Some(Ok(cpu)), None) => Ok((wall, cpu)),
+        _ => bail!(
+            "the CPU-bound program printed {:?}, not two times",
+            stdout.trim()
+        ),
+    }
+}
+
+/// Milliseconds from `spawned_at` to the client's `first_reply_unix_ns`.
+fn first_reply_ms(json: &serde_json::Value, spawned_at: SystemTime) -> anyhow::Result<f64> {
+    let reply_ns: u128 = json
+        .get("first_reply_unix_ns")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no first_reply_unix_ns in {json}"))?;
+    let spawn_ns = spawned_at
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_nanos();
+    anyhow::ensure!(reply_ns >= spawn_ns, "the reply is older than the spawn");
+    Ok((reply_ns - spawn_ns) as f64 / 1e6)
+}
+
+/// Requests per second of `test` in redis-benchmark's `--csv` output
+/// (`"SET","86206.90",...`).
+fn redis_rps(csv: &str, test: &str) -> anyhow::Result<f64> {
+    let prefix = format!("\"{test}\",");
+    let line = csv
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no {test} line in redis-benchmark's output: {}", tail(csv))
+        })?;
+    line[prefix.len()..]
+        .split(',')
+        .next()
+        .map(|v| v.trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no rate in {line:?}"))
+}
+
+/// The machine, in one line: CPU model and count, memory, kernel.
+pub(crate) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU".to_string(), |(_, m)| m.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(String::new(), |kb| {
+            format!(", {:.1} GiB RAM", kb / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".to_string(), |k| k.trim().to_string());
+    format!("{cores} cores ({model}){mem_gib}, Linux {kernel}")
+}
+
+/// The 1-minute load average (proc(5) /proc/loadavg): other work on the machine skews
+/// every figure, so the report says how busy it was.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_from_proc_status() {
+        let status = "Name:\tztrun\nVmPeak:\t  20000 kB\nVmRSS:\t    6144 kB\nRssAnon:\t 3000 kB\n";
+        assert_eq!(parse_vm_rss_kb(status), Some(6144));
+        assert_eq!(parse_vm_rss_kb("Name:\tx\n"), None);
+        let own = vm_rss_kb(std::process::id()).unwrap();
+        assert!(own > 100, "{own} KiB");
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 25 17 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(42));
+        assert_eq!(parse_cpu_ticks("1234 (x) S 1"), None);
+        assert!(cpu_ticks(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cpu_program_output_is_two_times() {
+        assert_eq!(parse_two_seconds("2.5 2.25\n").unwrap(), (2.5, 2.25));
+        assert!(parse_two_seconds("2.5\n").is_err());
+        assert!(parse_two_seconds("2.5 x").is_err());
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn redis_benchmark_csv_rates() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\"\n\
+                   \"SET\",\"86206.90\",\"0.310\",\"0.100\"\n\
+                   \"GET\",\"90909.09\",\"0.290\",\"0.090\"\n";
+        assert_eq!(redis_rps(csv, "SET").unwrap(), 86206.90);
+        assert_eq!(redis_rps(csv, "GET").unwrap(), 90909.09);
+        assert!(redis_rps(csv, "INCR").is_err());
+        assert!(redis_rps("\"SET\",\"fast\"", "SET").is_err());
+    }
+
+    #[test]
+    fn first_reply_is_measured_from_the_spawn() {
+        let spawned = UNIX_EPOCH + Duration::from_secs(1_000);
+        let json = serde_json::json!({"first_reply_unix_ns": "1000150000000"});
+        assert_eq!(first_reply_ms(&json, spawned).unwrap(), 150.0);
+        let early = serde_json::json!({"first_reply_unix_ns": "5"});
+        assert!(first_reply_ms(&early, spawned).is_err());
+    }
+}

@@ -71,6 +71,11 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(Self::Udp, SocketAddr), Errno> {
         self.udp_bind(local, v6only)
     }
+    /// The addresses the program has on the virtual networks, with prefix lengths (what
+    /// an rtnetlink address dump adds). Default: none.
+    fn local_addresses(&self) -> Vec<(IpAddr, u8)> {
+        Vec::new()
+    }
     /// Tell the network a UDP socket is connected to `peer` (`None`: dissolved), so that
     /// among sockets sharing a port its peer's datagrams reach it. Default: nothing to do.
     fn udp_connect(&self, _sock: &Self::Udp, _peer: Option<SocketAddr>) -> Result<(), Errno> {

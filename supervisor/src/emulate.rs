@@ -263,6 +263,10 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     seen: Mutex<HashSet<u32>>,
     /// Whether any kernel datagram socket was ever adopted (skips a lookup otherwise).
     pub(crate) kernel_dgrams: std::sync::atomic::AtomicBool,
+    /// Proxied route netlink sockets by the inode of the program's end (netlink.rs).
+    netlinks: Mutex<HashMap<u64, Arc<crate::netlink::NlSocket>>>,
+    /// Whether any netlink socket was ever proxied (skips a lookup otherwise).
+    pub(crate) netlink_seen: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -284,7 +288,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             sockets: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
             kernel_dgrams: std::sync::atomic::AtomicBool::new(false),
+            netlinks: Mutex::new(HashMap::new()),
+            netlink_seen: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn netlinks(&self) -> MutexGuard<'_, HashMap<u64, Arc<crate::netlink::NlSocket>>> {
+        self.netlinks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Number of sockets the program currently holds that are still emulated.
@@ -331,6 +341,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     pub(crate) async fn dispatch(self: &Arc<Self>, n: &Notification) -> Reply {
+        if n.nr != libc::SYS_socket && self.netlink_seen.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(nl) = self.netlink_lookup(n) {
+                return self.netlink_call(n, nl).await;
+            }
+        }
         if n.nr != libc::SYS_socket
             && self
                 .kernel_dgrams
@@ -380,6 +396,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     // ---- socket(2) ----------------------------------------------------------------
 
     fn socket(self: &Arc<Self>, n: &Notification) -> Reply {
+        if n.args[0] as u32 as i32 == libc::AF_NETLINK {
+            return self.netlink_socket(n);
+        }
         let Some(family) = Family::from_raw(n.args[0] as u32 as i32) else {
             return CONTINUE;
         };

@@ -14,7 +14,8 @@
 //! 3. `io_uring_setup` → `ERRNO(ENOSYS)`: io_uring would perform socket operations
 //!    without system calls we can see.
 //! 4. `socket` with a domain (low 32 bits of arg 0, as the kernel reads an `int`) of
-//!    `AF_INET` or `AF_INET6` → `USER_NOTIF`; other domains run natively.
+//!    `AF_INET`, `AF_INET6` or `AF_NETLINK` (route sockets are proxied, netlink.rs) →
+//!    `USER_NOTIF`; other domains run natively.
 //! 5. `sendto`/`recvfrom` → `USER_NOTIF` only when the address pointer (arg 4, all 64
 //!    bits) is not NULL, so plain `send`/`recv` never leave the kernel.
 //! 6. `connect bind listen accept accept4 getsockname getpeername setsockopt getsockopt
@@ -102,7 +103,8 @@ fn program() -> Vec<Ins> {
         Mark(SocketCheck),
         Load(off_arg_lo(0)),
         Jeq(libc::AF_INET as u32, Notify, Next),
-        Jeq(libc::AF_INET6 as u32, Notify, Allow),
+        Jeq(libc::AF_INET6 as u32, Notify, Next),
+        Jeq(libc::AF_NETLINK as u32, Notify, Allow),
         Mark(AddrCheck),
         Load(off_arg_lo(4)),
         Jeq(0, Next, Notify),
@@ -298,11 +300,12 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
     #[test]
-    fn socket_is_trapped_only_for_inet_domains() {
+    fn socket_is_trapped_only_for_inet_and_netlink_domains() {
         assert_eq!(run(libc::SYS_socket, [2, 1, 0, 0, 0, 0]), NOTIF);
         assert_eq!(run(libc::SYS_socket, [10, 2, 0, 0, 0, 0]), NOTIF);
         assert_eq!(run(libc::SYS_socket, [1, 1, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(run(libc::SYS_socket, [16, 3, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(libc::SYS_socket, [16, 3, 0, 0, 0, 0]), NOTIF);
+        assert_eq!(run(libc::SYS_socket, [17, 3, 0, 0, 0, 0]), ALLOW);
         // The kernel reads an int: garbage in the upper half must not hide AF_INET.
         assert_eq!(
             run(libc::SYS_socket, [0xdead_0000_0002, 1, 0, 0, 0, 0]),

@@ -53,6 +53,7 @@ pub mod filter;
 mod kdgram;
 pub mod kernel;
 pub mod launch;
+mod netlink;
 pub mod network;
 pub mod notify;
 mod sys;

@@ -177,6 +177,10 @@ impl Backend for Networks {
         self.bind_udp(local, v6only, true)
     }
 
+    fn local_addresses(&self) -> Vec<(IpAddr, u8)> {
+        self.stacks.iter().flat_map(|s| s.addresses()).collect()
+    }
+
     fn udp_connect(&self, set: &UdpSet, peer: Option<SocketAddr>) -> Result<(), Errno> {
         for (stack, s) in &set.socks {
             let Datagram::Udp(s) = s else { continue };

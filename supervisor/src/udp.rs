@@ -88,7 +88,7 @@ struct Arrival {
 /// with `SIOCGIFNAME`/`if_indextoname` (dnsmasq drops a query whose index does not
 /// resolve), so we report 1, the loopback interface, the one index that exists in every
 /// network namespace. See docs/SUPERVISOR.md.
-const VIRTUAL_IFINDEX: i32 = 1;
+pub(crate) const VIRTUAL_IFINDEX: i32 = 1;
 
 /// One datagram taken from the program's queue.
 struct Taken {

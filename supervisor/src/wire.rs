@@ -290,6 +290,118 @@ pub(crate) fn emit_timestamp(t: std::time::Duration, nanos: bool) -> Vec<u8> {
     v
 }
 
+/// `struct sockaddr_nl` (12 bytes): family u16, pad u16, port id u32, groups u32
+/// (netlink(7)).
+pub(crate) const SOCKADDR_NL_LEN: usize = 12;
+
+/// A `sockaddr_nl` naming port `pid` (0: the kernel).
+pub(crate) fn emit_sockaddr_nl(pid: u32, groups: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(SOCKADDR_NL_LEN);
+    v.extend_from_slice(&(libc::AF_NETLINK as u16).to_ne_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&pid.to_ne_bytes());
+    v.extend_from_slice(&groups.to_ne_bytes());
+    v
+}
+
+/// Size of `struct nlmsghdr`: length u32, type u16, flags u16, sequence u32, port id u32.
+const NLMSGHDR_LEN: usize = 16;
+/// `NLMSG_DONE`, the end of a dump.
+pub(crate) const NLMSG_DONE: u16 = 3;
+/// `RTM_NEWADDR`, `RTM_GETADDR` (rtnetlink(7)).
+pub(crate) const RTM_NEWADDR: u16 = 20;
+pub(crate) const RTM_GETADDR: u16 = 22;
+/// `NLM_F_MULTI`, `NLM_F_DUMP`.
+const NLM_F_MULTI: u16 = 2;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+
+/// The header of one netlink message and where it sits in its datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NlMsg {
+    pub(crate) start: usize,
+    /// Bytes taken in the datagram, padding included.
+    pub(crate) span: usize,
+    pub(crate) ty: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
+    pub(crate) pid: u32,
+    /// The first payload byte (the family of `rtgenmsg`/`ifaddrmsg`), if any.
+    pub(crate) family: Option<u8>,
+}
+
+/// The messages of one netlink datagram; stops at the first malformed header.
+pub(crate) fn parse_nlmsgs(b: &[u8]) -> Vec<NlMsg> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + NLMSGHDR_LEN <= b.len() {
+        let len = u32_at(b, at) as usize;
+        if len < NLMSGHDR_LEN || len > b.len() - at {
+            break;
+        }
+        let span = ((len + 3) & !3).min(b.len() - at);
+        out.push(NlMsg {
+            start: at,
+            span,
+            ty: u16::from_ne_bytes([b[at + 4], b[at + 5]]),
+            flags: u16::from_ne_bytes([b[at + 6], b[at + 7]]),
+            seq: u32_at(b, at + 8),
+            pid: u32_at(b, at + 12),
+            family: (len > NLMSGHDR_LEN).then(|| b[at + NLMSGHDR_LEN]),
+        });
+        at += span;
+    }
+    out
+}
+
+fn rtattr(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize((out.len() + 3) & !3, 0);
+}
+
+/// An `RTM_NEWADDR` dump entry (`struct ifaddrmsg` and its attributes, rtnetlink(7))
+/// for `ip/prefix` on interface `index` named `label`, part of dump `seq` to port `pid`.
+pub(crate) fn emit_newaddr(
+    ip: std::net::IpAddr,
+    prefix: u8,
+    index: u32,
+    label: &str,
+    seq: u32,
+    pid: u32,
+) -> Vec<u8> {
+    const IFA_ADDRESS: u16 = 1;
+    const IFA_LOCAL: u16 = 2;
+    const IFA_LABEL: u16 = 3;
+    const IFA_FLAGS: u16 = 8;
+    const IFA_F_NODAD: u32 = 0x02;
+    const IFA_F_PERMANENT: u32 = 0x80;
+    let mut m = vec![0u8; NLMSGHDR_LEN];
+    let (family, octets) = match ip {
+        std::net::IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        std::net::IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let flags = IFA_F_PERMANENT | if ip.is_ipv6() { IFA_F_NODAD } else { 0 };
+    // ifaddrmsg: family, prefix length, flags (low 8 bits), scope (universe), index.
+    m.extend_from_slice(&[family, prefix, flags as u8, 0]);
+    m.extend_from_slice(&index.to_ne_bytes());
+    rtattr(&mut m, IFA_ADDRESS, &octets);
+    if ip.is_ipv4() {
+        rtattr(&mut m, IFA_LOCAL, &octets);
+        let mut name = label.as_bytes().to_vec();
+        name.push(0);
+        rtattr(&mut m, IFA_LABEL, &name);
+    }
+    rtattr(&mut m, IFA_FLAGS, &flags.to_ne_bytes());
+    let len = m.len() as u32;
+    m[0..4].copy_from_slice(&len.to_ne_bytes());
+    m[4..6].copy_from_slice(&RTM_NEWADDR.to_ne_bytes());
+    m[6..8].copy_from_slice(&NLM_F_MULTI.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    m[12..16].copy_from_slice(&pid.to_ne_bytes());
+    m
+}
+
 /// One `struct iovec` (16 bytes): base, len.
 pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
     b.chunks_exact(16)
@@ -300,6 +412,39 @@ pub(crate) fn parse_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netlink_messages_parse_and_an_address_entry_is_well_formed() {
+        let v4 = emit_newaddr("10.7.0.1".parse().unwrap(), 24, 1, "lo", 9, 4242);
+        // header 16 + ifaddrmsg 8 + ADDRESS 8 + LOCAL 8 + LABEL "lo\0" 8 + FLAGS 8.
+        assert_eq!(v4.len(), 56);
+        assert_eq!(&v4[16..24], &[2, 24, 0x80, 0, 1, 0, 0, 0]);
+        let v6 = emit_newaddr("fd7a::1".parse().unwrap(), 64, 1, "lo", 9, 4242);
+        let mut dgram = v4.clone();
+        dgram.extend_from_slice(&v6);
+        let msgs = parse_nlmsgs(&dgram);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(
+            msgs[1],
+            NlMsg {
+                start: 56,
+                span: v6.len(),
+                ty: RTM_NEWADDR,
+                flags: 2,
+                seq: 9,
+                pid: 4242,
+                family: Some(10)
+            }
+        );
+        // A header claiming more than the datagram holds ends the parse.
+        let mut bad = v4.clone();
+        bad[0] = 200;
+        assert!(parse_nlmsgs(&bad).is_empty());
+        assert_eq!(
+            emit_sockaddr_nl(7, 0),
+            [16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
 
     #[test]
     fn control_messages_round_trip_with_cmsg_alignment() {

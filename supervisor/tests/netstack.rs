@@ -192,6 +192,19 @@ async fn udp_control_messages_on_a_netstack() {
     );
 }
 
+/// rtnetlink address dumps (here through glibc's getifaddrs) list the virtual addresses:
+/// dnsmasq serves a TCP query only on an address it found that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getifaddrs_lists_the_virtual_addresses_through_proxied_netlink() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "ifaddrs", &["10.7.0.1", "fd7a::1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &["10.7.0.1 on lo", "fd7a::1 on lo", "ifaddrs ok"],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_through_an_icmp_echo_socket_on_a_netstack() {
     let s = Scratch::new();

@@ -137,14 +137,68 @@ pub fn markdown(rows: &[Row], mode: Mode, wall: Duration, command: &str) -> Stri
     out
 }
 
-/// Text made safe for a Markdown table cell.
+/// Text made safe for a Markdown table cell, without this machine's paths (see
+/// [`portable`]).
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    portable(text).replace('|', "\\|").replace('\n', " ")
+}
+
+/// `text` with what only this machine knows taken out of the commands quoted in notes:
+/// a scenario directory (`/tmp/ztmatrix-NAME-XXXXXX`) becomes `<scenario dir>`, and the
+/// launcher binaries (`.../ztrun`, `.../zt`) their names, so the committed
+/// `COMPATIBILITY.md` reads the same whoever ran it.
+pub(crate) fn portable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/tmp/ztmatrix-") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + "/tmp/ztmatrix-".len()..];
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '`' || c == '"')
+            .unwrap_or(tail.len());
+        out.push_str("<scenario dir>");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut words = String::with_capacity(out.len());
+    for (i, word) in out.split(' ').enumerate() {
+        if i > 0 {
+            words.push(' ');
+        }
+        let bare = word.trim_start_matches(['`', '(', '"']);
+        let binary = bare.starts_with('/') && ["/ztrun", "/zt"].iter().any(|b| bare.ends_with(b));
+        if binary {
+            let name = bare.rsplit('/').next().unwrap_or(bare);
+            words.push_str(&word[..word.len() - bare.len()]);
+            words.push_str(name);
+        } else {
+            words.push_str(word);
+        }
+    }
+    words
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_lose_machine_specific_paths() {
+        assert_eq!(
+            portable(
+                "failed (`/work/tgt/x/debug/ztrun --nwid ff --home /tmp/ztmatrix-overlay-Ab12Cd/member2 -- curl http://a/`): ztrun: joined"
+            ),
+            "failed (`ztrun --nwid ff --home <scenario dir>/member2 -- curl http://a/`): ztrun: joined"
+        );
+        assert_eq!(
+            portable("kept /tmp/ztmatrix-ping-x1 and /usr/bin/zt"),
+            "kept <scenario dir> and zt"
+        );
+        assert_eq!(
+            portable("sha256 match, 3 × 4 MiB"),
+            "sha256 match, 3 × 4 MiB"
+        );
+    }
 
     #[test]
     fn dates_are_gregorian() {

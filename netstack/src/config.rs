@@ -33,6 +33,10 @@ pub struct StackConfig {
     pub routes: Vec<Route>,
     /// Depth of each frame queue (to and from the link), in frames. Default 1024.
     pub queue_frames: usize,
+    /// Most TCP sockets one shard (one smoltcp interface) holds. smoltcp scans all sockets
+    /// of an interface per packet and per poll, so small shards keep that work constant;
+    /// default 4 (docs/NETSTACK.md has the measurements). At least 1.
+    pub sockets_per_shard: usize,
 }
 
 impl StackConfig {
@@ -45,6 +49,7 @@ impl StackConfig {
             ipv6: Vec::new(),
             routes: Vec::new(),
             queue_frames: 1024,
+            sockets_per_shard: 4,
         }
     }
 }
@@ -78,6 +83,7 @@ pub(crate) struct Net {
     /// Our addresses with their on-link prefix lengths.
     pub(crate) addrs: Vec<(IpAddr, u8)>,
     pub(crate) routes: Vec<Route>,
+    pub(crate) per_shard: usize,
 }
 
 impl Net {
@@ -90,6 +96,7 @@ impl Net {
             mtu: c.mtu.clamp(1280, 65535),
             addrs,
             routes: c.routes.clone(),
+            per_shard: c.sockets_per_shard.max(1),
         }
     }
 

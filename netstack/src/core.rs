@@ -8,7 +8,7 @@
 //!   4-tuple (or UDP port, ICMP identifier) to the one place that owns it.
 //! - **Shards**: TCP runs in smoltcp, but smoltcp scans every socket of an interface for
 //!   every packet and at every poll. So TCP sockets live in many small smoltcp
-//!   `Interface`s (medium IP, at most [`SOCKETS_PER_SHARD`] sockets each); a packet
+//!   `Interface`s (medium IP, at most `StackConfig::sockets_per_shard` sockets each); a packet
 //!   reaches, and a poll touches, only its shard. The work per packet is independent of
 //!   how many idle connections exist.
 //! - **UDP and ICMP echo** are implemented directly (they are stateless datagram
@@ -38,15 +38,15 @@ use crate::link::FrameQueue;
 use crate::wire::{self, Arp, Ethernet, Icmp, Ip, Ndp, TcpPorts, Udp, ETH_HEADER};
 use crate::TcpOptions;
 
-/// Most TCP sockets one shard (one smoltcp interface) holds. Small, so the per-packet and
-/// per-poll scans inside smoltcp stay short; see docs/NETSTACK.md for the measurement.
-pub(crate) const SOCKETS_PER_SHARD: usize = 4;
 /// Frames taken from the inbound queue per driver turn.
 const BATCH: usize = 256;
 /// Packets held per unresolved neighbor.
 const PENDING_PER_NEIGHBOR: usize = 64;
 /// Interval between ARP/NS retries for one neighbor.
 const SOLICIT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a closed-by-us connection waits in FIN-WAIT-2 for the peer's FIN (Linux
+/// `tcp_fin_timeout`).
+pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Least delay before re-polling a shard whose poll left it wanting to run "now".
 const RESPIN: Duration = Duration::from_micros(200);
 /// Ephemeral port range (Linux `ip_local_port_range` default).
@@ -99,8 +99,14 @@ pub(crate) struct Conn {
     pub(crate) aborted: bool,
     /// We sent FIN (shutdown or close).
     pub(crate) write_closed: bool,
+    /// Sequence number of the FIN we sent, once sent.
+    pub(crate) fin_seq: Option<u32>,
+    /// The last bare ACK passed to smoltcp that acknowledged all our data but not our
+    /// FIN; see [`Core::repeated_ack_for_fin`].
+    pub(crate) last_pure_ack: Option<(u32, u16)>,
     /// Handshake round trip, measured by us (smoltcp keeps its estimate private).
     pub(crate) rtt: Option<Duration>,
+    /// When the handshake began; for an orphan, when its stream was dropped.
     pub(crate) started: std::time::Instant,
     pub(crate) opts: TcpOptions,
 }
@@ -172,6 +178,8 @@ pub(crate) struct Egress {
     room: usize,
     /// A poll stopped because the outbound queue was full.
     blocked: bool,
+    /// FINs sent since the last poll: (connection, sequence number of the FIN).
+    fins: Vec<(Key, u32)>,
 }
 
 impl Egress {
@@ -221,6 +229,17 @@ impl Egress {
         let Some(ip) = Ip::parse(&frame[ETH_HEADER..]) else {
             return;
         };
+        if ip.proto == wire::PROTO_TCP {
+            if let Some(t) = TcpPorts::parse(ip.payload(&frame[ETH_HEADER..])) {
+                if let Some(seq) = t.fin_seq {
+                    let key = (
+                        SocketAddr::new(ip.src, t.src),
+                        SocketAddr::new(ip.dst, t.dst),
+                    );
+                    self.fins.push((key, seq));
+                }
+            }
+        }
         let ethertype = if ip.dst.is_ipv4() {
             wire::ETHERTYPE_IPV4
         } else {
@@ -519,6 +538,7 @@ impl Shared {
                 loopback: VecDeque::new(),
                 room: 0,
                 blocked: false,
+                fins: Vec::new(),
             },
             spent: Vec::new(),
             tcp: HashMap::new(),
@@ -642,7 +662,7 @@ impl Core {
         };
         let s = &mut self.shards[i as usize];
         s.used += 1;
-        if s.used >= SOCKETS_PER_SHARD {
+        if s.used >= self.net.per_shard {
             self.open.pop();
         }
         i
@@ -709,7 +729,7 @@ impl Core {
         let s = &mut self.shards[c.shard as usize];
         s.sockets.remove(c.handle);
         s.used -= 1;
-        if s.used == SOCKETS_PER_SHARD - 1 {
+        if s.used == self.net.per_shard - 1 {
             self.open.push(c.shard);
         }
         self.release_port(key.0.port());
@@ -921,6 +941,11 @@ impl Core {
         while let Some(b) = self.spent.pop() {
             self.egress.recycle(b);
         }
+        for (key, seq) in std::mem::take(&mut self.egress.fins) {
+            if let Some(c) = self.tcp.get_mut(&key) {
+                c.fin_seq = Some(seq);
+            }
+        }
         if !self.shards[i as usize].watch.is_empty() {
             self.settle(i);
         }
@@ -988,6 +1013,10 @@ impl Core {
                     if state == tcp::State::Closed {
                         self.remove_conn(&key);
                     } else {
+                        if state == tcp::State::FinWait2 && started.elapsed() >= FIN_TIMEOUT {
+                            self.socket(i, h).abort();
+                            self.mark_dirty(i);
+                        }
                         keep.push(key);
                     }
                 }
@@ -1003,7 +1032,7 @@ impl Core {
     }
 
     fn needs_driver(&self) -> bool {
-        if !self.egress.loopback.is_empty() || !self.blocked.is_empty() {
+        if !self.egress.loopback.is_empty() || !self.blocked.is_empty() || !self.dirty.is_empty() {
             return true;
         }
         match (self.timers.first(), self.driver_wakes_at) {
@@ -1149,6 +1178,9 @@ impl Core {
         let shard = if let Some(c) = self.tcp.get_mut(&key) {
             if t.rst {
                 c.rst_seen = true;
+            }
+            if c.fin_seq.is_some() && repeated_ack_for_fin(c, t.pure_ack) {
+                return self.egress.recycle(frame);
             }
             c.shard
         } else if t.syn && !t.ack && !t.rst {
@@ -1356,6 +1388,31 @@ impl Core {
 }
 
 /// Do two bindings `(addr, v6only)` on one port overlap?
+/// Whether a bare ACK for a connection that sent its FIN is a repeat to keep from smoltcp.
+///
+/// smoltcp 0.14 cannot fast-retransmit a FIN: when the third duplicate ACK arrives while
+/// only the FIN is unacknowledged (all data acknowledged), it clears its retransmission
+/// timer, finds no data to resend, and never sends the FIN again, so the peer never sees
+/// end-of-file. Duplicate ACKs are common right there: after a timeout smoltcp resends
+/// everything from the oldest unacknowledged byte, and the peer answers each duplicate
+/// segment with the same ACK. An ACK that acknowledges exactly up to our FIN, repeated
+/// with the same window, carries nothing new and only feeds that count, so it is dropped;
+/// smoltcp's retransmission timer then resends the FIN. ACKs below the FIN (data still
+/// unacknowledged: duplicate ACKs drive the fast retransmit of that data) and the ACK of
+/// the FIN itself pass untouched.
+fn repeated_ack_for_fin(c: &mut Conn, pure_ack: Option<(u32, u16)>) -> bool {
+    match pure_ack {
+        Some((ack, win)) if Some(ack) == c.fin_seq => {
+            if c.last_pure_ack == Some((ack, win)) {
+                return true;
+            }
+            c.last_pure_ack = Some((ack, win));
+            false
+        }
+        _ => false,
+    }
+}
+
 fn overlap(a: (SocketAddr, bool), b: (SocketAddr, bool)) -> bool {
     let covers = |(x, x6only): (SocketAddr, bool), y: IpAddr| {
         let xa = x.ip();

@@ -211,6 +211,8 @@ impl Drop for StreamInner {
             return; // handed back to a listener's queue
         }
         c.role = Role::Orphan;
+        c.started = std::time::Instant::now();
+        c.write_closed = true;
         let aborted = c.aborted;
         let sock = core.socket(self.shard, self.handle);
         if sock.state() == tcp::State::Closed {
@@ -219,7 +221,10 @@ impl Drop for StreamInner {
         }
         if !aborted {
             // Graceful close: FIN after the queued data, like close(2) on a kernel socket.
+            // Keepalive probes bound how long an orphan can wait for the peer's FIN (Linux
+            // `tcp_fin_timeout`): they wake its shard, where `settle` ends it.
             sock.close();
+            sock.set_keep_alive(Some(to_smol(crate::core::FIN_TIMEOUT)));
         }
         core.watch(self.shard, self.key);
         core.poll_shard(self.shard);
@@ -652,6 +657,8 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         rst_seen: false,
         aborted: false,
         write_closed: false,
+        fin_seq: None,
+        last_pure_ack: None,
         rtt: None,
         started: std::time::Instant::now(),
         opts,

@@ -222,6 +222,11 @@ pub(crate) struct TcpPorts {
     pub(crate) syn: bool,
     pub(crate) ack: bool,
     pub(crate) rst: bool,
+    /// A bare acknowledgment: ACK (and maybe PSH/ECN bits) only, no payload, no SYN, FIN
+    /// or RST. Carries `(acknowledgment number, window)`.
+    pub(crate) pure_ack: Option<(u32, u16)>,
+    /// For a segment carrying FIN: the sequence number of the FIN itself.
+    pub(crate) fin_seq: Option<u32>,
 }
 
 impl TcpPorts {
@@ -230,12 +235,29 @@ impl TcpPorts {
             return None;
         }
         let flags = seg[13];
+        let data_offset = usize::from(seg[12] >> 4) * 4;
+        // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 (PSH, URG and the ECN bits do not matter).
+        let pure_ack = (flags & 0x17 == 0x10 && data_offset >= 20 && seg.len() == data_offset)
+            .then(|| {
+                let ack = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
+                (ack, be16(seg, 14))
+            });
+        let fin_seq =
+            (flags & 0x01 != 0 && data_offset >= 20 && seg.len() >= data_offset).then(|| {
+                let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
+                // SYN occupies one sequence number before the data.
+                let syn = u32::from(flags & 0x02 != 0);
+                seq.wrapping_add(syn)
+                    .wrapping_add((seg.len() - data_offset) as u32)
+            });
         Some(TcpPorts {
             src: be16(seg, 0),
             dst: be16(seg, 2),
             syn: flags & 0x02 != 0,
             ack: flags & 0x10 != 0,
             rst: flags & 0x04 != 0,
+            pure_ack,
+            fin_seq,
         })
     }
 }

@@ -167,12 +167,13 @@ fn main() -> ExitCode {
 
 /// Runs the benchmark, prints the table and targets, and writes the files.
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
     let options = bench::Options {
         quick: args.quick,
-        binaries: ZtrunBinaries {
-            ztrun: args.ztrun,
-            zt: args.zt,
-        },
+        binaries: binaries.clone(),
         perf: args.perf,
         keep: args.keep,
         verbose: args.verbose,
@@ -180,9 +181,10 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let load_before = bench::load_average();
     let report = bench::run(&options)?;
     let machine = format!(
-        "{}; load average {load_before} before the run, {} after",
+        "{}; load average {load_before} before the run, {} after; {}",
         bench::machine(),
-        bench::load_average()
+        bench::load_average(),
+        bench::source_version(&binaries)
     );
     let date = matrix::utc_date(std::time::SystemTime::now());
     println!("\n{}", report.text_table());
@@ -228,7 +230,10 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = svg_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let chart = bench::chart(&report, &format!("compat-tests bench, {date}, {machine}"));
+    let chart = bench::chart(
+        &report,
+        &format!("compat-tests bench, {date}; {}", bench::machine()),
+    );
     std::fs::write(&svg_path, chart).with_context(|| format!("writing {}", svg_path.display()))?;
     eprintln!(
         "bench: wrote {} and {}",

@@ -76,8 +76,11 @@ struct Plan {
     redis_requests: u32,
     /// Wall time the CPU-bound program aims at.
     cpu_seconds: f64,
-    /// Repetitions of the start-up and CPU measurements (the median is reported).
+    /// Repetitions of the start-up measurement (the median is reported).
     repeats: usize,
+    /// Repetitions of the CPU-bound program, alternating with and without ztrun (the
+    /// median is reported; more than start-up, as other work on the machine skews it).
+    cpu_repeats: usize,
     /// Connections held in the many-connections test.
     conns: usize,
     /// The deadline of opening and holding them.
@@ -92,6 +95,7 @@ impl Plan {
                 redis_requests: 2_000,
                 cpu_seconds: 0.3,
                 repeats: 1,
+                cpu_repeats: 1,
                 conns: 200,
                 hold_seconds: 30.0,
             }
@@ -101,6 +105,7 @@ impl Plan {
                 redis_requests: 20_000,
                 cpu_seconds: 2.0,
                 repeats: 3,
+                cpu_repeats: 5,
                 conns: 10_000,
                 hold_seconds: 150.0,
             }
@@ -603,6 +608,15 @@ impl<'n> Lab<'n> {
                     Err(e) => first_error = Some(e),
                 }
             }
+            if firsts.len() < plan.repeats {
+                self.notes.borrow_mut().push(format!(
+                    "spawn to first answered request on {}: {} of {} runs got no answer within \
+                     10 s; the median is of the others",
+                    path.label(),
+                    plan.repeats - firsts.len(),
+                    plan.repeats
+                ));
+            }
             match (median(&firsts), first_error) {
                 (Some(ms), _) => report.set(Metric::FirstReply, path, Ok(ms)),
                 (None, Some(e)) => report.set(Metric::FirstReply, path, Err(e)),
@@ -649,20 +663,16 @@ impl<'n> Lab<'n> {
     fn phase_iperf(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
         for path in Path::ALL {
             let place = self.placement(path, false);
-            let server = match self.iperf_server(place.server, IPERF_PORT) {
-                Ok(s) => s,
-                Err(e) => {
-                    report.fail_all(&[Metric::Iperf1, Metric::Iperf4], path, &e);
-                    continue;
-                }
-            };
             let mut rss_max = 0u64;
             for (metric, streams) in [(Metric::Iperf1, 1), (Metric::Iperf4, 4)] {
                 let perf = (path == Path::Ztrun && streams == 1)
                     .then_some(self.options.perf.as_deref())
                     .flatten();
+                // A fresh one-off server per run: under ztrun, iperf3's server cannot
+                // listen again on its port after a test (EADDRINUSE), see BENCHMARKS.md.
                 let result = self.retried(path, &format!("iperf3 -P {streams}"), || {
-                    self.iperf_client(
+                    let server = self.iperf_server(place.server, IPERF_PORT)?;
+                    let measured = self.iperf_client(
                         path,
                         false,
                         IPERF_PORT,
@@ -670,7 +680,9 @@ impl<'n> Lab<'n> {
                         plan.seconds,
                         server.pid(),
                         perf,
-                    )
+                    );
+                    server.stop();
+                    measured
                 });
                 match result {
                     Ok((gbps, rss)) => {
@@ -688,7 +700,6 @@ impl<'n> Lab<'n> {
                 };
                 report.set(Metric::RssLoad, path, rss);
             }
-            server.stop();
         }
         Ok(())
     }
@@ -698,7 +709,7 @@ impl<'n> Lab<'n> {
             &format!("iperf3-{port}-{}", on.tag()),
             on,
             "iperf3",
-            ["-s", "-p", &port.to_string(), "--forceflush"],
+            ["-s", "-1", "-p", &port.to_string(), "--forceflush"],
             "Server listening",
         )
     }
@@ -858,7 +869,7 @@ impl<'n> Lab<'n> {
         self.say(format!("CPU: {rounds} rounds of {:.2} ms", per_round * 1e3));
         let (mut native, mut wrapped) = (Vec::new(), Vec::new());
         let mut wrapped_error = None;
-        for _ in 0..plan.repeats {
+        for _ in 0..plan.cpu_repeats {
             native.push(self.cpu_run(On::Native, rounds)?);
             match self.retried(Path::Ztrun, "CPU-bound program", || {
                 self.cpu_run(On::Ztrun(&self.homes.client), rounds)
@@ -1318,6 +1329,64 @@ pub(crate) fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or("unknown".to_string(), |k| k.trim().to_string());
     format!("{cores} cores ({model}){mem_gib}, Linux {kernel}")
+}
+
+/// Which `ztrun` was measured: when its binary was written, and the commit of the working
+/// tree now, with whether the crates ztrun is made of have uncommitted changes (`git`;
+/// "unknown commit" outside a checkout). The binary may predate the tree: say both.
+pub(crate) fn source_version(binaries: &ZtrunBinaries) -> String {
+    let built = binaries
+        .ztrun_path()
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+        .map_or("at an unknown time".to_string(), |t| {
+            let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let day = compat_tests::matrix::utc_date(t);
+            format!(
+                "on {day} {:02}:{:02} UTC",
+                secs % 86_400 / 3_600,
+                secs % 3_600 / 60
+            )
+        });
+    format!(
+        "ztrun binary written {built}; working tree at {}",
+        tree_version()
+    )
+}
+
+fn tree_version() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--",
+                "zt-core",
+                "netstack",
+                "supervisor",
+                "launcher",
+            ])
+            .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("commit {commit}, with uncommitted changes in the ztrun crates")
+            } else {
+                format!("commit {commit}")
+            }
+        }
+        None => "unknown commit".into(),
+    }
 }
 
 /// The 1-minute load average (proc(5) /proc/loadavg): other work on the machine skews

@@ -112,11 +112,12 @@ pub(crate) fn chart(report: &Report, subtitle: &str) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="20" y="22" font-size="13">{}</text>"#,
+        r##"<text x="20" y="{:.1}" font-size="11" fill="#555">{}</text>"##,
+        HEIGHT - 10.0,
         escape(subtitle)
     );
     for (i, path) in Path::ALL.iter().enumerate() {
-        let x = WIDTH - 360.0 + i as f64 * 120.0;
+        let x = 20.0 + i as f64 * 130.0;
         let _ = writeln!(
             svg,
             r#"<rect x="{x:.1}" y="10" width="14" height="14" fill="{}"/><text x="{:.1}" y="22" font-size="12">{}</text>"#,

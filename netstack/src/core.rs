@@ -44,6 +44,9 @@ const BATCH: usize = 256;
 const PENDING_PER_NEIGHBOR: usize = 64;
 /// Interval between ARP/NS retries for one neighbor.
 const SOLICIT_INTERVAL: Duration = Duration::from_millis(500);
+/// Requests sent for one neighbor before its waiting packets are dropped (the senders'
+/// own retransmissions start a new round).
+const SOLICIT_TRIES: u8 = 6;
 /// How long a closed-by-us connection waits in FIN-WAIT-2 for the peer's FIN (Linux
 /// `tcp_fin_timeout`).
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -162,6 +165,8 @@ struct Neighbor {
     mac: Option<[u8; 6]>,
     pending: Vec<Vec<u8>>,
     asked: Option<std::time::Instant>,
+    /// Requests sent in the current round.
+    tries: u8,
 }
 
 /// The outgoing half of the Ethernet layer: resolves next hops, frames packets and batches
@@ -180,6 +185,10 @@ pub(crate) struct Egress {
     blocked: bool,
     /// FINs sent since the last poll: (connection, sequence number of the FIN).
     fins: Vec<(Key, u32)>,
+    /// Next hops with packets waiting for their link-layer address.
+    unresolved: Vec<IpAddr>,
+    /// A hop joined `unresolved` since the driver last looked: it must arm its retry timer.
+    newly_unresolved: bool,
 }
 
 impl Egress {
@@ -265,6 +274,10 @@ impl Egress {
             self.emit(frame);
             return;
         }
+        if n.pending.is_empty() {
+            self.unresolved.push(hop);
+            self.newly_unresolved = true;
+        }
         if n.pending.len() < PENDING_PER_NEIGHBOR {
             n.pending.push(frame);
         }
@@ -273,8 +286,50 @@ impl Egress {
             .is_none_or(|t| now.duration_since(t) >= SOLICIT_INTERVAL)
         {
             n.asked = Some(now);
+            n.tries = n.tries.saturating_add(1);
             self.solicit(hop);
         }
+    }
+
+    /// Ask again for the neighbors that packets still wait for, every
+    /// [`SOLICIT_INTERVAL`], and give up on one after [`SOLICIT_TRIES`] requests (its
+    /// packets are dropped). A request can be lost like any frame (a peer not yet reachable
+    /// over the overlay, for one), so this does not wait for the next packet to ask again.
+    /// Returns when to call it next.
+    fn resolve_pending(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.newly_unresolved = false;
+        let mut next: Option<std::time::Instant> = None;
+        let mut hops = std::mem::take(&mut self.unresolved);
+        hops.retain(|hop| {
+            let Some(n) = self.neighbors.get_mut(hop) else {
+                return false;
+            };
+            if n.mac.is_some() || n.pending.is_empty() {
+                n.tries = 0;
+                return false;
+            }
+            let due = n.asked.map_or(now, |t| t + SOLICIT_INTERVAL);
+            if due > now {
+                next = Some(next.map_or(due, |x| x.min(due)));
+                return true;
+            }
+            if n.tries >= SOLICIT_TRIES {
+                let dropped = std::mem::take(&mut n.pending);
+                n.tries = 0;
+                n.asked = None;
+                dropped.into_iter().for_each(|b| self.recycle(b));
+                return false;
+            }
+            n.asked = Some(now);
+            n.tries += 1;
+            let due = now + SOLICIT_INTERVAL;
+            next = Some(next.map_or(due, |x| x.min(due)));
+            self.solicit(*hop);
+            true
+        });
+        // `solicit` cannot add hops, so nothing was pushed meanwhile.
+        self.unresolved = hops;
+        next
     }
 
     /// Ask who has `hop` (ARP request or Neighbor Solicitation).
@@ -332,6 +387,7 @@ impl Egress {
         }
         let n = self.neighbors.entry(ip).or_default();
         n.mac = Some(mac);
+        n.tries = 0;
         let pending = std::mem::take(&mut n.pending);
         for mut f in pending {
             let ethertype = if ip.is_ipv4() {
@@ -539,6 +595,8 @@ impl Shared {
                 room: 0,
                 blocked: false,
                 fins: Vec::new(),
+                unresolved: Vec::new(),
+                newly_unresolved: false,
             },
             spent: Vec::new(),
             tcp: HashMap::new(),
@@ -1032,7 +1090,11 @@ impl Core {
     }
 
     fn needs_driver(&self) -> bool {
-        if !self.egress.loopback.is_empty() || !self.blocked.is_empty() || !self.dirty.is_empty() {
+        if !self.egress.loopback.is_empty()
+            || !self.blocked.is_empty()
+            || !self.dirty.is_empty()
+            || self.egress.newly_unresolved
+        {
             return true;
         }
         match (self.timers.first(), self.driver_wakes_at) {
@@ -1080,20 +1142,33 @@ impl Core {
                 self.poll_shard(i);
             }
         }
+        let resolve_at = if self.egress.unresolved.is_empty() {
+            None
+        } else {
+            self.egress.begin();
+            let at = self.egress.resolve_pending(std::time::Instant::now());
+            self.egress.flush();
+            at.map(tokio::time::Instant::from_std)
+        };
         let more = inbound.has_pending() || !self.egress.loopback.is_empty();
         if more {
             self.driver_wakes_at = Some(now);
             return Next::Again;
         }
-        match self.timers.first() {
+        let timer_at = match self.timers.first() {
             Some(&(t, _)) => {
                 self.driver_wakes_at = Some(t);
-                Next::At(self.tokio_instant(t))
+                Some(self.tokio_instant(t))
             }
             None => {
                 self.driver_wakes_at = None;
-                Next::Idle
+                None
             }
+        };
+        match (timer_at, resolve_at) {
+            (Some(a), Some(b)) => Next::At(a.min(b)),
+            (Some(t), None) | (None, Some(t)) => Next::At(t),
+            (None, None) => Next::Idle,
         }
     }
 

@@ -193,7 +193,8 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         println!("note: {note}");
     }
     println!(
-        "{machine}; {date}; {:.0} s{}",
+        "{machine}; open-files limit {}; {date}; {:.0} s{}",
+        report.nofile,
         report.elapsed.as_secs_f64(),
         if args.quick { " (quick run)" } else { "" }
     );

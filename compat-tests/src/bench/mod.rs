@@ -121,6 +121,11 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3"),
 ];
 
+/// The open-files limit (soft and hard) every program of the run inherits: what an
+/// administrator sets for a server of 10,000 connections. The wrapped program needs one
+/// descriptor per connection; `ztrun` today needs two (see BENCHMARKS.md).
+const NOFILE_LIMIT: u64 = 65_536;
+
 const RR_PORT: u16 = 7000;
 const IPERF_PORT: u16 = 5201;
 const REDIS_PORT: u16 = 6379;
@@ -132,7 +137,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     preflight(options)?;
     let plan = Plan::new(options.quick);
     let started = Instant::now();
-    let hard = rr::raise_nofile()?;
+    let hard = raise_nofile_limit(NOFILE_LIMIT)?;
     if (hard as usize) < plan.conns + 1_000 {
         bail!(
             "the hard limit of open files is {hard}; holding {} connections needs at least {} \
@@ -145,6 +150,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     let result = {
         let lab = Lab::build(&net, options)?;
         let mut report = Report::new(options.quick, plan.conns);
+        report.nofile = hard;
         lab.measure_all(&plan, &mut report);
         report.elapsed = started.elapsed();
         if options.keep {
@@ -155,6 +161,19 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     };
     net.teardown().context("tearing down the test network")?;
     result
+}
+
+/// Raise this process's open-files limit, soft and hard, to at least `want` (root may
+/// raise the hard limit up to `fs.nr_open`); every program of the run inherits it.
+/// Returns the hard limit in force.
+fn raise_nofile_limit(want: u64) -> anyhow::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    let target = hard.max(want);
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok() {
+        return Ok(target);
+    }
+    rr::raise_nofile()
 }
 
 /// Fail early, with what to do, when the run cannot work.

@@ -181,6 +181,8 @@ pub(crate) struct Report {
     pub(crate) conns_wanted: usize,
     /// The whole run's wall time.
     pub(crate) elapsed: Duration,
+    /// The open-files limit (RLIMIT_NOFILE) every program of the run had.
+    pub(crate) nofile: u64,
     cells: BTreeMap<(Metric, Path), Result<f64, String>>,
     notes: Vec<String>,
 }
@@ -191,6 +193,7 @@ impl Report {
             quick,
             conns_wanted,
             elapsed: Duration::ZERO,
+            nofile: 0,
             cells: BTreeMap::new(),
             notes: Vec::new(),
         }
@@ -423,6 +426,12 @@ impl Report {
              (proc(5)). Single values; the start-up and CPU rows are medians (of 3 and of \
              5). The machine is shared: the load average below says how busy it was, and \
              the CPU-bound row's own CPU time shows what other work did to its wall time.\n\n",
+        );
+        let _ = writeln!(
+            md,
+            "Every program could open {} files (RLIMIT_NOFILE, soft and hard: the run raises \
+             both to 65,536 when it may, else the soft limit to the hard one).\n",
+            self.nofile
         );
         let _ = writeln!(md, "## Results\n");
         let _ = writeln!(

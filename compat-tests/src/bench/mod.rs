@@ -181,7 +181,7 @@ fn preflight(options: &Options) -> anyhow::Result<()> {
     let euid = nix::unistd::geteuid().as_raw();
     if euid != 0 {
         bail!(
-            "compat-tests bench needs root (it creates network namespaces); effective uid is \
+            "needs root (it creates network namespaces); the effective uid is \
              {euid}. Run it with sudo, or as root in CI"
         );
     }
@@ -491,7 +491,6 @@ impl<'n> Lab<'n> {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let elapsed = started.elapsed();
         let (stdout, stderr) = (read_all(&mut out), read_all(&mut err));
         if !status.success() {
             bail!(
@@ -502,7 +501,6 @@ impl<'n> Lab<'n> {
         Ok(Finished {
             stdout,
             spawned_at,
-            elapsed,
             rss_kb,
         })
     }
@@ -1091,8 +1089,6 @@ struct Finished {
     stdout: String,
     /// The wall-clock time just before it was spawned.
     spawned_at: SystemTime,
-    #[allow(dead_code)]
-    elapsed: Duration,
     /// The largest resident memory seen of each watched process (KiB).
     rss_kb: Vec<u64>,
 }

@@ -31,22 +31,30 @@
 //! Every step has a deadline and every loop a bound. A measurement that fails does not end
 //! the run: its cell says why, and a target that depends on it is not met.
 
+mod machine;
+mod parse;
+mod process;
 mod report;
 pub(crate) mod rr;
 mod svg;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Read as _, Seek as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
 use compat_tests::matrix::{find_program, Wrap, ZtrunBinaries, ZtrunWrap, NWID};
 use compat_tests::testnet::{Host, TestNet};
 
+pub(crate) use machine::{load_average, machine, source_version};
+use parse::{first_reply_ms, json_f64, last_json_line, median, parse_two_seconds, redis_rps};
+use process::{
+    chown_nobody, cpu_ticks, describe, read_all, start_perf, tail, ticks_percent, vm_rss_kb,
+    wait_with_deadline, Finished, Server,
+};
 pub(crate) use report::{merge_kept, Metric, Path, Report};
 pub(crate) use svg::chart;
 
@@ -125,6 +133,9 @@ const PROGRAMS: &[(&str, &str)] = &[
 /// administrator sets for a server of 10,000 connections. The wrapped program needs one
 /// descriptor per connection; `ztrun` today needs two (see BENCHMARKS.md).
 const NOFILE_LIMIT: u64 = 65_536;
+
+/// Fresh client identities available for retries over ztrun.
+const SPARE_HOMES: usize = 8;
 
 const RR_PORT: u16 = 7000;
 const IPERF_PORT: u16 = 5201;
@@ -247,6 +258,11 @@ struct Lab<'n> {
     options: Options,
     /// Remarks for the report (retries).
     notes: std::cell::RefCell<Vec<String>>,
+    /// Fresh client homes (new identities) for retries; see [`Lab::retried`].
+    spare: Vec<PathBuf>,
+    /// The spare home the client uses now, if any, and the next unused one.
+    spare_in_use: std::cell::Cell<Option<usize>>,
+    spare_next: std::cell::Cell<usize>,
 }
 
 impl<'n> Lab<'n> {
@@ -281,6 +297,9 @@ impl<'n> Lab<'n> {
             client2: dir("client2")?,
         };
         dir("redis")?;
+        let spare = (0..SPARE_HOMES)
+            .map(|i| dir(&format!("client-spare-{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let wrap = ZtrunWrap {
             ztrun: options.binaries.ztrun_path()?,
             nwid: NWID.into(),
@@ -316,12 +335,16 @@ impl<'n> Lab<'n> {
             exe,
             options: options.clone(),
             notes: Default::default(),
+            spare,
+            spare_in_use: Default::default(),
+            spare_next: Default::default(),
         })
     }
 
-    /// Run `attempt`; on path (c), once more if it fails, noting the first failure. A
-    /// `ztrun` restarted with the same identity (every client here) often cannot reach a
-    /// peer that still holds a session with its previous run; see BENCHMARKS.md.
+    /// Run `attempt`; on path (c), once more if it fails, with the client under a new
+    /// identity (a spare home), noting the first failure. A `ztrun` restarted with the
+    /// same identity (every client here) often cannot reach a peer that still holds a
+    /// session with its previous run; see BENCHMARKS.md.
     fn retried<T>(
         &self,
         path: Path,
@@ -332,13 +355,29 @@ impl<'n> Lab<'n> {
             Err(e) if path == Path::Ztrun => {
                 eprintln!("bench: {what} on {} failed, retrying: {e:#}", path.label());
                 self.notes.borrow_mut().push(format!(
-                    "{what} on {}: the first attempt failed and was retried ({})",
+                    "{what} on {}: the first attempt failed and was retried with a new client \
+                     identity ({})",
                     path.label(),
                     tail(&format!("{e:#}"))
                 ));
-                attempt()
+                let spare = self.spare_next.get();
+                if spare < self.spare.len() {
+                    self.spare_next.set(spare + 1);
+                    self.spare_in_use.set(Some(spare));
+                }
+                let result = attempt();
+                self.spare_in_use.set(None);
+                result
             }
             other => other,
+        }
+    }
+
+    /// The home of the main client under ztrun: its own, or a spare one during a retry.
+    fn client_home(&self) -> &FsPath {
+        match self.spare_in_use.get() {
+            Some(i) => &self.spare[i],
+            None => &self.homes.client,
         }
     }
 
@@ -395,7 +434,7 @@ impl<'n> Lab<'n> {
                 client: On::Ztrun(if second {
                     &self.homes.client2
                 } else {
-                    &self.homes.client
+                    self.client_home()
                 }),
                 client_host: self.host2,
                 addr: if second { self.virt2 } else { self.virt1 },
@@ -889,7 +928,7 @@ impl<'n> Lab<'n> {
         for _ in 0..plan.cpu_repeats {
             native.push(self.cpu_run(On::Native, rounds)?);
             match self.retried(Path::Ztrun, "CPU-bound program", || {
-                self.cpu_run(On::Ztrun(&self.homes.client), rounds)
+                self.cpu_run(On::Ztrun(self.client_home()), rounds)
             }) {
                 Ok(t) => wrapped.push(t),
                 Err(e) => wrapped_error = Some(format!("{e:#}")),
@@ -1081,390 +1120,5 @@ impl On<'_> {
             On::Native => "native",
             On::Ztrun(_) => "ztrun",
         }
-    }
-}
-
-/// A finished client.
-struct Finished {
-    stdout: String,
-    /// The wall-clock time just before it was spawned.
-    spawned_at: SystemTime,
-    /// The largest resident memory seen of each watched process (KiB).
-    rss_kb: Vec<u64>,
-}
-
-/// A running server; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Server {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            if wait_with_deadline(&mut self.child, Duration::from_secs(5)).is_err() {
-                eprintln!("bench: {} ignored SIGTERM; killing it", self.name);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-/// Wait for `child` for at most `limit`; an error when it is still running.
-fn wait_with_deadline(
-    child: &mut Child,
-    limit: Duration,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            bail!("still running after {} s", limit.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `perf record` of `pids` for `seconds`, call graphs by DWARF unwinding.
-fn start_perf(dir: &FsPath, pids: &[u32], seconds: f64, verbose: bool) -> Option<Child> {
-    let _ = std::fs::create_dir_all(dir);
-    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let mut cmd = Command::new("perf");
-    cmd.args(["record", "-F", "499", "--call-graph", "dwarf,32768", "-o"])
-        .arg(dir.join("perf.data"))
-        .args(["-p", &pids.join(","), "--", "sleep"])
-        .arg(format!("{}", seconds.max(1.0)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            File::create(dir.join("perf-record.log"))
-                .ok()
-                .map_or(Stdio::null(), Stdio::from),
-        );
-    if verbose {
-        eprintln!("bench: $ {}", describe(&cmd));
-    }
-    cmd.spawn().map_err(|e| eprintln!("bench: perf: {e}")).ok()
-}
-
-fn chown_nobody(path: &FsPath) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(65534), Some(65534))
-        .with_context(|| format!("chown 65534 {}", path.display()))
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn read_all(file: &mut File) -> String {
-    let mut bytes = Vec::new();
-    let _ = file
-        .seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| file.read_to_end(&mut bytes));
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// The last 300 bytes of `text`, on one line.
-fn tail(text: &str) -> String {
-    let mut start = text.len().saturating_sub(300);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    let joined = text[start..]
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if joined.is_empty() {
-        "(no output)".into()
-    } else {
-        joined
-    }
-}
-
-/// User plus system CPU time of `pid` in clock ticks (fields 14 and 15 of
-/// /proc/PID/stat, proc(5)).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat)
-}
-
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state), so field n is at index n - 3.
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// `ticks` of CPU time over `window` as a percentage of one core.
-fn ticks_percent(ticks: u64, window: Duration) -> f64 {
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as f64;
-    ticks as f64 / per_second / window.as_secs_f64().max(1e-9) * 100.0
-}
-
-/// VmRSS of `pid` in KiB, from /proc/PID/status (proc(5)).
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_rss_kb(&status)
-}
-
-fn parse_vm_rss_kb(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// The median of `values` (the mean of the middle two for an even count).
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    })
-}
-
-fn last_json_line(stdout: &str) -> anyhow::Result<serde_json::Value> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| anyhow::anyhow!("no JSON line in the output: {}", tail(stdout)))?;
-    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
-}
-
-fn json_f64(json: &serde_json::Value, key: &str) -> anyhow::Result<f64> {
-    json.get(key)
-        .and_then(serde_json::Value::as_f64)
-        .ok_or_else(|| anyhow::anyhow!("no number {key:?} in {json}"))
-}
-
-/// "WALL CPU" as printed by the CPU-bound program.
-fn parse_two_seconds(stdout: &str) -> anyhow::Result<(f64, f64)> {
-    let mut numbers = stdout.split_whitespace().map(str::parse::<f64>);
-    match (numbers.next(), numbers.next(), numbers.next()) {
-        (Some(Ok(wall)), Some(Ok(cpu)), None) => Ok((wall, cpu)),
-        _ => bail!(
-            "the CPU-bound program printed {:?}, not two times",
-            stdout.trim()
-        ),
-    }
-}
-
-/// Milliseconds from `spawned_at` to the client's `first_reply_unix_ns`.
-fn first_reply_ms(json: &serde_json::Value, spawned_at: SystemTime) -> anyhow::Result<f64> {
-    let reply_ns: u128 = json
-        .get("first_reply_unix_ns")
-        .and_then(serde_json::Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no first_reply_unix_ns in {json}"))?;
-    let spawn_ns = spawned_at
-        .duration_since(UNIX_EPOCH)
-        .context("clock before 1970")?
-        .as_nanos();
-    anyhow::ensure!(reply_ns >= spawn_ns, "the reply is older than the spawn");
-    Ok((reply_ns - spawn_ns) as f64 / 1e6)
-}
-
-/// Requests per second of `test` in redis-benchmark's `--csv` output
-/// (`"SET","86206.90",...`).
-fn redis_rps(csv: &str, test: &str) -> anyhow::Result<f64> {
-    let prefix = format!("\"{test}\",");
-    let line = csv
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .ok_or_else(|| {
-            anyhow::anyhow!("no {test} line in redis-benchmark's output: {}", tail(csv))
-        })?;
-    line[prefix.len()..]
-        .split(',')
-        .next()
-        .map(|v| v.trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no rate in {line:?}"))
-}
-
-/// The machine, in one line: CPU model and count, memory, kernel.
-pub(crate) fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU".to_string(), |(_, m)| m.trim().to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(String::new(), |kb| {
-            format!(", {:.1} GiB RAM", kb / 1024.0 / 1024.0)
-        });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or("unknown".to_string(), |k| k.trim().to_string());
-    format!("{cores} cores ({model}){mem_gib}, Linux {kernel}")
-}
-
-/// Which `ztrun` was measured: when its binary was written, and the commit of the working
-/// tree now, with whether the crates ztrun is made of have uncommitted changes (`git`;
-/// "unknown commit" outside a checkout). The binary may predate the tree: say both.
-pub(crate) fn source_version(binaries: &ZtrunBinaries) -> String {
-    let built = binaries
-        .ztrun_path()
-        .ok()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .and_then(|m| m.modified().ok())
-        .map_or("at an unknown time".to_string(), |t| {
-            let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let day = compat_tests::matrix::utc_date(t);
-            format!(
-                "on {day} {:02}:{:02} UTC",
-                secs % 86_400 / 3_600,
-                secs % 3_600 / 60
-            )
-        });
-    format!(
-        "ztrun binary written {built}; working tree at {}",
-        tree_version()
-    )
-}
-
-fn tree_version() -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--",
-                "zt-core",
-                "netstack",
-                "supervisor",
-                "launcher",
-            ])
-            .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("commit {commit}, with uncommitted changes in the ztrun crates")
-            } else {
-                format!("commit {commit}")
-            }
-        }
-        None => "unknown commit".into(),
-    }
-}
-
-/// The 1-minute load average (proc(5) /proc/loadavg): other work on the machine skews
-/// every figure, so the report says how busy it was.
-pub(crate) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vm_rss_is_read_from_proc_status() {
-        let status = "Name:\tztrun\nVmPeak:\t  20000 kB\nVmRSS:\t    6144 kB\nRssAnon:\t 3000 kB\n";
-        assert_eq!(parse_vm_rss_kb(status), Some(6144));
-        assert_eq!(parse_vm_rss_kb("Name:\tx\n"), None);
-        let own = vm_rss_kb(std::process::id()).unwrap();
-        assert!(own > 100, "{own} KiB");
-    }
-
-    #[test]
-    fn cpu_ticks_are_read_after_the_command_name() {
-        let stat = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 25 17 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(42));
-        assert_eq!(parse_cpu_ticks("1234 (x) S 1"), None);
-        assert!(cpu_ticks(std::process::id()).is_some());
-    }
-
-    #[test]
-    fn cpu_program_output_is_two_times() {
-        assert_eq!(parse_two_seconds("2.5 2.25\n").unwrap(), (2.5, 2.25));
-        assert!(parse_two_seconds("2.5\n").is_err());
-        assert!(parse_two_seconds("2.5 x").is_err());
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-    }
-
-    #[test]
-    fn redis_benchmark_csv_rates() {
-        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\"\n\
-                   \"SET\",\"86206.90\",\"0.310\",\"0.100\"\n\
-                   \"GET\",\"90909.09\",\"0.290\",\"0.090\"\n";
-        assert_eq!(redis_rps(csv, "SET").unwrap(), 86206.90);
-        assert_eq!(redis_rps(csv, "GET").unwrap(), 90909.09);
-        assert!(redis_rps(csv, "INCR").is_err());
-        assert!(redis_rps("\"SET\",\"fast\"", "SET").is_err());
-    }
-
-    #[test]
-    fn first_reply_is_measured_from_the_spawn() {
-        let spawned = UNIX_EPOCH + Duration::from_secs(1_000);
-        let json = serde_json::json!({"first_reply_unix_ns": "1000150000000"});
-        assert_eq!(first_reply_ms(&json, spawned).unwrap(), 150.0);
-        let early = serde_json::json!({"first_reply_unix_ns": "5"});
-        assert!(first_reply_ms(&early, spawned).is_err());
     }
 }

@@ -535,6 +535,9 @@ pub(crate) struct Core {
     dirty: Vec<u32>,
     blocked: Vec<u32>,
     rng: u64,
+    /// 1 + the offset in the ephemeral range of the next TCP port to try; 0 before the
+    /// first connection.
+    next_tcp_port: u32,
     /// When the driver will next wake by itself (None: only on notification).
     driver_wakes_at: Option<SmolInstant>,
 }
@@ -612,6 +615,7 @@ impl Shared {
             dirty: Vec::new(),
             blocked: Vec::new(),
             rng: seed,
+            next_tcp_port: 0,
             driver_wakes_at: None,
         };
         core.new_shard();
@@ -813,10 +817,24 @@ impl Core {
     }
 
     /// A free ephemeral port for TCP (`udp` false) or UDP.
+    ///
+    /// UDP ports are random. TCP ports are handed out in sequence from a random start (in
+    /// the spirit of RFC 6056's counter-based algorithms, as Linux does): a port comes back
+    /// only after the whole range has been used, long after the peer's TIME-WAIT for the
+    /// previous connection on it has ended. Random TCP ports collide with one of n
+    /// connections still in TIME-WAIT at the server after about √(2·28232) ≈ 240
+    /// connections, and such a SYN is dropped until TIME-WAIT ends.
     pub(crate) fn ephemeral_port(&mut self, udp: bool) -> Option<u16> {
         let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
-        let start = (self.rand() % u64::from(span)) as u32;
-        (0..span)
+        let start = if udp {
+            (self.rand() % u64::from(span)) as u32
+        } else {
+            if self.next_tcp_port == 0 {
+                self.next_tcp_port = (self.rand() % u64::from(span)) as u32 + 1;
+            }
+            self.next_tcp_port - 1
+        };
+        let port = (0..span)
             .map(|i| EPHEMERAL.start() + ((start + i) % span) as u16)
             .find(|p| {
                 if udp {
@@ -824,7 +842,11 @@ impl Core {
                 } else {
                     !self.tcp_ports.contains_key(p)
                 }
-            })
+            })?;
+        if !udp {
+            self.next_tcp_port = u32::from(port - EPHEMERAL.start()) % span + 2;
+        }
+        Some(port)
     }
 
     pub(crate) fn new_id(&mut self) -> u64 {
@@ -1250,6 +1272,11 @@ impl Core {
             SocketAddr::new(ip.dst, t.dst),
             SocketAddr::new(ip.src, t.src),
         );
+        if t.syn && !t.ack && !t.rst && self.in_time_wait(&key) {
+            // A new connection on the 4-tuple of one we closed (RFC 6191 lets a server
+            // accept it; smoltcp would drop the SYN until TIME-WAIT ends).
+            self.remove_conn(&key);
+        }
         let shard = if let Some(c) = self.tcp.get_mut(&key) {
             if t.rst {
                 c.rst_seen = true;
@@ -1274,6 +1301,18 @@ impl Core {
         };
         self.shards[shard as usize].rx.push_back(frame);
         self.mark_dirty(shard);
+    }
+
+    /// Whether `key` is a connection the program has let go of that waits in TIME-WAIT.
+    fn in_time_wait(&mut self, key: &Key) -> bool {
+        let Some(c) = self.tcp.get(key) else {
+            return false;
+        };
+        if c.role != Role::Orphan {
+            return false;
+        }
+        let (shard, handle) = (c.shard, c.handle);
+        self.socket(shard, handle).state() == tcp::State::TimeWait
     }
 
     /// A SYN for listener `lid`: make a socket for it if the accept queue has room.

@@ -71,6 +71,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(Self::Udp, SocketAddr), Errno> {
         self.udp_bind(local, v6only)
     }
+    /// Has everything written to `stream` before its shutdown reached the peer (all data
+    /// and the FIN acknowledged)? Asked when the program is gone, so that `supervise`
+    /// returns only once what the program sent is delivered, as the kernel would go on
+    /// delivering after the process exits. Default: yes.
+    fn stream_settled(&self, _stream: &Self::Stream) -> bool {
+        true
+    }
     /// The addresses the program has on the virtual networks, with prefix lengths (what
     /// an rtnetlink address dump adds). Default: none.
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {

@@ -224,6 +224,9 @@ impl<B: Backend> VSocket<B> {
     }
 }
 
+/// A pumped backend stream, as the exit linger sees it.
+pub(crate) type Pumped<B> = std::sync::Weak<Mutex<<B as Backend>::Stream>>;
+
 /// A socket of ours found by inode.
 type Found<B> = (u64, Arc<VSocket<B>>);
 
@@ -267,6 +270,8 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     netlinks: Mutex<HashMap<u64, Arc<crate::netlink::NlSocket>>>,
     /// Whether any netlink socket was ever proxied (skips a lookup otherwise).
     pub(crate) netlink_seen: std::sync::atomic::AtomicBool,
+    /// Streams being pumped, for [`Supervisor::linger`].
+    pumped: Mutex<Vec<Pumped<B>>>,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -290,7 +295,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             kernel_dgrams: std::sync::atomic::AtomicBool::new(false),
             netlinks: Mutex::new(HashMap::new()),
             netlink_seen: std::sync::atomic::AtomicBool::new(false),
+            pumped: Mutex::new(Vec::new()),
         }
+    }
+
+    pub(crate) fn pumped(&self) -> MutexGuard<'_, Vec<Pumped<B>>> {
+        self.pumped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn netlinks(&self) -> MutexGuard<'_, HashMap<u64, Arc<crate::netlink::NlSocket>>> {

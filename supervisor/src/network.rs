@@ -177,6 +177,12 @@ impl Backend for Networks {
         self.bind_udp(local, v6only, true)
     }
 
+    fn stream_settled(&self, stream: &TcpStream) -> bool {
+        use netstack::TcpState::{Closed, FinWait2, TimeWait};
+        let info = stream.tcp_info();
+        info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait | Closed)
+    }
+
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {
         self.stacks.iter().flat_map(|s| s.addresses()).collect()
     }

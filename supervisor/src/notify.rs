@@ -63,6 +63,8 @@ pub async fn supervise<B: Backend>(
                 continue;
             }
             if ready.contains(PollFlags::POLLHUP) {
+                // The program is gone; what it sent may still be on its way.
+                sup.linger(crate::virt::LINGER).await;
                 debug!("no traced task left: supervisor done");
                 return Ok(());
             }

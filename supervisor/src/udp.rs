@@ -27,7 +27,7 @@ use nix::sys::socket::{recv, send, MsgFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::backend::Backend;
 use crate::emulate::{
@@ -178,9 +178,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 lock(&sources).push_back(Arrival { from, to, at });
-                if send(writer.as_raw_fd(), &buf[..len], MsgFlags::MSG_DONTWAIT).is_err() {
+                if let Err(e) = send(writer.as_raw_fd(), &buf[..len], MsgFlags::MSG_DONTWAIT) {
                     // The program's queue is full: UDP drops.
                     lock(&sources).pop_back();
+                    trace!(%e, len, "datagram dropped: the program's queue is full");
                 }
             }
         });

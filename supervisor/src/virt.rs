@@ -680,12 +680,20 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
 
     /// Move bytes both ways between our end of `vs` and `stream` until both directions
     /// are closed, then wait for the program to close its end and forget the socket.
-    pub(crate) fn pump(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>, mut stream: B::Stream) {
+    pub(crate) fn pump(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>, stream: B::Stream) {
         // The program's close must reach our end as a hang-up from now on.
         drop(vs.take_program_end());
         let Ok(dup) = vs.ours.try_clone() else { return };
         let me = Arc::downgrade(self);
+        let shared = Arc::new(Mutex::new(stream));
+        {
+            let mut pumped = self.pumped();
+            pumped.retain(|w| w.strong_count() > 0);
+            pumped.push(Arc::downgrade(&shared));
+        }
+        let backend = self.backend.clone();
         tokio::spawn(async move {
+            let mut stream = Shared(shared.clone());
             let std = std::os::unix::net::UnixStream::from(dup);
             let Ok(mut ours) = tokio::net::UnixStream::from_std(std) else {
                 return;
@@ -701,7 +709,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
             let _ = stream.shutdown().await;
+            // Let the network deliver the tail before the stream goes (bounded), as the
+            // kernel keeps sending after close.
+            let until = tokio::time::Instant::now() + LINGER;
+            while !backend.stream_settled(&lock_stream(&shared))
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             drop(stream);
+            drop(shared);
             // Keep answering for the socket until the program closes its end.
             loop {
                 if hung_up(&ours) {
@@ -713,6 +730,73 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 me.forget(ino, &vs);
             }
         });
+    }
+}
+
+/// How long, at most, the supervisor keeps a finished stream (and, when the program is
+/// gone, itself) alive so the network can deliver what the program sent last.
+pub(crate) const LINGER: Duration = Duration::from_secs(3);
+
+fn lock_stream<S>(m: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pumped backend stream shared with [`Supervisor::linger`], which asks the network
+/// whether it has delivered everything; each poll locks it briefly.
+struct Shared<S>(Arc<Mutex<S>>);
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Shared<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Shared<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_shutdown(cx)
+    }
+}
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// When the program is gone: wait (at most `max`) until every pumped stream has
+    /// delivered what the program wrote, so that leaving does not cut its last bytes.
+    pub(crate) async fn linger(&self, max: Duration) {
+        let until = tokio::time::Instant::now() + max;
+        loop {
+            let streams: Vec<_> = self.pumped().iter().filter_map(|w| w.upgrade()).collect();
+            let pending = streams
+                .iter()
+                .any(|s| !self.backend.stream_settled(&lock_stream(s)));
+            drop(streams);
+            if !pending {
+                return;
+            }
+            if tokio::time::Instant::now() >= until {
+                debug!("leaving with streams not yet delivered");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 

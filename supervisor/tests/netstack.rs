@@ -205,6 +205,59 @@ async fn getifaddrs_lists_the_virtual_addresses_through_proxied_netlink() {
     );
 }
 
+/// A client that writes 4 MiB and exits at once loses nothing: `run` returns only once
+/// the network has delivered it. The link from the client's stack is cut the moment `run`
+/// returns, as when `ztrun` exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_writes_and_exits_at_once_loses_nothing() {
+    const BYTES: &str = "4194304";
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let s = Scratch::new();
+    let exe = s.compile("tail");
+    let server_out = s.path("server.txt");
+    let client_out = s.path("client.txt");
+    let mut server = supervisor::launch::Command::new(&exe)
+        .arg(&server_out)
+        .args(["serve", "10.7.0.1", "7002", BYTES]);
+    let mut client = supervisor::launch::Command::new(&exe)
+        .arg(&client_out)
+        .args(["send", "10.7.0.1", "7002", BYTES]);
+    if is_root() {
+        server = server.user(NOBODY.0, NOBODY.1);
+        client = client.user(NOBODY.0, NOBODY.1);
+    }
+    let srv = tokio::spawn(async move {
+        run_with(&server, Policy::default(), Arc::new(Networks::new(vec![a]))).await
+    });
+    for _ in 0..500 {
+        if std::fs::read_to_string(&server_out).is_ok_and(|t| t.contains("listening")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let cli = run_with(&client, Policy::default(), Arc::new(Networks::new(vec![b]))).await;
+    // The client's host is gone: nothing more leaves its stack.
+    ba.abort();
+    let srv = tokio::time::timeout(std::time::Duration::from_secs(30), srv).await;
+    let so = std::fs::read_to_string(&server_out).unwrap_or_default();
+    let co = std::fs::read_to_string(&client_out).unwrap_or_default();
+    assert_eq!(
+        cli,
+        supervisor::launch::ExitStatus::Exited(0),
+        "client:\n{co}"
+    );
+    assert!(
+        matches!(srv, Ok(Ok(supervisor::launch::ExitStatus::Exited(0)))),
+        "server {srv:?}:\n{so}\nclient:\n{co}"
+    );
+    assert!(so.contains(&format!("got {BYTES}")), "{so}");
+    ab.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_through_an_icmp_echo_socket_on_a_netstack() {
     let s = Scratch::new();

@@ -5,13 +5,18 @@ use std::time::Duration;
 use crate::matrix::stage::{expect_eq, MatrixError, Side, Stage, Who};
 use crate::matrix::{Finding, CLIENT_TIMEOUT, SERVER_TIMEOUT};
 
-/// A number at `path` (keys separated by '.') in iperf3's JSON report.
+/// A number at `path` (keys separated by '.') in iperf3's JSON report. When it is missing,
+/// the report's own `error` (iperf3 puts the reason a test failed there) is the finding.
 fn json_number(json: &serde_json::Value, path: &str) -> Result<f64, MatrixError> {
     path.split('.')
         .try_fold(json, |v, key| v.get(key))
         .and_then(serde_json::Value::as_f64)
         .ok_or_else(|| {
-            MatrixError::check("iperf3 JSON report", format!("a number at {path}"), "none")
+            let got = match json.get("error").and_then(serde_json::Value::as_str) {
+                Some(error) => format!("none; iperf3 reported: {error}"),
+                None => "none".to_string(),
+            };
+            MatrixError::check("iperf3 JSON report", format!("a number at {path}"), got)
         })
 }
 

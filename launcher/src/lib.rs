@@ -30,3 +30,4 @@ pub mod netconf;
 pub mod overlay;
 pub mod roots;
 pub mod status;
+pub mod sys;

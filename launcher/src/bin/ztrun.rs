@@ -46,6 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    launcher::sys::tune_allocator();
     let args = Args::parse();
     init_tracing(args.quiet);
     match run(args) {

@@ -179,8 +179,10 @@ impl Backend for Networks {
 
     fn stream_settled(&self, stream: &TcpStream) -> bool {
         use netstack::TcpState::{Closed, FinWait2, TimeWait};
+        // Closed (also by a reset): nothing more can be delivered. Otherwise our FIN and
+        // everything before it must have been acknowledged.
         let info = stream.tcp_info();
-        info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait | Closed)
+        info.state == Closed || (info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait))
     }
 
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {

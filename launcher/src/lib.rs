@@ -26,6 +26,7 @@ pub mod api;
 pub mod controller;
 pub mod home;
 pub mod identity;
+pub mod names;
 pub mod netconf;
 pub mod overlay;
 pub mod roots;

@@ -24,6 +24,8 @@ pub struct Joined {
     pub ipv4: Option<std::net::Ipv4Addr>,
     /// Our IPv6 address on it.
     pub ipv6: Option<std::net::Ipv6Addr>,
+    /// How its members are named in DNS.
+    pub names: crate::names::NetworkNames,
 }
 
 /// Host the embedded default root in this process if nobody serves its endpoint yet.
@@ -137,6 +139,10 @@ pub async fn join(
         }
     }
     let (ipv4, ipv6) = (cfg.ipv4.first().map(|a| a.0), cfg.ipv6.first().map(|a| a.0));
+    let own: Vec<IpAddr> = (cfg.ipv4.iter().map(|a| IpAddr::V4(a.0)))
+        .chain(cfg.ipv6.iter().map(|a| IpAddr::V6(a.0)))
+        .collect();
+    let names = crate::names::NetworkNames::new(nwid, me, &own);
     watch_state(nwid, me, port.state.clone());
     let (stack, link) = netstack::Stack::new(cfg);
     pump(port, link);
@@ -145,6 +151,7 @@ pub async fn join(
         stack,
         ipv4,
         ipv6,
+        names,
     })
 }
 

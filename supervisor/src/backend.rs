@@ -37,6 +37,12 @@ pub trait Backend: Send + Sync + 'static {
     fn is_virtual(&self, ip: IpAddr) -> bool;
     /// Is `ip` one of our own addresses on a virtual network (bindable)?
     fn is_local(&self, ip: IpAddr) -> bool;
+    /// Do datagrams to `dest` go to the virtual network? Default: when its address is
+    /// virtual; a backend may also serve some destinations itself (the DNS resolver
+    /// behind the host's nameserver addresses).
+    fn is_virtual_dgram(&self, dest: SocketAddr) -> bool {
+        self.is_virtual(dest.ip())
+    }
     /// Open a TCP connection to `remote`.
     fn tcp_connect(
         &self,
@@ -196,10 +202,18 @@ pub(crate) fn canonical_addr(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical(a.ip()), a.port())
 }
 
-/// Route a destination of `connect`/`sendto`.
-pub(crate) fn route<B: Backend + ?Sized>(backend: &B, policy: Policy, dest: SocketAddr) -> Route {
+/// Route a destination of `connect`/`sendto` for a stream socket or (`datagram`) a UDP
+/// or ICMP socket.
+pub(crate) fn route<B: Backend + ?Sized>(
+    backend: &B,
+    policy: Policy,
+    dest: SocketAddr,
+    datagram: bool,
+) -> Route {
     let ip = canonical(dest.ip());
-    if ip.is_loopback() || ip.is_unspecified() {
+    if datagram && backend.is_virtual_dgram(SocketAddr::new(ip, dest.port())) {
+        Route::Virtual
+    } else if ip.is_loopback() || ip.is_unspecified() {
         Route::Loopback
     } else if backend.is_virtual(ip) {
         Route::Virtual
@@ -258,7 +272,7 @@ mod tests {
     fn routes() {
         let strict = Policy::default();
         let open = Policy { fallthrough: true };
-        let r = |p, a: &str| route(&Net10, p, a.parse().unwrap());
+        let r = |p, a: &str| route(&Net10, p, a.parse().unwrap(), false);
         assert_eq!(r(strict, "127.0.0.1:80"), Route::Loopback);
         assert_eq!(r(strict, "127.3.2.1:80"), Route::Loopback);
         assert_eq!(r(strict, "[::1]:80"), Route::Loopback);

@@ -636,7 +636,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             (SockAddr::Unspec, None) => return value(0),
             (SockAddr::Inet(a), Some(d)) => {
                 let a = crate::backend::canonical_addr(a);
-                if !self.backend.is_virtual(a.ip()) {
+                if !self.backend.is_virtual_dgram(a) {
                     return errno(Errno::ENETUNREACH);
                 }
                 tri!(self.udp_set_peer(&d, Some(a)));
@@ -644,7 +644,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             (SockAddr::Inet(a), None) => a,
         };
-        match route(&*self.backend, self.policy, dest) {
+        match route(&*self.backend, self.policy, dest, vs.kind != Kind::Stream) {
             Route::Unreachable => errno(Errno::ENETUNREACH),
             Route::Virtual if vs.kind == Kind::Stream => {
                 self.connect_virtual(n, ino, &vs, dest).await
@@ -666,7 +666,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             None => Arc::new(tri!(self.kernel_socket(vs))),
         };
         if vs.kind != Kind::Stream {
-            if route(&*self.backend, self.policy, dest) == Route::Loopback {
+            if route(&*self.backend, self.policy, dest, vs.kind != Kind::Stream) == Route::Loopback
+            {
                 tri!(self.bind_loopback(vs, &r));
             }
             tri!(sys::connect_bytes(
@@ -1085,7 +1086,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
-        match route(&*self.backend, self.policy, dest) {
+        match route(&*self.backend, self.policy, dest, true) {
             Route::Virtual => {
                 let dest = crate::backend::canonical_addr(dest);
                 self.udp_send(n, ino, vs, data, dest).await

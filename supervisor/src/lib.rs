@@ -20,6 +20,8 @@
 //!   the virtual network: pumps, listener tokens, non-blocking connect edges), `udp`
 //!   (UDP and ICMP echo on the virtual network), `kdgram` (kernel datagram sockets kept
 //!   under emulation).
+//! - [`dns`]: names of the virtual networks' members, answered for queries the program
+//!   sends to the host's nameservers; other names forwarded with fall-through.
 //! - [`backend`]: routing policy: loopback and (with fall-through) host destinations use
 //!   real kernel sockets swapped into the program's fd number; anything else not on a
 //!   virtual network gets `ENETUNREACH`. The [`backend::Backend`] trait is the virtual
@@ -48,6 +50,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+pub mod dns;
 mod emulate;
 pub mod filter;
 mod kdgram;

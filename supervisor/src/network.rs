@@ -4,25 +4,117 @@
 //! wildcard listener or UDP socket listens on every stack with one port (the first
 //! stack's choice); a specific address listens on the stack owning it. Errors are the
 //! errno values netstack maps its failures to.
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
-use std::task::Poll;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use netstack::{IcmpSocket, IpFamily, Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
 use nix::errno::Errno;
 
 use crate::backend::{canonical, Backend, Connection};
+use crate::dns::{Answer, Resolver};
 
 /// The joined virtual networks.
 #[derive(Debug, Clone, Default)]
 pub struct Networks {
     stacks: Vec<Stack>,
+    resolver: Option<Arc<Resolver>>,
 }
 
 /// A UDP or ICMP echo socket bound on one or more stacks.
 #[derive(Debug)]
 pub struct UdpSet {
     socks: Vec<(Stack, Datagram)>,
+    /// Answers of the resolver, received before anything from the stacks.
+    inbox: Arc<Inbox>,
+}
+
+impl UdpSet {
+    fn new(socks: Vec<(Stack, Datagram)>) -> Self {
+        Self {
+            socks,
+            inbox: Arc::default(),
+        }
+    }
+}
+
+/// Datagrams for a [`UdpSet`] that did not come from a stack: the resolver's answers.
+#[derive(Debug, Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    /// Queries forwarded to the host's nameserver and not answered yet.
+    forwarding: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    queue: VecDeque<(Vec<u8>, SocketAddr)>,
+    waker: Option<Waker>,
+}
+
+/// Answers queued for one socket, at most (as a socket's receive buffer would drop).
+const INBOX_CAP: usize = 64;
+/// Queries of one socket forwarded at once, at most; more are dropped (the program's
+/// resolver retries).
+const FORWARDING_CAP: usize = 16;
+/// How long the host's nameserver has to answer a forwarded query.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Inbox {
+    fn push(&self, data: Vec<u8>, from: SocketAddr) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queue.len() < INBOX_CAP {
+            st.queue.push_back((data, from));
+        }
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn poll(&self, cx: &mut std::task::Context<'_>) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let got = st.queue.pop_front();
+        if got.is_none() {
+            st.waker = Some(cx.waker().clone());
+        }
+        got
+    }
+}
+
+/// Send `query` to the host's nameserver `server` from a kernel socket and queue its
+/// answer for the program.
+async fn forward(query: Vec<u8>, server: SocketAddr, inbox: Weak<Inbox>) {
+    let local: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let exchange = async {
+        let sock = tokio::net::UdpSocket::bind(local).await?;
+        sock.connect(server).await?;
+        sock.send(&query).await?;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            // Only the answer to this query (same id) is passed on.
+            if n >= 2 && buf[..2] == query[..2] {
+                buf.truncate(n);
+                return Ok::<_, std::io::Error>(buf);
+            }
+        }
+    };
+    let result = tokio::time::timeout(FORWARD_TIMEOUT, exchange).await;
+    let Some(inbox) = inbox.upgrade() else { return };
+    inbox.forwarding.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok(Ok(answer)) => inbox.push(answer, server),
+        Ok(Err(e)) => tracing::debug!(%server, %e, "forwarded DNS query failed"),
+        Err(_) => tracing::debug!(%server, "forwarded DNS query unanswered"),
+    }
 }
 
 #[derive(Debug)]
@@ -38,7 +130,17 @@ fn errno(e: netstack::Error) -> Errno {
 impl Networks {
     /// Serve the program on `stacks` (one per joined network).
     pub fn new(stacks: Vec<Stack>) -> Self {
-        Self { stacks }
+        Self {
+            stacks,
+            resolver: None,
+        }
+    }
+
+    /// Answer DNS queries sent to the host's nameservers with `resolver` (see
+    /// [`crate::dns`]).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
     }
 
     /// The stacks.
@@ -74,7 +176,7 @@ impl Networks {
         if socks.is_empty() {
             return Err(Errno::EADDRNOTAVAIL);
         }
-        Ok((UdpSet { socks }, SocketAddr::new(local.ip(), port)))
+        Ok((UdpSet::new(socks), SocketAddr::new(local.ip(), port)))
     }
 
     /// The stacks a bind to `local` covers: all for a wildcard, else the owner.
@@ -107,6 +209,10 @@ impl Backend for Networks {
     fn is_local(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.stacks.iter().any(|s| s.is_local(ip))
+    }
+
+    fn is_virtual_dgram(&self, dest: SocketAddr) -> bool {
+        self.is_virtual(dest.ip()) || self.resolver.as_ref().is_some_and(|r| r.serves(dest))
     }
 
     async fn tcp_connect(&self, remote: SocketAddr) -> Result<Connection<TcpStream>, Errno> {
@@ -219,6 +325,25 @@ impl Backend for Networks {
         dest: SocketAddr,
     ) -> Result<usize, Errno> {
         let dest = SocketAddr::new(canonical(dest.ip()), dest.port());
+        if let Some(resolver) = self.resolver.as_ref().filter(|r| r.serves(dest)) {
+            if !self.is_virtual(dest.ip()) {
+                match resolver.answer(data) {
+                    Answer::Reply(reply) => set.inbox.push(reply, dest),
+                    Answer::Forward
+                        if set.inbox.forwarding.fetch_add(1, Ordering::Relaxed)
+                            < FORWARDING_CAP =>
+                    {
+                        let inbox = Arc::downgrade(&set.inbox);
+                        tokio::spawn(forward(data.to_vec(), dest, inbox));
+                    }
+                    Answer::Forward => {
+                        set.inbox.forwarding.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Answer::Drop => {}
+                }
+                return Ok(data.len());
+            }
+        }
         let (_, sock) = set
             .socks
             .iter()
@@ -248,7 +373,7 @@ impl Backend for Networks {
         }
         let ident = ident.ok_or(Errno::ENETUNREACH)?;
         Ok((
-            UdpSet { socks },
+            UdpSet::new(socks),
             SocketAddr::new(family.unspecified().ip(), ident),
         ))
     }
@@ -259,6 +384,11 @@ impl Backend for Networks {
         buf: &mut [u8],
     ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
         poll_fn(|cx| {
+            if let Some((data, from)) = set.inbox.poll(cx) {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                return Poll::Ready(Ok((n, from, None)));
+            }
             for (stack, s) in &set.socks {
                 let (ready, bound) = match s {
                     Datagram::Udp(s) => (

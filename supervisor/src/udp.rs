@@ -355,7 +355,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             },
         };
         let to = crate::backend::canonical_addr(to);
-        if !self.backend.is_virtual(to.ip()) {
+        if !self.backend.is_virtual_dgram(to) {
             return errno(Errno::ENETUNREACH);
         }
         let sent = tri!(self.backend.udp_send_to(&d.sock, &data, to).await);

@@ -303,3 +303,96 @@ async fn edge_triggered_epoll_server_with_500_concurrent_clients_on_a_netstack()
     let status = run_on_one_stack(&s, "epoll500", &["10.7.0.1"]).await;
     assert_ok(&s, status, &["500 clients echoed"]);
 }
+
+/// A stand-in for the host's nameserver on loopback: answers every query with one A
+/// record 192.0.2.7 (the forwarded path), for as long as the test runs.
+async fn fake_upstream() -> u16 {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            let mut r = q.to_vec();
+            r[2] |= 0x80; // response
+            r[3] = 0x80; // RA, NOERROR
+            r[6..8].copy_from_slice(&1u16.to_be_bytes()); // ANCOUNT
+            r[10..12].copy_from_slice(&0u16.to_be_bytes()); // no additional records
+                                                            // name (pointer to the question), A, IN, TTL 60, 4 bytes
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+            let _ = sock.send_to(&r, from).await;
+        }
+    });
+    port
+}
+
+/// Names of members, as `ztrun` answers them (a fixed directory here).
+struct TestNames;
+impl supervisor::dns::Directory for TestNames {
+    fn lookup(&self, name: &str) -> supervisor::dns::Lookup {
+        match name {
+            "89e92ceba1.ff00000000001234.zt" => supervisor::dns::Lookup::Found(vec![
+                std::net::IpAddr::from([10, 7, 0, 2]),
+                "fd7a::2".parse().unwrap(),
+            ]),
+            _ => supervisor::dns::Lookup::Unknown,
+        }
+    }
+}
+
+async fn run_dns(s: &Scratch, name: &str, fallthrough: bool, mode: &str) {
+    let hosts = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("hosts:") && l.contains(" dns")),
+        "this test resolves through glibc's DNS client: /etc/nsswitch.conf needs `dns` on \
+         its hosts line"
+    );
+    let port = fake_upstream().await;
+    let mut nameservers = supervisor::dns::system_nameservers();
+    nameservers.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let resolver = supervisor::dns::Resolver::new(nameservers, TestNames, fallthrough);
+    let (st, link) = stack(1);
+    let exe = s.compile("dns");
+    let status = run_with(
+        &command(s, &exe, &[name, &port.to_string(), mode]),
+        Policy { fallthrough },
+        Arc::new(Networks::new(vec![st]).with_resolver(resolver)),
+    )
+    .await;
+    drop(link);
+    assert_eq!(status.code(), 0, "dns program failed: {}", s.read_output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_names_resolve_and_other_names_are_nxdomain_without_fallthrough() {
+    let s = Scratch::new();
+    run_dns(&s, "89e92ceba1.ff00000000001234.zt", false, "block").await;
+    let out = s.read_output();
+    let addrs: std::collections::BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("addr "))
+        .collect();
+    assert_eq!(
+        addrs,
+        ["10.7.0.2", "fd7a::2"].into_iter().collect(),
+        "getaddrinfo gives the member's addresses: {out}"
+    );
+    // The program has no host network: another name does not exist (at once, no timeout).
+    assert!(out.contains("raw rcode=3 answers=0"), "{out}");
+    let s = Scratch::new();
+    run_dns(&s, "nobody.ff00000000001234.zt", false, "nonblock").await;
+    let out = s.read_output();
+    assert!(out.contains("gai EAI_NONAME"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fallthrough_other_names_go_to_the_hosts_nameserver() {
+    let s = Scratch::new();
+    run_dns(&s, "89e92ceba1.ff00000000001234.zt", true, "nonblock").await;
+    let out = s.read_output();
+    assert!(out.contains("addr 10.7.0.2"), "{out}");
+    // Answered by the stand-in upstream through the forwarder.
+    assert!(out.contains("raw rcode=0 answers=1"), "{out}");
+}

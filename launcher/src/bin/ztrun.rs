@@ -166,6 +166,7 @@ async fn join_all(
     }
     launcher::status::spawn_writer(lock, node.clone());
     let mut stacks = Vec::new();
+    let mut names = Vec::new();
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;
         if !args.quiet {
@@ -176,8 +177,14 @@ async fn join_all(
             );
         }
         stacks.push(joined.stack);
+        names.push(joined.names);
     }
     // The node runs as long as this process; its handle must outlive the program.
     std::mem::forget(node);
-    Ok(Networks::new(stacks))
+    let resolver = supervisor::dns::Resolver::new(
+        supervisor::dns::system_nameservers(),
+        launcher::names::MemberNames::new(names),
+        args.fallthrough,
+    );
+    Ok(Networks::new(stacks).with_resolver(resolver))
 }

@@ -32,6 +32,12 @@
 //! authenticated packet arrives from a new endpoint (a NAT rebinding), the path moves
 //! there.
 //!
+//! Only paths *confirmed* for the current session are used: whenever the current session
+//! is replaced, every path waits for a packet of the new session. So when a peer restarts
+//! with the same identity on a new endpoint and reaches this node through a root, its new
+//! session replaces the old one and replies follow it through the relay, instead of going
+//! for up to [`Timing::path_timeout`] to the endpoint of the dead instance.
+//!
 //! # Sessions
 //!
 //! Each peer has up to three sessions: `current` (used to send), `previous` (still
@@ -352,12 +358,22 @@ pub enum JoinError {
 #[derive(Debug)]
 struct Pending {
     hs: InitiatorHandshake,
+    /// The HANDSHAKE_INIT datagram, for [`Node::on_init`] to repeat it when the peer's own
+    /// initiation crosses it and loses the tie-break.
+    packet: Vec<u8>,
+    /// When `packet` was last repeated that way.
+    repeated_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Path {
     endpoint: SocketAddr,
     last_rx: Instant,
+    /// The [`Peer::generation`] of the current session when a packet authenticated under
+    /// the current session last arrived here. Only a path confirmed for the session in use
+    /// is used to send: a path learned under an older session may lead to a previous
+    /// instance of the peer (a restarted process on a new port).
+    confirmed: u64,
 }
 
 #[derive(Debug)]
@@ -373,6 +389,8 @@ struct Peer {
     handshakes: u64,
     last_init: Option<[u8; 32]>,
     paths: Vec<Path>,
+    /// Bumped whenever `current` becomes another session (0: never had one).
+    generation: u64,
     candidates: Vec<SocketAddr>,
     probes_left: u32,
     probe_at: Option<Instant>,
@@ -401,6 +419,7 @@ impl Peer {
             handshakes: 0,
             last_init: None,
             paths: Vec::new(),
+            generation: 0,
             candidates: Vec::new(),
             probes_left: 0,
             probe_at: None,
@@ -420,22 +439,44 @@ impl Peer {
         !self.root_endpoints.is_empty()
     }
 
-    /// The freshest direct path that is still alive.
+    /// The freshest direct path that is still alive and confirmed for the current
+    /// session (see [`Path::confirmed`]).
     fn best_path(&self, now: Instant, timeout: Duration) -> Option<SocketAddr> {
-        self.paths
-            .iter()
+        self.confirmed_paths()
             .filter(|p| now.saturating_duration_since(p.last_rx) < timeout)
             .max_by_key(|p| p.last_rx)
             .map(|p| p.endpoint)
     }
 
-    fn touch_path(&mut self, endpoint: SocketAddr, now: Instant) {
+    /// Paths that carried a packet of the current session.
+    fn confirmed_paths(&self) -> impl Iterator<Item = &Path> {
+        let generation = self.current.as_ref().map(|_| self.generation);
+        self.paths
+            .iter()
+            .filter(move |p| Some(p.confirmed) == generation)
+    }
+
+    /// Makes `session` the current one; returns the replaced session. Every path must
+    /// carry a packet of the new session before it is used again.
+    fn set_current(&mut self, session: Session) -> Option<Session> {
+        self.generation += 1;
+        self.current.replace(session)
+    }
+
+    /// Records an authenticated packet that arrived directly from `endpoint`;
+    /// `on_current` says whether it was authenticated under the current session.
+    fn touch_path(&mut self, endpoint: SocketAddr, now: Instant, on_current: bool) {
+        let generation = self.generation;
         if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == endpoint) {
             p.last_rx = now;
+            if on_current {
+                p.confirmed = generation;
+            }
         } else {
             self.paths.push(Path {
                 endpoint,
                 last_rx: now,
+                confirmed: if on_current { generation } else { 0 },
             });
             if self.paths.len() > MAX_CANDIDATES {
                 self.paths.sort_by_key(|p| std::cmp::Reverse(p.last_rx));
@@ -997,6 +1038,7 @@ impl Node {
                     .is_some_and(|s| now >= s.created + t.rekey_after_time * 3)
                 {
                     stale.extend(p.current.take().map(|s| s.local_index));
+                    p.generation += 1;
                 }
                 p.paths.retain(|x| now < x.last_rx + t.path_timeout);
                 if p.up && p.last_rx.is_some_and(|x| now >= x + t.peer_timeout) {
@@ -1066,7 +1108,9 @@ impl Node {
         if p.probes_left > 0 && p.probe_at.is_some_and(|x| now >= x) {
             p.probes_left -= 1;
             p.probe_at = Some(now + t.probe_interval);
-            let live: Vec<SocketAddr> = p.paths.iter().map(|x| x.endpoint).collect();
+            // A candidate that is a known but unconfirmed path (the peer restarted on the
+            // same endpoint) is probed too.
+            let live: Vec<SocketAddr> = p.confirmed_paths().map(|x| x.endpoint).collect();
             let targets: Vec<SocketAddr> = p
                 .candidates
                 .iter()
@@ -1245,36 +1289,50 @@ impl Node {
                 return;
             }
         };
-        let old = p.pending.replace(Pending { hs }).map(|x| x.hs.local_index);
-        p.hs_attempts = p.hs_attempts.saturating_add(1);
-        p.hs_next = Some(now + retry * (1u32 << p.hs_attempts.min(4).saturating_sub(1)));
-        let root_eps = p.root_endpoints.clone();
-        if let Some(i) = old {
-            self.indices.remove(&i);
-        }
-        self.indices.insert(index, addr);
         let mut pkt = Vec::with_capacity(HEADER_LEN + 4 + msg1.len());
-        self.header(PacketType::HandshakeInit, addr)
-            .emit_vec(&mut pkt);
+        header::Repr {
+            packet_type: PacketType::HandshakeInit,
+            hops: 0,
+            dst: addr,
+            src: self.identity.address(),
+        }
+        .emit_vec(&mut pkt);
         InitRepr {
             sender_index: index,
             noise: &msg1,
         }
         .emit(&mut pkt);
-        let dsts = if root_eps.is_empty() {
-            self.route(now, addr).into_iter().collect()
-        } else {
-            match self
-                .peers
-                .get(&addr)
-                .and_then(|p| p.best_path(now, self.timing.path_timeout))
-            {
-                Some(ep) => vec![ep],
-                None => root_eps,
-            }
-        };
-        for dst in dsts {
+        let old = p
+            .pending
+            .replace(Pending {
+                hs,
+                packet: pkt.clone(),
+                repeated_at: None,
+            })
+            .map(|x| x.hs.local_index);
+        p.hs_attempts = p.hs_attempts.saturating_add(1);
+        p.hs_next = Some(now + retry * (1u32 << p.hs_attempts.min(4).saturating_sub(1)));
+        if let Some(i) = old {
+            self.indices.remove(&i);
+        }
+        self.indices.insert(index, addr);
+        for dst in self.handshake_destinations(now, addr) {
             self.send_packet(dst, pkt.clone());
+        }
+    }
+
+    /// Where a HANDSHAKE_INIT for `addr` goes: a root's confirmed path or all its
+    /// endpoints; any other peer's route (a confirmed path, or the relay).
+    fn handshake_destinations(&self, now: Instant, addr: Address) -> Vec<SocketAddr> {
+        let Some(p) = self.peers.get(&addr) else {
+            return Vec::new();
+        };
+        if !p.is_root() {
+            return self.route(now, addr).into_iter().collect();
+        }
+        match p.best_path(now, self.timing.path_timeout) {
+            Some(ep) => vec![ep],
+            None => p.root_endpoints.clone(),
         }
     }
 
@@ -1468,13 +1526,12 @@ impl Node {
         };
         let mut ephemeral = [0u8; 32];
         ephemeral.copy_from_slice(&init.noise[..32]);
-        if let Some(p) = self.peers.get(&hdr.src) {
-            if p.last_init == Some(ephemeral) {
-                return; // a duplicate (or replay) of the last initiation
-            }
-            if p.pending.is_some() && self.address() < hdr.src {
-                return; // both initiated: ours wins
-            }
+        if self
+            .peers
+            .get(&hdr.src)
+            .is_some_and(|p| p.last_init == Some(ephemeral))
+        {
+            return; // a duplicate (or replay) of the last initiation
         }
         let index = self.fresh_index();
         let mut seed = [0u8; 32];
@@ -1499,6 +1556,20 @@ impl Node {
             .get(&hdr.src)
             .and_then(|p| p.identity.as_ref())
             .is_some_and(|i| *i == r.identity);
+        if known
+            && self.address() < hdr.src
+            && self
+                .peers
+                .get(&hdr.src)
+                .is_some_and(|p| p.pending.is_some())
+        {
+            // Both initiated: ours wins, and the peer abandons its own initiation when ours
+            // arrives. Ours may have been lost, or sent where the peer no longer is (it
+            // restarted on a new endpoint): repeat it, towards where the peer's
+            // initiation came from when that was through one of our roots.
+            self.repeat_initiation(now, from, hdr);
+            return;
+        }
         if !known {
             // Verifying a new identity costs an Argon2id run: bound how many per second.
             if now >= self.verify_window.0 + Duration::from_secs(1) {
@@ -1523,8 +1594,9 @@ impl Node {
         stale.extend(p.pending.take().map(|x| x.hs.local_index));
         p.hs_attempts = 0;
         p.hs_next = None;
-        if p.current.is_none() {
-            p.current = Some(r.session);
+        let fresh = p.current.is_none();
+        if fresh {
+            p.set_current(r.session);
         } else {
             stale.extend(
                 p.next
@@ -1534,6 +1606,9 @@ impl Node {
         }
         for i in stale {
             self.indices.remove(&i);
+        }
+        if fresh {
+            self.session_changed(hdr.src);
         }
         self.indices.insert(index, hdr.src);
         let mut pkt = Vec::with_capacity(HEADER_LEN + 8 + r.msg2.len());
@@ -1547,6 +1622,37 @@ impl Node {
         .emit(&mut pkt);
         self.send_packet(from, pkt);
         self.flush_queue(now, hdr.src);
+    }
+
+    /// See [`Node::on_init`]: the peer's (authentic, perhaps replayed) initiation crossed
+    /// ours. At most four repetitions per [`Timing::handshake_retry`].
+    fn repeat_initiation(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
+        let min_gap = self.timing.handshake_retry / 4;
+        let via_root = hdr.hops > 0
+            && self
+                .peers
+                .values()
+                .any(|p| p.is_root() && p.paths.iter().any(|x| x.endpoint == from));
+        let dsts = if via_root {
+            vec![from]
+        } else {
+            self.handshake_destinations(now, hdr.src)
+        };
+        let Some(pending) = self
+            .peers
+            .get_mut(&hdr.src)
+            .and_then(|p| p.pending.as_mut())
+        else {
+            return;
+        };
+        if pending.repeated_at.is_some_and(|t| now < t + min_gap) {
+            return;
+        }
+        pending.repeated_at = Some(now);
+        let pkt = pending.packet.clone();
+        for dst in dsts {
+            self.send_packet(dst, pkt.clone());
+        }
     }
 
     fn on_response(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
@@ -1579,7 +1685,7 @@ impl Node {
         p.hs_next = None;
         p.handshakes += 1;
         let mut stale = Vec::new();
-        if let Some(old) = p.current.replace(session) {
+        if let Some(old) = p.set_current(session) {
             stale.extend(
                 p.previous
                     .replace((old, now + previous_keep))
@@ -1589,7 +1695,8 @@ impl Node {
         for i in stale {
             self.indices.remove(&i);
         }
-        self.authenticated(now, from, hdr);
+        self.session_changed(hdr.src);
+        self.authenticated(now, from, hdr, true);
         // Confirm the session to the responder right away.
         let queued = self
             .peers
@@ -1602,8 +1709,25 @@ impl Node {
         }
     }
 
+    /// A peer's current session was replaced (first session, rekey, or a restarted peer).
+    /// A root introduces the peer to the nodes it relays for again at the next relayed
+    /// packet, without waiting for [`Timing::rendezvous_interval`]: after a restart or
+    /// a NAT rebinding the endpoint it told them before may be dead.
+    fn session_changed(&mut self, addr: Address) {
+        if self.role == Role::Root {
+            self.rendezvous.retain(|(x, y), _| *x != addr && *y != addr);
+        }
+    }
+
     /// Bookkeeping for any authenticated packet: liveness, path learning, peer up.
-    fn authenticated(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
+    /// `on_current`: authenticated under the current session (not the previous one).
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        hdr: header::Repr,
+        on_current: bool,
+    ) {
         let probe_count = self.timing.probe_count;
         let is_root_role = self.role == Role::Root;
         let Some(p) = self.peers.get_mut(&hdr.src) else {
@@ -1611,7 +1735,7 @@ impl Node {
         };
         p.last_rx = Some(now);
         if hdr.hops == 0 {
-            p.touch_path(from, now);
+            p.touch_path(from, now, on_current);
         }
         if !p.up && p.current.is_some() {
             p.up = true;
@@ -1647,6 +1771,7 @@ impl Node {
             return;
         };
         let mut on_previous = false;
+        let mut promoted = false;
         let plain = if p.current.as_ref().map(|s| s.local_index) == Some(d.receiver_index) {
             p.current.as_mut().map(|s| s.open(d.counter, d.ciphertext))
         } else if p.next.as_ref().map(|s| s.0.local_index) == Some(d.receiver_index) {
@@ -1654,7 +1779,8 @@ impl Node {
             if matches!(r, Some(Ok(_))) {
                 // The initiator uses the new session: it is confirmed.
                 if let Some((s, _)) = p.next.take() {
-                    if let Some(old) = p.current.replace(s) {
+                    promoted = true;
+                    if let Some(old) = p.set_current(s) {
                         if let Some(gone) = p.previous.replace((old, now + previous_keep)) {
                             self.indices.remove(&gone.0.local_index);
                         }
@@ -1673,7 +1799,10 @@ impl Node {
         let Some(Ok(plain)) = plain else {
             return;
         };
-        self.authenticated(now, from, hdr);
+        if promoted {
+            self.session_changed(hdr.src);
+        }
+        self.authenticated(now, from, hdr, !on_previous);
         if on_previous {
             // The peer still sends on the replaced session: it may have missed our
             // confirmation. Re-confirm at most once a second.

@@ -388,6 +388,17 @@ impl Sim {
             .map_or(PathKind::None, |p| p.path)
     }
 
+    fn path_to_ref(&self, h: usize, peer: Address) -> PathKind {
+        match &self.hosts[h].agent {
+            Agent::Node(n) => n
+                .peers(self.now)
+                .into_iter()
+                .find(|p| p.address == peer)
+                .map_or(PathKind::None, |p| p.path),
+            Agent::Root(_) => panic!("host {h} is a root"),
+        }
+    }
+
     fn handshakes_with(&mut self, h: usize, peer: Address) -> u64 {
         let now = self.now;
         self.node(h)
@@ -1249,4 +1260,199 @@ fn soak_three_nodes_mixed_nats_loss_reordering_and_rekeys() {
     assert_eq!(sim.path_to(a, addr_d), PathKind::Relayed);
     assert!(sim.relay_stats(root).data_packets > 0);
     assert!(sim.handshakes_with(a, addr_b) >= 5, "no rekeys happened");
+}
+
+impl World {
+    /// Replaces node `h` (A or B) by a fresh `Node` with the same identity (a restarted
+    /// process: no sessions, a new random seed) on a new UDP port of the same host, so its
+    /// external endpoint changes (behind a NAT: a new mapping). Returns when it has
+    /// registered with the root again.
+    fn restart(&mut self, seed_base: u64, h: usize, timing: Timing) {
+        let (n, address) = if h == self.a {
+            (1, self.addr_a)
+        } else {
+            (2, self.addr_b)
+        };
+        let id = identity(seed_base * 10 + 1 + n);
+        assert_eq!(id.address(), address);
+        let spec = RootSpec {
+            identity: self.sim.root(self.root).identity().clone(),
+            endpoints: vec![self.sim.hosts[self.root].addr],
+        };
+        let mut cfg = NodeConfig::new(id, vec![spec], seed(99));
+        cfg.timing = timing;
+        let now = self.sim.now;
+        let mut node = Node::new(cfg, now);
+        node.join(now, NET).unwrap();
+        let host = &mut self.sim.hosts[h];
+        host.agent = Agent::Node(Box::new(node));
+        host.events.clear();
+        host.addr.set_port(host.addr.port() + 1);
+        let root = self.sim.root(self.root).address();
+        assert!(
+            self.sim.run_until(Duration::from_secs(2), |s| s.hosts[h]
+                .events
+                .contains(&Event::PeerUp { address: root })),
+            "restarted node did not register with the root"
+        );
+    }
+}
+
+/// A peer process restarts with the same identity on a new endpoint while the other side
+/// still holds a session and a fresh direct path to its previous instance. The restarted
+/// node speaks first (as a client does); the other side must answer to where the new
+/// instance is (through the relay until a direct path is confirmed for the new session),
+/// not to the dead endpoint of the old instance, which stays "fresh" for `path_timeout`.
+///
+/// The bound: after B registered, its first frame needs a WHOIS (one round trip to the
+/// root, 20 ms here) and a relayed handshake (two relayed round trips with the
+/// confirmation, 80 ms), and the answer one relayed trip (20 ms): well under 1 s of virtual
+/// time, while the stale path would be believed for 45 s.
+fn restarted_peer_is_reachable_at_once(seed_base: u64, nat: Option<NatKind>) {
+    let timing = Timing::default();
+    let mut w = world(seed_base, nat, nat, timing.clone());
+    w.introduce();
+    assert_eq!(w.exchange(5, Duration::from_millis(20)), (5, 5));
+    w.sim.run_for(Duration::from_secs(3));
+    let (a, b, addr_a, addr_b) = (w.a, w.b, w.addr_a, w.addr_b);
+    let PathKind::Direct(old_ep) = w.sim.path_to(a, addr_b) else {
+        panic!("no direct path before the restart");
+    };
+    w.restart(seed_base, b, timing);
+    let (ma, mb) = (w.mac(addr_a), w.mac(addr_b));
+    let t0 = w.sim.now;
+    let now = w.sim.now;
+    w.sim
+        .node(b)
+        .send_frame(now, NET, &eth(ma, mb, b"syn from the new instance"))
+        .unwrap();
+    let heard =
+        |s: &Sim, h: usize, what: &[u8]| s.frames_received(h).iter().any(|f| f.ends_with(what));
+    assert!(
+        w.sim.run_until(Duration::from_secs(1), |s| heard(
+            s,
+            a,
+            b"syn from the new instance"
+        )),
+        "A did not receive the restarted B's first frame within 1 s"
+    );
+    let now = w.sim.now;
+    w.sim
+        .node(a)
+        .send_frame(now, NET, &eth(mb, ma, b"syn-ack to the new instance"))
+        .unwrap();
+    assert!(
+        w.sim.run_until(Duration::from_secs(1), |s| heard(
+            s,
+            b,
+            b"syn-ack to the new instance"
+        )),
+        "A's answer did not reach the restarted B within 1 s (sent to the old endpoint {old_ep}?)"
+    );
+    assert!(
+        w.sim.now - t0 <= Duration::from_secs(1),
+        "round trip took {:?}",
+        w.sim.now - t0
+    );
+    assert_ne!(w.sim.path_to(a, addr_b), PathKind::Direct(old_ep));
+    // Traffic flows both ways from now on, without loss.
+    assert_eq!(w.exchange(20, Duration::from_millis(20)), (20, 20));
+    // Hole punching makes the path direct again (the root introduces the pair again at
+    // most every 10 s), and then the relay carries nothing more.
+    let direct = w.sim.run_until(Duration::from_secs(15), |s| {
+        matches!(s.path_to_ref(a, addr_b), PathKind::Direct(ep) if ep != old_ep)
+            && matches!(s.path_to_ref(b, addr_a), PathKind::Direct(_))
+    });
+    assert!(
+        direct,
+        "no direct path to the new instance: {:?}",
+        w.sim.path_to(a, addr_b)
+    );
+    let before = w.sim.relay_stats(w.root);
+    assert_eq!(w.exchange(20, Duration::from_millis(20)), (20, 20));
+    assert_eq!(
+        w.sim.relay_stats(w.root).data_packets,
+        before.data_packets,
+        "the relay still carries data although a direct path was confirmed"
+    );
+}
+
+#[test]
+fn restarted_peer_on_a_new_port_is_reachable_at_once() {
+    restarted_peer_is_reachable_at_once(16, None);
+}
+
+#[test]
+fn restarted_peer_behind_a_nat_is_reachable_at_once() {
+    restarted_peer_is_reachable_at_once(17, Some(NatKind::PortRestricted));
+}
+
+/// The survivor of a restart has a handshake with the restarted node in flight (a rekey
+/// triggered by the frames it sent to the dead endpoint), and its address is the lower one,
+/// so it wins the tie-break against the new instance's initiation. Its own initiation went
+/// to the dead endpoint; it must repeat it through the root the new instance's initiation
+/// came through, instead of ignoring the new instance until its own handshake gives up
+/// (8 attempts, about 45 s).
+#[test]
+fn restarted_peer_is_reachable_while_the_survivor_rekeys() {
+    let seed_base = 18;
+    let timing = Timing {
+        rekey_after_packets: 30,
+        ..Timing::default()
+    };
+    let mut w = world(
+        seed_base,
+        None,
+        Some(NatKind::PortRestricted),
+        timing.clone(),
+    );
+    w.introduce();
+    assert_eq!(w.exchange(5, Duration::from_millis(20)), (5, 5));
+    w.sim.run_for(Duration::from_secs(3));
+    // The node with the higher address restarts.
+    let (low, high, addr_low, addr_high) = if w.addr_a < w.addr_b {
+        (w.a, w.b, w.addr_a, w.addr_b)
+    } else {
+        (w.b, w.a, w.addr_b, w.addr_a)
+    };
+    w.restart(seed_base, high, timing);
+    let (m_low, m_high) = (w.mac(addr_low), w.mac(addr_high));
+    // The survivor keeps sending to the old instance until a rekey is due.
+    let hs_before = w.sim.handshakes_with(low, addr_high);
+    for i in 0..40 {
+        let now = w.sim.now;
+        let f = eth(m_high, m_low, format!("lost {i}").as_bytes());
+        w.sim.node(low).send_frame(now, NET, &f).unwrap();
+        w.sim.run_for(Duration::from_millis(5));
+    }
+    assert_eq!(w.sim.handshakes_with(low, addr_high), hs_before);
+    let now = w.sim.now;
+    w.sim
+        .node(high)
+        .send_frame(
+            now,
+            NET,
+            &eth(m_low, m_high, b"hello from the new instance"),
+        )
+        .unwrap();
+    let heard =
+        |s: &Sim, h: usize, what: &[u8]| s.frames_received(h).iter().any(|f| f.ends_with(what));
+    assert!(
+        w.sim.run_until(Duration::from_secs(1), |s| heard(
+            s,
+            low,
+            b"hello from the new instance"
+        )),
+        "the survivor did not hear the new instance within 1 s"
+    );
+    let now = w.sim.now;
+    w.sim
+        .node(low)
+        .send_frame(now, NET, &eth(m_high, m_low, b"answer"))
+        .unwrap();
+    assert!(
+        w.sim
+            .run_until(Duration::from_secs(1), |s| heard(s, high, b"answer")),
+        "the survivor's answer did not reach the new instance within 1 s"
+    );
 }

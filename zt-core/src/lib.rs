@@ -54,6 +54,7 @@ pub mod controller;
 pub mod driver;
 pub mod identity;
 pub mod node;
+mod reassembly;
 pub mod replay;
 pub mod session;
 pub mod vl2;

@@ -59,6 +59,7 @@ use crate::controller::{
     ConfigDenied, Controller, ControllerError,
 };
 use crate::identity::{Address, Identity, SecretIdentity};
+use crate::reassembly::Reassembler;
 use crate::session::{self, InitiatorHandshake, Session};
 use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
 use crate::wire::credential::{Certificate, Route, SignedConfig};
@@ -549,12 +550,6 @@ impl Network {
     }
 }
 
-#[derive(Debug)]
-struct Partial {
-    chunks: Vec<Option<Vec<u8>>>,
-    expires: Instant,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Node,
@@ -574,7 +569,7 @@ pub struct Node {
     networks: BTreeMap<NetworkId, Network>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    reassembly: BTreeMap<(Address, u32), Partial>,
+    reassembly: Reassembler,
     observed: Option<SocketAddr>,
     // Root role only.
     memberships: BTreeMap<NetworkId, BTreeSet<Address>>,
@@ -620,7 +615,7 @@ impl Node {
             networks: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            reassembly: BTreeMap::new(),
+            reassembly: Reassembler::new(MAX_REASSEMBLY),
             observed: None,
             memberships: BTreeMap::new(),
             rendezvous: HashMap::new(),
@@ -975,9 +970,7 @@ impl Node {
                 consider(Some(path.last_rx + t.path_timeout));
             }
         }
-        for r in self.reassembly.values() {
-            consider(Some(r.expires));
-        }
+        consider(self.reassembly.next_expiry());
         for n in self.networks.values() {
             consider(Some(n.like_at));
             consider(n.request_at);
@@ -988,7 +981,7 @@ impl Node {
     /// Runs the timers that are due: retransmissions, probes, keepalives, rekeys, expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         let t = self.timing.clone();
-        self.reassembly.retain(|_, r| r.expires > now);
+        self.reassembly.expire(now);
         self.rendezvous
             .retain(|_, at| now < *at + t.rendezvous_interval);
         let mut likes = Vec::new();
@@ -1488,32 +1481,17 @@ impl Node {
         let Ok(f) = FragmentRepr::parse(&fp) else {
             return;
         };
-        let key = (hdr.src, f.packet_id);
-        if !self.reassembly.contains_key(&key) && self.reassembly.len() >= MAX_REASSEMBLY {
-            return;
-        }
         let expires = now + self.timing.reassembly_timeout;
-        let partial = self.reassembly.entry(key).or_insert_with(|| Partial {
-            chunks: vec![None; usize::from(f.count)],
-            expires,
-        });
-        if partial.chunks.len() != usize::from(f.count) {
+        let Some(whole) = self.reassembly.insert(hdr.src, &f, expires) else {
             return;
-        }
-        partial.chunks[usize::from(f.index)] = Some(f.chunk.to_vec());
-        if partial.chunks.iter().all(Option::is_some) {
-            let Some(partial) = self.reassembly.remove(&key) else {
-                return;
-            };
-            let whole: Vec<u8> = partial.chunks.into_iter().flatten().flatten().collect();
-            // The reassembled packet must come from the same source as its fragments.
-            if header::Packet::new_checked(&whole[..])
-                .ok()
-                .and_then(|p| header::Repr::parse(&p).ok())
-                .is_some_and(|h| h.src == hdr.src && h.dst == hdr.dst)
-            {
-                self.handle_packet(now, from, &whole, false);
-            }
+        };
+        // The reassembled packet must come from the same source as its fragments.
+        if header::Packet::new_checked(&whole[..])
+            .ok()
+            .and_then(|p| header::Repr::parse(&p).ok())
+            .is_some_and(|h| h.src == hdr.src && h.dst == hdr.dst)
+        {
+            self.handle_packet(now, from, &whole, false);
         }
     }
 

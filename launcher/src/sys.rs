@@ -22,3 +22,33 @@ pub fn tune_allocator() {
         tracing::debug!("mallopt(M_MMAP_THRESHOLD) not applied");
     }
 }
+
+/// Raise this process's soft `RLIMIT_NOFILE` to its hard limit and return the limit it
+/// had (soft, hard), for the wrapped program.
+///
+/// The supervisor holds descriptors for the program's virtual sockets (and the stacks
+/// for their connections), so a server with thousands of connections needs more than
+/// the usual soft limit of 1024 in `ztrun`; the program itself gets its own limit back
+/// (`launch::Command::nofile_limit`), as Go's runtime does for the processes it starts.
+pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a live local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    let original = (lim.rlim_cur, lim.rlim_max);
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads a live local struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::debug!("cannot raise RLIMIT_NOFILE");
+        }
+    }
+    Some(original)
+}

@@ -69,6 +69,7 @@ fn a_client_reaches_a_server_over_the_overlay() {
     let mut err = BufReader::new(server.stderr.take().unwrap());
     let _server = Killed(server);
     let mut addr = None;
+    let mut node = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut line = String::new();
     while addr.is_none() && Instant::now() < deadline {
@@ -76,12 +77,17 @@ fn a_client_reaches_a_server_over_the_overlay() {
         if err.read_line(&mut line).unwrap() == 0 {
             break;
         }
+        // "ztrun: new identity ADDRESS in HOME"
+        if let Some(rest) = line.strip_prefix("ztrun: new identity ") {
+            node = rest.split_whitespace().next().map(str::to_owned);
+        }
         // "ztrun: joined NWID as V4 and V6 in N ms"
         if let Some(rest) = line.strip_prefix(&format!("ztrun: joined {NWID} as ")) {
             addr = rest.split_whitespace().next().map(str::to_owned);
         }
     }
     let addr = addr.expect("the server's ztrun printed no `joined` line");
+    let node = node.expect("the server's ztrun printed no `new identity` line");
     assert!(
         addr.starts_with("100."),
         "ad-hoc IPv4 address expected: {addr}"
@@ -111,6 +117,21 @@ fn a_client_reaches_a_server_over_the_overlay() {
             );
             // --quiet: nothing on stderr from ztrun itself.
             assert!(out.stderr.is_empty(), "{last}");
+            // The server by its member name, resolved inside the wrapped program.
+            let by_name = Command::new(ZTRUN)
+                .arg("--home")
+                .arg(&client_home)
+                .args(["--quiet", "--nwid", NWID, "--root", &root_arg, "--"])
+                .args(["curl", "-sS", "--max-time", "5"])
+                .arg(format!("http://{node}.{NWID}.zt:18080/"))
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&by_name.stdout),
+                "marker-7f3a over the overlay\n",
+                "fetching by name: {}",
+                String::from_utf8_lossy(&by_name.stderr)
+            );
             // The server's node shows the client as a peer.
             let status = Command::new(ZT)
                 .args(["status", "--home"])
@@ -188,4 +209,105 @@ fn bad_input_gets_an_actionable_error() {
         err.contains("controller") && err.contains("0000000000"),
         "{err}"
     );
+}
+
+/// The pids of `pid`'s children (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (reaped by nobody yet) counts as gone: it runs no code.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_ztrun_takes_its_program_with_it() {
+    let mut ztrun = Command::new(ZTRUN)
+        .args(["--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let program = loop {
+        if let Some(&p) = children(ztrun.id()).first() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "ztrun started no program");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(alive(program));
+    // SIGKILL: ztrun gets no chance to forward anything or clean up.
+    ztrun.kill().unwrap();
+    ztrun.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(program) {
+        assert!(
+            Instant::now() < deadline,
+            "the program (pid {program}) outlived its ztrun by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_program_keeps_its_file_limit_while_ztrun_raises_its_own() {
+    // Start ztrun with a soft limit of 512 under the hard one, as login sessions do.
+    let hard = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let hard = hard.trim();
+    assert!(hard == "unlimited" || hard.parse::<u64>().unwrap() > 512);
+    let script = "ulimit -Sn; ulimit -Hn; grep 'Max open files' /proc/$PPID/limits";
+    let wrapped = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 512 && exec \"$0\" --quiet -- sh -c \"$1\"",
+        ])
+        .arg(ZTRUN)
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(wrapped.status.success(), "{wrapped:?}");
+    let out = String::from_utf8_lossy(&wrapped.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["512", hard],
+        "the program sees the limits it would have had"
+    );
+    // ztrun itself (the program's parent): soft raised to hard.
+    let fields: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        fields[3], fields[4],
+        "ztrun's soft limit is its hard limit: {}",
+        lines[2]
+    );
+    assert_ne!(fields[3], "512");
 }

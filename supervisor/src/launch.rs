@@ -9,7 +9,10 @@
 //! 3. Parent: `clone(CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`. The child shares our fd
 //!    table until it execs; this thread sleeps until the child execs or exits.
 //! 4. Child: reset caught signals to their defaults, restore the signal mask, and, when
-//!    asked (running as root), switch to the target uid/gid with raw syscalls.
+//!    asked (running as root), switch to the target uid/gid with raw syscalls; then
+//!    `prctl(PR_SET_PDEATHSIG, SIGKILL)`, so the program dies with the supervisor's
+//!    launching thread (a SIGKILLed `ztrun` leaves no program behind), and stop if the
+//!    parent is already gone.
 //! 5. Child: `prctl(PR_SET_NO_NEW_PRIVS)`.
 //! 6. Child: `seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV)`,
 //!    falling back to `NEW_LISTENER` alone on kernels before 5.19. The listener fd is
@@ -79,6 +82,7 @@ pub struct Command {
     args: Vec<OsString>,
     env: Option<Vec<(OsString, OsString)>>,
     ids: Option<(u32, u32)>,
+    nofile: Option<(u64, u64)>,
 }
 
 impl Command {
@@ -89,6 +93,7 @@ impl Command {
             args: Vec::new(),
             env: None,
             ids: None,
+            nofile: None,
         }
     }
     /// Append an argument.
@@ -120,6 +125,13 @@ impl Command {
     /// Run the program as `uid`/`gid` (the caller must be privileged to switch).
     pub fn user(mut self, uid: u32, gid: u32) -> Self {
         self.ids = Some((uid, gid));
+        self
+    }
+    /// Give the program this `RLIMIT_NOFILE` (soft, hard) instead of ours: a supervisor
+    /// that raised its own limit to hold many connections hands the program the limit
+    /// it would have had (programs using `select` rely on a soft limit of 1024).
+    pub fn nofile_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
         self
     }
 }
@@ -208,6 +220,7 @@ pub fn spawn(cmd: &Command) -> Result<Child, LaunchError> {
         envp,
         filter: filter::build().map_err(LaunchError::Filter)?,
         ids: cmd.ids,
+        nofile: cmd.nofile,
     };
     let started = sys::clone_filter_exec(&plan).map_err(|f| LaunchError::Step {
         program: cmd.program.to_string_lossy().into_owned(),

@@ -278,6 +278,8 @@ pub(crate) struct ChildPlan {
     pub(crate) filter: Vec<libc::sock_filter>,
     /// `(uid, gid)` to switch to before `no_new_privs` (needs privilege to succeed).
     pub(crate) ids: Option<(u32, u32)>,
+    /// `RLIMIT_NOFILE` (soft, hard) to set before `execve`.
+    pub(crate) nofile: Option<(u64, u64)>,
 }
 
 /// The parent's view of a started child.
@@ -303,6 +305,10 @@ pub enum ChildStep {
     Clone,
     /// Switching uid/gid.
     SetIds,
+    /// `PR_SET_PDEATHSIG`, or the supervisor died before it took effect.
+    DeathSignal,
+    /// `setrlimit(RLIMIT_NOFILE)`.
+    FileLimit,
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
     /// `seccomp(SECCOMP_SET_MODE_FILTER)`.
@@ -319,6 +325,8 @@ impl ChildStep {
             Self::NoNewPrivs => 2,
             Self::InstallFilter => 3,
             Self::Exec => 4,
+            Self::DeathSignal => 5,
+            Self::FileLimit => 6,
         }
     }
     fn from_code(code: u32) -> Self {
@@ -327,6 +335,8 @@ impl ChildStep {
             2 => Self::NoNewPrivs,
             3 => Self::InstallFilter,
             4 => Self::Exec,
+            5 => Self::DeathSignal,
+            6 => Self::FileLimit,
             _ => Self::Clone,
         }
     }
@@ -365,6 +375,7 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old_mask);
     }
 
+    let parent = nix::unistd::getpid().as_raw();
     let mut pidfd: c_int = -1;
     let flags = libc::CLONE_VFORK | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD;
     // SAFETY: raw clone without CLONE_VM is fork-like: the child gets a copy-on-write copy
@@ -384,7 +395,7 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
     if ret == 0 {
         // SAFETY: we are the child; child_main only makes async-signal-safe calls on data
         // prepared above and never returns.
-        unsafe { child_main(plan, &prog, &argv, &envp, wr.as_raw_fd(), &old_mask) }
+        unsafe { child_main(plan, &prog, &argv, &envp, wr.as_raw_fd(), &old_mask, parent) }
     }
     let clone_errno = Errno::last();
     // SAFETY: restores the mask saved above.
@@ -456,6 +467,7 @@ unsafe fn child_main(
     envp: &[*const libc::c_char],
     report: RawFd,
     old_mask: &libc::sigset_t,
+    parent: libc::pid_t,
 ) -> ! {
     let send = |tag: u32, val: u32| {
         let mut msg = [0u8; 8];
@@ -501,6 +513,29 @@ unsafe fn child_main(
         };
         if !ok {
             die(ChildStep::SetIds);
+        }
+    }
+
+    // 4c. The program must not outlive the supervisor (a SIGKILLed ztrun would leave it
+    //     running with every trapped call failing): SIGKILL when the thread that cloned
+    //     us exits. Set after the identity change, which clears it; if the supervisor is
+    //     already gone (getppid changed), stop here.
+    // SAFETY: prctl with integer arguments.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: getppid takes no arguments and cannot fail.
+    if set != 0 || unsafe { libc::getppid() } != parent {
+        die(ChildStep::DeathSignal);
+    }
+
+    // 4d. The file limit the program would have had without the supervisor.
+    if let Some((soft, hard)) = plan.nofile {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads a live local struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            die(ChildStep::FileLimit);
         }
     }
 

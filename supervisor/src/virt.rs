@@ -103,11 +103,46 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let nonblocking = tri!(self.program_nonblocking(n));
         if !nonblocking {
             vs.set_phase(Phase::Connecting);
+            let me = self.clone();
+            let mut attempt = tokio::spawn(async move { me.backend.tcp_connect(dest).await });
+            let limit = vs.timeout(libc::SO_SNDTIMEO);
+            let expired = async move {
+                match limit {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
-                r = self.backend.tcp_connect(dest) => r,
+                r = &mut attempt => r.unwrap_or(Err(Errno::ECONNABORTED)),
                 _ = self.abandoned(n.id) => {
+                    attempt.abort();
                     vs.set_phase(Phase::Fresh);
                     return Reply::Done;
+                }
+                // SO_SNDTIMEO bounds a blocking connect: Linux then answers EINPROGRESS
+                // and goes on connecting in the background (socket(7)); a later connect
+                // gets EALREADY, then EISCONN, and SO_ERROR tells a failure.
+                () = expired => {
+                    let me = self.clone();
+                    let vs = vs.clone();
+                    tokio::spawn(async move {
+                        match attempt.await.unwrap_or(Err(Errno::ECONNABORTED)) {
+                            Ok(conn) => {
+                                vs.set_phase(Phase::Connected {
+                                    local: conn.local,
+                                    peer: conn.peer,
+                                    confirmed: false,
+                                });
+                                me.pump(ino, vs, conn.stream);
+                            }
+                            Err(e) => {
+                                debug!(%dest, %e, "virtual connect failed after SO_SNDTIMEO");
+                                vs.set_phase(Phase::Failed(e));
+                                me.watch(ino, vs);
+                            }
+                        }
+                    });
+                    return errno(Errno::EINPROGRESS);
                 }
             };
             return match result {

@@ -396,3 +396,15 @@ async fn with_fallthrough_other_names_go_to_the_hosts_nameserver() {
     // Answered by the stand-in upstream through the forwarder.
     assert!(out.contains("raw rcode=0 answers=1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_sndtimeo_bounds_a_blocking_connect_on_a_netstack() {
+    let s = Scratch::new();
+    // 10.7.0.99: on the stack's subnet, nobody answers (no ARP reply).
+    let status = run_on_one_stack(&s, "sndtimeo", &["10.7.0.99"]).await;
+    assert_ok(
+        &s,
+        status,
+        &["EINPROGRESS after SO_SNDTIMEO", "EALREADY ok"],
+    );
+}

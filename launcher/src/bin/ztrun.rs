@@ -92,7 +92,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let policy = Policy {
         fallthrough: args.fallthrough,
     };
-    let cmd = launch::Command::new(&args.program[0]).args(&args.program[1..]);
+    let mut cmd = launch::Command::new(&args.program[0]).args(&args.program[1..]);
+    if let Some((soft, hard)) = launcher::sys::raise_nofile_limit() {
+        cmd = cmd.nofile_limit(soft, hard);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

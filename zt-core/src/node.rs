@@ -171,7 +171,13 @@ impl NodeConfig {
 pub const DEFAULT_UDP_MTU: usize = 1400;
 /// Smallest UDP MTU a node accepts.
 pub const MIN_UDP_MTU: usize = 576;
+/// Records queued for a peer without a session (waiting for WHOIS or a handshake): at
+/// most this many, and at most [`MAX_QUEUE_BYTES`]; the oldest are dropped first.
 const MAX_QUEUE: usize = 64;
+const MAX_QUEUE_BYTES: usize = 64 * 1024;
+/// Broadcast and multicast frames sent on a network before a root has told the member
+/// list: at most this many wait for it (the oldest are dropped first).
+const MAX_EARLY_MULTICAST: usize = 8;
 const MAX_HANDSHAKE_ATTEMPTS: u32 = 8;
 /// New identities (unknown to this node) verified per second at most; more initiations
 /// from unknown nodes are dropped and will be retransmitted by their senders.
@@ -486,6 +492,15 @@ impl Peer {
         }
     }
 
+    /// Holds a record until a session is up; see [`MAX_QUEUE`].
+    fn enqueue(&mut self, msg: Vec<u8>) {
+        self.queue.push_back(msg);
+        let mut bytes: usize = self.queue.iter().map(Vec::len).sum();
+        while self.queue.len() > MAX_QUEUE || (bytes > MAX_QUEUE_BYTES && self.queue.len() > 1) {
+            bytes -= self.queue.pop_front().map_or(0, |m| m.len());
+        }
+    }
+
     fn session_indices(&self) -> Vec<u32> {
         let mut v = Vec::new();
         v.extend(self.current.as_ref().map(|s| s.local_index));
@@ -502,6 +517,8 @@ struct Network {
     members: BTreeSet<Address>,
     /// Whether a root has sent a member list yet.
     members_known: bool,
+    /// FRAME records of multicast frames sent before the member list arrived.
+    early_multicast: VecDeque<Vec<u8>>,
     /// When to announce the membership to the roots again.
     like_at: Instant,
     /// The signed configuration (controller networks).
@@ -524,6 +541,7 @@ impl Network {
             mac,
             members: BTreeSet::new(),
             members_known: false,
+            early_multicast: VecDeque::new(),
             like_at,
             config: None,
             denied: None,
@@ -850,6 +868,8 @@ impl Node {
 
     /// Sends an Ethernet frame on a joined network: unicast frames go to the member whose
     /// MAC is the destination, broadcast and multicast frames to every known member.
+    /// Frames for a member without a session wait (bounded) until the WHOIS and handshake
+    /// are done; multicast frames sent before a root listed the members wait for the list.
     pub fn send_frame(
         &mut self,
         now: Instant,
@@ -877,21 +897,42 @@ impl Node {
             return Err(SendError::NotConfigured { nwid });
         }
         let msg = Message::Frame { nwid, frame }.to_vec();
-        let targets: Vec<Address> = if dst.is_multicast() {
-            let me = self.address();
-            net.members.iter().copied().filter(|m| *m != me).collect()
+        if dst.is_multicast() {
+            if !net.members_known {
+                // Nobody to send it to yet: hold it until a root lists the members.
+                if let Some(net) = self.networks.get_mut(&nwid) {
+                    if net.early_multicast.len() >= MAX_EARLY_MULTICAST {
+                        net.early_multicast.pop_front();
+                    }
+                    net.early_multicast.push_back(msg);
+                }
+                return Ok(());
+            }
+            self.send_to_members(now, nwid, msg);
         } else {
-            vec![dst
+            let to = dst
                 .to_member(nwid)
                 .filter(|a| *a != self.address())
-                .ok_or(SendError::UnknownDestination { nwid, dst })?]
+                .ok_or(SendError::UnknownDestination { nwid, dst })?;
+            if self.show_credentials(now, nwid, to) {
+                self.send_message(now, to, msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a FRAME record of a multicast frame to every other known member of `nwid`.
+    fn send_to_members(&mut self, now: Instant, nwid: NetworkId, msg: Vec<u8>) {
+        let me = self.address();
+        let Some(net) = self.networks.get(&nwid) else {
+            return;
         };
+        let targets: Vec<Address> = net.members.iter().copied().filter(|m| *m != me).collect();
         for m in targets {
             if self.show_credentials(now, nwid, m) {
                 self.send_message(now, m, msg.clone());
             }
         }
-        Ok(())
     }
 
     /// On private networks: sends this node's certificate to `peer` when it has not seen
@@ -1255,12 +1296,36 @@ impl Node {
             return;
         }
         let retry = now + self.timing.whois_retry;
+        let root = self.relay_root();
         if let Some(p) = self.peers.get_mut(&addr) {
             p.whois_at = Some(retry);
-            p.whois_attempts += 1;
+            // Without a root session nothing is asked: that is no attempt (a root coming
+            // up asks at once, see `Node::authenticated`).
+            if root.is_some() {
+                p.whois_attempts += 1;
+            }
         }
-        if let Some(root) = self.relay_root() {
+        if let Some(root) = root {
             self.send_message(now, root, Message::Whois { address: addr }.to_vec());
+        }
+    }
+
+    /// A root came up: ask it at once about every address waiting for a WHOIS that could
+    /// not be sent.
+    fn whois_waiting(&mut self, now: Instant) {
+        let waiting: Vec<Address> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.identity.is_none()
+                    && p.whois_attempts == 0
+                    && p.whois_at.is_some()
+                    && !p.queue.is_empty()
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in waiting {
+            self.whois(now, addr);
         }
     }
 
@@ -1368,10 +1433,7 @@ impl Node {
         let rekey_after = self.timing.rekey_after_packets;
         let p = self.peer_mut(addr);
         let (Some(s), Some(dst)) = (p.current.as_mut(), dst) else {
-            if p.queue.len() >= MAX_QUEUE {
-                p.queue.pop_front();
-            }
-            p.queue.push_back(msg);
+            p.enqueue(msg);
             self.service_peer(now, addr);
             return;
         };
@@ -1730,6 +1792,7 @@ impl Node {
                 for nwid in nets {
                     self.send_message(now, hdr.src, Message::Like { nwid }.to_vec());
                 }
+                self.whois_waiting(now);
             }
         }
     }
@@ -1911,12 +1974,17 @@ impl Node {
             }
             Message::Members { nwid, members } => {
                 if self.sent_by_root(src) {
+                    let mut early = VecDeque::new();
                     if let Some(n) = self.networks.get_mut(&nwid) {
                         n.members = members.into_iter().collect();
                         if !n.members_known {
                             n.members_known = true;
                             n.like_at = now + self.timing.members_refresh;
+                            early = std::mem::take(&mut n.early_multicast);
                         }
+                    }
+                    for msg in early {
+                        self.send_to_members(now, nwid, msg);
                     }
                 }
             }
@@ -2271,5 +2339,30 @@ fn adhoc_view(nwid: NetworkId, mac: Mac, me: Address) -> NetworkConfig {
         private: false,
         addresses: adhoc_addresses(nwid, me),
         routes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_for_a_peer_without_session_is_bounded_oldest_first() {
+        let mut p = Peer::new();
+        for i in 0..30u8 {
+            p.enqueue(vec![i; 3000]);
+        }
+        let bytes: usize = p.queue.iter().map(Vec::len).sum();
+        assert!(bytes <= MAX_QUEUE_BYTES, "{bytes} bytes queued");
+        assert_eq!(p.queue.len(), MAX_QUEUE_BYTES / 3000);
+        assert_eq!(p.queue.back().map(|m| m[0]), Some(29), "newest kept");
+        for i in 0..100u8 {
+            p.enqueue(vec![i; 10]);
+        }
+        assert_eq!(p.queue.len(), MAX_QUEUE);
+        assert_eq!(p.queue.front().map(|m| m[0]), Some(100 - MAX_QUEUE as u8));
+        // One record larger than the byte budget is still kept alone.
+        p.enqueue(vec![7; MAX_QUEUE_BYTES + 1]);
+        assert_eq!(p.queue.len(), 1);
     }
 }

@@ -1456,3 +1456,79 @@ fn restarted_peer_is_reachable_while_the_survivor_rekeys() {
         "the survivor's answer did not reach the new instance within 1 s"
     );
 }
+
+/// A and B are registered with the root but have never talked: A's first unicast frame to
+/// B waits for the WHOIS answer and the handshake (it is queued, not dropped), and arrives
+/// as soon as the session is up: one WHOIS round trip to the root (20 ms) plus a relayed
+/// handshake and the frame itself (about 60 ms).
+#[test]
+fn first_frame_before_any_session_is_delivered_when_the_handshake_completes() {
+    let mut w = world(19, None, Some(NatKind::PortRestricted), Timing::default());
+    let (a, b, addr_a, addr_b) = (w.a, w.b, w.addr_a, w.addr_b);
+    assert_eq!(w.sim.path_to(a, addr_b), PathKind::None);
+    let (ma, mb) = (w.mac(addr_a), w.mac(addr_b));
+    let t0 = w.sim.now;
+    for i in 0..3 {
+        let now = w.sim.now;
+        w.sim
+            .node(a)
+            .send_frame(now, NET, &eth(mb, ma, format!("early {i}").as_bytes()))
+            .unwrap();
+    }
+    assert!(
+        w.sim
+            .run_until(Duration::from_secs(1), |s| s.frames_received(b).len() == 3),
+        "the frames sent before the session existed were not delivered"
+    );
+    let waited = w.sim.now - t0;
+    assert!(waited <= Duration::from_millis(150), "took {waited:?}");
+    let got: Vec<Vec<u8>> = w.sim.frames_received(b);
+    for (i, f) in got.iter().enumerate() {
+        assert!(
+            f.ends_with(format!("early {i}").as_bytes()),
+            "order: {got:?}"
+        );
+    }
+    assert!(w.sim.hosts[b]
+        .events
+        .contains(&Event::PeerUp { address: addr_a }));
+}
+
+/// A node sends a frame the moment it starts, before its root session is up (so it cannot
+/// ask the root who the destination is yet), and a broadcast before the root has told it
+/// the network's members. Both wait and go out as soon as they can, instead of after a
+/// retry timer (1 s) or never.
+#[test]
+fn frames_sent_at_start_wait_for_the_root_and_the_member_list() {
+    let mut w = world(20, None, None, Timing::default());
+    let (a, addr_a, addr_b) = (w.a, w.addr_a, w.addr_b);
+    let b = w.b;
+    // Restart A: a fresh process that sends at once.
+    let spec = RootSpec {
+        identity: w.sim.root(w.root).identity().clone(),
+        endpoints: vec![w.sim.hosts[w.root].addr],
+    };
+    let mut cfg = NodeConfig::new(identity(20 * 10 + 2), vec![spec], seed(77));
+    assert_eq!(cfg.identity.address(), addr_a);
+    cfg.timing = Timing::default();
+    let t0 = w.sim.now;
+    let mut node = Node::new(cfg, t0);
+    node.join(t0, NET).unwrap();
+    let (ma, mb) = (w.mac(addr_a), w.mac(addr_b));
+    node.send_frame(t0, NET, &eth(Mac::BROADCAST, ma, b"who-has at start"))
+        .unwrap();
+    node.send_frame(t0, NET, &eth(mb, ma, b"unicast at start"))
+        .unwrap();
+    w.sim.hosts[a].agent = Agent::Node(Box::new(node));
+    w.sim.hosts[a].events.clear();
+    w.sim.hosts[a].addr.set_port(9999);
+    let heard = |s: &Sim, what: &[u8]| s.frames_received(b).iter().any(|f| f.ends_with(what));
+    assert!(
+        w.sim
+            .run_until(Duration::from_secs(2), |s| heard(s, b"who-has at start")
+                && heard(s, b"unicast at start")),
+        "frames sent at start were lost"
+    );
+    let waited = w.sim.now - t0;
+    assert!(waited <= Duration::from_millis(300), "took {waited:?}");
+}

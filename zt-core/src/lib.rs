@@ -24,8 +24,9 @@
 //!   revocations. A node hosts it and answers configuration requests over VL1; members show
 //!   each other their certificates and drop frames from nodes without a valid one.
 //! - `driver` (cargo feature `tokio`): the thin glue that owns UDP sockets (batched
-//!   receive and send through `quinn-udp`) and a clock, feeds a `Node` or a `Root`, and
-//!   hands frames of a joined network to the rest of the program over channels.
+//!   receive through `quinn-udp`, batched send with `sendmmsg` and UDP GSO) and a clock,
+//!   feeds a `Node` or a `Root`, and hands frames of a joined network to the rest of the
+//!   program over channels.
 //! - `controller::store` (cargo feature `store`): controller state in an embedded redb
 //!   database.
 //!

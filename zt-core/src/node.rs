@@ -36,7 +36,10 @@
 //! is replaced, every path waits for a packet of the new session. So when a peer restarts
 //! with the same identity on a new endpoint and reaches this node through a root, its new
 //! session replaces the old one and replies follow it through the relay, instead of going
-//! for up to [`Timing::path_timeout`] to the endpoint of the dead instance.
+//! for up to [`Timing::path_timeout`] to the endpoint of the dead instance. When the
+//! restarted peer stays silent instead, this node notices that nothing authentic came back
+//! for a keepalive interval and a third while it kept sending, and starts a handshake that
+//! goes both on the direct path and through the relay, which finds the new instance.
 //!
 //! # Sessions
 //!
@@ -996,6 +999,7 @@ impl Node {
                 if self.role == Role::Node {
                     if p.pending.is_none() {
                         consider(Some(self.rekey_deadline(s)));
+                        consider(self.silence_deadline(p));
                     } else {
                         consider(p.hs_next);
                     }
@@ -1099,6 +1103,19 @@ impl Node {
         }
     }
 
+    /// When a peer this node keeps sending to, but that has sent nothing authentic since,
+    /// counts as silent: one keepalive interval (in which a live peer sends at least a
+    /// keepalive) and a third more. A silent peer gets a new handshake, sent both on the
+    /// direct path and through the relay (see [`Node::handshake_destinations`]): if it
+    /// restarted on a new endpoint, the relayed copy finds it.
+    fn silence_deadline(&self, p: &Peer) -> Option<Instant> {
+        if self.role != Role::Node || p.current.is_none() {
+            return None;
+        }
+        let (rx, tx) = (p.last_rx?, p.last_tx?);
+        (tx > rx).then(|| rx + self.timing.keepalive + self.timing.keepalive / 3)
+    }
+
     fn wants_session(&self, p: &Peer) -> bool {
         self.role == Role::Node && (p.is_root() || !p.queue.is_empty())
     }
@@ -1113,7 +1130,7 @@ impl Node {
         let has_current = p.current.is_some();
         let rekey_due = p.current.as_ref().is_some_and(|s| {
             now >= self.rekey_deadline(s) || s.packets_sent() >= t.rekey_after_packets
-        });
+        }) || self.silence_deadline(p).is_some_and(|d| now >= d);
         let retry_due = p.hs_next.is_none_or(|x| now >= x);
         let gave_up = !p.is_root() && p.hs_attempts >= MAX_HANDSHAKE_ATTEMPTS;
         if self.role == Role::Node && ((!has_current && wants) || (has_current && rekey_due)) {
@@ -1278,6 +1295,11 @@ impl Node {
         if self.role == Role::Root {
             return None;
         }
+        self.relay_endpoint(now)
+    }
+
+    /// Where packets to be relayed go: the relaying root's endpoint.
+    fn relay_endpoint(&self, now: Instant) -> Option<SocketAddr> {
         let root = self.relay_root()?;
         let rp = self.peers.get(&root)?;
         rp.best_path(now, self.timing.path_timeout)
@@ -1385,13 +1407,29 @@ impl Node {
         let Some(p) = self.peers.get(&addr) else {
             return Vec::new();
         };
-        if !p.is_root() {
-            return self.route(now, addr).into_iter().collect();
+        let silent = self.silence_deadline(p).is_some_and(|d| now >= d);
+        let mut dsts: Vec<SocketAddr> = if p.is_root() {
+            match p.best_path(now, self.timing.path_timeout) {
+                Some(ep) => vec![ep],
+                None => p.root_endpoints.clone(),
+            }
+        } else {
+            self.route(now, addr).into_iter().collect()
+        };
+        if silent {
+            // The direct path may lead to where the peer no longer is.
+            let more = if p.is_root() {
+                p.root_endpoints.clone()
+            } else {
+                self.relay_endpoint(now).into_iter().collect()
+            };
+            for ep in more {
+                if !dsts.contains(&ep) {
+                    dsts.push(ep);
+                }
+            }
         }
-        match p.best_path(now, self.timing.path_timeout) {
-            Some(ep) => vec![ep],
-            None => p.root_endpoints.clone(),
-        }
+        dsts
     }
 
     fn header(&self, packet_type: PacketType, dst: Address) -> header::Repr {
@@ -1669,10 +1707,11 @@ impl Node {
     fn repeat_initiation(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
         let min_gap = self.timing.handshake_retry / 4;
         let via_root = hdr.hops > 0
-            && self
-                .peers
-                .values()
-                .any(|p| p.is_root() && p.paths.iter().any(|x| x.endpoint == from));
+            && self.peers.values().any(|p| {
+                p.is_root()
+                    && (p.root_endpoints.contains(&from)
+                        || p.paths.iter().any(|x| x.endpoint == from))
+            });
         let dsts = if via_root {
             vec![from]
         } else {

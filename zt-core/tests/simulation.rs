@@ -1532,3 +1532,58 @@ fn frames_sent_at_start_wait_for_the_root_and_the_member_list() {
     let waited = w.sim.now - t0;
     assert!(waited <= Duration::from_millis(300), "took {waited:?}");
 }
+
+/// The restarted node registers and stays silent; only the survivor sends (to the dead
+/// endpoint, on its old session). Nothing authentic comes back, so after one keepalive
+/// interval and a third (20 s) the survivor starts a new handshake, also through the relay,
+/// which finds the new instance: its frames arrive from then on, instead of after the
+/// 60 s peer timeout.
+#[test]
+fn restarted_peer_that_stays_silent_is_found_when_the_other_side_sends() {
+    let seed_base = 21;
+    let timing = Timing::default();
+    let mut w = world(
+        seed_base,
+        None,
+        Some(NatKind::PortRestricted),
+        timing.clone(),
+    );
+    w.introduce();
+    assert_eq!(w.exchange(5, Duration::from_millis(20)), (5, 5));
+    let (a, b, addr_a, addr_b) = (w.a, w.b, w.addr_a, w.addr_b);
+    w.restart(seed_base, b, timing);
+    let (ma, mb) = (w.mac(addr_a), w.mac(addr_b));
+    let t0 = w.sim.now;
+    let heard = |s: &Sim, h: usize, what: &[u8]| {
+        s.frames_received(h)
+            .iter()
+            .any(|f| f[14..].starts_with(what))
+    };
+    let mut i = 0;
+    while !heard(&w.sim, b, b"from A") && w.sim.now - t0 < Duration::from_secs(40) {
+        let now = w.sim.now;
+        w.sim
+            .node(a)
+            .send_frame(now, NET, &eth(mb, ma, format!("from A {i}").as_bytes()))
+            .unwrap();
+        i += 1;
+        w.sim.run_for(Duration::from_millis(250));
+    }
+    let waited = w.sim.now - t0;
+    assert!(
+        heard(&w.sim, b, b"from A"),
+        "A never reached the new instance"
+    );
+    assert!(waited <= Duration::from_secs(25), "took {waited:?}");
+    assert!(!w.sim.hosts[a]
+        .events
+        .contains(&Event::PeerDown { address: addr_b }));
+    let now = w.sim.now;
+    w.sim
+        .node(b)
+        .send_frame(now, NET, &eth(ma, mb, b"from the new B"))
+        .unwrap();
+    assert!(w
+        .sim
+        .run_until(Duration::from_secs(1), |s| heard(s, a, b"from the new B")));
+}

@@ -203,3 +203,97 @@ async fn controller_network_over_loopback_join_waits_for_authorization() {
         .iter()
         .any(|(a, m)| *a == member_addr && m.authorized));
 }
+
+/// A node process restarts with the same identity on a new UDP port (what a `ztrun`
+/// restarted with the same `--home` does) while the other node still holds a session and
+/// a direct path to the old port. The restarted node speaks first, as a client does; the
+/// answer must reach it at once, not after the old path times out (45 s).
+#[tokio::test]
+async fn restarted_node_with_the_same_identity_is_answered_at_once() {
+    let loopback = ["127.0.0.1:0".parse().unwrap()];
+    let root_id = identity(300);
+    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_sockets.local_addrs()[0]],
+    };
+    let (_root, _root_task) = spawn_root(
+        Root::new(
+            root_id,
+            [1; 32],
+            Timing::default(),
+            std::time::Instant::now(),
+        ),
+        root_sockets,
+    );
+    let nwid = NetworkId(0xff00_0000_0000_00bb);
+    let start = |id: SecretIdentity, seed: u8| {
+        let spec = spec.clone();
+        async move {
+            let node = Node::new(
+                NodeConfig::new(id, vec![spec], [seed; 32]),
+                std::time::Instant::now(),
+            );
+            let sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+            let (h, task) = spawn_node(node, sockets);
+            let port = h.join(nwid).await.unwrap();
+            (h, task, port)
+        }
+    };
+    let (ha, _ta, mut a) = start(identity(301), 2).await;
+    let (hb, tb, mut b) = start(identity(302), 3).await;
+    let (ma, mb) = (a.config.mac, b.config.mac);
+    // B speaks, A answers: a session and direct paths on both sides.
+    assert!(round_trip(&mut b, &mut a, ma, mb, b"first run")
+        .await
+        .ends_with(b"first run"));
+    // Hole punching (after the root's RENDEZVOUS) makes the path direct.
+    let direct = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let status = ha.status().await.unwrap();
+            let path = status.peers.iter().find(|p| !p.is_root).map(|p| p.path);
+            if let Some(zt_core::node::PathKind::Direct(ep)) = path {
+                return ep;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no direct path between A and B");
+    // B's process ends (its socket closes) and starts again on a new port.
+    drop(hb);
+    drop(b);
+    tokio::time::timeout(Duration::from_secs(2), tb)
+        .await
+        .expect("B's driver did not stop")
+        .unwrap();
+    let (_hb2, _tb2, mut b2) = start(identity(302), 4).await;
+    let t0 = std::time::Instant::now();
+    let back = round_trip(&mut b2, &mut a, ma, mb, b"second run").await;
+    assert!(back.ends_with(b"second run"));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let status = ha.status().await.unwrap();
+    let path = status.peers.iter().find(|p| !p.is_root).map(|p| p.path);
+    assert_ne!(path, Some(zt_core::node::PathKind::Direct(direct)));
+}
+
+/// B sends `what` to A, A answers with it; returns what B received.
+async fn round_trip(
+    b: &mut zt_core::driver::NetworkPort,
+    a: &mut zt_core::driver::NetworkPort,
+    ma: Mac,
+    mb: Mac,
+    what: &[u8],
+) -> Vec<u8> {
+    b.tx.send(eth(ma, mb, what)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(3), a.rx.recv())
+        .await
+        .expect("A did not hear B")
+        .unwrap();
+    assert!(got.ends_with(what));
+    a.tx.send(eth(mb, ma, what)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), b.rx.recv())
+        .await
+        .expect("B did not hear A's answer")
+        .unwrap()
+}

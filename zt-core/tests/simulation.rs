@@ -619,8 +619,16 @@ fn rekey_under_reordering_and_traffic_loses_nothing() {
     w.sim.jitter = Duration::from_millis(15);
     let (addr_a, addr_b) = (w.addr_a, w.addr_b);
     let hs_before = w.sim.handshakes_with(w.a, addr_b);
+    let relayed_before = w.sim.relay_stats(w.root).data_packets;
     let (to_b, to_a) = w.exchange(400, Duration::from_millis(25));
     assert_eq!((to_b, to_a), (400, 400), "frames lost across rekeys");
+    // Each new session confirms the direct path at once: rekeys never send traffic to the
+    // relay.
+    assert_eq!(
+        w.sim.relay_stats(w.root).data_packets,
+        relayed_before,
+        "traffic went through the relay during rekeys"
+    );
     let hs_after = w.sim.handshakes_with(w.a, addr_b);
     assert!(
         hs_after >= hs_before + 5,

@@ -84,6 +84,10 @@ pub trait Backend: Send + Sync + 'static {
     fn stream_settled(&self, _stream: &Self::Stream) -> bool {
         true
     }
+    /// Reset `stream` (send RST, drop what is queued): what Linux does when a program
+    /// closes a TCP socket with unread data or with `SO_LINGER` zero. Default: nothing
+    /// (the stream is shut down normally).
+    fn stream_abort(&self, _stream: &Self::Stream) {}
     /// The addresses the program has on the virtual networks, with prefix lengths (what
     /// an rtnetlink address dump adds). Default: none.
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {

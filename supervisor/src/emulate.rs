@@ -202,6 +202,15 @@ impl<B: Backend> VSocket<B> {
         Some(i32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
     }
 
+    /// The raw value of an option the program set (the latest), if any.
+    pub(crate) fn option_bytes(&self, level: i32, name: i32) -> Option<Vec<u8>> {
+        let opts = self.options();
+        opts.iter()
+            .rev()
+            .find(|(l, o, _)| (*l, *o) == (level, name))
+            .map(|(_, _, v)| v.clone())
+    }
+
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO` as set by the program (`None`: wait forever).
     pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let opts = self.options();

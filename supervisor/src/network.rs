@@ -291,6 +291,10 @@ impl Backend for Networks {
         info.state == Closed || (info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait))
     }
 
+    fn stream_abort(&self, stream: &TcpStream) {
+        stream.abort();
+    }
+
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {
         self.stacks.iter().flat_map(|s| s.addresses()).collect()
     }

@@ -593,6 +593,30 @@ pub(crate) fn async_fd(
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(Into::into)
 }
 
+/// Register our end of a virtual socket with the runtime without duplicating it: `vs`
+/// owns the descriptor, and the returned `AsyncFd` keeps `vs` alive.
+pub(crate) fn async_end<B: crate::backend::Backend>(
+    vs: std::sync::Arc<crate::emulate::VSocket<B>>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<EndFd<B>>> {
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    // SAFETY: `EndFd` holds the `VSocket`, whose `ours` descriptor is an OwnedFd that is
+    // never replaced or closed while the VSocket lives, so the number stays open and the
+    // same for as long as the AsyncFd exists, as register_with_interest requires.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(EndFd(vs), interest) }
+        .map_err(Into::into)
+}
+
+/// A virtual socket seen as its own end's descriptor (see [`async_end`]).
+pub(crate) struct EndFd<B: crate::backend::Backend>(
+    pub(crate) std::sync::Arc<crate::emulate::VSocket<B>>,
+);
+
+impl<B: crate::backend::Backend> std::os::fd::AsRawFd for EndFd<B> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.ours.as_raw_fd()
+    }
+}
+
 /// Take ownership of a descriptor `accept4` just returned.
 pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
     // SAFETY: accept4 returned a fresh descriptor that nothing else owns or will close.

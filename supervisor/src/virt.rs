@@ -718,7 +718,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     pub(crate) fn pump(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>, stream: B::Stream) {
         // The program's close must reach our end as a hang-up from now on.
         drop(vs.take_program_end());
-        let Ok(dup) = vs.ours.try_clone() else { return };
+        // Our end itself, not a duplicate: one descriptor per connection.
+        let Ok(end) = sys::async_end(vs.clone()) else {
+            return;
+        };
         let me = Arc::downgrade(self);
         let shared = Arc::new(Mutex::new(stream));
         {
@@ -729,21 +732,31 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let backend = self.backend.clone();
         tokio::spawn(async move {
             let mut stream = Shared(shared.clone());
-            let std = std::os::unix::net::UnixStream::from(dup);
-            let Ok(mut ours) = tokio::net::UnixStream::from_std(std) else {
-                return;
-            };
-            match tokio::io::copy_bidirectional(&mut ours, &mut stream).await {
-                Ok((up, down)) => debug!(ino, up, down, "stream finished"),
+            let mut ours = OurEnd(end);
+            let reset = match tokio::io::copy_bidirectional(&mut ours, &mut stream).await {
+                Ok((up, down)) => {
+                    debug!(ino, up, down, "stream finished");
+                    false
+                }
                 Err(e) => {
+                    // The program closed its socket with data unread (our end reads
+                    // ECONNRESET) or data arrived after its close (EPIPE): Linux answers
+                    // both with a RST. Errors from the network side (a reset, a timeout)
+                    // have closed the stream already, and resetting it again is a no-op.
                     debug!(ino, %e, "stream failed");
                     let _ = nix::sys::socket::shutdown(
-                        ours.as_raw_fd(),
+                        vs.ours.as_raw_fd(),
                         nix::sys::socket::Shutdown::Both,
                     );
+                    true
                 }
+            };
+            drop(ours);
+            if reset {
+                backend.stream_abort(&lock_stream(&shared));
+            } else {
+                let _ = stream.shutdown().await;
             }
-            let _ = stream.shutdown().await;
             // Let the network deliver the tail before the stream goes (bounded), as the
             // kernel keeps sending after close.
             let until = tokio::time::Instant::now() + LINGER;
@@ -756,7 +769,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             drop(shared);
             // Keep answering for the socket until the program closes its end.
             loop {
-                if hung_up(&ours) {
+                if hung_up(&vs.ours) {
                     break;
                 }
                 tokio::time::sleep(SWEEP).await;
@@ -765,6 +778,83 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 me.forget(ino, &vs);
             }
         });
+    }
+}
+
+/// Did the program set `SO_LINGER` on with a zero timeout (`struct linger {1, 0}`)?
+fn linger_zero<B: Backend>(vs: &VSocket<B>) -> bool {
+    vs.option_bytes(libc::SOL_SOCKET, libc::SO_LINGER)
+        .is_some_and(|v| v.len() >= 8 && v[..4] != [0; 4] && v[4..8] == [0; 4])
+}
+
+/// Our end of a pumped TCP socket as a byte stream, driven through the socket's own
+/// descriptor (registered once, never duplicated).
+struct OurEnd<B: Backend>(tokio::io::unix::AsyncFd<sys::EndFd<B>>);
+
+impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let got = guard.try_io(|fd| {
+                recv(fd.as_raw_fd(), unfilled, MsgFlags::MSG_DONTWAIT).map_err(Into::into)
+            });
+            match got {
+                // The program closed (not just shut down) a socket with SO_LINGER zero:
+                // a reset, not an orderly end.
+                Ok(Ok(0))
+                    if linger_zero(&self.0.get_ref().0) && hung_up(&self.0.get_ref().0.ours) =>
+                {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+                }
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl<B: Backend> tokio::io::AsyncWrite for OurEnd<B> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            let sent = guard.try_io(|fd| {
+                send(
+                    fd.as_raw_fd(),
+                    data,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                )
+                .map_err(Into::into)
+            });
+            if let Ok(result) = sent {
+                return std::task::Poll::Ready(result);
+            }
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = nix::sys::socket::shutdown(self.0.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        std::task::Poll::Ready(r.map_err(Into::into))
     }
 }
 

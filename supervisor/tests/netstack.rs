@@ -408,3 +408,60 @@ async fn so_sndtimeo_bounds_a_blocking_connect_on_a_netstack() {
         &["EINPROGRESS after SO_SNDTIMEO", "EALREADY ok"],
     );
 }
+
+/// What a peer sees when the wrapped server closes: a reset for data left unread or
+/// `SO_LINGER` zero, an orderly end otherwise (the peer is a netstack stream of the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_with_unread_data_or_linger_zero_resets_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let s = Scratch::new();
+    let exe = s.compile("reset");
+    let cmd = command(&s, &exe, &["10.7.0.1"]);
+    let srv = tokio::spawn(async move {
+        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
+    });
+    let mut seen = Vec::new();
+    for port in [7801u16, 7802, 7803] {
+        let to = std::net::SocketAddr::from(([10, 7, 0, 1], port));
+        let mut conn = None;
+        for _ in 0..100 {
+            match b
+                .tcp_connect(None, to, netstack::TcpOptions::default())
+                .await
+            {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let mut conn = conn.unwrap_or_else(|| panic!("no listener on {port}: {}", s.read_output()));
+        if port == 7801 {
+            conn.write_all(b"unread").await.unwrap();
+        }
+        let mut buf = [0u8; 16];
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the server's close reaches the client");
+        seen.push(match got {
+            Ok(0) => "EOF".to_string(),
+            Ok(n) => format!("{n} bytes"),
+            Err(e) => format!("{:?}", e.kind()),
+        });
+    }
+    let status = srv.await.unwrap();
+    assert_ok(&s, status, &["served"]);
+    assert_eq!(
+        seen,
+        ["ConnectionReset", "ConnectionReset", "EOF"],
+        "unread data, SO_LINGER zero, plain close"
+    );
+    ab.abort();
+    ba.abort();
+}

@@ -1595,3 +1595,43 @@ fn restarted_peer_that_stays_silent_is_found_when_the_other_side_sends() {
         .sim
         .run_until(Duration::from_secs(1), |s| heard(s, a, b"from the new B")));
 }
+
+/// The root process restarts (same identity and endpoint, no state). The nodes' sessions
+/// with it are gone on its side; their keepalives go unanswered, so after a keepalive
+/// interval and a third of silence they handshake with it again, and relayed traffic flows
+/// again, well before the 60 s peer timeout.
+#[test]
+fn nodes_register_again_with_a_restarted_root() {
+    let seed_base = 22;
+    let timing = Timing::default();
+    let mut w = world(
+        seed_base,
+        Some(NatKind::Symmetric),
+        Some(NatKind::Symmetric),
+        timing.clone(),
+    );
+    w.introduce();
+    assert_eq!(w.exchange(5, Duration::from_millis(20)), (5, 5));
+    let (a, addr_b) = (w.a, w.addr_b);
+    assert_eq!(w.sim.path_to(a, addr_b), PathKind::Relayed);
+    let root_id = identity(seed_base * 10 + 1);
+    let now = w.sim.now;
+    w.sim.hosts[w.root].agent = Agent::Root(Box::new(Root::new(root_id, seed(55), timing, now)));
+    let t0 = w.sim.now;
+    let root = w.root;
+    let registered = w.sim.run_until(Duration::from_secs(40), |s| {
+        s.root(root).peers(s.now).iter().filter(|p| p.up).count() == 2
+    });
+    assert!(
+        registered,
+        "the nodes did not register with the restarted root"
+    );
+    let waited = w.sim.now - t0;
+    assert!(waited <= Duration::from_secs(25), "took {waited:?}");
+    assert!(!w.sim.hosts[a].events.contains(&Event::PeerDown {
+        address: w.sim.root(root).address()
+    }));
+    // Relayed traffic between the nodes flows again.
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.exchange(10, Duration::from_millis(20)), (10, 10));
+}

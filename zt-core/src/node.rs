@@ -1742,6 +1742,13 @@ impl Node {
             return;
         };
         let previous_keep = self.timing.previous_keep;
+        // A handshake started because the peer fell silent: if it is a root, it may have
+        // restarted and forgotten this node's registration and networks.
+        let was_silent = self
+            .peers
+            .get(&hdr.src)
+            .and_then(|p| self.silence_deadline(p))
+            .is_some_and(|d| now >= d);
         let Some(p) = self.peers.get_mut(&hdr.src) else {
             return;
         };
@@ -1785,6 +1792,13 @@ impl Node {
             self.flush_queue(now, hdr.src);
         } else {
             self.send_message(now, hdr.src, Message::Keepalive.to_vec());
+        }
+        if was_silent && self.sent_by_root(hdr.src) {
+            self.send_message(now, hdr.src, Message::Hello.to_vec());
+            let nets: Vec<NetworkId> = self.networks.keys().copied().collect();
+            for nwid in nets {
+                self.send_message(now, hdr.src, Message::Like { nwid }.to_vec());
+            }
         }
     }
 

@@ -1634,4 +1634,34 @@ fn nodes_register_again_with_a_restarted_root() {
     // Relayed traffic between the nodes flows again.
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.exchange(10, Duration::from_millis(20)), (10, 10));
+    // The nodes told the new root their networks again at once (not at their next
+    // refresh, up to 30 s later): a node that joins now learns of them as members.
+    let spec = RootSpec {
+        identity: w.sim.root(root).identity().clone(),
+        endpoints: vec![w.sim.hosts[root].addr],
+    };
+    let id_c = identity(seed_base * 10 + 9);
+    let addr_c = id_c.address();
+    let now = w.sim.now;
+    let mut c = Node::new(NodeConfig::new(id_c, vec![spec], seed(66)), now);
+    c.join(now, NET).unwrap();
+    let c = w.sim.add_host(
+        Agent::Node(Box::new(c)),
+        "198.51.100.9:9993".parse().unwrap(),
+        None,
+    );
+    let root_addr = w.sim.root(root).address();
+    assert!(w.sim.run_until(Duration::from_secs(3), |s| s.hosts[c]
+        .events
+        .contains(&Event::PeerUp { address: root_addr })));
+    w.sim.run_for(Duration::from_millis(200));
+    let now = w.sim.now;
+    let hello = eth(Mac::BROADCAST, Mac::for_member(NET, addr_c), b"new member");
+    w.sim.node(c).send_frame(now, NET, &hello).unwrap();
+    let reached = w.sim.run_until(Duration::from_secs(1), |s| {
+        s.frames_received(a)
+            .iter()
+            .any(|f| f.ends_with(b"new member"))
+    });
+    assert!(reached, "the restarted root did not list A as a member");
 }

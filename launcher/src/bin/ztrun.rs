@@ -173,8 +173,14 @@ async fn join_all(
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;
         if !args.quiet {
+            // The member name other programs on the network can use, when it resolves.
+            let name = if joined.names.addresses(me).is_empty() {
+                String::new()
+            } else {
+                format!("; name {me}.{nwid}.zt")
+            };
             eprintln!(
-                "ztrun: joined {nwid} as {} in {} ms",
+                "ztrun: joined {nwid} as {} in {} ms{name}",
                 overlay::describe(&joined),
                 started.elapsed().as_millis()
             );

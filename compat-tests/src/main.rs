@@ -165,12 +165,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// When `ztrun`/`zt` are not given and this runner lives in a cargo target directory,
+/// build them there first with this runner's profile, so that `cargo run --release -p
+/// compat-tests -- bench` measures the `ztrun` of the working tree, never a stale binary
+/// left beside the runner (cargo builds only the package it runs).
+fn build_binaries_beside_runner(given: &ZtrunBinaries) -> anyhow::Result<()> {
+    if given.ztrun.is_some() && given.zt.is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find this runner's path")?;
+    let Some(dir) = exe.parent() else {
+        return Ok(());
+    };
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => "release",
+        Some("debug") => "dev",
+        _ => return Ok(()),
+    };
+    let Some(target_dir) = dir.parent() else {
+        return Ok(());
+    };
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    if !std::path::Path::new(manifest).is_file() {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    eprintln!("compat-tests: building ztrun and zt ({profile} profile) beside this runner");
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            "launcher",
+            "--bins",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .context("cannot run cargo to build ztrun")?;
+    anyhow::ensure!(
+        status.success(),
+        "building ztrun failed ({status}); fix the build or pass --ztrun and --zt"
+    );
+    Ok(())
+}
+
 /// Runs the benchmark, prints the table and targets, and writes the files.
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let binaries = ZtrunBinaries {
         ztrun: args.ztrun,
         zt: args.zt,
     };
+    build_binaries_beside_runner(&binaries)?;
     let options = bench::Options {
         quick: args.quick,
         binaries: binaries.clone(),
@@ -260,12 +309,16 @@ fn run_matrix(args: MatrixArgs) -> anyhow::Result<bool> {
         ModeArg::Ztrun => Mode::Ztrun,
         ModeArg::Native => Mode::Native,
     };
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
+    if mode == Mode::Ztrun {
+        build_binaries_beside_runner(&binaries)?;
+    }
     let options = Options {
         mode,
-        binaries: ZtrunBinaries {
-            ztrun: args.ztrun,
-            zt: args.zt,
-        },
+        binaries,
         keep: args.keep,
         verbose: args.verbose,
     };

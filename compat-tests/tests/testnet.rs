@@ -283,6 +283,40 @@ fn port_restricted_nat_keeps_one_port_for_every_destination() -> Result<()> {
     Ok(())
 }
 
+/// A hole-punching probe that reaches a port-restricted NAT before the inside socket has
+/// sent to its sender must not move the socket's mapping: when the socket then sends to
+/// that peer, the peer sees the same external port as everyone else (endpoint-independent
+/// mapping), so the two sides' probes meet.
+#[test]
+fn an_unsolicited_packet_does_not_move_the_mapping() -> Result<()> {
+    require_root();
+    let net = TestNet::new()?;
+    let public = net.lan("public", "198.18.0.0/24")?;
+    let b = net.host("b")?;
+    let b_addr = b.attach(&public)?.addr;
+    let c = net.host("c")?;
+    let c_addr = c.attach(&public)?.addr;
+    let nat = net.nat_router("nat", &public, NatKind::PortRestrictedCone)?;
+    let a = net.host("a")?;
+    a.attach(&nat.inside)?;
+    let echo_b = Echo::start(&b, SocketAddr::new(b_addr.into(), 7001))?;
+    let client = udp_socket(&a, "0.0.0.0:0")?;
+    let mapped = ask(&client, echo_b.addr, "one", REPLY_TIMEOUT).context("no echo from B")?;
+    // C probes the mapping first (dropped by the NAT: A never sent to C) ...
+    let probe = udp_socket(&c, &format!("{c_addr}:7003"))?;
+    probe.send_to(b"probe", mapped)?;
+    std::thread::sleep(Duration::from_millis(100));
+    drop(probe);
+    // ... then A sends to C from the same socket.
+    let echo_c = Echo::start(&c, SocketAddr::new(c_addr.into(), 7003))?;
+    let seen = ask(&client, echo_c.addr, "two", REPLY_TIMEOUT).context("no echo from C")?;
+    assert_eq!(
+        seen, mapped,
+        "C must see the socket's one external address, as B did"
+    );
+    Ok(())
+}
+
 /// A sends once to B through a NAT of `kind`, then C (never contacted) sends to the mapped
 /// address. Returns the address A saw C's datagram come from, if it arrived.
 fn third_party_reaches_mapping(kind: NatKind) -> Result<Option<SocketAddr>> {

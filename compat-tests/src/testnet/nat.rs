@@ -32,8 +32,13 @@
 //!   inside socket gets the same external port toward everyone (endpoint-independent
 //!   mapping). Inbound packets are let in only when they match a conntrack entry, that is
 //!   when they come from exactly the address and port the inside socket sent to
-//!   (address-and-port-dependent filtering); anything else is delivered to the router
-//!   itself, which has no socket on that port and drops it. Known limit, shared by every
+//!   (address-and-port-dependent filtering); anything else is addressed to the router
+//!   itself, whose `input` chain drops new TCP/UDP flows from upstream. That drop matters:
+//!   a packet delivered locally (even to no socket) leaves a confirmed conntrack entry
+//!   (peer → router:port), and when the inside socket later sends to that peer from that
+//!   port, masquerade finds the tuple taken and picks another external port, so a
+//!   hole-punching probe that arrived first would make the mapping endpoint-dependent
+//!   (test `an_unsolicited_packet_does_not_move_the_mapping`). Known limit, shared by every
 //!   Linux masquerade: if two inside hosts use the same source port toward the same
 //!   destination, the second is moved to another port for that destination only.
 //! * **Symmetric**: `masquerade fully-random` (NF_NAT_RANGE_PROTO_RANDOM_FULLY): every new
@@ -98,6 +103,17 @@ pub(crate) fn ruleset(kind: NatKind, upstream: &str, inside: &str, public: Ipv4A
         ));
     }
     s.push_str("  }\n");
+    // Unsolicited TCP/UDP from upstream to the router itself is dropped before conntrack
+    // confirms it, as home routers' WAN firewalls do. Without this a peer's hole-punching
+    // probe that arrives first leaves an entry whose tuple then collides with the inside
+    // socket's own packet to that peer, and masquerade moves that packet to another port:
+    // the mapping would turn endpoint-dependent (see the module documentation).
+    s.push_str("  chain input {\n");
+    s.push_str("    type filter hook input priority filter; policy accept;\n");
+    s.push_str(&format!(
+        "    iifname \"{upstream}\" meta l4proto {{ tcp, udp }} ct state new drop\n"
+    ));
+    s.push_str("  }\n");
     s.push_str("  chain postrouting {\n");
     s.push_str("    type nat hook postrouting priority srcnat; policy accept;\n");
     s.push_str(&format!("    oifname \"{upstream}\" {masquerade}\n"));
@@ -140,6 +156,7 @@ mod tests {
         assert!(!s.contains("fully-random"));
         assert!(!s.contains("dnat"));
         assert!(s.contains("policy drop;"));
+        assert!(s.contains("iifname \"public\" meta l4proto { tcp, udp } ct state new drop"));
     }
 
     #[test]

@@ -66,7 +66,8 @@ enum Command {
         /// Secret identity file of the root (default: the embedded default root identity).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
-        /// Log relay counters this often, in seconds (0: never).
+        /// Print the relay counters on stdout this often, in seconds (0: never), one line
+        /// each: `relay packets=N bytes=N handshake_packets=N data_packets=N peers=N`.
         #[arg(long, default_value_t = 0, value_name = "SECS")]
         stats_every: u64,
     },
@@ -300,7 +301,17 @@ fn run(args: Args) -> anyhow::Result<()> {
                             tokio::time::sleep(Duration::from_secs(stats_every)).await;
                             match handle.stats().await {
                                 Ok((relay, peers)) => {
-                                    tracing::info!(?relay, peers = peers.len(), "root statistics")
+                                    // One line per period on stdout, after the identity
+                                    // line, for operators and tests to read.
+                                    println!(
+                                        "relay packets={} bytes={} handshake_packets={} \
+                                         data_packets={} peers={}",
+                                        relay.packets,
+                                        relay.bytes,
+                                        relay.handshake_packets,
+                                        relay.data_packets,
+                                        peers.len()
+                                    );
                                 }
                                 Err(_) => break,
                             }

@@ -1276,6 +1276,16 @@ impl Core {
             // A new connection on the 4-tuple of one we closed (RFC 6191 lets a server
             // accept it; smoltcp would drop the SYN until TIME-WAIT ends).
             self.remove_conn(&key);
+        } else if t.syn && !t.ack && !t.rst && self.stale_conn(&key) {
+            // A bare SYN on a synchronized connection: the peer lost its state (its
+            // process was killed) and reuses the 4-tuple. smoltcp would answer with a RST,
+            // refusing the new connection and keeping the stale one for good. Reset the
+            // stale one instead (its owner reads ECONNRESET) and drop this SYN; the peer's
+            // retransmitted SYN opens a fresh connection once the owner lets go of the
+            // dead one (at once for an orphan, whose entry goes now).
+            if self.reset_stale(&key) {
+                return self.egress.recycle(frame);
+            }
         }
         let shard = if let Some(c) = self.tcp.get_mut(&key) {
             if t.rst {
@@ -1301,6 +1311,40 @@ impl Core {
         };
         self.shards[shard as usize].rx.push_back(frame);
         self.mark_dirty(shard);
+    }
+
+    /// Whether `key` is a synchronized connection (established or closing, not
+    /// TIME-WAIT), which a bare SYN cannot belong to.
+    fn stale_conn(&mut self, key: &Key) -> bool {
+        let Some(c) = self.tcp.get(key) else {
+            return false;
+        };
+        if matches!(c.role, Role::HalfOpen(_)) {
+            return false; // a retransmitted SYN of the handshake in progress
+        }
+        let (shard, handle) = (c.shard, c.handle);
+        use tcp::State::*;
+        matches!(
+            self.socket(shard, handle).state(),
+            Established | FinWait1 | FinWait2 | CloseWait | Closing | LastAck
+        )
+    }
+
+    /// Reset the stale connection `key` (see `receive_tcp`). Returns whether the SYN must
+    /// be dropped (its owner still holds the entry) rather than go to a listener.
+    fn reset_stale(&mut self, key: &Key) -> bool {
+        let Some(c) = self.tcp.get_mut(key) else {
+            return false;
+        };
+        let (shard, handle, orphan) = (c.shard, c.handle, c.role == Role::Orphan);
+        c.rst_seen = true;
+        self.socket(shard, handle).abort();
+        if orphan {
+            self.remove_conn(key);
+            return false;
+        }
+        self.mark_dirty(shard);
+        true
     }
 
     /// Whether `key` is a connection the program has let go of that waits in TIME-WAIT.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use zt_core::controller::ConfigDenied;
-use zt_core::driver::{spawn_node, spawn_root, NetworkPort, NodeHandle, Sockets};
+use zt_core::driver::{spawn_node, spawn_root, FrameDevice, NetworkPort, NodeHandle, Sockets};
 use zt_core::node::NetworkState;
 use zt_core::{NetworkId, Node, NodeConfig, Root, RootSpec, SecretIdentity, Timing};
 
@@ -145,7 +145,7 @@ pub async fn join(
     let names = crate::names::NetworkNames::new(nwid, me, &own);
     watch_state(nwid, me, port.state.clone());
     let (stack, link) = netstack::Stack::new(cfg);
-    pump(port, link);
+    attach(node, nwid, port.rx, link).await?;
     Ok(Joined {
         nwid,
         stack,
@@ -234,32 +234,45 @@ fn watch_state(nwid: NetworkId, me: zt_core::Address, mut state: watch::Receiver
     });
 }
 
-/// Move frames between the overlay port and the stack until either side stops.
-fn pump(port: NetworkPort, link: netstack::FrameLink) {
-    let link = std::sync::Arc::new(link);
-    let NetworkPort { tx, mut rx, .. } = port;
-    let out_link = link.clone();
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(64);
-        loop {
-            if out_link.recv_many(&mut batch, 64).await == 0 {
-                break;
-            }
-            for frame in batch.drain(..) {
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            link.send(frame).await;
-            if link.is_closed() {
-                break;
-            }
-        }
-    });
+/// The stack as the node driver's device: its frames cross no channel and no task.
+struct StackDevice(netstack::FrameLink);
+
+impl FrameDevice for StackDevice {
+    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
+        self.0.receive(frames);
+    }
+
+    fn poll_outgoing(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+    ) -> std::task::Poll<usize> {
+        self.0.poll_recv_many(cx, out, max)
+    }
+
+    fn recycle(&mut self, spent: &mut Vec<Vec<u8>>) {
+        self.0.recycle(spent.drain(..));
+    }
+}
+
+/// Attach the stack to the node driver, after handing the stack the frames that
+/// arrived on the port before. (A frame arriving between the two is lost, as one
+/// arriving at a NIC being brought up is.)
+async fn attach(
+    node: &NodeHandle,
+    nwid: NetworkId,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    link: netstack::FrameLink,
+) -> anyhow::Result<()> {
+    let mut early = Vec::new();
+    while let Ok(frame) = rx.try_recv() {
+        early.push(frame);
+    }
+    link.receive(&mut early);
+    node.attach(nwid, StackDevice(link))
+        .await
+        .with_context(|| format!("cannot attach the stack of network {nwid}"))
 }
 
 /// The addresses to show for a joined network.

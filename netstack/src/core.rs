@@ -1134,15 +1134,8 @@ impl Core {
         let _ = inbound.poll_pop_many(None, &mut batch, BATCH);
         let loops = self.egress.loopback.len().min(BATCH);
         batch.extend(self.egress.loopback.drain(..loops));
-        self.egress.begin();
-        for f in batch.drain(..) {
-            self.receive(f);
-        }
+        self.receive_batch(&mut batch);
         self.spent = batch;
-        self.egress.flush();
-        while let Some(i) = self.dirty.pop() {
-            self.poll_shard(i);
-        }
         let now = self.now();
         let mut due = Vec::new();
         while let Some(&(t, i)) = self.timers.first() {
@@ -1191,6 +1184,18 @@ impl Core {
             (Some(a), Some(b)) => Next::At(a.min(b)),
             (Some(t), None) | (None, Some(t)) => Next::At(t),
             (None, None) => Next::Idle,
+        }
+    }
+
+    /// Demultiplex `frames` (drained) and poll the shards they touched.
+    pub(crate) fn receive_batch(&mut self, frames: &mut Vec<Vec<u8>>) {
+        self.egress.begin();
+        for f in frames.drain(..) {
+            self.receive(f);
+        }
+        self.egress.flush();
+        while let Some(i) = self.dirty.pop() {
+            self.poll_shard(i);
         }
     }
 

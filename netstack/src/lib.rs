@@ -100,7 +100,12 @@ impl Stack {
             wake.clone(),
         ));
         tokio::spawn(crate::core::drive(Arc::downgrade(&shared), wake));
-        (Stack { shared }, FrameLink { outbound, inbound })
+        let link = FrameLink {
+            outbound,
+            inbound,
+            shared: Arc::downgrade(&shared),
+        };
+        (Stack { shared }, link)
     }
 
     /// Is `ip` inside one of this network's subnets or routes (so a socket aimed at it

@@ -10,10 +10,12 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+
+use crate::core::Shared;
 
 /// Spent buffers kept for reuse, per queue.
 const POOL_MAX: usize = 4096;
@@ -200,6 +202,7 @@ impl FrameQueue {
 pub struct FrameLink {
     pub(crate) outbound: Arc<FrameQueue>,
     pub(crate) inbound: Arc<FrameQueue>,
+    pub(crate) shared: Weak<Shared>,
 }
 
 impl FrameLink {
@@ -259,6 +262,21 @@ impl FrameLink {
             None => Poll::Ready(()),
         })
         .await
+    }
+
+    /// Process frames from the network now, in the caller's task: they are demultiplexed,
+    /// the connections they belong to run, and whatever they answer (ACKs, data) is queued
+    /// for [`FrameLink::recv_many`] before this returns. `frames` is drained. This saves
+    /// the hand-off to the stack's driver task that [`FrameLink::send`] costs; frames are
+    /// dropped once the stack has shut down.
+    pub fn receive(&self, frames: &mut Vec<Vec<u8>>) {
+        let Some(shared) = self.shared.upgrade() else {
+            frames.clear();
+            return;
+        };
+        let mut core = shared.lock();
+        core.receive_batch(frames);
+        shared.after_inline(&mut core);
     }
 
     /// Give the stack one frame without waiting; returns it when the inbound queue is full

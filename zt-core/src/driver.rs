@@ -14,7 +14,12 @@
 //! ```
 //!
 //! Frames received for a network whose receiver is full are dropped, as a NIC drops when
-//! its ring is full; nothing here buffers without bound. Datagrams are received in batches
+//! its ring is full; nothing here buffers without bound.
+//!
+//! A port's channels cost a task hand-off per frame and direction. A program that owns
+//! its own device (a user-space stack) can instead [`NodeHandle::attach`] a
+//! [`FrameDevice`]: the driver then takes the device's outgoing frames and hands it the
+//! received ones in its own task, a batch at a time, with no channel in between. Datagrams are received in batches
 //! (`recvmmsg`, and UDP GRO where the kernel offers it, through `quinn-udp`). On the send
 //! side the driver takes every frame that is waiting (up to 64), lets the node turn them
 //! into datagrams, and hands all of them to the kernel at once: on Linux one `sendmmsg(2)`
@@ -24,8 +29,10 @@
 //! call instead of 64. Elsewhere the datagrams go out through `quinn-udp`, one GSO send per
 //! destination run.
 
+use std::future::poll_fn;
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::Interest;
@@ -73,6 +80,9 @@ pub enum DriverError {
     /// A controller operation failed.
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    /// A device was attached to a network this node has not joined.
+    #[error("network {0} is not joined")]
+    NotJoined(NetworkId),
     /// This node hosts no controller.
     #[error("this node hosts no controller")]
     NoController,
@@ -534,6 +544,31 @@ impl FrameSender {
     }
 }
 
+/// A virtual Ethernet device driven by the node's own task (see [`NodeHandle::attach`]).
+///
+/// Both methods run inside the driver's task and must not block: a device does its work
+/// (a user-space stack's receive path, say) inline or queues it, and drops frames it has
+/// no room for, as a NIC does.
+pub trait FrameDevice: Send + 'static {
+    /// Frames received from the network for this device, in arrival order; take them
+    /// out of `frames` (what is left there is dropped).
+    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>);
+
+    /// Move up to `max` frames the device wants sent into `out`. `Ready(0)` means the
+    /// device has shut down (the driver then detaches it); `Pending` registers `cx`.
+    fn poll_outgoing(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Vec<u8>>,
+        max: usize,
+    ) -> Poll<usize>;
+
+    /// Buffers of frames the driver has sent, for reuse.
+    fn recycle(&mut self, spent: &mut Vec<Vec<u8>>) {
+        spent.clear();
+    }
+}
+
 enum Command {
     Join {
         nwid: NetworkId,
@@ -541,6 +576,11 @@ enum Command {
     },
     Leave {
         nwid: NetworkId,
+    },
+    Attach {
+        nwid: NetworkId,
+        device: Box<dyn FrameDevice>,
+        reply: oneshot::Sender<Result<(), DriverError>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -571,6 +611,26 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Command::Join { nwid, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Carries `nwid`'s frames between the network and `device` inside the driver's task
+    /// from now on, instead of through the port's channels (which then carry nothing).
+    /// The network must have been joined and its port handed out.
+    pub async fn attach(
+        &self,
+        nwid: NetworkId,
+        device: impl FrameDevice,
+    ) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Attach {
+                nwid,
+                device: Box::new(device),
+                reply,
+            })
             .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)?
@@ -646,6 +706,43 @@ struct Port {
     state: watch::Sender<NetworkState>,
     /// A `join` call waiting for the first configuration.
     waiting: Option<(JoinReply, mpsc::Receiver<Vec<u8>>)>,
+    /// The attached device, which replaces `frames` and the port's sender.
+    device: Option<Box<dyn FrameDevice>>,
+    /// Frames received for the device in this turn, delivered together.
+    arrived: Vec<Vec<u8>>,
+}
+
+/// Take outgoing frames from every attached device: `Ready` with the network of each
+/// frame moved into `out` (none for a device that shut down: it is detached).
+fn poll_devices(
+    ports: &mut std::collections::HashMap<NetworkId, Port>,
+    cx: &mut Context<'_>,
+    out: &mut Vec<(NetworkId, Vec<u8>)>,
+    scratch: &mut Vec<Vec<u8>>,
+) -> Poll<()> {
+    let mut ready = false;
+    for (nwid, port) in ports.iter_mut() {
+        let Some(dev) = port.device.as_mut() else {
+            continue;
+        };
+        match dev.poll_outgoing(cx, scratch, FRAME_BATCH) {
+            Poll::Pending => {}
+            Poll::Ready(0) => {
+                tracing::debug!(%nwid, "device shut down; detached");
+                port.device = None;
+                ready = true;
+            }
+            Poll::Ready(_) => {
+                out.extend(scratch.drain(..).map(|f| (*nwid, f)));
+                ready = true;
+            }
+        }
+    }
+    if ready {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
 }
 
 type JoinReply = oneshot::Sender<Result<NetworkPort, DriverError>>;
@@ -657,6 +754,8 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
     let mut batch6 = RecvBatch::new(sockets.v6.as_ref());
     let mut outgoing: Vec<Transmit> = Vec::new();
     let mut scratch: Vec<u8> = Vec::new();
+    let mut from_devices: Vec<(NetworkId, Vec<u8>)> = Vec::new();
+    let mut device_scratch: Vec<Vec<u8>> = Vec::new();
     loop {
         outgoing.clear();
         while let Some(t) = node.poll_transmit() {
@@ -666,8 +765,10 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
         while let Some(e) = node.poll_event() {
             match e {
                 Event::FrameReceived { nwid, frame } => {
-                    if let Some(p) = ports.get(&nwid) {
-                        if p.frames.try_send(frame).is_err() {
+                    if let Some(p) = ports.get_mut(&nwid) {
+                        if p.device.is_some() {
+                            p.arrived.push(frame);
+                        } else if p.frames.try_send(frame).is_err() {
                             tracing::trace!(%nwid, "receiver full or gone; frame dropped");
                         }
                     }
@@ -697,6 +798,12 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                         let _ = p.state.send(NetworkState::Denied(reason));
                     }
                 }
+            }
+        }
+        for p in ports.values_mut() {
+            if let (Some(dev), false) = (p.device.as_mut(), p.arrived.is_empty()) {
+                dev.deliver(&mut p.arrived);
+                p.arrived.clear();
             }
         }
         let timeout = node.poll_timeout();
@@ -729,6 +836,18 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                     }
                 }
             }
+            () = poll_fn(|cx| poll_devices(&mut ports, cx, &mut from_devices, &mut device_scratch)) => {
+                let now = Instant::now();
+                for (nwid, frame) in from_devices.drain(..) {
+                    if let Err(e) = node.send_frame(now, nwid, &frame) {
+                        tracing::debug!(error = %e, "frame not sent");
+                    }
+                    if let Some(dev) = ports.get_mut(&nwid).and_then(|p| p.device.as_mut()) {
+                        device_scratch.push(frame);
+                        dev.recycle(&mut device_scratch);
+                    }
+                }
+            }
             cmd = cmd_rx.recv() => match cmd {
                 None => break,
                 Some(Command::Join { nwid, reply }) => {
@@ -739,7 +858,13 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                         Ok(_) => {
                             let (frames, rx) = mpsc::channel(FRAME_QUEUE);
                             let (state, _) = watch::channel(NetworkState::Requesting);
-                            ports.insert(nwid, Port { frames, state, waiting: Some((reply, rx)) });
+                            ports.insert(nwid, Port {
+                                frames,
+                                state,
+                                waiting: Some((reply, rx)),
+                                device: None,
+                                arrived: Vec::new(),
+                            });
                         }
                     }
                 }
@@ -750,6 +875,16 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                     let _ = reply.send(r);
                 }
                 Some(Command::Controller(job)) => job(node.controller_mut()),
+                Some(Command::Attach { nwid, device, reply }) => {
+                    let r = match ports.get_mut(&nwid) {
+                        Some(p) => {
+                            p.device = Some(device);
+                            Ok(())
+                        }
+                        None => Err(DriverError::NotJoined(nwid)),
+                    };
+                    let _ = reply.send(r);
+                }
                 Some(Command::Leave { nwid }) => {
                     node.leave(Instant::now(), nwid);
                     ports.remove(&nwid);

@@ -144,3 +144,23 @@ pub(crate) fn pair_with(
     tokio::spawn(carry(lb, la, ba));
     (a, b)
 }
+
+/// Carry frames from `from` into `to` through [`FrameLink::receive`] (the receive path
+/// runs in this task, as the overlay driver runs it), until `from` closes.
+async fn carry_inline(from: Arc<FrameLink>, to: Arc<FrameLink>) {
+    let mut batch = Vec::with_capacity(64);
+    while from.recv_many(&mut batch, 64).await > 0 {
+        to.receive(&mut batch);
+        assert!(batch.is_empty(), "receive must take every frame");
+    }
+}
+
+/// [`pair`] on a clean link whose frames are received inline.
+pub(crate) fn pair_inline() -> (Stack, Stack) {
+    let (a, la) = Stack::new(config(1));
+    let (b, lb) = Stack::new(config(2));
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    tokio::spawn(carry_inline(la.clone(), lb.clone()));
+    tokio::spawn(carry_inline(lb, la));
+    (a, b)
+}

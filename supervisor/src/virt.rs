@@ -733,13 +733,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         tokio::spawn(async move {
             let mut stream = Shared(shared.clone());
             let mut ours = OurEnd(end);
-            let copy = tokio::io::copy_bidirectional_with_sizes(
-                &mut ours,
-                &mut stream,
-                PUMP_CHUNK,
-                PUMP_CHUNK,
-            );
-            let reset = match copy.await {
+            let reset = match tokio::io::copy_bidirectional(&mut ours, &mut stream).await {
                 Ok((up, down)) => {
                     debug!(ino, up, down, "stream finished");
                     false
@@ -863,13 +857,6 @@ impl<B: Backend> tokio::io::AsyncWrite for OurEnd<B> {
         std::task::Poll::Ready(r.map_err(Into::into))
     }
 }
-
-/// Bytes a pump moves per read, each way. One read from the program's socket becomes one
-/// write into the stack, which segments it and hands the node driver all its frames at
-/// once: tokio's default of 8 KiB costs a read, a stack poll and a driver wake-up for
-/// every three 2800-byte frames. The buffers are allocated zeroed, so an idle
-/// connection's untouched pages cost no memory.
-const PUMP_CHUNK: usize = 64 * 1024;
 
 /// How long, at most, the supervisor keeps a finished stream (and, when the program is
 /// gone, itself) alive so the network can deliver what the program sent last.

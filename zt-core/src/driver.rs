@@ -51,6 +51,8 @@ use crate::vl2::NetworkId;
 /// Frames queued per direction per network before the driver drops or the sender waits.
 pub const FRAME_QUEUE: usize = 1024;
 const MAX_DATAGRAM: usize = 65_536;
+/// Receive and send buffer asked for each UDP socket.
+const SOCKET_BUFFER: usize = 4 << 20;
 /// Frames taken from the frame channel per wake-up before the datagrams are sent.
 const FRAME_BATCH: usize = 64;
 /// Messages per `sendmmsg(2)` call.
@@ -169,6 +171,13 @@ impl Sockets {
             let addr = s
                 .local_addr()
                 .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+            // A burst arrives as GRO super-datagrams of up to 64 KiB; the default receive
+            // buffer (208 KiB) holds three of them, and each one dropped loses dozens of
+            // frames at once. The kernel caps the request at `net.core.rmem_max` and
+            // `wmem_max` without an error (raising those is the host owner's choice).
+            let sock = socket2::SockRef::from(&s);
+            let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
             s.set_nonblocking(true)
                 .and_then(|()| quinn_udp::UdpSocketState::new((&s).into()))
                 .and_then(|state| {
@@ -1023,6 +1032,22 @@ mod tests {
         let ts = vec![t(a, 1000, 0), t(a, 500, 1), t(b, 1400, 2)];
         let batch = sendmmsg_batch(&ts, 0, 64);
         assert_eq!((batch.messages, batch.end), (vec![m(a, 0, 2)], 2));
+    }
+
+    /// The sockets ask for large buffers: as much as the host allows, up to
+    /// `SOCKET_BUFFER` (the kernel reports twice the granted size).
+    #[tokio::test]
+    async fn sockets_get_large_buffers_as_far_as_the_host_allows() {
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(212_992);
+        let socks = Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let io = &socks.v4.as_ref().unwrap().io;
+        let got = socket2::SockRef::from(io).recv_buffer_size().unwrap();
+        assert_eq!(got, 2 * max.min(SOCKET_BUFFER));
     }
 
     /// Many datagrams of mixed sizes to two receivers, handed over in one burst: every one

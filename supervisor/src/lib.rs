@@ -50,6 +50,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+mod copy;
 pub mod dns;
 mod emulate;
 pub mod filter;

@@ -733,7 +733,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         tokio::spawn(async move {
             let mut stream = Shared(shared.clone());
             let mut ours = OurEnd(end);
-            let reset = match tokio::io::copy_bidirectional(&mut ours, &mut stream).await {
+            let reset = match crate::copy::bidirectional(&mut ours, &mut stream).await {
                 Ok((up, down)) => {
                     debug!(ino, up, down, "stream finished");
                     false

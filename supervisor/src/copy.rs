@@ -1,0 +1,233 @@
+//! Copying bytes both ways between a program's socket and its virtual connection, with
+//! buffers that grow for bulk transfers.
+//!
+//! `tokio::io::copy_bidirectional` moves at most 8 KiB per read, so a bulk transfer costs
+//! a `recv` or `send` on the program's socket, and a stack poll, for every 8 KiB. A fixed
+//! larger buffer would cost every idle connection that memory. Here each direction starts
+//! with [`FIRST`] bytes and doubles, up to [`LARGEST`], whenever a read fills it: a
+//! request/response connection keeps its small buffers, a bulk flow soon moves 128 KiB per
+//! system call.
+//!
+//! Semantics follow tokio's: when one direction reads end-of-file, its writer is shut down
+//! and the other direction goes on; the first error from either direction ends both.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Initial buffer of each direction.
+pub(crate) const FIRST: usize = 8 * 1024;
+/// Largest buffer of each direction.
+pub(crate) const LARGEST: usize = 128 * 1024;
+/// Buffers filled and drained per direction before the task yields to others.
+const TURNS_PER_POLL: usize = 16;
+
+/// One direction: bytes read but not yet written are `buf[pos..end]`.
+#[derive(Debug)]
+struct Half {
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    read_done: bool,
+    /// Written since the last flush.
+    unflushed: bool,
+    moved: u64,
+    done: bool,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            buf: vec![0; FIRST],
+            pos: 0,
+            end: 0,
+            read_done: false,
+            unflushed: false,
+            moved: 0,
+            done: false,
+        }
+    }
+
+    /// Move bytes from `r` to `w`; `Ready(Ok(()))` once `r` ended and `w` is shut down.
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        for _ in 0..TURNS_PER_POLL {
+            if self.pos == self.end && !self.read_done {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            (self.pos, self.end) = (0, n);
+                            if n == self.buf.len() && self.buf.len() < LARGEST {
+                                // A full read: the other side has more. Grow; the bytes
+                                // read stay where they are.
+                                let grown = (self.buf.len() * 2).min(LARGEST);
+                                self.buf.resize(grown, 0);
+                            }
+                        }
+                    }
+                }
+            }
+            while self.pos < self.end {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.moved += n as u64;
+                self.unflushed = true;
+            }
+            if self.read_done {
+                ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        // Plenty moved in one go: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Copy `a` to `b` and `b` to `a` until both directions have ended; returns the bytes
+/// moved each way (`a` to `b`, `b` to `a`).
+pub(crate) async fn bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Half::new();
+    let mut down = Half::new();
+    poll_fn(|cx| {
+        if !up.done {
+            if let Poll::Ready(r) = up.poll(cx, a, b) {
+                r?;
+                up.done = true;
+            }
+        }
+        if !down.done {
+            if let Poll::Ready(r) = down.poll(cx, b, a) {
+                r?;
+                down.done = true;
+            }
+        }
+        if up.done && down.done {
+            Poll::Ready(Ok((up.moved, down.moved)))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Both directions carry everything, in order, while each side writes and reads
+    /// concurrently; ends propagate as shutdowns.
+    #[tokio::test]
+    async fn both_directions_arrive_whole_and_ends_propagate() {
+        let (mut left, mut mid_a) = tokio::io::duplex(64 * 1024);
+        let (mut mid_b, mut right) = tokio::io::duplex(64 * 1024);
+        let pump = tokio::spawn(async move { bidirectional(&mut mid_a, &mut mid_b).await });
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let small = b"a short answer".to_vec();
+        let (l, r) = tokio::join!(
+            async {
+                left.write_all(&big).await.unwrap();
+                left.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                left.read_to_end(&mut got).await.unwrap();
+                got
+            },
+            async {
+                let mut got = Vec::new();
+                right.read_to_end(&mut got).await.unwrap();
+                right.write_all(&small).await.unwrap();
+                right.shutdown().await.unwrap();
+                got
+            }
+        );
+        assert_eq!(r, big);
+        assert_eq!(l, small);
+        let (up, down) = pump.await.unwrap().unwrap();
+        assert_eq!((up, down), (big.len() as u64, small.len() as u64));
+    }
+
+    /// A buffer grows only while reads fill it.
+    #[tokio::test]
+    async fn buffers_grow_with_full_reads_only() {
+        let mut h = Half::new();
+        let (mut src, mut src_end) = tokio::io::duplex(1 << 20);
+        let (mut dst, mut dst_end) = tokio::io::duplex(1 << 20);
+        src_end.write_all(&[1u8; 100]).await.unwrap();
+        poll_fn(|cx| {
+            let _ = h.poll(cx, &mut src, &mut dst);
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(h.buf.len(), FIRST, "a short read keeps the buffer");
+        src_end.write_all(&vec![2u8; 600 * 1024]).await.unwrap();
+        poll_fn(|cx| {
+            let _ = h.poll(cx, &mut src, &mut dst);
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(h.buf.len(), LARGEST, "full reads grow it to the cap");
+        let mut got = vec![0u8; 100];
+        dst_end.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, vec![1u8; 100]);
+    }
+
+    /// An error in one direction ends the copy with that error.
+    #[tokio::test]
+    async fn an_error_ends_both_directions() {
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        impl AsyncWrite for Broken {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                b: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(b.len()))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let (mut other, _keep) = tokio::io::duplex(1024);
+        let e = bidirectional(&mut Broken, &mut other).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+}

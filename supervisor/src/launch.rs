@@ -280,8 +280,44 @@ impl Child {
     }
 
     /// Wait for the program, forwarding `SIGINT SIGTERM SIGHUP SIGQUIT SIGUSR1 SIGUSR2
-    /// SIGWINCH` received by this process to it.
+    /// SIGWINCH` received by this process to it. Signals that arrived before this call
+    /// are lost: install [`ForwardedSignals`] before [`spawn`] and use
+    /// [`Child::wait_forwarding`] to keep them.
     pub async fn wait_forwarding_signals(&self) -> Result<ExitStatus, LaunchError> {
+        self.wait_forwarding(ForwardedSignals::install()?).await
+    }
+
+    /// Wait for the program, passing it the signals `signals` caught, including those
+    /// caught before this call.
+    pub async fn wait_forwarding(
+        &self,
+        mut signals: ForwardedSignals,
+    ) -> Result<ExitStatus, LaunchError> {
+        let wait = self.wait();
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                status = &mut wait => break status,
+                Some(sig) = signals.rx.recv() => { let _ = self.signal(sig); }
+            }
+        }
+    }
+}
+
+/// Handlers for the signals passed on to the program (`SIGINT SIGTERM SIGHUP SIGQUIT
+/// SIGUSR1 SIGUSR2 SIGWINCH`). Installed before the program starts, so that a signal sent
+/// while it starts is delivered once it runs instead of being lost (or, for `SIGINT`,
+/// ending the launcher). Dropping it removes nothing (tokio keeps its handlers) but stops
+/// the forwarding.
+#[derive(Debug)]
+pub struct ForwardedSignals {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Signal>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ForwardedSignals {
+    /// Install the handlers (inside a tokio runtime).
+    pub fn install() -> Result<Self, LaunchError> {
         use tokio::signal::unix::{signal, SignalKind};
         let kinds = [
             (SignalKind::interrupt(), Signal::SIGINT),
@@ -292,7 +328,7 @@ impl Child {
             (SignalKind::user_defined2(), Signal::SIGUSR2),
             (SignalKind::window_change(), Signal::SIGWINCH),
         ];
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for (kind, sig) in kinds {
             let mut stream = signal(kind).map_err(|source| LaunchError::Wait {
@@ -308,18 +344,15 @@ impl Child {
                 }
             }));
         }
-        let wait = self.wait();
-        tokio::pin!(wait);
-        let result = loop {
-            tokio::select! {
-                status = &mut wait => break status,
-                Some(sig) = rx.recv() => { let _ = self.signal(sig); }
-            }
-        };
-        for t in tasks {
+        Ok(ForwardedSignals { rx, tasks })
+    }
+}
+
+impl Drop for ForwardedSignals {
+    fn drop(&mut self) {
+        for t in &self.tasks {
             t.abort();
         }
-        result
     }
 }
 
@@ -330,13 +363,14 @@ pub async fn run<B: Backend>(
     policy: Policy,
     backend: Arc<B>,
 ) -> Result<ExitStatus, LaunchError> {
+    let signals = ForwardedSignals::install()?;
     let mut child = spawn(cmd)?;
     let listener = child.take_listener().ok_or_else(|| LaunchError::Wait {
         what: "take listener",
         source: std::io::Error::other("listener already taken"),
     })?;
     let served = tokio::spawn(crate::supervise(listener, policy, backend));
-    let status = child.wait_forwarding_signals().await?;
+    let status = child.wait_forwarding(signals).await?;
     // Teardown: the listener hangs up when the last traced task is gone.
     match served.await {
         Ok(Ok(())) => {}

@@ -25,7 +25,15 @@ pub(crate) fn machine() -> String {
         });
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or("unknown".to_string(), |k| k.trim().to_string());
-    format!("{cores} cores ({model}){mem_gib}, Linux {kernel}")
+    // ztrun asks for 4 MiB UDP buffers; the kernel grants at most this much, and a
+    // smaller grant drops bursts (bulk throughput depends on it).
+    let rmem = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(String::new(), |b| {
+            format!(", net.core.rmem_max {} KiB", b / 1024)
+        });
+    format!("{cores} cores ({model}){mem_gib}, Linux {kernel}{rmem}")
 }
 
 /// Which `ztrun` was measured: when its binary was written, and the commit of the working

@@ -178,16 +178,19 @@ impl Sockets {
             let sock = socket2::SockRef::from(&s);
             let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
             let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-            // The kernel reports twice what it granted.
+            // The kernel reports twice what it granted. Said once per process.
             let granted = sock.recv_buffer_size().unwrap_or(0) / 2;
+            static SAID: std::sync::Once = std::sync::Once::new();
             if granted < SOCKET_BUFFER {
-                tracing::info!(
-                    granted,
-                    wanted = SOCKET_BUFFER,
-                    "UDP receive buffer capped by net.core.rmem_max; bursts may be dropped \
+                SAID.call_once(|| {
+                    tracing::info!(
+                        granted,
+                        wanted = SOCKET_BUFFER,
+                        "UDP receive buffer capped by net.core.rmem_max; bursts may be dropped \
                      (raise it with `sysctl -w net.core.rmem_max={SOCKET_BUFFER}` for bulk \
                      throughput)"
-                );
+                    )
+                });
             }
             s.set_nonblocking(true)
                 .and_then(|()| quinn_udp::UdpSocketState::new((&s).into()))

@@ -735,6 +735,22 @@ struct Port {
     arrived: Vec<Vec<u8>>,
 }
 
+/// Hand `spent` buffers back to the device of `nwid` (dropped if it has none).
+fn recycle(
+    ports: &mut std::collections::HashMap<NetworkId, Port>,
+    nwid: Option<NetworkId>,
+    spent: &mut Vec<Vec<u8>>,
+) {
+    match nwid
+        .and_then(|n| ports.get_mut(&n))
+        .and_then(|p| p.device.as_mut())
+    {
+        Some(dev) => dev.recycle(spent),
+        None => spent.clear(),
+    }
+    spent.clear();
+}
+
 /// Take outgoing frames from every attached device: `Ready` with the network of each
 /// frame moved into `out` (none for a device that shut down: it is detached).
 fn poll_devices(
@@ -861,15 +877,19 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
             }
             () = poll_fn(|cx| poll_devices(&mut ports, cx, &mut from_devices, &mut device_scratch)) => {
                 let now = Instant::now();
+                // Frames come in runs per device; each run's buffers go back at once.
+                let mut run: Option<NetworkId> = None;
                 for (nwid, frame) in from_devices.drain(..) {
                     if let Err(e) = node.send_frame(now, nwid, &frame) {
                         tracing::debug!(error = %e, "frame not sent");
                     }
-                    if let Some(dev) = ports.get_mut(&nwid).and_then(|p| p.device.as_mut()) {
-                        device_scratch.push(frame);
-                        dev.recycle(&mut device_scratch);
+                    if run.is_some_and(|r| r != nwid) {
+                        recycle(&mut ports, run, &mut device_scratch);
                     }
+                    run = Some(nwid);
+                    device_scratch.push(frame);
                 }
+                recycle(&mut ports, run, &mut device_scratch);
             }
             cmd = cmd_rx.recv() => match cmd {
                 None => break,

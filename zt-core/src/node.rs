@@ -66,7 +66,7 @@ use crate::reassembly::Reassembler;
 use crate::session::{self, InitiatorHandshake, Session};
 use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
 use crate::wire::credential::{Certificate, Route, SignedConfig};
-use crate::wire::data::{DataPacket, DataRepr};
+use crate::wire::data::{DataPacket, DataRepr, DATA_PREFIX_LEN, TAG_LEN};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
 use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
 use crate::wire::header::{self, PacketType, HEADER_LEN, MAX_HOPS};
@@ -1487,24 +1487,29 @@ impl Node {
             self.service_peer(now, addr);
             return;
         };
-        let (counter, ct) = match s.seal(&msg) {
-            Ok(x) => x,
+        // The packet is built in one buffer: header, data prefix, then the ciphertext
+        // sealed in place after them.
+        let counter = match s.next_counter() {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!(peer = %addr, error = %e, "seal failed");
                 return;
             }
         };
-        let receiver_index = s.remote_index;
-        let rekey = s.packets_sent() >= rekey_after;
-        p.last_tx = Some(now);
-        let mut pkt = Vec::with_capacity(HEADER_LEN + 12 + ct.len());
+        let mut pkt = Vec::with_capacity(HEADER_LEN + DATA_PREFIX_LEN + msg.len() + TAG_LEN);
         hdr.emit_vec(&mut pkt);
         DataRepr {
-            receiver_index,
+            receiver_index: s.remote_index,
             counter,
-            ciphertext: &ct,
+            ciphertext: &[],
         }
         .emit(&mut pkt);
+        if let Err(e) = s.seal_append(&msg, &mut pkt) {
+            tracing::debug!(peer = %addr, error = %e, "seal failed");
+            return;
+        }
+        let rekey = s.packets_sent() >= rekey_after;
+        p.last_tx = Some(now);
         self.send_packet(dst, pkt);
         if rekey && self.peers.get(&addr).is_some_and(|p| p.pending.is_none()) {
             self.initiate(now, addr);

@@ -290,18 +290,44 @@ impl Session {
 
     /// Encrypts `plaintext`; returns the counter used and the ciphertext with its tag.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), SessionError> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        let counter = self.next_counter()?;
+        self.seal_append(plaintext, &mut out)?;
+        Ok((counter, out))
+    }
+
+    /// The counter the next [`Session::seal_append`] will use (to write it ahead of the
+    /// ciphertext); `Exhausted` once the session must not seal any more.
+    pub fn next_counter(&self) -> Result<u64, SessionError> {
         if self.send_counter >= REJECT_AFTER_MESSAGES {
             return Err(SessionError::Exhausted);
         }
-        let counter = self.send_counter;
-        let mut out = vec![0u8; plaintext.len() + TAG_LEN];
-        let n = self
+        Ok(self.send_counter)
+    }
+
+    /// Encrypts `plaintext` under the next counter and appends the ciphertext (with its
+    /// tag) to `out`, so a packet is built in one buffer. Returns the counter used. On an
+    /// error `out` is left as it was.
+    pub fn seal_append(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<u64, SessionError> {
+        let counter = self.next_counter()?;
+        let start = out.len();
+        out.resize(start + plaintext.len() + TAG_LEN, 0);
+        match self
             .transport
-            .write_message(counter, plaintext, &mut out)
-            .map_err(noise("seal"))?;
-        out.truncate(n);
+            .write_message(counter, plaintext, &mut out[start..])
+        {
+            Ok(n) => out.truncate(start + n),
+            Err(e) => {
+                out.truncate(start);
+                return Err(noise("seal")(e));
+            }
+        }
         self.send_counter += 1;
-        Ok((counter, out))
+        Ok(counter)
     }
 
     /// Decrypts a packet, rejecting replays; the window moves only for authentic packets.
@@ -352,6 +378,28 @@ mod tests {
             a[len / 2] ^= 1;
             assert!(fast.decrypt(nonce, b"ad", &a, &mut out).is_err());
         }
+    }
+
+    /// `seal_append` writes after what the buffer holds, uses the counter `next_counter`
+    /// announced, and leaves the buffer untouched when it refuses.
+    #[test]
+    fn seal_append_builds_the_packet_in_place() {
+        let (mut a, mut b, _) = pair();
+        let mut pkt = b"header".to_vec();
+        let announced = a.next_counter().unwrap();
+        let counter = a.seal_append(b"frame bytes", &mut pkt).unwrap();
+        assert_eq!(counter, announced);
+        assert_eq!(&pkt[..6], b"header");
+        assert_eq!(pkt.len(), 6 + 11 + TAG_LEN);
+        assert_eq!(b.open(counter, &pkt[6..]).unwrap(), b"frame bytes");
+        assert_eq!(a.next_counter().unwrap(), counter + 1);
+        a.send_counter = REJECT_AFTER_MESSAGES;
+        let before = pkt.clone();
+        assert!(matches!(
+            a.seal_append(b"more", &mut pkt),
+            Err(SessionError::Exhausted)
+        ));
+        assert_eq!(pkt, before);
     }
 
     fn pair() -> (Session, Session, SecretIdentity) {

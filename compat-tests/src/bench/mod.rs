@@ -113,7 +113,7 @@ impl Plan {
                 redis_requests: 20_000,
                 cpu_seconds: 2.0,
                 repeats: 3,
-                cpu_repeats: 5,
+                cpu_repeats: 9,
                 conns: 10_000,
                 hold_seconds: 150.0,
             }

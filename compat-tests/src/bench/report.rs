@@ -422,9 +422,9 @@ impl Report {
              server closes after answering). Start-up is from spawning the client (under \
              `ztrun` for (c)) to its first answered request. The CPU-bound program is a \
              Python SHA-256 loop timing itself on host 2, without ztrun in (b) and with it \
-             in (c), alternating (5 times each in a full run). RSS is VmRSS of the `ztrun` process \
+             in (c), alternating (9 times each in a full run). RSS is VmRSS of the `ztrun` process \
              (proc(5)). Single values; the start-up and CPU rows are medians (of 3 and of \
-             5). The machine is shared: the load average below says how busy it was, and \
+             9). The machine is shared: the load average below says how busy it was, and \
              the CPU-bound row's own CPU time shows what other work did to its wall time.\n\n",
         );
         let _ = writeln!(

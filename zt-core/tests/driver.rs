@@ -17,25 +17,41 @@ fn eth(dst: Mac, src: Mac, payload: &[u8]) -> Vec<u8> {
     [&dst.0[..], &src.0[..], &[0x08, 0x00][..], payload].concat()
 }
 
-#[tokio::test]
-async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
-    let loopback = ["127.0.0.1:0".parse().unwrap()];
-    let root_id = identity(100);
-    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
-    let root_ep = root_sockets.local_addrs()[0];
-    let (root, _root_task) = spawn_root(
-        Root::new(
-            root_id.clone(),
-            [1; 32],
-            Timing::default(),
-            std::time::Instant::now(),
-        ),
-        root_sockets,
-    );
+/// Sockets on a fresh loopback port.
+async fn loopback_sockets() -> Sockets {
+    Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
+        .await
+        .unwrap()
+}
+
+/// A root with identity `identity(seed)` on a loopback port, its task, and the spec
+/// nodes use to reach it.
+async fn loopback_root(
+    seed: u64,
+) -> (
+    zt_core::driver::RootHandle,
+    tokio::task::JoinHandle<()>,
+    RootSpec,
+) {
+    let root_id = identity(seed);
+    let sockets = loopback_sockets().await;
     let spec = RootSpec {
         identity: root_id.public().clone(),
-        endpoints: vec![root_ep],
+        endpoints: vec![sockets.local_addrs()[0]],
     };
+    let root = Root::new(
+        root_id,
+        [1; 32],
+        Timing::default(),
+        std::time::Instant::now(),
+    );
+    let (handle, task) = spawn_root(root, sockets);
+    (handle, task, spec)
+}
+
+#[tokio::test]
+async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
+    let (root, _root_task, spec) = loopback_root(100).await;
     let nwid = NetworkId(0xff00_0000_0000_00aa);
     let mut nodes = Vec::new();
     for i in 0..2u8 {
@@ -45,7 +61,7 @@ async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
             [i + 2; 32],
         );
         let node = Node::new(cfg, std::time::Instant::now());
-        let sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+        let sockets = loopback_sockets().await;
         let (h, _task) = spawn_node(node, sockets);
         let port = h.join(nwid).await.unwrap();
         nodes.push((h, port));
@@ -109,22 +125,7 @@ async fn controller_network_over_loopback_join_waits_for_authorization() {
     use zt_core::controller::{Controller, NetworkSettings};
     use zt_core::node::NetworkState;
 
-    let loopback = ["127.0.0.1:0".parse().unwrap()];
-    let root_id = identity(200);
-    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
-    let spec = RootSpec {
-        identity: root_id.public().clone(),
-        endpoints: vec![root_sockets.local_addrs()[0]],
-    };
-    let (_root, _root_task) = spawn_root(
-        Root::new(
-            root_id,
-            [1; 32],
-            Timing::default(),
-            std::time::Instant::now(),
-        ),
-        root_sockets,
-    );
+    let (_root, _root_task, spec) = loopback_root(200).await;
     // The controller node.
     let ctl_id = identity(201);
     let mut ctl_node = Node::new(
@@ -136,7 +137,7 @@ async fn controller_network_over_loopback_join_waits_for_authorization() {
         1_700_000_000_000,
         std::time::Instant::now(),
     ));
-    let (ctl, _ctl_task) = spawn_node(ctl_node, Sockets::bind_addrs(&loopback).await.unwrap());
+    let (ctl, _ctl_task) = spawn_node(ctl_node, loopback_sockets().await);
     let nwid = ctl
         .with_controller(|c| {
             c.create_network(
@@ -161,7 +162,7 @@ async fn controller_network_over_loopback_join_waits_for_authorization() {
         NodeConfig::new(member_id, vec![spec], [3; 32]),
         std::time::Instant::now(),
     );
-    let (m, _m_task) = spawn_node(member, Sockets::bind_addrs(&loopback).await.unwrap());
+    let (m, _m_task) = spawn_node(member, loopback_sockets().await);
     let m2 = m.clone();
     let join = tokio::spawn(async move { m2.join(nwid).await });
     let denied = tokio::time::timeout(Duration::from_secs(10), async {
@@ -210,22 +211,7 @@ async fn controller_network_over_loopback_join_waits_for_authorization() {
 /// answer must reach it at once, not after the old path times out (45 s).
 #[tokio::test]
 async fn restarted_node_with_the_same_identity_is_answered_at_once() {
-    let loopback = ["127.0.0.1:0".parse().unwrap()];
-    let root_id = identity(300);
-    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
-    let spec = RootSpec {
-        identity: root_id.public().clone(),
-        endpoints: vec![root_sockets.local_addrs()[0]],
-    };
-    let (_root, _root_task) = spawn_root(
-        Root::new(
-            root_id,
-            [1; 32],
-            Timing::default(),
-            std::time::Instant::now(),
-        ),
-        root_sockets,
-    );
+    let (_root, _root_task, spec) = loopback_root(300).await;
     let nwid = NetworkId(0xff00_0000_0000_00bb);
     let start = |id: SecretIdentity, seed: u8| {
         let spec = spec.clone();
@@ -234,7 +220,7 @@ async fn restarted_node_with_the_same_identity_is_answered_at_once() {
                 NodeConfig::new(id, vec![spec], [seed; 32]),
                 std::time::Instant::now(),
             );
-            let sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+            let sockets = loopback_sockets().await;
             let (h, task) = spawn_node(node, sockets);
             let port = h.join(nwid).await.unwrap();
             (h, task, port)
@@ -352,32 +338,16 @@ fn push(dev: &Shared, frame: Vec<u8>) {
 
 #[tokio::test]
 async fn attached_devices_exchange_frames_inside_the_driver() {
-    let loopback = ["127.0.0.1:0".parse().unwrap()];
-    let root_id = identity(300);
-    let root_sockets = Sockets::bind_addrs(&loopback).await.unwrap();
-    let root_ep = root_sockets.local_addrs()[0];
-    let (_root, _root_task) = spawn_root(
-        Root::new(
-            root_id.clone(),
-            [3; 32],
-            Timing::default(),
-            std::time::Instant::now(),
-        ),
-        root_sockets,
-    );
-    let spec = RootSpec {
-        identity: root_id.public().clone(),
-        endpoints: vec![root_ep],
-    };
+    let (_root, _root_task, spec) = loopback_root(400).await;
     let nwid = NetworkId(0xff00_0000_0000_00bb);
     let mut nodes = Vec::new();
     for i in 0..2u8 {
         let cfg = NodeConfig::new(
-            identity(301 + u64::from(i)),
+            identity(401 + u64::from(i)),
             vec![spec.clone()],
             [i + 7; 32],
         );
-        let sockets = Sockets::bind_addrs(&loopback).await.unwrap();
+        let sockets = loopback_sockets().await;
         let (h, _task) = spawn_node(Node::new(cfg, std::time::Instant::now()), sockets);
         // Attaching before joining is refused with a reason.
         let err = h.attach(nwid, Dev(Shared::default())).await.unwrap_err();

@@ -279,16 +279,9 @@ impl Child {
         }
     }
 
-    /// Wait for the program, forwarding `SIGINT SIGTERM SIGHUP SIGQUIT SIGUSR1 SIGUSR2
-    /// SIGWINCH` received by this process to it. Signals that arrived before this call
-    /// are lost: install [`ForwardedSignals`] before [`spawn`] and use
-    /// [`Child::wait_forwarding`] to keep them.
-    pub async fn wait_forwarding_signals(&self) -> Result<ExitStatus, LaunchError> {
-        self.wait_forwarding(ForwardedSignals::install()?).await
-    }
-
-    /// Wait for the program, passing it the signals `signals` caught, including those
-    /// caught before this call.
+    /// Wait for the program, passing it the signals `signals` caught (`SIGINT SIGTERM
+    /// SIGHUP SIGQUIT SIGUSR1 SIGUSR2 SIGWINCH`), including those caught before this call:
+    /// install [`ForwardedSignals`] before [`spawn`] so none sent during start-up is lost.
     pub async fn wait_forwarding(
         &self,
         mut signals: ForwardedSignals,

@@ -741,12 +741,11 @@ fn recycle(
     nwid: Option<NetworkId>,
     spent: &mut Vec<Vec<u8>>,
 ) {
-    match nwid
+    if let Some(dev) = nwid
         .and_then(|n| ports.get_mut(&n))
         .and_then(|p| p.device.as_mut())
     {
-        Some(dev) => dev.recycle(spent),
-        None => spent.clear(),
+        dev.recycle(spent);
     }
     spent.clear();
 }

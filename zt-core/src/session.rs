@@ -291,8 +291,7 @@ impl Session {
     /// Encrypts `plaintext`; returns the counter used and the ciphertext with its tag.
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), SessionError> {
         let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
-        let counter = self.next_counter()?;
-        self.seal_append(plaintext, &mut out)?;
+        let counter = self.seal_append(plaintext, &mut out)?;
         Ok((counter, out))
     }
 

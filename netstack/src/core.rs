@@ -102,6 +102,10 @@ pub(crate) struct Conn {
     pub(crate) aborted: bool,
     /// We sent FIN (shutdown or close).
     pub(crate) write_closed: bool,
+    /// The owner closed its sending half after the peer had closed its own, while data
+    /// was still queued: the FIN waits until that data is acknowledged
+    /// ([`Core::close_write`]).
+    pub(crate) close_pending: bool,
     /// Sequence number of the FIN we sent, once sent.
     pub(crate) fin_seq: Option<u32>,
     /// The last bare ACK passed to smoltcp that acknowledged all our data but not our
@@ -797,8 +801,43 @@ impl Core {
         self.release_port(key.0.port());
     }
 
+    /// Close the sending half of `key` (FIN after the queued data), like `shutdown(SHUT_WR)`.
+    ///
+    /// smoltcp enters LAST-ACK at once when closed in CLOSE-WAIT, with data still queued,
+    /// and in LAST-ACK it answers every ACK that acknowledges nothing new with a challenge
+    /// ACK and discards it, window and all. A peer that closed first and whose window
+    /// filled (a slow reader) then reopens its window in vain: the queued data waits for a
+    /// zero-window probe or, after a retransmission timeout, forever (docs/NETSTACK.md).
+    /// RFC 9293 sends the FIN, and enters LAST-ACK, only once the queued data is out; so
+    /// here the close waits in CLOSE-WAIT, watched, until the data is acknowledged
+    /// ([`Core::settle`] finishes it). Returns true when the close waits: the caller must
+    /// [`Core::watch`] the connection.
+    pub(crate) fn close_write(&mut self, shard: u32, key: Key) -> bool {
+        let Some(c) = self.tcp.get(&key) else {
+            return false;
+        };
+        let (h, pending) = (c.handle, c.close_pending);
+        let s = self.socket(shard, h);
+        if pending {
+            return true;
+        }
+        if s.state() == tcp::State::CloseWait && s.send_queue() > 0 {
+            if let Some(c) = self.tcp.get_mut(&key) {
+                c.close_pending = true;
+            }
+            true
+        } else {
+            s.close();
+            false
+        }
+    }
+
     pub(crate) fn watch(&mut self, shard: u32, key: Key) {
-        self.shards[shard as usize].watch.push(key);
+        // A shard holds a handful of connections: the list stays short.
+        let w = &mut self.shards[shard as usize].watch;
+        if !w.contains(&key) {
+            w.push(key);
+        }
     }
 
     // ---- ports ------------------------------------------------------------------------
@@ -1056,8 +1095,24 @@ impl Core {
             let Some(c) = self.tcp.get(&key) else {
                 continue;
             };
-            let (role, h, started) = (c.role, c.handle, c.started);
+            let (role, h, started, close_pending) = (c.role, c.handle, c.started, c.close_pending);
             let state = self.socket(i, h).state();
+            if close_pending {
+                if state == tcp::State::CloseWait && self.socket(i, h).send_queue() > 0 {
+                    keep.push(key);
+                    continue;
+                }
+                if let Some(c) = self.tcp.get_mut(&key) {
+                    c.close_pending = false;
+                }
+                // All queued data is acknowledged (or the connection ended): the FIN now.
+                self.socket(i, h).close();
+                self.mark_dirty(i);
+                if role == Role::Orphan {
+                    keep.push(key);
+                }
+                continue;
+            }
             match role {
                 Role::HalfOpen(lid) => match state {
                     tcp::State::SynReceived => keep.push(key),
@@ -1109,6 +1164,55 @@ impl Core {
         } else {
             w.extend(keep);
         }
+    }
+
+    /// A human-readable snapshot of the driver's and every connection's state, for a test
+    /// that stalls to print.
+    pub(crate) fn describe(&mut self, inbound: &FrameQueue) -> String {
+        use std::fmt::Write;
+        let now = self.now();
+        let rel = |t: SmolInstant| (t - now).total_micros() as i64 / CLOCK_SCALE as i64;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "inbound: {}; outbound: {}; egress room {} blocked {}; blocked shards {:?}; \
+             dirty {:?}; loopback {}; timers {} (first in {:?} us); driver wakes in {:?} us",
+            inbound.describe(),
+            self.egress.out.describe(),
+            self.egress.room,
+            self.egress.blocked,
+            self.blocked,
+            self.dirty,
+            self.egress.loopback.len(),
+            self.timers.len(),
+            self.timers.first().map(|&(t, _)| rel(t)),
+            self.driver_wakes_at.map(rel),
+        );
+        let keys: Vec<Key> = self.tcp.keys().copied().collect();
+        for key in keys {
+            let c = &self.tcp[&key];
+            let (shard, h) = (c.shard, c.handle);
+            let line = format!(
+                "{} -> {}: {:?} fin_seq {:?} last_pure_ack {:?}",
+                key.0, key.1, c.role, c.fin_seq, c.last_pure_ack
+            );
+            let sh = &mut self.shards[shard as usize];
+            let (rx, deadline) = (sh.rx.len(), sh.deadline.map(rel));
+            let at = sh.iface.poll_at(now, &sh.sockets).map(rel);
+            let s = self.socket(shard, h);
+            let _ = writeln!(
+                out,
+                "  {line}; {} send_queue {} recv_queue {} window {} can_send {} \
+                 can_recv {}; shard {shard} rx {rx} deadline {deadline:?} us poll_at {at:?} us",
+                s.state(),
+                s.send_queue(),
+                s.recv_queue(),
+                s.recv_capacity() - s.recv_queue(),
+                s.can_send(),
+                s.can_recv(),
+            );
+        }
+        out
     }
 
     fn needs_driver(&self) -> bool {
@@ -1165,7 +1269,8 @@ impl Core {
             self.egress.flush();
             at.map(tokio::time::Instant::from_std)
         };
-        let more = inbound.has_pending() || !self.egress.loopback.is_empty();
+        let more =
+            inbound.has_pending() || !self.egress.loopback.is_empty() || !self.dirty.is_empty();
         if more {
             self.driver_wakes_at = Some(now);
             return Next::Again;

@@ -186,6 +186,13 @@ impl Stack {
         icmp::bind(&self.shared, family, ident)
     }
 
+    /// A human-readable snapshot of the stack's queues, timers and connections, for
+    /// diagnosing a stall (tests print it when a transfer times out).
+    pub fn describe(&self) -> String {
+        let mut core = self.shared.lock();
+        core.describe(&self.shared.inbound)
+    }
+
     /// Counters describing the stack.
     pub fn stats(&self) -> StackStats {
         let core = self.shared.lock();

@@ -65,6 +65,19 @@ impl FrameQueue {
         self.cap.saturating_sub(self.lock().frames.len())
     }
 
+    /// Frames waiting, the bound, and whether a consumer / producers wait (diagnostics).
+    pub(crate) fn describe(&self) -> String {
+        let s = self.lock();
+        format!(
+            "{}/{} frames, consumer waiting: {}, producers waiting: {}, closed: {}",
+            s.frames.len(),
+            self.cap,
+            s.consumer.is_some(),
+            s.producers.len(),
+            s.closed
+        )
+    }
+
     /// Frames are waiting.
     pub(crate) fn has_pending(&self) -> bool {
         !self.lock().frames.is_empty()

@@ -223,9 +223,10 @@ impl Drop for StreamInner {
             // Graceful close: FIN after the queued data, like close(2) on a kernel socket.
             // Keepalive probes bound how long an orphan can wait for the peer's FIN (Linux
             // `tcp_fin_timeout`): they wake its shard, where `settle` ends it.
-            sock.close();
             sock.set_keep_alive(Some(to_smol(crate::core::FIN_TIMEOUT)));
+            core.close_write(self.shard, self.key);
         }
+        // Orphans are watched until they end (a pending close is finished there too).
         core.watch(self.shard, self.key);
         core.poll_shard(self.shard);
         self.shared.after_inline(&mut core);
@@ -336,12 +337,18 @@ impl TcpStream {
 
     /// Shut down sending (FIN after queued data): `shutdown(SHUT_WR)`. Reading continues.
     pub fn shutdown_write(&self) {
-        self.with(|s, c| {
+        {
+            let mut core = self.inner.shared.lock();
+            let Some(c) = core.tcp.get_mut(&self.inner.key) else {
+                return;
+            };
             if !c.write_closed {
-                s.close();
                 c.write_closed = true;
+                if core.close_write(self.inner.shard, self.inner.key) {
+                    core.watch(self.inner.shard, self.inner.key);
+                }
             }
-        });
+        }
         self.kick();
     }
 
@@ -657,6 +664,7 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         rst_seen: false,
         aborted: false,
         write_closed: false,
+        close_pending: false,
         fin_seq: None,
         last_pure_ack: None,
         rtt: None,

@@ -61,13 +61,30 @@ async fn recv(s: &TcpStream) -> (u64, Vec<u8>) {
     (total, h.finalize().to_vec())
 }
 
-/// Move `len` bytes each way at once over one connection; check hashes; return seconds.
-async fn both_ways(ab: LinkParams, ba: LinkParams, len: u64) -> f64 {
-    let (a, b) = pair(ab, ba);
-    both_ways_on(a, b, len).await
+/// Move `len` bytes each way at once over one connection within `limit`; check hashes;
+/// return seconds. On a stall, panic with both stacks' state.
+async fn both_ways_on(
+    (a, b, taps): (netstack::Stack, netstack::Stack, Taps),
+    len: u64,
+    limit: Duration,
+) -> f64 {
+    let (da, db) = (a.clone(), b.clone());
+    let before = RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+    match tokio::time::timeout(limit, both_ways_inner(a, b, len)).await {
+        Ok(secs) => secs,
+        Err(_) => panic!(
+            "{len} bytes each way not moved within {limit:?} ({} bytes received by this binary's transfers meanwhile, of {} here); \
+             stack A: {}stack B: {}{}",
+            RECEIVED.load(std::sync::atomic::Ordering::Relaxed) - before,
+            2 * len,
+            da.describe(),
+            db.describe(),
+            taps.dump()
+        ),
+    }
 }
 
-async fn both_ways_on(a: netstack::Stack, b: netstack::Stack, len: u64) -> f64 {
+async fn both_ways_inner(a: netstack::Stack, b: netstack::Stack, len: u64) -> f64 {
     let l = b
         .tcp_listen(SocketAddr::new(B4.into(), 9000), 8, false)
         .unwrap();
@@ -94,12 +111,8 @@ async fn both_ways_on(a: netstack::Stack, b: netstack::Stack, len: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_each_way_clean() {
     let len = 1u64 << 30;
-    let secs = tokio::time::timeout(
-        Duration::from_secs(120),
-        both_ways(LinkParams::clean(), LinkParams::clean(), len),
-    )
-    .await
-    .expect("1 GiB each way within 120 s");
+    let pair = pair_tapped(LinkParams::clean(), LinkParams::clean());
+    let secs = both_ways_on(pair, len, Duration::from_secs(120)).await;
     eprintln!(
         "1 GiB each way, clean link: {secs:.1} s ({:.0} Mbit/s per direction)",
         len as f64 * 8.0 / secs / 1e6
@@ -112,10 +125,7 @@ async fn one_gib_each_way_clean() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_received_inline_carry_bulk_data_each_way() {
     let len = 64u64 << 20;
-    let (a, b) = pair_inline();
-    let secs = tokio::time::timeout(Duration::from_secs(60), both_ways_on(a, b, len))
-        .await
-        .expect("64 MiB each way within 60 s");
+    let secs = both_ways_on(pair_inline(), len, Duration::from_secs(60)).await;
     eprintln!(
         "64 MiB each way, received inline: {secs:.1} s ({:.0} Mbit/s per direction)",
         len as f64 * 8.0 / secs / 1e6

@@ -88,3 +88,189 @@ async fn lost_fin_after_duplicate_acks_is_retransmitted() {
         .unwrap();
     assert_eq!(got, data);
 }
+
+// ---- a hand-driven peer -------------------------------------------------------------------
+
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const STACK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const PEER_PORT: u16 = 40000;
+
+/// A TCP segment the stack sent.
+#[derive(Debug)]
+struct Seg {
+    flags: u8,
+    seq: u32,
+    len: usize,
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// An IPv4 TCP segment from the peer (A4:PEER_PORT) to the stack (B4:`port`); checksums
+/// are left zero (the stack does not verify received checksums).
+fn segment(port: u16, flags: u8, seq: u32, ack: u32, win: u16, payload: &[u8]) -> Vec<u8> {
+    let opts: &[u8] = if flags & SYN != 0 {
+        &[2, 4, 0x05, 0x78]
+    } else {
+        &[]
+    };
+    let tcp_len = 20 + opts.len() + payload.len();
+    let mut f = Vec::with_capacity(TCP + tcp_len);
+    f.extend_from_slice(&STACK_MAC);
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&A4.octets());
+    f.extend_from_slice(&B4.octets());
+    f.extend_from_slice(&PEER_PORT.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.push(((20 + opts.len()) as u8 / 4) << 4);
+    f.push(flags);
+    f.extend_from_slice(&win.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(opts);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The next TCP segment the stack sends, answering its ARP requests for the peer on the
+/// way; `None` after `limit` without one.
+async fn next_segment(link: &FrameLink, limit: Duration) -> Option<Seg> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut batch = Vec::new();
+    loop {
+        if batch.is_empty() {
+            tokio::time::timeout_at(deadline, link.recv_many(&mut batch, 1))
+                .await
+                .ok()?;
+        }
+        let f = batch.remove(0);
+        if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1] {
+            let mut r = Vec::with_capacity(42);
+            r.extend_from_slice(&STACK_MAC);
+            r.extend_from_slice(&PEER_MAC);
+            r.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+            r.extend_from_slice(&PEER_MAC);
+            r.extend_from_slice(&A4.octets());
+            r.extend_from_slice(&STACK_MAC);
+            r.extend_from_slice(&B4.octets());
+            link.send(r).await;
+            continue;
+        }
+        if let Some((flags, len)) = tcp(&f) {
+            let seq = u32::from_be_bytes([f[TCP + 4], f[TCP + 5], f[TCP + 6], f[TCP + 7]]);
+            return Some(Seg { flags, seq, len });
+        }
+    }
+}
+
+/// The next segment carrying data or a FIN (pure ACKs skipped).
+async fn next_data(link: &FrameLink, limit: Duration) -> Option<Seg> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let s = next_segment(link, left).await?;
+        if s.len > 0 || s.flags & FIN != 0 {
+            return Some(s);
+        }
+    }
+}
+
+/// A peer closes its side first, then stops reading until its window is zero; the
+/// stack's program writes more than that window and closes. When the peer reopens its
+/// window with a pure window update, the queued data must flow at once. (smoltcp in
+/// LAST-ACK discards such updates: without the deferred close, the stack answered with a
+/// one-byte zero-window probe much later, or, after a retransmission timeout, never.)
+#[tokio::test]
+async fn window_update_reaches_a_connection_whose_peer_closed_first() {
+    const PORT: u16 = 7400;
+    const WINDOW: u16 = 4000;
+    const TOTAL: usize = 20_000;
+    let (b, link) = Stack::new(config(2));
+    let l = b
+        .tcp_listen(SocketAddr::new(B4.into(), PORT), 4, false)
+        .unwrap();
+    let step = Duration::from_secs(5);
+
+    // Handshake, then the peer's FIN.
+    link.send(segment(PORT, SYN, 1000, 0, WINDOW, &[])).await;
+    let syn_ack = next_segment(&link, step).await.expect("SYN-ACK");
+    assert_eq!(syn_ack.flags & (SYN | ACK), SYN | ACK, "{syn_ack:?}");
+    let base = syn_ack.seq.wrapping_add(1);
+    link.send(segment(PORT, ACK, 1001, base, WINDOW, &[])).await;
+    link.send(segment(PORT, ACK | FIN, 1001, base, WINDOW, &[]))
+        .await;
+    let mut s = tokio::time::timeout(step, l.accept())
+        .await
+        .expect("accepted")
+        .unwrap();
+    let mut eof = [0u8; 1];
+    let n = tokio::time::timeout(step, s.read(&mut eof))
+        .await
+        .expect("end of file")
+        .unwrap();
+    assert_eq!(n, 0, "the peer's FIN reads as end of file");
+
+    // The program writes more than the peer's window and closes.
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i % 253) as u8).collect();
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+
+    // The window's worth arrives; the peer acknowledges each segment without reading, so
+    // its window shrinks to zero...
+    let mut got = 0usize;
+    while got < usize::from(WINDOW) {
+        let seg = next_data(&link, step).await.expect("data up to the window");
+        if seg.seq != base.wrapping_add(got as u32) {
+            continue; // a retransmission
+        }
+        got += seg.len;
+        let left = usize::from(WINDOW).saturating_sub(got) as u16;
+        let ack = base.wrapping_add(got as u32);
+        link.send(segment(PORT, ACK, 1002, ack, left, &[])).await;
+    }
+    assert_eq!(got, usize::from(WINDOW), "no more than the window");
+    let acked = base.wrapping_add(got as u32);
+    // ...then reopens it with a pure window update (acknowledging nothing new).
+    link.send(segment(PORT, ACK, 1002, acked, WINDOW, &[]))
+        .await;
+    let mut seg = next_data(&link, step)
+        .await
+        .expect("data after the window update");
+    while seg.seq != acked && seg.len > 0 {
+        // A retransmission sent before the acknowledgement arrived.
+        seg = next_data(&link, step)
+            .await
+            .expect("data after the window update");
+    }
+    assert!(
+        seg.len > 1,
+        "the window update was taken: a full segment follows, not a one-byte \
+         zero-window probe ({seg:?})"
+    );
+
+    // The rest, then the FIN right after the last byte.
+    let mut next = base.wrapping_add(got as u32);
+    assert_eq!(seg.seq, next);
+    got += seg.len;
+    next = next.wrapping_add(seg.len as u32);
+    link.send(segment(PORT, ACK, 1002, next, WINDOW, &[])).await;
+    loop {
+        let seg = next_data(&link, step).await.expect("the rest, then FIN");
+        if seg.seq != next {
+            continue; // a retransmission of what was already counted
+        }
+        got += seg.len;
+        next = next.wrapping_add(seg.len as u32);
+        if seg.flags & FIN != 0 {
+            break;
+        }
+        link.send(segment(PORT, ACK, 1002, next, WINDOW, &[])).await;
+    }
+    assert_eq!(got, TOTAL, "every byte before the FIN");
+}

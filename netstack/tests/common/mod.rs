@@ -65,8 +65,99 @@ impl Rng {
     }
 }
 
+/// The last TCP segments that crossed one direction of a link, for a test that stalls to
+/// print (`TAP_LEN` of them, oldest first). Headers are copied, formatted only on dump.
+#[derive(Debug, Default)]
+pub(crate) struct Tap(std::sync::Mutex<VecDeque<(u128, [u8; 20], usize)>>);
+
+const TAP_LEN: usize = 48;
+
+impl Tap {
+    fn record(&self, frames: &[Vec<u8>], start: std::time::Instant) {
+        let at = start.elapsed().as_micros();
+        let mut q = self.0.lock().unwrap();
+        for f in frames {
+            let Some((header, len)) = tcp_header(f) else {
+                continue;
+            };
+            if q.len() == TAP_LEN {
+                q.pop_front();
+            }
+            q.push_back((at, header, len));
+        }
+    }
+
+    pub(crate) fn dump(&self) -> String {
+        let q = self.0.lock().unwrap();
+        q.iter()
+            .map(|(at, t, len)| {
+                let be32 = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+                let flags: String = [
+                    (0x02, 'S'),
+                    (0x01, 'F'),
+                    (0x04, 'R'),
+                    (0x08, 'P'),
+                    (0x10, '.'),
+                ]
+                .iter()
+                .filter(|(b, _)| t[13] & b != 0)
+                .map(|&(_, c)| c)
+                .collect();
+                format!(
+                    "    {at:>10} us {}>{} [{flags}] seq {} ack {} win {} len {len}\n",
+                    u16::from_be_bytes([t[0], t[1]]),
+                    u16::from_be_bytes([t[2], t[3]]),
+                    be32(4),
+                    be32(8),
+                    u16::from_be_bytes([t[14], t[15]]),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The fixed TCP header and payload length of an IPv4 TCP segment in an Ethernet frame.
+fn tcp_header(f: &[u8]) -> Option<([u8; 20], usize)> {
+    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 6 {
+        return None;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let t = f.get(14 + ihl..14 + total)?;
+    let header: [u8; 20] = t.get(..20)?.try_into().ok()?;
+    let off = usize::from(t[12] >> 4) * 4;
+    Some((header, t.len().saturating_sub(off)))
+}
+
+/// Both directions' taps of a pair.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Taps {
+    pub(crate) ab: Arc<Tap>,
+    pub(crate) ba: Arc<Tap>,
+}
+
+impl Taps {
+    pub(crate) fn dump(&self) -> String {
+        format!(
+            "  last segments A->B:\n{}  last segments B->A:\n{}",
+            self.ab.dump(),
+            self.ba.dump()
+        )
+    }
+}
+
 /// Carry frames from `from` to `to` until `from` closes.
 async fn carry(from: Arc<FrameLink>, to: Arc<FrameLink>, p: LinkParams) {
+    carry_tapped(from, to, p, None).await
+}
+
+async fn carry_tapped(
+    from: Arc<FrameLink>,
+    to: Arc<FrameLink>,
+    p: LinkParams,
+    tap: Option<Arc<Tap>>,
+) {
+    let start = std::time::Instant::now();
     let mut rng = Rng(p.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut batch = Vec::with_capacity(256);
     let mut held: Option<Vec<u8>> = None;
@@ -91,6 +182,9 @@ async fn carry(from: Arc<FrameLink>, to: Arc<FrameLink>, p: LinkParams) {
                     return;
                 }
             }
+        }
+        if let Some(tap) = &tap {
+            tap.record(&batch, start);
         }
         let now = tokio::time::Instant::now();
         while delayed.front().is_some_and(|(t, _)| *t <= now) {
@@ -147,20 +241,40 @@ pub(crate) fn pair_with(
 
 /// Carry frames from `from` into `to` through [`FrameLink::receive`] (the receive path
 /// runs in this task, as the overlay driver runs it), until `from` closes.
-async fn carry_inline(from: Arc<FrameLink>, to: Arc<FrameLink>) {
+async fn carry_inline(from: Arc<FrameLink>, to: Arc<FrameLink>, tap: Arc<Tap>) {
+    let start = std::time::Instant::now();
     let mut batch = Vec::with_capacity(64);
     while from.recv_many(&mut batch, 64).await > 0 {
+        tap.record(&batch, start);
         to.receive(&mut batch);
         assert!(batch.is_empty(), "receive must take every frame");
     }
 }
 
-/// [`pair`] on a clean link whose frames are received inline.
-pub(crate) fn pair_inline() -> (Stack, Stack) {
+/// [`pair`] on a clean link whose frames are received inline; the taps record the last
+/// segments each way.
+pub(crate) fn pair_inline() -> (Stack, Stack, Taps) {
     let (a, la) = Stack::new(config(1));
     let (b, lb) = Stack::new(config(2));
     let (la, lb) = (Arc::new(la), Arc::new(lb));
-    tokio::spawn(carry_inline(la.clone(), lb.clone()));
-    tokio::spawn(carry_inline(lb, la));
-    (a, b)
+    let taps = Taps::default();
+    tokio::spawn(carry_inline(la.clone(), lb.clone(), taps.ab.clone()));
+    tokio::spawn(carry_inline(lb, la, taps.ba.clone()));
+    (a, b, taps)
+}
+
+/// [`pair`] with taps recording the last segments each way.
+pub(crate) fn pair_tapped(ab: LinkParams, ba: LinkParams) -> (Stack, Stack, Taps) {
+    let (a, la) = Stack::new(config(1));
+    let (b, lb) = Stack::new(config(2));
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let taps = Taps::default();
+    tokio::spawn(carry_tapped(
+        la.clone(),
+        lb.clone(),
+        ab,
+        Some(taps.ab.clone()),
+    ));
+    tokio::spawn(carry_tapped(lb, la, ba, Some(taps.ba.clone())));
+    (a, b, taps)
 }

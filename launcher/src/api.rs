@@ -203,6 +203,9 @@ pub struct MemberJson {
     pub ip_assignments: Vec<IpAddr>,
     /// When it last asked for its configuration, ms since the Unix epoch.
     pub last_request: Option<u64>,
+    /// Its DNS name on the network (`<name>.<nwid>.zt` inside `ztrun`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The body of `POST /controller/network/{nwid}/member/{node}`.
@@ -212,6 +215,14 @@ pub struct MemberChange {
     /// Authorize (true) or deauthorize (false, which revokes its certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorized: Option<bool>,
+    /// Name the member in DNS (a DNS label, unique on the network); `null` removes its
+    /// name, absent leaves it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub name: Option<Option<String>>,
 }
 
 /// An error answer.

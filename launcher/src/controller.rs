@@ -238,9 +238,9 @@ impl From<DriverError> for Failure {
             DriverError::Controller(ControllerError::UnknownNetwork { nwid }) => {
                 Failure::not_found(format!("network {nwid} not found on this controller"))
             }
-            DriverError::Controller(e @ ControllerError::Settings { .. }) => {
-                Failure::bad(e.to_string())
-            }
+            DriverError::Controller(
+                e @ (ControllerError::Settings { .. } | ControllerError::MemberName { .. }),
+            ) => Failure::bad(e.to_string()),
             e => Failure::internal(e.to_string()),
         }
     }
@@ -311,6 +311,7 @@ fn member_json(nwid: NetworkId, s: &NetworkSettings, a: Address, m: &Member) -> 
         authorized: m.authorized,
         ip_assignments: ips,
         last_request: m.last_request,
+        name: m.name.clone(),
     }
 }
 
@@ -543,6 +544,16 @@ impl Service {
                     Method::GET => {}
                     Method::POST => {
                         let change: MemberChange = parse_body(body)?;
+                        if let Some(name) = change.name {
+                            // Named before authorized is fine: the name waits with the
+                            // member's record.
+                            self.node
+                                .with_controller(move |c| c.set_member_name(nwid, addr, name))
+                                .await?
+                                .map_err(DriverError::from)?;
+                            // Members resolve the name at once, not at their next refresh.
+                            self.node.push_configs(nwid).await?;
+                        }
                         match change.authorized {
                             Some(auth) => {
                                 self.node.set_member_authorized(nwid, addr, auth).await?;

@@ -142,8 +142,8 @@ pub async fn join(
     let own: Vec<IpAddr> = (cfg.ipv4.iter().map(|a| IpAddr::V4(a.0)))
         .chain(cfg.ipv6.iter().map(|a| IpAddr::V6(a.0)))
         .collect();
-    let names = crate::names::NetworkNames::new(nwid, me, &own);
-    watch_state(nwid, me, port.state.clone());
+    let names = crate::names::NetworkNames::new(nwid, me, &own, port.config.directory.clone());
+    watch_state(nwid, me, port.state.clone(), names.clone());
     let (stack, link) = netstack::Stack::new(cfg);
     attach(node, nwid, port.rx, link).await?;
     Ok(Joined {
@@ -210,11 +210,19 @@ async fn wait_for_config(
 
 /// Tells the user when the controller revokes this node (its traffic is then dropped by
 /// the other members) and when it is authorized again.
-fn watch_state(nwid: NetworkId, me: zt_core::Address, mut state: watch::Receiver<NetworkState>) {
+fn watch_state(
+    nwid: NetworkId,
+    me: zt_core::Address,
+    mut state: watch::Receiver<NetworkState>,
+    names: crate::names::NetworkNames,
+) {
     tokio::spawn(async move {
         let mut denied = false;
         while state.changed().await.is_ok() {
             let now = state.borrow_and_update().clone();
+            if let NetworkState::Ok(config) = &now {
+                names.update(config.directory.clone());
+            }
             match now {
                 NetworkState::Denied(reason) if !denied => {
                     denied = true;

@@ -707,3 +707,104 @@ fn silent_controller_is_reported_and_a_signal_ends_the_wait() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no ztrun is running"));
 }
+
+#[test]
+fn members_named_on_the_controller_resolve_by_name() {
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let ctl_home = dir.path().join("ctl");
+    let (_ctl, _, _) = controller(&ctl_home, &root_arg);
+    let nwid = ok_stdout(zt(
+        &ctl_home,
+        &["net", "create", "--ipv4-pool", "10.147.19.0/24"],
+    ))
+    .trim()
+    .to_string();
+    let (srv_home, cli_home) = (dir.path().join("web"), dir.path().join("client"));
+    let mut addrs = Vec::new();
+    for h in [&srv_home, &cli_home] {
+        let a = new_identity(h);
+        ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &a]));
+        addrs.push(a);
+    }
+    // Names are DNS labels; a bad one is refused with the rule.
+    let bad = zt(&ctl_home, &["member", "name", &nwid, &addrs[0], "web.lab"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("a member name is a DNS label"), "{err}");
+    let out = ok_stdout(zt(&ctl_home, &["member", "name", &nwid, &addrs[0], "web"]));
+    assert!(
+        out.contains(&format!("named {} on {nwid} web", addrs[0])),
+        "{out}"
+    );
+
+    let mut server = Member::start(
+        &srv_home,
+        &nwid,
+        &root_arg,
+        &[
+            python(),
+            "-c",
+            "import socket\nl=socket.socket()\n\
+             l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             l.bind(('0.0.0.0',8080))\nl.listen()\nwhile True:\n c,_=l.accept()\n \
+             c.sendall(b'hello from web')\n c.close()",
+        ],
+    );
+    let joined = server.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(20));
+    assert!(joined.contains(&format!("name web.{nwid}.zt")), "{joined}");
+    let web_v4 = joined_v4(&joined);
+    // The client resolves the server by its name, with and without the network ID.
+    let mut client = Member::start(
+        &cli_home,
+        &nwid,
+        &root_arg,
+        &[
+            python(),
+            "-u",
+            "-c",
+            &format!(
+                "import socket\nfor n in ['web.{nwid}.zt','web.zt']:\n \
+                 a=socket.getaddrinfo(n,8080,socket.AF_INET,socket.SOCK_STREAM)[0][4][0]\n \
+                 s=socket.create_connection((a,8080),timeout=10)\n \
+                 print(n,a,s.recv(100).decode())\n s.close()\n\
+                 import time\nt=time.time()\nwhile True:\n \
+                 try:\n  print('cli.zt',socket.getaddrinfo('cli.zt',0,socket.AF_INET)[0][4][0])\n  \
+                 break\n except socket.gaierror:\n  \
+                 if time.time()-t>30:\n   print('cli.zt unresolved')\n   break\n  \
+                 time.sleep(0.2)"
+            ),
+        ],
+    );
+    let cli_v4 =
+        joined_v4(&client.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(20)));
+    for name in [format!("web.{nwid}.zt"), "web.zt".to_string()] {
+        let (_, line) = client
+            .stdout
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no answer through {name}; client stderr:\n{}",
+                    client.seen_err.join("\n")
+                )
+            });
+        assert_eq!(line, format!("{name} {web_v4} hello from web"));
+    }
+    // A name given while the members run reaches them at once (pushed), not at their next
+    // configuration refresh (30 s): the client resolves its own new name.
+    let named = Instant::now();
+    ok_stdout(zt(&ctl_home, &["member", "name", &nwid, &addrs[1], "cli"]));
+    let (at, line) = client
+        .stdout
+        .recv_timeout(Duration::from_secs(35))
+        .expect("the client's last line");
+    assert_eq!(line, format!("cli.zt {cli_v4}"));
+    assert!(
+        at.duration_since(named) < Duration::from_secs(5),
+        "the new name took {:?} to resolve",
+        at.duration_since(named)
+    );
+    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
+    let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
+    assert!(line.contains(" name web "), "{members}");
+}

@@ -29,8 +29,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::vl2::{NetworkId, DEFAULT_MTU};
 use crate::wire::credential::{
-    Certificate, Revocation, Route, SignedConfig, CERTIFICATE_CONTEXT, CONFIG_CONTEXT, MAX_LIST,
-    REVOCATION_CONTEXT,
+    valid_member_name, Certificate, DirectoryEntry, Revocation, Route, SignedConfig,
+    CERTIFICATE_CONTEXT, CONFIG_CONTEXT, MAX_DIRECTORY, MAX_LIST, REVOCATION_CONTEXT,
 };
 
 /// Default `max_delta` of certificates.
@@ -54,6 +54,12 @@ pub enum ControllerError {
     /// Settings that cannot be encoded in a configuration.
     #[error("invalid network settings: {reason}")]
     Settings {
+        /// Why.
+        reason: &'static str,
+    },
+    /// A member name that cannot be used.
+    #[error("invalid member name: {reason}")]
+    MemberName {
         /// Why.
         reason: &'static str,
     },
@@ -165,6 +171,9 @@ pub struct Member {
     pub ipv4: Option<Ipv4Addr>,
     /// When it last asked for its configuration (controller clock, ms).
     pub last_request: Option<u64>,
+    /// Its DNS name on the network, set by an administrator
+    /// ([`crate::wire::credential::valid_member_name`]).
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +189,9 @@ pub struct Controller {
     clock_base: (u64, Instant),
     max_delta: u64,
     networks: BTreeMap<NetworkId, ControlledNetwork>,
+    /// The timestamp of the last configuration issued: each new one is later, so a member
+    /// takes a pushed configuration issued in the same millisecond as the previous one.
+    last_issued: u64,
 }
 
 /// The RFC 4193 address ZeroTier gives a member: `fd` ‖ network ID ‖ `99 93` ‖ node address.
@@ -276,6 +288,7 @@ impl Controller {
             clock_base: (unix_ms, now),
             max_delta: DEFAULT_MAX_DELTA.as_millis() as u64,
             networks: BTreeMap::new(),
+            last_issued: 0,
         }
     }
 
@@ -374,6 +387,40 @@ impl Controller {
         Ok(None)
     }
 
+    /// Names a member in DNS (`None` removes its name). The other members learn it with
+    /// their next configuration. Errors: unknown network, a name that is not a DNS label
+    /// ([`valid_member_name`]) or one another member of the network already has.
+    pub fn set_member_name(
+        &mut self,
+        nwid: NetworkId,
+        member: Address,
+        name: Option<String>,
+    ) -> Result<(), ControllerError> {
+        let net = self
+            .networks
+            .get_mut(&nwid)
+            .ok_or(ControllerError::UnknownNetwork { nwid })?;
+        if let Some(n) = &name {
+            if !valid_member_name(n) {
+                return Err(ControllerError::MemberName {
+                    reason: "a member name is a DNS label: 1 to 63 of a-z, 0-9 and '-', \
+                             not starting or ending with '-', and not 10 hex digits",
+                });
+            }
+            if net
+                .members
+                .iter()
+                .any(|(a, m)| *a != member && m.name.as_deref() == Some(n.as_str()))
+            {
+                return Err(ControllerError::MemberName {
+                    reason: "another member of this network has that name",
+                });
+            }
+        }
+        net.members.entry(member).or_default().name = name;
+        Ok(())
+    }
+
     /// The authorized members that asked for a configuration (who must hear revocations).
     pub fn active_members(&self, nwid: NetworkId) -> Vec<Address> {
         self.networks
@@ -388,7 +435,7 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    /// Answers a member's configuration request.
+    /// Answers a member's configuration request (and records that it asked).
     pub fn request(
         &mut self,
         now: Instant,
@@ -396,15 +443,32 @@ impl Controller {
         member: Address,
     ) -> Result<SignedConfig, ConfigDenied> {
         let clock = self.clock(now);
-        let max_delta = self.max_delta;
         let net = self.networks.get_mut(&nwid).ok_or(ConfigDenied::NotFound)?;
         let private = net.settings.private;
-        let taken: Vec<Ipv4Addr> = net.members.values().filter_map(|m| m.ipv4).collect();
         let m = net.members.entry(member).or_insert_with(|| Member {
             authorized: !private,
             ..Member::default()
         });
         m.last_request = Some(clock);
+        self.issue(now, nwid, member)
+    }
+
+    /// A fresh configuration for a known member, as [`Controller::request`] answers, without
+    /// recording a request (for pushing a changed member directory to every member).
+    pub fn issue(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<SignedConfig, ConfigDenied> {
+        let clock = self.clock(now).max(self.last_issued + 1);
+        let max_delta = self.max_delta;
+        let net = self.networks.get_mut(&nwid).ok_or(ConfigDenied::NotFound)?;
+        let taken: Vec<Ipv4Addr> = net.members.values().filter_map(|m| m.ipv4).collect();
+        let m = net
+            .members
+            .get_mut(&member)
+            .ok_or(ConfigDenied::AccessDenied)?;
         if !m.authorized {
             return Err(ConfigDenied::AccessDenied);
         }
@@ -437,6 +501,19 @@ impl Controller {
         certificate.signature = self
             .identity
             .sign(&signed(CERTIFICATE_CONTEXT, &certificate.body()));
+        // The directory: authorized members with an address or a name (the first
+        // MAX_DIRECTORY of them, in address order).
+        let directory = net
+            .members
+            .iter()
+            .filter(|(_, m)| m.authorized && (m.ipv4.is_some() || m.name.is_some()))
+            .take(MAX_DIRECTORY)
+            .map(|(a, m)| DirectoryEntry {
+                member: *a,
+                ipv4: m.ipv4,
+                name: m.name.clone().unwrap_or_default(),
+            })
+            .collect();
         let mut config = SignedConfig {
             nwid,
             issued_to: member,
@@ -446,10 +523,12 @@ impl Controller {
             name: s.name.clone(),
             addresses,
             routes: s.routes.clone(),
+            directory,
             certificate,
             signature: [0; 64],
         };
         config.signature = self.identity.sign(&signed(CONFIG_CONTEXT, &config.body()));
+        self.last_issued = clock;
         Ok(config)
     }
 
@@ -479,6 +558,7 @@ impl Controller {
                         "authorized": m.authorized,
                         "ipv4": m.ipv4.map(|x| x.to_string()),
                         "last_request": m.last_request,
+                        "name": m.name,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -548,6 +628,10 @@ impl Controller {
                         authorized: m["authorized"].as_bool().unwrap_or(false),
                         ipv4: m["ipv4"].as_str().and_then(|s| s.parse().ok()),
                         last_request: m["last_request"].as_u64(),
+                        name: m["name"]
+                            .as_str()
+                            .filter(|n| valid_member_name(n))
+                            .map(str::to_string),
                     },
                 );
             }
@@ -685,6 +769,82 @@ mod tests {
         assert!(c.members(nwid).unwrap()[0].1.authorized);
         assert!(c.request(now, nwid, member).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn configs_list_authorized_members_with_their_ipv4_and_names() {
+        let ctl_id = test_identity(34);
+        let (a, b, c_) = (
+            test_identity(35).address(),
+            test_identity(36).address(),
+            test_identity(37).address(),
+        );
+        let now = Instant::now();
+        let mut c = Controller::new(ctl_id.clone(), 1_700_000_000_000, now);
+        let nwid = c
+            .create_network(
+                2,
+                NetworkSettings {
+                    ipv4_pool: Some((
+                        "10.147.18.1".parse().unwrap(),
+                        "10.147.18.9".parse().unwrap(),
+                        24,
+                    )),
+                    ..NetworkSettings::default()
+                },
+            )
+            .unwrap();
+        for m in [a, b] {
+            c.set_authorized(now, nwid, m, true).unwrap();
+        }
+        c.set_member_name(nwid, b, Some("db".into())).unwrap();
+        // A third member that asked but is not authorized is not listed.
+        assert!(c.request(now, nwid, c_).is_err());
+        let b_ip = c.request(now, nwid, b).unwrap().addresses[0].0;
+        let cfg = c.request(now, nwid, a).unwrap();
+        assert!(verify_config(&cfg, ctl_id.public()));
+        let a_ip = cfg.addresses[0].0;
+        let mut want = vec![
+            DirectoryEntry {
+                member: a,
+                ipv4: Some(match a_ip {
+                    IpAddr::V4(x) => x,
+                    IpAddr::V6(_) => unreachable!(),
+                }),
+                name: String::new(),
+            },
+            DirectoryEntry {
+                member: b,
+                ipv4: Some(match b_ip {
+                    IpAddr::V4(x) => x,
+                    IpAddr::V6(_) => unreachable!(),
+                }),
+                name: "db".into(),
+            },
+        ];
+        want.sort_by_key(|e| e.member);
+        assert_eq!(cfg.directory, want);
+        // Names are DNS labels, unique on the network; clearing one works.
+        let refused = |r: Result<(), ControllerError>| {
+            assert!(
+                matches!(r, Err(ControllerError::MemberName { .. })),
+                "{r:?}"
+            );
+        };
+        refused(c.set_member_name(nwid, a, Some("db".into())));
+        refused(c.set_member_name(nwid, a, Some("Web".into())));
+        refused(c.set_member_name(nwid, a, Some("web.lab".into())));
+        c.set_member_name(nwid, b, None).unwrap();
+        c.set_member_name(nwid, a, Some("db".into())).unwrap();
+        // Names survive a save and restore.
+        let back = Controller::from_json(ctl_id, 1_700_000_000_000, now, &c.to_json()).unwrap();
+        let names: Vec<_> = back
+            .members(nwid)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(m, x)| x.name.map(|n| (m, n)))
+            .collect();
+        assert_eq!(names, vec![(a, "db".to_string())]);
     }
 
     #[test]

@@ -615,6 +615,9 @@ enum Command {
         reply: oneshot::Sender<Result<(), DriverError>>,
     },
     Controller(ControllerJob),
+    PushConfigs {
+        nwid: NetworkId,
+    },
 }
 
 type ControllerJob = Box<dyn FnOnce(Option<&mut Controller>) + Send>;
@@ -685,6 +688,15 @@ impl NodeHandle {
             .await
             .map_err(|_| DriverError::Stopped)?;
         rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// As the controller of `nwid`, sends every online member a fresh configuration (after
+    /// a change to the member directory, such as a member's name).
+    pub async fn push_configs(&self, nwid: NetworkId) -> Result<(), DriverError> {
+        self.cmd
+            .send(Command::PushConfigs { nwid })
+            .await
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Runs `f` on this node's controller (create networks, list members, save state).
@@ -917,6 +929,7 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                     let _ = reply.send(r);
                 }
                 Some(Command::Controller(job)) => job(node.controller_mut()),
+                Some(Command::PushConfigs { nwid }) => node.push_configs(Instant::now(), nwid, None),
                 Some(Command::Attach { nwid, device, reply }) => {
                     let r = match ports.get_mut(&nwid) {
                         Some(p) => {

@@ -65,7 +65,7 @@ use crate::identity::{Address, Identity, SecretIdentity};
 use crate::reassembly::Reassembler;
 use crate::session::{self, InitiatorHandshake, Session};
 use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
-use crate::wire::credential::{Certificate, Route, SignedConfig};
+use crate::wire::credential::{Certificate, DirectoryEntry, Route, SignedConfig};
 use crate::wire::data::{DataPacket, DataRepr, DATA_PREFIX_LEN, TAG_LEN};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
 use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
@@ -217,6 +217,8 @@ pub struct NetworkConfig {
     pub addresses: Vec<(IpAddr, u8)>,
     /// Routes pushed by the controller.
     pub routes: Vec<Route>,
+    /// The members the controller lists, for naming them (empty on ad-hoc networks).
+    pub directory: Vec<DirectoryEntry>,
 }
 
 /// Where a joined network stands.
@@ -786,10 +788,11 @@ impl Node {
         };
         // Push a configuration only to a member that has asked for one (it is online and
         // waiting); the others get theirs when they ask.
-        let asked = ctl
-            .members(nwid)?
+        let known = ctl.members(nwid)?;
+        let asked = known
             .iter()
             .any(|(a, m)| *a == member && m.last_request.is_some());
+        let was = known.iter().any(|(a, m)| *a == member && m.authorized);
         let revocation = ctl.set_authorized(now, nwid, member, authorized)?;
         let members = ctl.active_members(nwid);
         let me = self.address();
@@ -821,7 +824,42 @@ impl Node {
                 self.send_message(now, member, msg.to_vec());
             }
         }
+        if was != authorized {
+            // The member directory the others hold changed.
+            self.push_configs(now, nwid, Some(member));
+        }
         Ok(())
+    }
+
+    /// As the controller of `nwid`, sends a fresh configuration to every member that is
+    /// online (authorized and asked before), except `except`: their member directory
+    /// changed (a member was named or came online). This node, if a member, asks itself.
+    pub fn push_configs(&mut self, now: Instant, nwid: NetworkId, except: Option<Address>) {
+        let me = self.address();
+        let Some(ctl) = self.controller.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        for m in ctl.active_members(nwid) {
+            if Some(m) == except || m == me {
+                continue;
+            }
+            if let Ok(config) = ctl.issue(now, nwid, m) {
+                out.push((
+                    m,
+                    Message::Config {
+                        config: Box::new(config),
+                    }
+                    .to_vec(),
+                ));
+            }
+        }
+        for (m, bytes) in out {
+            self.send_message(now, m, bytes);
+        }
+        if except != Some(me) && self.networks.contains_key(&nwid) {
+            self.request_config(now, nwid);
+        }
     }
 
     /// Asks the controller of `nwid` for this node's configuration (or answers locally
@@ -2100,10 +2138,19 @@ impl Node {
                 if self.role != Role::Node || nwid.controller() != Some(self.address()) {
                     return;
                 }
+                let was_active = self
+                    .controller
+                    .as_ref()
+                    .is_some_and(|c| c.active_members(nwid).contains(&src));
                 let answer = match self.controller.as_mut() {
                     Some(c) => c.request(now, nwid, src),
                     None => Err(ConfigDenied::NotFound),
                 };
+                if answer.is_ok() && !was_active {
+                    // A member came (back) online, maybe with a new pool address: the
+                    // others' member directories change.
+                    self.push_configs(now, nwid, Some(src));
+                }
                 let reply = match answer {
                     Ok(config) => Message::Config {
                         config: Box::new(config),
@@ -2402,6 +2449,7 @@ fn config_view(mac: Mac, c: &SignedConfig) -> NetworkConfig {
         private: c.private,
         addresses: c.addresses.clone(),
         routes: c.routes.clone(),
+        directory: c.directory.clone(),
     }
 }
 
@@ -2414,6 +2462,7 @@ fn adhoc_view(nwid: NetworkId, mac: Mac, me: Address) -> NetworkConfig {
         private: false,
         addresses: adhoc_addresses(nwid, me),
         routes: Vec::new(),
+        directory: Vec::new(),
     }
 }
 

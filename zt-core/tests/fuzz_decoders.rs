@@ -51,6 +51,9 @@ fn config_sample() -> Vec<u8> {
     v.extend_from_slice(&[1, 0x0a, 0xf0, 3, b'l', b'a', b'b']);
     v.extend_from_slice(&[1, 4, 10, 147, 17, 5, 24]);
     v.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 1, 10, 147, 17, 1]);
+    // Directory: one member with an IPv4 address and the name "web".
+    v.extend_from_slice(&[0, 1, 0x89, 0xe9, 0x2c, 0xee, 0xe5, 1, 10, 147, 17, 5, 3]);
+    v.extend_from_slice(b"web");
     v.extend_from_slice(&[
         0x80, 0x56, 0xc2, 0xe2, 0x1c, 0, 0, 1, 0x89, 0xe9, 0x2c, 0xee, 0xe5,
     ]);

@@ -1124,6 +1124,23 @@ fn private_network_authorize_then_deauthorize() {
     };
     assert_eq!(cfg.name, "lab");
     assert!(cfg.private);
+    // Each member's directory lists the other with its pool address, although B was
+    // authorized after A had its configuration (the controller pushes the change).
+    let lists = |s: &Sim, h: usize, other: Address| {
+        let latest = s.hosts[h].events.iter().rev().find_map(|e| match e {
+            Event::NetworkConfig(cfg) if cfg.nwid == nwid => Some(cfg),
+            _ => None,
+        });
+        latest.is_some_and(|cfg| {
+            cfg.directory
+                .iter()
+                .any(|e| e.member == other && e.ipv4.is_some())
+        })
+    };
+    assert!(
+        sim.run_until(Duration::from_secs(2), |s| lists(s, a, addr_b)
+            && lists(s, b, addr_a))
+    );
     assert!(cfg
         .addresses
         .iter()

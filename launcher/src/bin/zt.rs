@@ -156,6 +156,22 @@ enum MemberCommand {
         /// The node's address.
         node: Address,
     },
+    /// Name a node in DNS: programs under ztrun on the network resolve NAME.NWID.zt and
+    /// NAME.zt to its addresses (members learn a new name within 30 s).
+    Name {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The network.
+        nwid: NetworkId,
+        /// The node's address.
+        node: Address,
+        /// A DNS label (a-z, 0-9, '-'), unique on the network; omit it with --clear.
+        #[arg(required_unless_present = "clear")]
+        name: Option<String>,
+        /// Remove the node's name.
+        #[arg(long, conflicts_with = "name")]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,8 +392,12 @@ fn describe_member(m: &MemberJson) -> String {
         }
         None => "never asked".to_string(),
     };
+    let name = m
+        .name
+        .as_deref()
+        .map_or(String::new(), |n| format!(" name {n}"));
     format!(
-        "{} {:<14} {} ({seen})",
+        "{} {:<14} {}{name} ({seen})",
         m.id,
         if m.authorized {
             "authorized"
@@ -480,6 +500,32 @@ async fn member(cmd: MemberCommand) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        MemberCommand::Name {
+            api,
+            nwid,
+            node,
+            name,
+            clear: _,
+        } => {
+            let c = client(&api)?;
+            let m: MemberJson = c
+                .post(
+                    &format!("/controller/network/{nwid}/member/{node}"),
+                    &MemberChange {
+                        name: Some(name.map(|n| n.to_ascii_lowercase())),
+                        ..MemberChange::default()
+                    },
+                )
+                .await?;
+            match &m.name {
+                Some(n) => println!(
+                    "named {node} on {nwid} {n} ({n}.{nwid}.zt, {n}.zt): {}",
+                    describe_member(&m)
+                ),
+                None => println!("{node} on {nwid} has no name: {}", describe_member(&m)),
+            }
+            return Ok(());
+        }
         MemberCommand::Authorize { api, nwid, node } => (api, nwid, (node, true)),
         MemberCommand::Deauthorize { api, nwid, node } => (api, nwid, (node, false)),
     };
@@ -490,6 +536,7 @@ async fn member(cmd: MemberCommand) -> anyhow::Result<()> {
             &format!("/controller/network/{nwid}/member/{node}"),
             &MemberChange {
                 authorized: Some(authorized),
+                ..MemberChange::default()
             },
         )
         .await?;

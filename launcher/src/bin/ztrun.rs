@@ -174,10 +174,10 @@ async fn join_all(
         let joined = overlay::join(&node, nwid, me).await?;
         if !args.quiet {
             // The member name other programs on the network can use, when it resolves.
-            let name = if joined.names.addresses(me).is_empty() {
-                String::new()
-            } else {
-                format!("; name {me}.{nwid}.zt")
+            let name = match joined.names.name_of(me) {
+                Some(n) => format!("; name {n}.{nwid}.zt"),
+                None if joined.names.addresses(me).is_empty() => String::new(),
+                None => format!("; name {me}.{nwid}.zt"),
             };
             eprintln!(
                 "ztrun: joined {nwid} as {} in {} ms{name}",

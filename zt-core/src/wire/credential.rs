@@ -12,8 +12,17 @@
 //!               | count u8 | count × (family u8, address 4|16, prefix u8)     assigned IPs
 //!               | count u8 | count × (family u8, target 4|16, prefix u8,
 //!                                     has via u8, via 4|16 if has via)      routes
+//!               | count u16 | count × (member (5), flags u8 (bit 0: has IPv4),
+//!                                      IPv4 (4) if bit 0, name length u8, name)
+//!                                                                           member directory
 //!               | certificate (93) | signature (64)
 //! ```
+//!
+//! The member directory lists the network's members as the controller knows them (their
+//! pool IPv4 address and the DNS name an administrator gave them), so each member can
+//! resolve the others by name; IPv6 addresses are computable from node addresses and are
+//! not repeated. Names are DNS labels: 1 to 63 of `a-z 0-9 -`, no `-` at either end
+//! ([`valid_member_name`]); an empty name means unnamed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -27,13 +36,41 @@ pub const CERTIFICATE_CONTEXT: &[u8] = b"ztrun membership certificate v1";
 /// Signature context of revocations.
 pub const REVOCATION_CONTEXT: &[u8] = b"ztrun revocation v1";
 /// Signature context of network configurations.
-pub const CONFIG_CONTEXT: &[u8] = b"ztrun network config v1";
+pub const CONFIG_CONTEXT: &[u8] = b"ztrun network config v2";
 /// Length of an encoded certificate.
 pub const CERTIFICATE_LEN: usize = 8 + 5 + 8 + 8 + 64;
 /// Length of an encoded revocation.
 pub const REVOCATION_LEN: usize = 8 + 5 + 8 + 64;
 /// Most assigned addresses or routes in one configuration.
 pub const MAX_LIST: usize = 32;
+/// Most member directory entries in one configuration (at most 74 bytes each, so a
+/// configuration stays well inside one 64 KiB packet).
+pub const MAX_DIRECTORY: usize = 512;
+
+/// Whether `name` may name a member in DNS: a lowercase DNS label (1 to 63 of `a-z`,
+/// `0-9`, `-`, not starting or ending with `-`) that is not 10 hex digits (those are node
+/// addresses).
+pub fn valid_member_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !(b.len() == 10 && b.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// One member in a configuration's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// Its node address.
+    pub member: Address,
+    /// Its IPv4 address from the network's pool, if it has one.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Its DNS name on the network (see [`valid_member_name`]); empty when unnamed.
+    pub name: String,
+}
 
 /// Proof from a controller that `member` belongs to `nwid` as of `timestamp`
 /// (milliseconds on the controller's clock). Two certificates agree when their timestamps
@@ -173,6 +210,8 @@ pub struct SignedConfig {
     pub addresses: Vec<(IpAddr, u8)>,
     /// Routes.
     pub routes: Vec<Route>,
+    /// The network's members, for naming them ([`DirectoryEntry`]).
+    pub directory: Vec<DirectoryEntry>,
     /// The member's certificate.
     pub certificate: Certificate,
     /// The controller's signature over everything before it.
@@ -226,10 +265,12 @@ impl SignedConfig {
     /// The signed part.
     ///
     /// # Panics
-    /// If the name is longer than 255 bytes or a list longer than [`MAX_LIST`] (caller bug).
+    /// If the name is longer than 255 bytes, a list longer than [`MAX_LIST`], the directory
+    /// longer than [`MAX_DIRECTORY`] or a member name invalid (caller bug).
     pub fn body(&self) -> Vec<u8> {
         assert!(self.name.len() <= 255, "network name too long");
         assert!(self.addresses.len() <= MAX_LIST && self.routes.len() <= MAX_LIST);
+        assert!(self.directory.len() <= MAX_DIRECTORY, "directory too long");
         let mut v = Vec::new();
         v.extend_from_slice(&self.nwid.0.to_be_bytes());
         v.extend_from_slice(&self.issued_to.to_bytes());
@@ -257,6 +298,23 @@ impl SignedConfig {
                 }
                 None => v.push(0),
             }
+        }
+        v.extend_from_slice(&(self.directory.len() as u16).to_be_bytes());
+        for e in &self.directory {
+            assert!(
+                e.name.is_empty() || valid_member_name(&e.name),
+                "bad member name"
+            );
+            v.extend_from_slice(&e.member.to_bytes());
+            match e.ipv4 {
+                Some(a) => {
+                    v.push(1);
+                    v.extend_from_slice(&a.octets());
+                }
+                None => v.push(0),
+            }
+            v.push(e.name.len() as u8);
+            v.extend_from_slice(e.name.as_bytes());
         }
         self.certificate.emit(&mut v);
         v
@@ -325,6 +383,38 @@ impl SignedConfig {
                 via,
             });
         }
+        let n = usize::from(r.u16("directory count")?);
+        if n > MAX_DIRECTORY {
+            return Err(WireError::Malformed {
+                what: "directory count",
+            });
+        }
+        let mut directory = Vec::with_capacity(n);
+        for _ in 0..n {
+            let member = r.address()?;
+            let ipv4 = match r.u8("directory flags")? {
+                0 => None,
+                1 => Some(read_ip_of(&mut r, 4)?),
+                _ => {
+                    return Err(WireError::Malformed {
+                        what: "directory flags",
+                    })
+                }
+            };
+            let ipv4 = ipv4.and_then(|ip| match ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            });
+            let len = usize::from(r.u8("member name length")?);
+            let name = std::str::from_utf8(r.take(len, "member name")?)
+                .ok()
+                .filter(|n| n.is_empty() || valid_member_name(n))
+                .ok_or(WireError::Malformed {
+                    what: "member name",
+                })?
+                .to_string();
+            directory.push(DirectoryEntry { member, ipv4, name });
+        }
         let certificate = Certificate::read(&mut r)?;
         let mut signature = [0u8; 64];
         signature.copy_from_slice(r.take(64, "config signature")?);
@@ -338,6 +428,7 @@ impl SignedConfig {
             name,
             addresses,
             routes,
+            directory,
             certificate,
             signature,
         })
@@ -409,6 +500,18 @@ mod tests {
                     via: Some("10.147.17.1".parse().unwrap()),
                 },
             ],
+            directory: vec![
+                DirectoryEntry {
+                    member: cert().member,
+                    ipv4: Some("10.147.17.5".parse().unwrap()),
+                    name: "web-1".into(),
+                },
+                DirectoryEntry {
+                    member: Address::new(0x0102030405).unwrap(),
+                    ipv4: None,
+                    name: String::new(),
+                },
+            ],
             certificate: cert(),
             signature: [9; 64],
         };
@@ -423,5 +526,40 @@ mod tests {
         // Name ends at 28; count at 28, family at 29, IPv4 at 30..34, prefix at 34.
         bad_prefix[34] = 33;
         assert!(SignedConfig::parse(&bad_prefix).is_err());
+        // The first directory name ("web-1") sits 5 + 1 + 4 + 1 bytes into the directory,
+        // which ends 93 + 64 + (5 + 1 + 1) bytes before the end.
+        let name_at = bytes.len() - (93 + 64) - (5 + 1 + 1) - 5;
+        assert_eq!(&bytes[name_at..name_at + 5], b"web-1");
+        for bad in [b'W', b'.', b' ', 0xff] {
+            let mut b = bytes.clone();
+            b[name_at + 1] = bad;
+            assert!(
+                SignedConfig::parse(&b).is_err(),
+                "name byte {bad:#x} refused"
+            );
+        }
+        let mut bad_flags = bytes.clone();
+        bad_flags[name_at - 6] = 2;
+        assert!(SignedConfig::parse(&bad_flags).is_err());
+    }
+
+    #[test]
+    fn member_names_are_dns_labels_that_do_not_look_like_node_addresses() {
+        for ok in ["web", "db-2", "a", "0day", &"x".repeat(63)] {
+            assert!(valid_member_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-web",
+            "web-",
+            "Web",
+            "web.lab",
+            "we b",
+            "ünï",
+            "89e92ceee5",
+            &"x".repeat(64),
+        ] {
+            assert!(!valid_member_name(bad), "{bad}");
+        }
     }
 }

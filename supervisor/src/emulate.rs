@@ -611,7 +611,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn connect(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return self.connect_foreign(n),
+            Err(_) => return CONTINUE,
         };
         let bytes = tri!(tracee::read_sockaddr(
             &*self.kernel,
@@ -661,6 +662,28 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Route::Virtual => self.udp_connect(n, ino, &vs, crate::backend::canonical_addr(dest)),
             Route::Loopback | Route::Host => self.connect_kernel(n, ino, &vs, dest).await,
         }
+    }
+
+    /// `connect(2)` on a socket that is not ours (`AF_UNIX` and the like): the kernel's
+    /// business, except for systemd-resolved's Varlink socket, through which glibc's
+    /// `nss-resolve` module looks names up without sending a DNS packet we could answer.
+    /// It is refused with `ECONNREFUSED`, as if resolved were not running: `nss-resolve`
+    /// then reports `UNAVAIL`, and the usual `resolve [!UNAVAIL=return] dns` line of
+    /// `nsswitch.conf` falls back to DNS, whose packets the supervisor answers (`.zt`
+    /// names) or forwards (fall-through). Refusing is decided on our copy of the address;
+    /// a program that rewrites it afterwards only reaches resolved the way it could anyway.
+    fn connect_foreign(&self, n: &Notification) -> Reply {
+        let Ok(bytes) = tracee::read_sockaddr(&*self.kernel, n.pid, n.args[1], n.args[2]) else {
+            return CONTINUE;
+        };
+        if wire::is_resolved_varlink(&bytes) && self.kernel.id_valid(n.id) {
+            tracing::debug!(
+                pid = n.pid,
+                "nss-resolve's connect refused: names go by DNS"
+            );
+            return errno(Errno::ECONNREFUSED);
+        }
+        CONTINUE
     }
 
     async fn connect_kernel(

@@ -547,3 +547,48 @@ mod tests {
         assert_eq!(iov, vec![(1, 5)]);
     }
 }
+
+/// The `AF_UNIX` path of systemd-resolved's Varlink interface, which glibc's `nss-resolve`
+/// connects to.
+pub(crate) const RESOLVED_VARLINK: &[u8] = b"/run/systemd/resolve/io.systemd.Resolve";
+
+/// Whether `addr` (a `sockaddr` as the program passed it) is `AF_UNIX` at
+/// [`RESOLVED_VARLINK`] (the path may or may not be NUL-terminated within the length).
+pub(crate) fn is_resolved_varlink(addr: &[u8]) -> bool {
+    if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
+        return false;
+    }
+    let path = &addr[2..];
+    let path = path.split(|&b| b == 0).next().unwrap_or_default();
+    path == RESOLVED_VARLINK
+}
+
+#[cfg(test)]
+mod resolved_tests {
+    use super::*;
+
+    fn unix(path: &[u8]) -> Vec<u8> {
+        let mut v = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(path);
+        v
+    }
+
+    #[test]
+    fn only_resolveds_varlink_socket_matches() {
+        assert!(is_resolved_varlink(&unix(RESOLVED_VARLINK)));
+        assert!(is_resolved_varlink(&unix(
+            b"/run/systemd/resolve/io.systemd.Resolve\0junk"
+        )));
+        assert!(!is_resolved_varlink(&unix(
+            b"/run/systemd/resolve/io.systemd.Resolv"
+        )));
+        assert!(!is_resolved_varlink(&unix(b"/run/dbus/system_bus_socket")));
+        assert!(!is_resolved_varlink(&unix(
+            b"\0/run/systemd/resolve/io.systemd.Resolve"
+        )));
+        let mut inet = unix(RESOLVED_VARLINK);
+        inet[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        assert!(!is_resolved_varlink(&inet));
+        assert!(!is_resolved_varlink(&[1]));
+    }
+}

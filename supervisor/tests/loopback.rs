@@ -34,6 +34,16 @@ async fn io_uring_setup_fails_with_enosys() {
     assert_ok(&s, status, &["io_uring ENOSYS"]);
 }
 
+/// glibc's nss-resolve asks systemd-resolved over its Varlink socket, bypassing DNS
+/// packets; that connect is refused so NSS falls back to DNS, which the supervisor answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_resolveds_socket_is_refused_and_other_unix_sockets_connect() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["resolved"])).await;
+    assert_ok(&s, status, &["resolved refused"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pointers_give_efault() {
     let s = Scratch::new();

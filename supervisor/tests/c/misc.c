@@ -1,6 +1,8 @@
 /* One small check per mode (argv[2]). */
 #include "common.h"
 #include <linux/io_uring.h>
+#include <stddef.h>
+#include <sys/un.h>
 
 static volatile sig_atomic_t got_winch;
 static void on_winch(int s) { (void)s; got_winch = 1; }
@@ -14,6 +16,23 @@ int main(int argc, char **argv) {
         long r = syscall(SYS_io_uring_setup, 8, &p);
         CHECK(r == -1 && errno == ENOSYS, "io_uring_setup gives ENOSYS");
         printf("io_uring ENOSYS\n");
+    } else if (!strcmp(mode, "resolved")) {
+        /* systemd-resolved's Varlink socket is refused (nss-resolve then falls back to
+         * DNS); other AF_UNIX sockets connect as usual. */
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        const char name[] = "ztrun-test-unix";
+        memcpy(a.sun_path + 1, name, sizeof name - 1); /* abstract: no file */
+        socklen_t alen = offsetof(struct sockaddr_un, sun_path) + 1 + sizeof name - 1;
+        CHECK(bind(l, (struct sockaddr *)&a, alen) == 0 && listen(l, 1) == 0, "unix listen");
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        CHECK(connect(c, (struct sockaddr *)&a, alen) == 0, "other unix sockets connect");
+        struct sockaddr_un r = {.sun_family = AF_UNIX};
+        strcpy(r.sun_path, "/run/systemd/resolve/io.systemd.Resolve");
+        int d = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        CHECK(connect(d, (struct sockaddr *)&r, sizeof r) == -1 && errno == ECONNREFUSED,
+              "resolved's socket refused");
+        printf("resolved refused\n");
     } else if (!strcmp(mode, "efault")) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         CHECK(fd >= 0, "socket");

@@ -2146,9 +2146,13 @@ impl Node {
                     Some(c) => c.request(now, nwid, src),
                     None => Err(ConfigDenied::NotFound),
                 };
-                if answer.is_ok() && !was_active {
-                    // A member came (back) online, maybe with a new pool address: the
-                    // others' member directories change.
+                let listed = answer
+                    .as_ref()
+                    .is_ok_and(|c| c.directory.iter().any(|e| e.member == src));
+                if listed && !was_active {
+                    // A member with a pool address or a name came (back) online: the
+                    // others' member directories change. (Members the directory does not
+                    // list cost the others nothing.)
                     self.push_configs(now, nwid, Some(src));
                 }
                 let reply = match answer {

@@ -366,7 +366,9 @@ impl Controller {
         member: Address,
         authorized: bool,
     ) -> Result<Option<Revocation>, ControllerError> {
-        let clock = self.clock(now);
+        // Never below a timestamp already issued (they run ahead of the clock when many
+        // configurations go out in one millisecond): the revocation must cover them all.
+        let clock = self.clock(now).max(self.last_issued);
         let net = self
             .networks
             .get_mut(&nwid)
@@ -845,6 +847,31 @@ mod tests {
             .filter_map(|(m, x)| x.name.map(|n| (m, n)))
             .collect();
         assert_eq!(names, vec![(a, "db".to_string())]);
+    }
+
+    #[test]
+    fn a_revocation_covers_certificates_issued_ahead_of_the_clock() {
+        let ctl_id = test_identity(38);
+        let member = test_identity(39).address();
+        let now = Instant::now();
+        let mut c = Controller::new(ctl_id, 1_700_000_000_000, now);
+        let nwid = c.create_network(4, NetworkSettings::default()).unwrap();
+        c.set_authorized(now, nwid, member, true).unwrap();
+        // Many configurations in one millisecond: their timestamps run ahead.
+        let mut last = 0;
+        for _ in 0..50 {
+            last = c.issue(now, nwid, member).unwrap().certificate.timestamp;
+        }
+        assert!(last > c.clock(now), "timestamps are strictly increasing");
+        let rev = c.set_authorized(now, nwid, member, false).unwrap().unwrap();
+        assert!(
+            rev.threshold >= last,
+            "the revocation covers the last certificate"
+        );
+        // Authorized again, the next certificate is newer than the revocation.
+        c.set_authorized(now, nwid, member, true).unwrap();
+        let again = c.issue(now, nwid, member).unwrap();
+        assert!(again.certificate.timestamp > rev.threshold);
     }
 
     #[test]

@@ -565,7 +565,7 @@ impl Controller {
                 })
             })
             .collect();
-        json!({ "version": 1, "networks": nets }).to_string()
+        json!({ "version": 1, "networks": nets, "last_issued": self.last_issued }).to_string()
     }
 
     /// Restores a controller saved with [`Controller::to_json`].
@@ -583,6 +583,8 @@ impl Controller {
             reason: e.to_string(),
         })?;
         let mut c = Controller::new(identity, unix_ms, now);
+        // Timestamps issued before a restart may be ahead of the clock: stay above them.
+        c.last_issued = v["last_issued"].as_u64().unwrap_or(0);
         let nets = v["networks"].as_array().ok_or_else(|| bad("no networks"))?;
         for n in nets {
             let nwid: NetworkId = n["nwid"]
@@ -868,10 +870,15 @@ mod tests {
             rev.threshold >= last,
             "the revocation covers the last certificate"
         );
-        // Authorized again, the next certificate is newer than the revocation.
+        // Authorized again, the next certificate is newer than the revocation, also after
+        // a restart at the same clock.
         c.set_authorized(now, nwid, member, true).unwrap();
         let again = c.issue(now, nwid, member).unwrap();
         assert!(again.certificate.timestamp > rev.threshold);
+        let mut back =
+            Controller::from_json(test_identity(38), 1_700_000_000_000, now, &c.to_json()).unwrap();
+        let after = back.issue(now, nwid, member).unwrap();
+        assert!(after.certificate.timestamp > again.certificate.timestamp);
     }
 
     #[test]

@@ -118,6 +118,12 @@ impl LinuxKernel {
         self.listener.as_fd()
     }
 
+    /// Ask for synchronous wake-ups between the program and the supervisor
+    /// ([`sys::notif_sync_wake_up`]); `EINVAL` on kernels before 6.6.
+    pub fn sync_wake_up(&self) -> Result<(), Errno> {
+        sys::notif_sync_wake_up(self.listener.as_fd())
+    }
+
     /// `SECCOMP_IOCTL_NOTIF_RECV`. Blocks if nothing is pending: call when readable.
     pub fn receive(&self) -> Result<Notification, Errno> {
         sys::notif_recv(self.listener.as_fd())

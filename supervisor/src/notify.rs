@@ -34,6 +34,9 @@ pub async fn supervise<B: Backend>(
 ) -> Result<(), SuperviseError> {
     let poll_fd = listener.try_clone().map_err(SuperviseError::Register)?;
     let kernel = Arc::new(LinuxKernel::new(listener));
+    if let Err(e) = kernel.sync_wake_up() {
+        debug!(%e, "synchronous seccomp wake-ups not available (Linux < 6.6)");
+    }
     let sup = Arc::new(Supervisor::new(kernel.clone(), backend, policy));
     let afd =
         crate::sys::async_fd(poll_fd, Interest::READABLE).map_err(SuperviseError::Register)?;

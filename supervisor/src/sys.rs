@@ -74,6 +74,25 @@ pub(crate) fn notif_send(
     cvt(ret as libc::c_long).map(drop)
 }
 
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): not in the libc crate yet.
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS` with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`: the program
+/// and the supervisor hand the CPU to each other on a notification and its answer (the
+/// woken side runs on the waker's CPU, as for a synchronous call) instead of waking across
+/// CPUs. `EINVAL` before Linux 6.6.
+pub(crate) fn notif_sync_wake_up(listener: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: this ioctl takes its flags by value in the argument; no memory is passed.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    cvt(ret as libc::c_long).map(drop)
+}
+
 /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: is the notification still waiting for our answer?
 pub(crate) fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     let mut id = id;

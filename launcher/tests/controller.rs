@@ -807,4 +807,18 @@ fn members_named_on_the_controller_resolve_by_name() {
     let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
     let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
     assert!(line.contains(" name web "), "{members}");
+    // --clear takes a name away; the name is free for another member then.
+    let out = ok_stdout(zt(
+        &ctl_home,
+        &["member", "name", "--clear", &nwid, &addrs[0]],
+    ));
+    assert!(out.contains("has no name"), "{out}");
+    let out = ok_stdout(zt(&ctl_home, &["member", "name", &nwid, &addrs[1], "web"]));
+    assert!(
+        out.contains(&format!("named {} on {nwid} web", addrs[1])),
+        "{out}"
+    );
+    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
+    let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
+    assert!(!line.contains(" name "), "{members}");
 }

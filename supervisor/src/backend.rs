@@ -43,6 +43,12 @@ pub trait Backend: Send + Sync + 'static {
     fn is_virtual_dgram(&self, dest: SocketAddr) -> bool {
         self.is_virtual(dest.ip())
     }
+    /// Do TCP connections to `dest` go to this backend although `dest` is not on a
+    /// virtual network (the DNS resolver behind the host's nameserver addresses, for DNS
+    /// over TCP)? Default: no.
+    fn serves_stream(&self, _dest: SocketAddr) -> bool {
+        false
+    }
     /// Open a TCP connection to `remote`.
     fn tcp_connect(
         &self,
@@ -215,7 +221,8 @@ pub(crate) fn route<B: Backend + ?Sized>(
     datagram: bool,
 ) -> Route {
     let ip = canonical(dest.ip());
-    if datagram && backend.is_virtual_dgram(SocketAddr::new(ip, dest.port())) {
+    let canon = SocketAddr::new(ip, dest.port());
+    if datagram && backend.is_virtual_dgram(canon) || !datagram && backend.serves_stream(canon) {
         Route::Virtual
     } else if ip.is_loopback() || ip.is_unspecified() {
         Route::Loopback

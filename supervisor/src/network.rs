@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use netstack::{IcmpSocket, IpFamily, Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
 use nix::errno::Errno;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 use crate::backend::{canonical, Backend, Connection};
 use crate::dns::{Answer, Resolver};
@@ -117,6 +118,132 @@ async fn forward(query: Vec<u8>, server: SocketAddr, inbox: Weak<Inbox>) {
     }
 }
 
+/// A stream the program's TCP socket is pumped to: a connection on a virtual network, or
+/// a DNS-over-TCP exchange with the resolver behind a nameserver address.
+#[derive(Debug)]
+pub enum NetStream {
+    /// A TCP connection on a joined network.
+    Tcp(TcpStream),
+    /// Our end of an in-process pipe served by [`serve_dns_tcp`].
+    Dns(DuplexStream),
+}
+
+impl AsyncRead for NetStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            NetStream::Dns(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for NetStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, data),
+            NetStream::Dns(s) => std::pin::Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            NetStream::Dns(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            NetStream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            NetStream::Dns(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Largest DNS message over TCP (its length prefix is 16 bits).
+const DNS_TCP_MAX: usize = 65_535;
+
+/// Serve DNS over TCP (RFC 7766: each message behind a 2-byte length) on `pipe` for a
+/// program that connected to nameserver `server`: our names are answered by `resolver`,
+/// others forwarded to `server` over a kernel TCP connection when fall-through is on. Ends
+/// at the program's EOF, a malformed length or a failed forward.
+async fn serve_dns_tcp(mut pipe: DuplexStream, resolver: Arc<Resolver>, server: SocketAddr) {
+    let mut upstream: Option<tokio::net::TcpStream> = None;
+    let mut query = vec![0u8; DNS_TCP_MAX];
+    loop {
+        let mut len = [0u8; 2];
+        if pipe.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        if pipe.read_exact(&mut query[..len]).await.is_err() {
+            return;
+        }
+        let answer = match resolver.answer(&query[..len]) {
+            Answer::Reply(a) => a,
+            Answer::Drop => return,
+            Answer::Forward => {
+                let exchange = forward_tcp(&mut upstream, server, &query[..len]);
+                match tokio::time::timeout(FORWARD_TIMEOUT, exchange).await {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%server, %e, "forwarded DNS query over TCP failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%server, "forwarded DNS query over TCP unanswered");
+                        return;
+                    }
+                }
+            }
+        };
+        let Ok(n) = u16::try_from(answer.len()) else {
+            return;
+        };
+        let mut out = Vec::with_capacity(2 + answer.len());
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&answer);
+        if pipe.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One query to the host's nameserver over TCP, on a connection kept for the next ones.
+async fn forward_tcp(
+    upstream: &mut Option<tokio::net::TcpStream>,
+    server: SocketAddr,
+    query: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    if upstream.is_none() {
+        *upstream = Some(tokio::net::TcpStream::connect(server).await?);
+    }
+    let conn = upstream.as_mut().expect("connected above");
+    let mut msg = Vec::with_capacity(2 + query.len());
+    msg.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    msg.extend_from_slice(query);
+    conn.write_all(&msg).await?;
+    let mut len = [0u8; 2];
+    conn.read_exact(&mut len).await?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    conn.read_exact(&mut answer).await?;
+    Ok(answer)
+}
+
 #[derive(Debug)]
 enum Datagram {
     Udp(UdpSocket),
@@ -194,7 +321,7 @@ impl Networks {
 }
 
 impl Backend for Networks {
-    type Stream = TcpStream;
+    type Stream = NetStream;
     type Listener = Vec<TcpListener>;
     type Udp = UdpSet;
 
@@ -215,7 +342,26 @@ impl Backend for Networks {
         self.is_virtual(dest.ip()) || self.resolver.as_ref().is_some_and(|r| r.serves(dest))
     }
 
-    async fn tcp_connect(&self, remote: SocketAddr) -> Result<Connection<TcpStream>, Errno> {
+    fn serves_stream(&self, dest: SocketAddr) -> bool {
+        self.resolver.as_ref().is_some_and(|r| r.serves(dest))
+    }
+
+    async fn tcp_connect(&self, remote: SocketAddr) -> Result<Connection<NetStream>, Errno> {
+        if let Some(resolver) = self.resolver.as_ref().filter(|r| r.serves(remote)) {
+            // DNS over TCP to a nameserver: answered here, like its datagrams.
+            let (ours, theirs) = tokio::io::duplex(2 * (2 + DNS_TCP_MAX));
+            tokio::spawn(serve_dns_tcp(theirs, resolver.clone(), remote));
+            let local = if remote.is_ipv4() {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+            } else {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+            };
+            return Ok(Connection {
+                stream: NetStream::Dns(ours),
+                local,
+                peer: remote,
+            });
+        }
         let stack = self.stack_for(remote.ip()).ok_or(Errno::ENETUNREACH)?;
         let remote = SocketAddr::new(canonical(remote.ip()), remote.port());
         let stream = stack
@@ -225,7 +371,7 @@ impl Backend for Networks {
         Ok(Connection {
             local: stream.local_addr(),
             peer: stream.peer_addr(),
-            stream,
+            stream: NetStream::Tcp(stream),
         })
     }
 
@@ -253,7 +399,7 @@ impl Backend for Networks {
     async fn tcp_accept(
         &self,
         listeners: &Vec<TcpListener>,
-    ) -> Result<Connection<TcpStream>, Errno> {
+    ) -> Result<Connection<NetStream>, Errno> {
         let stream = poll_fn(|cx| {
             for l in listeners {
                 if let Poll::Ready(r) = l.poll_accept(cx) {
@@ -267,7 +413,7 @@ impl Backend for Networks {
         Ok(Connection {
             local: stream.local_addr(),
             peer: stream.peer_addr(),
-            stream,
+            stream: NetStream::Tcp(stream),
         })
     }
 
@@ -283,16 +429,21 @@ impl Backend for Networks {
         self.bind_udp(local, v6only, true)
     }
 
-    fn stream_settled(&self, stream: &TcpStream) -> bool {
+    fn stream_settled(&self, stream: &NetStream) -> bool {
         use netstack::TcpState::{Closed, FinWait2, TimeWait};
+        let NetStream::Tcp(stream) = stream else {
+            return true;
+        };
         // Closed (also by a reset): nothing more can be delivered. Otherwise our FIN and
         // everything before it must have been acknowledged.
         let info = stream.tcp_info();
         info.state == Closed || (info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait))
     }
 
-    fn stream_abort(&self, stream: &TcpStream) {
-        stream.abort();
+    fn stream_abort(&self, stream: &NetStream) {
+        if let NetStream::Tcp(stream) = stream {
+            stream.abort();
+        }
     }
 
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {

@@ -306,21 +306,49 @@ async fn edge_triggered_epoll_server_with_500_concurrent_clients_on_a_netstack()
 
 /// A stand-in for the host's nameserver on loopback: answers every query with one A
 /// record 192.0.2.7 (the forwarded path), for as long as the test runs.
+/// The stand-in upstream's answer to `q`: one A record, 192.0.2.7.
+fn upstream_answer(q: &[u8]) -> Vec<u8> {
+    let mut r = q.to_vec();
+    r[2] |= 0x80; // response
+    r[3] = 0x80; // RA, NOERROR
+    r[6..8].copy_from_slice(&1u16.to_be_bytes()); // ANCOUNT
+    r[10..12].copy_from_slice(&0u16.to_be_bytes()); // no additional records
+                                                    // name (pointer to the question), A, IN, TTL 60, 4 bytes
+    r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+    r
+}
+
+/// A stand-in for the host's nameserver on 127.0.0.1, over UDP and TCP on one port.
 async fn fake_upstream() -> u16 {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = sock.local_addr().unwrap().port();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let sock = tokio::net::UdpSocket::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let mut buf = [0u8; 512];
         while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let q = &buf[..n];
-            let mut r = q.to_vec();
-            r[2] |= 0x80; // response
-            r[3] = 0x80; // RA, NOERROR
-            r[6..8].copy_from_slice(&1u16.to_be_bytes()); // ANCOUNT
-            r[10..12].copy_from_slice(&0u16.to_be_bytes()); // no additional records
-                                                            // name (pointer to the question), A, IN, TTL 60, 4 bytes
-            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-            let _ = sock.send_to(&r, from).await;
+            let _ = sock.send_to(&upstream_answer(&buf[..n]), from).await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let mut len = [0u8; 2];
+                while c.read_exact(&mut len).await.is_ok() {
+                    let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    if c.read_exact(&mut q).await.is_err() || q.len() < 12 {
+                        return;
+                    }
+                    let r = upstream_answer(&q);
+                    let mut out = (r.len() as u16).to_be_bytes().to_vec();
+                    out.extend_from_slice(&r);
+                    if c.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
     port
@@ -381,6 +409,9 @@ async fn member_names_resolve_and_other_names_are_nxdomain_without_fallthrough()
     );
     // The program has no host network: another name does not exist (at once, no timeout).
     assert!(out.contains("raw rcode=3 answers=0"), "{out}");
+    // Over TCP too: the member is answered, the other name does not exist.
+    assert!(out.contains("tcp member rcode=0 answers=2"), "{out}");
+    assert!(out.contains("tcp other rcode=3 answers=0"), "{out}");
     let s = Scratch::new();
     run_dns(&s, "nobody.ff00000000001234.zt", false, "nonblock").await;
     let out = s.read_output();
@@ -393,8 +424,10 @@ async fn with_fallthrough_other_names_go_to_the_hosts_nameserver() {
     run_dns(&s, "89e92ceba1.ff00000000001234.zt", true, "nonblock").await;
     let out = s.read_output();
     assert!(out.contains("addr 10.7.0.2"), "{out}");
-    // Answered by the stand-in upstream through the forwarder.
+    // Answered by the stand-in upstream through the forwarder, over UDP and over TCP.
     assert!(out.contains("raw rcode=0 answers=1"), "{out}");
+    assert!(out.contains("tcp member rcode=0 answers=2"), "{out}");
+    assert!(out.contains("tcp other rcode=0 answers=1"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,12 @@ struct Echo {
 impl Echo {
     fn start(host: &Host<'_>, addr: SocketAddr) -> Result<Echo> {
         let socket = host.run(move || UdpSocket::bind(addr))??;
+        Echo::serve(socket)
+    }
+
+    /// Echo on a socket already bound (in its host's namespace).
+    fn serve(socket: UdpSocket) -> Result<Echo> {
+        let addr = socket.local_addr()?;
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -306,9 +312,10 @@ fn an_unsolicited_packet_does_not_move_the_mapping() -> Result<()> {
     let probe = udp_socket(&c, &format!("{c_addr}:7003"))?;
     probe.send_to(b"probe", mapped)?;
     std::thread::sleep(Duration::from_millis(100));
-    drop(probe);
-    // ... then A sends to C from the same socket.
-    let echo_c = Echo::start(&c, SocketAddr::new(c_addr.into(), 7003))?;
+    // ... then A sends to C from the same socket, which the probe's socket now answers.
+    // (Closing it and binding the address again could fail: a process another test forks
+    // at that moment holds the descriptor until it execs.)
+    let echo_c = Echo::serve(probe)?;
     let seen = ask(&client, echo_c.addr, "two", REPLY_TIMEOUT).context("no echo from C")?;
     assert_eq!(
         seen, mapped,

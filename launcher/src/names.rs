@@ -12,7 +12,7 @@
 //! ([`netconf`]). On a controller network the RFC 4193 and 6plane addresses are computable
 //! when the network assigns them (seen from this node's own configuration); the pool IPv4
 //! addresses and the names come from the member directory in the signed configuration,
-//! which the controller refreshes every 30 s ([`NetworkNames::update`]).
+//! which the controller pushes when it changes ([`NetworkNames::update`]).
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 

@@ -212,6 +212,24 @@ fn new_identity(home: &Path) -> String {
         .to_string()
 }
 
+/// Creates a network with IPv4 pool `pool` on the controller in `ctl_home` and authorizes
+/// a new identity in each of `homes` before any of them starts; returns the network ID and
+/// the members' addresses.
+fn network_with_members(ctl_home: &Path, pool: &str, homes: &[&Path]) -> (String, Vec<String>) {
+    let nwid = ok_stdout(zt(ctl_home, &["net", "create", "--ipv4-pool", pool]))
+        .trim()
+        .to_string();
+    let addrs = homes
+        .iter()
+        .map(|h| {
+            let a = new_identity(h);
+            ok_stdout(zt(ctl_home, &["member", "authorize", &nwid, &a]));
+            a
+        })
+        .collect();
+    (nwid, addrs)
+}
+
 /// Waits until `zt status --home HOME` shows `needle`.
 fn wait_status(home: &Path, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
@@ -360,20 +378,8 @@ fn deauthorized_member_traffic_stops_within_10s() {
     let dir = scratch();
     let ctl_home = dir.path().join("ctl");
     let (_ctl, _, _) = controller(&ctl_home, &root_arg);
-    let nwid = ok_stdout(zt(
-        &ctl_home,
-        &["net", "create", "--ipv4-pool", "10.147.18.0/24"],
-    ))
-    .trim()
-    .to_string();
-    // Authorize both members before they start (their identities exist already).
     let (rx_home, tx_home) = (dir.path().join("rx"), dir.path().join("tx"));
-    let mut addrs = Vec::new();
-    for h in [&rx_home, &tx_home] {
-        let a = new_identity(h);
-        ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &a]));
-        addrs.push(a);
-    }
+    let (nwid, addrs) = network_with_members(&ctl_home, "10.147.18.0/24", &[&rx_home, &tx_home]);
     // A UDP receiver prints every datagram; a sender sends one every 100 ms.
     let mut receiver = Member::start(
         &rx_home,
@@ -714,19 +720,8 @@ fn members_named_on_the_controller_resolve_by_name() {
     let dir = scratch();
     let ctl_home = dir.path().join("ctl");
     let (_ctl, _, _) = controller(&ctl_home, &root_arg);
-    let nwid = ok_stdout(zt(
-        &ctl_home,
-        &["net", "create", "--ipv4-pool", "10.147.19.0/24"],
-    ))
-    .trim()
-    .to_string();
     let (srv_home, cli_home) = (dir.path().join("web"), dir.path().join("client"));
-    let mut addrs = Vec::new();
-    for h in [&srv_home, &cli_home] {
-        let a = new_identity(h);
-        ok_stdout(zt(&ctl_home, &["member", "authorize", &nwid, &a]));
-        addrs.push(a);
-    }
+    let (nwid, addrs) = network_with_members(&ctl_home, "10.147.19.0/24", &[&srv_home, &cli_home]);
     // Names are DNS labels; a bad one is refused with the rule.
     let bad = zt(&ctl_home, &["member", "name", &nwid, &addrs[0], "web.lab"]);
     assert!(!bad.status.success());

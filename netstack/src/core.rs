@@ -816,20 +816,18 @@ impl Core {
         let Some(c) = self.tcp.get(&key) else {
             return false;
         };
-        let (h, pending) = (c.handle, c.close_pending);
-        let s = self.socket(shard, h);
-        if pending {
+        if c.close_pending {
             return true;
         }
-        if s.state() == tcp::State::CloseWait && s.send_queue() > 0 {
-            if let Some(c) = self.tcp.get_mut(&key) {
-                c.close_pending = true;
-            }
-            true
-        } else {
+        let s = self.socket(shard, c.handle);
+        if !close_must_wait(s) {
             s.close();
-            false
+            return false;
         }
+        if let Some(c) = self.tcp.get_mut(&key) {
+            c.close_pending = true;
+        }
+        true
     }
 
     pub(crate) fn watch(&mut self, shard: u32, key: Key) {
@@ -1098,7 +1096,7 @@ impl Core {
             let (role, h, started, close_pending) = (c.role, c.handle, c.started, c.close_pending);
             let state = self.socket(i, h).state();
             if close_pending {
-                if state == tcp::State::CloseWait && self.socket(i, h).send_queue() > 0 {
+                if close_must_wait(self.socket(i, h)) {
                     keep.push(key);
                     continue;
                 }
@@ -1668,6 +1666,12 @@ impl Core {
 /// smoltcp's retransmission timer then resends the FIN. ACKs below the FIN (data still
 /// unacknowledged: duplicate ACKs drive the fast retransmit of that data) and the ACK of
 /// the FIN itself pass untouched.
+/// Whether a close must wait ([`Core::close_write`]): the peer has closed (CLOSE-WAIT) and
+/// data is still queued.
+fn close_must_wait(s: &tcp::Socket<'_>) -> bool {
+    s.state() == tcp::State::CloseWait && s.send_queue() > 0
+}
+
 fn repeated_ack_for_fin(c: &mut Conn, pure_ack: Option<(u32, u16)>) -> bool {
     match pure_ack {
         Some((ack, win)) if Some(ack) == c.fin_seq => {

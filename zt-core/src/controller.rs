@@ -176,6 +176,14 @@ pub struct Member {
     pub name: Option<String>,
 }
 
+impl Member {
+    /// Authorized and has asked for a configuration: online as far as the controller knows
+    /// (it hears revocations and pushed configurations).
+    pub fn is_active(&self) -> bool {
+        self.authorized && self.last_request.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ControlledNetwork {
     settings: NetworkSettings,
@@ -423,6 +431,14 @@ impl Controller {
         Ok(())
     }
 
+    /// Whether `member` of `nwid` is active: authorized and asked for a configuration.
+    pub fn is_active(&self, nwid: NetworkId, member: Address) -> bool {
+        self.networks
+            .get(&nwid)
+            .and_then(|n| n.members.get(&member))
+            .is_some_and(Member::is_active)
+    }
+
     /// The authorized members that asked for a configuration (who must hear revocations).
     pub fn active_members(&self, nwid: NetworkId) -> Vec<Address> {
         self.networks
@@ -430,7 +446,7 @@ impl Controller {
             .map(|n| {
                 n.members
                     .iter()
-                    .filter(|(_, m)| m.authorized && m.last_request.is_some())
+                    .filter(|(_, m)| m.is_active())
                     .map(|(a, _)| *a)
                     .collect()
             })

@@ -2141,7 +2141,7 @@ impl Node {
                 let was_active = self
                     .controller
                     .as_ref()
-                    .is_some_and(|c| c.active_members(nwid).contains(&src));
+                    .is_some_and(|c| c.is_active(nwid, src));
                 let answer = match self.controller.as_mut() {
                     Some(c) => c.request(now, nwid, src),
                     None => Err(ConfigDenied::NotFound),

@@ -157,7 +157,7 @@ enum MemberCommand {
         node: Address,
     },
     /// Name a node in DNS: programs under ztrun on the network resolve NAME.NWID.zt and
-    /// NAME.zt to its addresses (members learn a new name within 30 s).
+    /// NAME.zt to its addresses (the controller sends the change to online members).
     Name {
         #[command(flatten)]
         api: ApiArgs,

@@ -394,17 +394,16 @@ impl SignedConfig {
             let member = r.address()?;
             let ipv4 = match r.u8("directory flags")? {
                 0 => None,
-                1 => Some(read_ip_of(&mut r, 4)?),
+                1 => {
+                    let b = r.take(4, "directory IPv4")?;
+                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
                 _ => {
                     return Err(WireError::Malformed {
                         what: "directory flags",
                     })
                 }
             };
-            let ipv4 = ipv4.and_then(|ip| match ip {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            });
             let len = usize::from(r.u8("member name length")?);
             let name = std::str::from_utf8(r.take(len, "member name")?)
                 .ok()

@@ -98,6 +98,10 @@ pub(crate) struct Conn {
     pub(crate) role: Role,
     /// An RST for this 4-tuple arrived (tells "reset" from "timed out" once closed).
     pub(crate) rst_seen: bool,
+    /// That RST arrived after the handshake had completed: a connect that had not yet
+    /// seen the connection established succeeds, as on Linux, and reading then fails
+    /// with `ECONNRESET` (rather than the connect failing with `ECONNREFUSED`).
+    pub(crate) reset_established: bool,
     /// Aborted locally.
     pub(crate) aborted: bool,
     /// We sent FIN (shutdown or close).
@@ -1395,9 +1399,21 @@ impl Core {
                 return self.egress.recycle(frame);
             }
         }
+        // Whether an RST finds the handshake completed (see `Conn::reset_established`).
+        let synchronized = match self.tcp.get(&key).map(|c| (c.shard, c.handle)) {
+            Some((shard, handle)) if t.rst => {
+                use tcp::State::*;
+                !matches!(
+                    self.socket(shard, handle).state(),
+                    Closed | Listen | SynSent | SynReceived
+                )
+            }
+            _ => false,
+        };
         let shard = if let Some(c) = self.tcp.get_mut(&key) {
             if t.rst {
                 c.rst_seen = true;
+                c.reset_established |= synchronized;
             }
             if c.fin_seq.is_some() && repeated_ack_for_fin(c, t.pure_ack) {
                 return self.egress.recycle(frame);

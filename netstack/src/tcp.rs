@@ -624,6 +624,7 @@ pub(crate) async fn connect(
         let mut core = shared.lock();
         let c = core.tcp.get(&key).expect("connecting entry");
         let (shard, h, rst) = (c.shard, c.handle, c.rst_seen);
+        let established_then_reset = c.reset_established;
         let s = core.socket(shard, h);
         match s.state() {
             tcp::State::SynSent | tcp::State::SynReceived => {
@@ -631,11 +632,13 @@ pub(crate) async fn connect(
                 s.register_recv_waker(cx.waker());
                 Poll::Pending
             }
-            tcp::State::Closed | tcp::State::Listen => Poll::Ready(Err(if rst {
-                Error::ConnectionRefused { remote }
-            } else {
-                Error::TimedOut
-            })),
+            tcp::State::Closed | tcp::State::Listen if !established_then_reset => {
+                Poll::Ready(Err(if rst {
+                    Error::ConnectionRefused { remote }
+                } else {
+                    Error::TimedOut
+                }))
+            }
             _ => {
                 apply_established(s, &opts);
                 let c = core.tcp.get_mut(&key).expect("connecting entry");
@@ -662,6 +665,7 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         handle,
         role,
         rst_seen: false,
+        reset_established: false,
         aborted: false,
         write_closed: false,
         close_pending: false,

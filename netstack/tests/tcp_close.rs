@@ -274,3 +274,47 @@ async fn window_update_reaches_a_connection_whose_peer_closed_first() {
     }
     assert_eq!(got, TOTAL, "every byte before the FIN");
 }
+
+/// A peer that accepts and at once resets (a server refusing work with `SO_LINGER` zero),
+/// its RST in before the connecting task looks again: the connect succeeds, as Linux's
+/// does once the SYN-ACK is in, and the read tells the reset. (It failed with
+/// `ECONNREFUSED`, as if nothing listened, whenever the task was slow to run.)
+#[tokio::test]
+async fn a_reset_right_after_the_handshake_is_a_connection_that_was_reset() {
+    const PORT: u16 = 7500;
+    const RST: u8 = 0x04;
+    let (b, link) = Stack::new(config(2));
+    let step = Duration::from_secs(5);
+    let connecting = b.tcp_connect(
+        Some(SocketAddr::new(B4.into(), PORT)),
+        SocketAddr::new(A4.into(), PEER_PORT),
+        TcpOptions::default(),
+    );
+    let mut connecting = std::pin::pin!(connecting);
+    // Polled once (it sends the SYN), then not again until the RST is in.
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(connecting.as_mut(), cx))
+    });
+    assert!(first.await.is_pending(), "connecting");
+    let syn = next_segment(&link, step).await.expect("SYN");
+    assert_eq!(syn.flags, SYN, "{syn:?}");
+    let ours = syn.seq.wrapping_add(1);
+    link.send(segment(PORT, SYN | ACK, 5000, ours, 64000, &[]))
+        .await;
+    let ack = next_segment(&link, step)
+        .await
+        .expect("the handshake's ACK");
+    assert_eq!(ack.flags & (SYN | ACK | RST), ACK, "{ack:?}");
+    link.send(segment(PORT, RST | ACK, 5001, ours, 0, &[]))
+        .await;
+    // Let the stack's driver take the RST.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut s = tokio::time::timeout(step, connecting)
+        .await
+        .expect("the connect ends")
+        .expect("the connection was made");
+    let mut buf = [0u8; 8];
+    let err = s.read(&mut buf).await.expect_err("reset, not end of file");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

@@ -144,6 +144,12 @@ pub(crate) fn notif_addfd(
     cvt(ret as libc::c_long).map(|fd| fd as i32)
 }
 
+/// `struct linger { l_onoff: 1, l_linger: 0 }`: a close then resets the connection.
+pub(crate) const LINGER_ZERO: [u8; 8] = {
+    let on = 1i32.to_ne_bytes();
+    [on[0], on[1], on[2], on[3], 0, 0, 0, 0]
+};
+
 /// `setsockopt` with the option value as raw bytes (replaying what the program set).
 pub(crate) fn setsockopt_bytes(
     fd: BorrowedFd<'_>,

@@ -67,9 +67,14 @@ pub(crate) struct Listening<B: Backend> {
     /// Duplicate of our end: writes tokens.
     token_writer: OwnedFd,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Resets the connections still queued when the listener goes.
+    backend: Arc<B>,
 }
 
 impl<B: Backend> Drop for Listening<B> {
+    /// The program closed the listener: connections it never accepted are reset, as
+    /// Linux resets those in a closed listener's queue (dropping them would end them
+    /// with a FIN, which their clients would read as a reply of zero bytes).
     fn drop(&mut self) {
         for t in self
             .tasks
@@ -78,6 +83,20 @@ impl<B: Backend> Drop for Listening<B> {
             .drain(..)
         {
             t.abort();
+        }
+        for p in self.queue().drain(..) {
+            match p {
+                Pending::Virtual(c) => self.backend.stream_abort(&c.stream),
+                Pending::Kernel { fd, .. } => {
+                    // SO_LINGER zero: the kernel's close sends a RST.
+                    let _ = sys::setsockopt_bytes(
+                        fd.as_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &sys::LINGER_ZERO,
+                    );
+                }
+            }
         }
     }
 }
@@ -347,6 +366,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             tokens,
             token_writer: writer,
             tasks: Mutex::new(Vec::new()),
+            backend: self.backend.clone(),
         });
         let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
         self.table().insert(new_ino, next.clone());

@@ -442,10 +442,11 @@ async fn so_sndtimeo_bounds_a_blocking_connect_on_a_netstack() {
     );
 }
 
-/// What a peer sees when the wrapped server closes: a reset for data left unread or
-/// `SO_LINGER` zero, an orderly end otherwise (the peer is a netstack stream of the test).
+/// What a peer sees when the wrapped server closes: a reset for data left unread, for
+/// `SO_LINGER` zero and for a connection its closed listener never accepted, an orderly
+/// end otherwise (the peer is a netstack stream of the test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_with_unread_data_or_linger_zero_resets_the_connection() {
+async fn each_way_of_closing_resets_or_ends_the_connection_as_on_linux() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (a, la) = stack(1);
     let (b, lb) = stack(2);
@@ -459,7 +460,7 @@ async fn close_with_unread_data_or_linger_zero_resets_the_connection() {
         run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
     });
     let mut seen = Vec::new();
-    for port in [7801u16, 7802, 7803] {
+    for port in [7801u16, 7802, 7803, 7804] {
         let to = std::net::SocketAddr::from(([10, 7, 0, 1], port));
         let mut conn = None;
         for _ in 0..100 {
@@ -489,11 +490,16 @@ async fn close_with_unread_data_or_linger_zero_resets_the_connection() {
         });
     }
     let status = srv.await.unwrap();
-    assert_ok(&s, status, &["served"]);
+    assert_ok(&s, status, &["loopback reset", "served"]);
     assert_eq!(
         seen,
-        ["ConnectionReset", "ConnectionReset", "EOF"],
-        "unread data, SO_LINGER zero, plain close"
+        [
+            "ConnectionReset",
+            "ConnectionReset",
+            "EOF",
+            "ConnectionReset"
+        ],
+        "unread data, SO_LINGER zero, plain close, listener closed before accept"
     );
     ab.abort();
     ba.abort();

@@ -199,10 +199,25 @@ pub fn network_report(me: zt_core::Address, n: &NetworkStatus) -> NetworkReport 
     }
 }
 
-/// Rewrite `<home>/status.json` every second while the node runs and `lock` is held.
-pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) {
+/// Asks the status writer for a fresh `status.json` now (after joining a network),
+/// rather than at its next one-second turn.
+#[derive(Debug, Clone)]
+pub struct Refresh(Arc<tokio::sync::Notify>);
+
+impl Refresh {
+    /// Rewrite the status file as soon as possible.
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Rewrite `<home>/status.json` every second, and when asked through the returned
+/// [`Refresh`], while the node runs and `lock` is held.
+pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
     let open = lock.open.clone();
     let file = lock.status.clone();
+    let refresh = Refresh(Arc::new(tokio::sync::Notify::new()));
+    let asked = refresh.0.clone();
     tokio::spawn(async move {
         loop {
             let Ok(st) = node.status().await else { break };
@@ -239,9 +254,13 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) {
                     tracing::debug!(error = %e, "cannot write the status file");
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = asked.notified() => {}
+            }
         }
     });
+    refresh
 }
 
 /// The human form `zt status` prints.

@@ -139,7 +139,11 @@ fn a_client_reaches_a_server_over_the_overlay() {
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&status.stdout);
-            assert!(text.contains(NWID), "{text}");
+            assert!(
+                text.contains(NWID),
+                "zt status: {text}{}",
+                String::from_utf8_lossy(&status.stderr)
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(250));

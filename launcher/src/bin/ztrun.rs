@@ -167,11 +167,13 @@ async fn join_all(
             eps.join(", ")
         );
     }
-    launcher::status::spawn_writer(lock, node.clone());
+    let status = launcher::status::spawn_writer(lock, node.clone());
     let mut stacks = Vec::new();
     let mut names = Vec::new();
     for &nwid in nwids {
         let joined = overlay::join(&node, nwid, me).await?;
+        // `zt status` shows the network from the moment ztrun says it joined.
+        status.now();
         if !args.quiet {
             // The member name other programs on the network can use, when it resolves.
             let name = match joined.names.name_of(me) {

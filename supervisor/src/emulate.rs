@@ -100,7 +100,7 @@ pub(crate) enum Phase<B: Backend> {
 
 impl<B: Backend> Phase<B> {
     /// Phases in which nobody else reads the supervisor's end.
-    fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         matches!(
             self,
             Phase::Fresh | Phase::KernelBound(_) | Phase::VirtualBound(_) | Phase::Failed(_)
@@ -174,7 +174,7 @@ impl<B: Backend> VSocket<B> {
             .unwrap_or_else(|e| e.into_inner())
             .take()
     }
-    fn holds_program_end(&self) -> bool {
+    pub(crate) fn holds_program_end(&self) -> bool {
         self.program_end
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -281,6 +281,8 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     pub(crate) netlink_seen: std::sync::atomic::AtomicBool,
     /// Streams being pumped, for [`Supervisor::linger`].
     pumped: Mutex<Vec<Pumped<B>>>,
+    /// Sockets nobody else watches, for noticing the program's close (idle.rs).
+    pub(crate) idle: std::sync::OnceLock<Option<Arc<crate::idle::IdleSet<B>>>>,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -305,6 +307,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             netlinks: Mutex::new(HashMap::new()),
             netlink_seen: std::sync::atomic::AtomicBool::new(false),
             pumped: Mutex::new(Vec::new()),
+            idle: std::sync::OnceLock::new(),
         }
     }
 
@@ -467,68 +470,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
         }
-    }
-
-    /// While the socket is idle, drop its table entry when the program's last reference
-    /// to its end goes away: a hang-up on our end, or, while we hold a duplicate of the
-    /// program's end (fresh TCP sockets), no traced process holding the inode any more
-    /// (checked every [`crate::virt::SWEEP`]). Stops when a pump or listener takes over
-    /// the end.
-    pub(crate) fn watch(self: &Arc<Self>, ino: u64, vs: Arc<VSocket<B>>) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Ok(dup) = vs.ours.try_clone() else { return };
-        let me = Arc::downgrade(self);
-        let weak = Arc::downgrade(&vs);
-        drop(vs);
-        drop(handle.spawn(async move {
-            let Ok(afd) = sys::async_fd(dup, Interest::READABLE) else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            loop {
-                let ready = tokio::select! {
-                    r = afd.readable() => Some(r),
-                    _ = tokio::time::sleep(crate::virt::SWEEP) => None,
-                };
-                let Some(ready) = ready else {
-                    let (Some(me), Some(vs)) = (me.upgrade(), weak.upgrade()) else {
-                        return;
-                    };
-                    if !vs.phase().idle() {
-                        return;
-                    }
-                    if vs.holds_program_end() && !me.held_by_program(ino) {
-                        me.forget(ino, &vs);
-                        return;
-                    }
-                    continue;
-                };
-                let Ok(mut guard) = ready else {
-                    return;
-                };
-                let Some(vs) = weak.upgrade() else { return };
-                let phase = vs.phase();
-                if !phase.idle() {
-                    return;
-                }
-                if guard.ready().is_read_closed() {
-                    drop(phase);
-                    break;
-                }
-                // Data written to an unconnected socket: Linux would have refused it.
-                match nix::unistd::read(afd.get_ref(), &mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(Errno::EAGAIN) => guard.clear_ready(),
-                    Err(_) => break,
-                }
-            }
-            if let (Some(me), Some(vs)) = (me.upgrade(), weak.upgrade()) {
-                me.forget(ino, &vs);
-            }
-        }));
     }
 
     // ---- kernel sockets -------------------------------------------------------------

@@ -54,6 +54,7 @@ mod copy;
 pub mod dns;
 mod emulate;
 pub mod filter;
+mod idle;
 mod kdgram;
 pub mod kernel;
 pub mod launch;

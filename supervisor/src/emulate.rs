@@ -211,6 +211,19 @@ impl<B: Backend> VSocket<B> {
             .map(|(_, _, v)| v.clone())
     }
 
+    /// Give a new program end of this socket the `SO_RCVTIMEO`/`SO_SNDTIMEO` the program
+    /// set: its reads and writes on that end are not trapped, so the kernel must apply
+    /// them there (an accepted socket inherits them from its listener, as on Linux).
+    pub(crate) fn apply_timeouts(&self, end: BorrowedFd<'_>) {
+        for name in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+            if let Some(v) = self.option_bytes(libc::SOL_SOCKET, name) {
+                if let Err(e) = sys::setsockopt_bytes(end, libc::SOL_SOCKET, name, &v) {
+                    debug!(name, %e, "timeout not carried to the program's new end");
+                }
+            }
+        }
+    }
+
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO` as set by the program (`None`: wait forever).
     pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let opts = self.options();
@@ -524,6 +537,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let flags = self.kernel.fd_flags(n.pid, fd)?;
         set_nonblocking(r, flags & libc::O_NONBLOCK != 0)?;
+        let replaced = self.table().get(&ino).cloned();
+        if let Some(vs) = replaced {
+            vs.apply_timeouts(r);
+        }
         let how = Placement::Replace {
             target: fd,
             cloexec: flags & libc::O_CLOEXEC != 0,
@@ -914,6 +931,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let mut opts = vs.options();
         opts.retain(|(l, o, _)| (*l, *o) != (level, name));
         opts.push((level, name, val));
+        drop(opts);
+        if level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) {
+            // Recorded for the calls we emulate (accept, connect, recvmsg), and applied
+            // by the kernel to the program's own end, where its reads and writes go
+            // untrapped. The program may change the value in between; it only sets its
+            // own timeouts.
+            return CONTINUE;
+        }
         value(0)
     }
 

@@ -656,6 +656,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 {
                     return errno(e);
                 }
+                vs.apply_timeouts(fd.as_fd());
                 if n.args[1] != 0 {
                     let bytes = wire::emit_sockaddr(self.presented(vs, peer));
                     if let Err(e) = tracee::write_with_len(
@@ -712,6 +713,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 confirmed: true,
             },
         ));
+        accepted.apply_timeouts(theirs.as_fd());
         self.table().insert(ino, accepted.clone());
         let how = Placement::AnswerWithNew {
             cloexec: flags & libc::SOCK_CLOEXEC != 0,

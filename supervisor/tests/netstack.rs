@@ -442,6 +442,26 @@ async fn so_sndtimeo_bounds_a_blocking_connect_on_a_netstack() {
     );
 }
 
+/// `SO_RCVTIMEO` bounds blocking reads on virtual sockets, which the program makes on its
+/// end directly (reads are not trapped): set after connect, inherited by an accepted
+/// socket from its listener, and set before a UDP socket's bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_rcvtimeo_bounds_blocking_reads_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "rcvtimeo", &["10.7.0.1"]).await;
+    assert_ok(
+        &s,
+        status,
+        &[
+            "connected client: EAGAIN after SO_RCVTIMEO",
+            "accepted: EAGAIN after SO_RCVTIMEO",
+            "udp: EAGAIN after SO_RCVTIMEO",
+            "accepted on loopback: EAGAIN after SO_RCVTIMEO",
+            "done",
+        ],
+    );
+}
+
 /// What a peer sees when the wrapped server closes: a reset for data left unread, for
 /// `SO_LINGER` zero and for a connection its closed listener never accepted, an orderly
 /// end otherwise (the peer is a netstack stream of the test).

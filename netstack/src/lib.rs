@@ -193,6 +193,21 @@ impl Stack {
         core.describe(&self.shared.inbound)
     }
 
+    /// Every TCP connection of the stack, as `(local, remote, snapshot)` (what `ss -ti`
+    /// shows for kernel sockets), including those waiting in an accept queue or closing.
+    pub fn tcp_connections(&self) -> Vec<(SocketAddr, SocketAddr, TcpInfo)> {
+        let mut core = self.shared.lock();
+        let keys: Vec<_> = core.tcp.keys().copied().collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let c = core.tcp.get(&key)?;
+                let (shard, handle) = (c.shard, c.handle);
+                let (s, c) = core.socket_and_conn(shard, handle, &key);
+                Some((key.0, key.1, tcp::info(s, c)))
+            })
+            .collect()
+    }
+
     /// Counters describing the stack.
     pub fn stats(&self) -> StackStats {
         let core = self.shared.lock();

@@ -354,16 +354,7 @@ impl TcpStream {
 
     /// A snapshot of the connection's state.
     pub fn tcp_info(&self) -> TcpInfo {
-        self.with(|s, c| TcpInfo {
-            state: s.state().into(),
-            rtt: c.rtt,
-            send_queue: s.send_queue(),
-            recv_queue: s.recv_queue(),
-            send_buffer: s.send_capacity(),
-            recv_buffer: s.recv_capacity(),
-            nodelay: !s.nagle_enabled(),
-            keepalive: s.keep_alive().map(from_smol),
-        })
+        self.with(|s, c| info(s, c))
     }
 
     /// Poll the shard now so a change goes on the wire without waiting for the driver.
@@ -657,6 +648,20 @@ pub(crate) async fn connect(
     let core = shared.lock();
     let c = core.tcp.get(&key).expect("connected entry");
     Ok(TcpStream::new(shared.clone(), key, c.shard, c.handle))
+}
+
+/// What [`TcpStream::tcp_info`] and [`crate::Stack::tcp_connections`] report.
+pub(crate) fn info(s: &tcp::Socket<'static>, c: &Conn) -> TcpInfo {
+    TcpInfo {
+        state: s.state().into(),
+        rtt: c.rtt,
+        send_queue: s.send_queue(),
+        recv_queue: s.recv_queue(),
+        send_buffer: s.send_capacity(),
+        recv_buffer: s.recv_capacity(),
+        nodelay: !s.nagle_enabled(),
+        keepalive: s.keep_alive().map(from_smol),
+    }
 }
 
 fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn {

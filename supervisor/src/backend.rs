@@ -2,9 +2,22 @@
 //! program (never on memory the program can still change).
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The program's TCP options that tune its connection rather than its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamTuning {
+    /// `TCP_NODELAY`: no Nagle delay for small writes.
+    pub nodelay: bool,
+    /// With `SO_KEEPALIVE` on: probe after this much idle time (`TCP_KEEPIDLE`, default
+    /// two hours as on Linux). `None`: keepalive off.
+    pub keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` when set to a non-zero value; `None`: the stack's default.
+    pub user_timeout: Option<Duration>,
+}
 
 /// A TCP connection on a virtual network, with both ends' addresses.
 #[derive(Debug)]
@@ -90,6 +103,11 @@ pub trait Backend: Send + Sync + 'static {
     fn stream_settled(&self, _stream: &Self::Stream) -> bool {
         true
     }
+    /// Apply the TCP options the program set that act on the connection itself
+    /// (`TCP_NODELAY`, keepalive, `TCP_USER_TIMEOUT`): when its connection is made or
+    /// accepted (an accepted one inherits its listener's, as on Linux) and whenever it
+    /// sets one later. Default: nothing.
+    fn stream_tune(&self, _stream: &Self::Stream, _tuning: StreamTuning) {}
     /// Reset `stream` (send RST, drop what is queued): what Linux does when a program
     /// closes a TCP socket with unread data or with `SO_LINGER` zero. Default: nothing
     /// (the stream is shut down normally).

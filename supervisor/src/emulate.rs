@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -35,7 +35,7 @@ use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType};
 use tokio::io::Interest;
 use tracing::{debug, trace};
 
-use crate::backend::{route, Backend, Policy, Route};
+use crate::backend::{route, Backend, Policy, Route, StreamTuning};
 use crate::kernel::{FdTarget, Kernel, Notification, Placement, Response};
 use crate::sys::{self, NameSide};
 use crate::tracee::{self, MAX_COPY};
@@ -137,6 +137,9 @@ pub(crate) struct VSocket<B: Backend> {
     /// program made before `connect` (nginx does) keeps working. While it is held the
     /// program's close shows up only through the sweep (see [`Supervisor::watch`]).
     pub(crate) program_end: Mutex<Option<OwnedFd>>,
+    /// The backend stream a pump moves this socket's bytes to, for options the program
+    /// sets on the connected socket ([`VSocket::tuning`]).
+    stream: Mutex<Option<Weak<Mutex<B::Stream>>>>,
 }
 
 impl<B: Backend> fmt::Debug for VSocket<B> {
@@ -165,6 +168,40 @@ impl<B: Backend> VSocket<B> {
             phase: Mutex::new(phase),
             options: Mutex::new(Vec::new()),
             program_end: Mutex::new(None),
+            stream: Mutex::new(None),
+        }
+    }
+
+    /// The pumped backend stream of a connected socket, while it lasts.
+    pub(crate) fn set_stream(&self, stream: Weak<Mutex<B::Stream>>) {
+        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    }
+
+    fn live_stream(&self) -> Option<Arc<Mutex<B::Stream>>> {
+        self.stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(Weak::upgrade)
+    }
+
+    /// The connection options the program set on this socket (or, for an accepted one,
+    /// on its listener).
+    pub(crate) fn tuning(&self) -> StreamTuning {
+        let on = |level, name| self.option_int(level, name).is_some_and(|v| v != 0);
+        let secs = |name| {
+            self.option_int(libc::IPPROTO_TCP, name)
+                .filter(|v| *v > 0)
+                .map(|v| Duration::from_secs(v as u64))
+        };
+        StreamTuning {
+            nodelay: on(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            keepalive: on(libc::SOL_SOCKET, libc::SO_KEEPALIVE)
+                .then(|| secs(libc::TCP_KEEPIDLE).unwrap_or(Duration::from_secs(7200))),
+            user_timeout: self
+                .option_int(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+                .filter(|v| *v > 0)
+                .map(|ms| Duration::from_millis(ms as u64)),
         }
     }
     /// Take the duplicate of the program's end, if this socket still holds one.
@@ -932,6 +969,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         opts.retain(|(l, o, _)| (*l, *o) != (level, name));
         opts.push((level, name, val));
         drop(opts);
+        if is_tuning(level, name) {
+            if let Some(stream) = vs.live_stream() {
+                let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+                self.backend.stream_tune(&stream, vs.tuning());
+            }
+        }
         if level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) {
             // Recorded for the calls we emulate (accept, connect, recvmsg), and applied
             // by the kernel to the program's own end, where its reads and writes go
@@ -1245,6 +1288,17 @@ fn is_int_option(level: i32, _name: i32) -> bool {
     matches!(
         level,
         libc::SOL_SOCKET | libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6
+    )
+}
+
+/// Options that tune a connection ([`VSocket::tuning`]).
+fn is_tuning(level: i32, name: i32) -> bool {
+    matches!(
+        (level, name),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY)
+            | (libc::SOL_SOCKET, libc::SO_KEEPALIVE)
+            | (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)
+            | (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
     )
 }
 

@@ -440,6 +440,14 @@ impl Backend for Networks {
         info.state == Closed || (info.send_queue == 0 && matches!(info.state, FinWait2 | TimeWait))
     }
 
+    fn stream_tune(&self, stream: &NetStream, t: crate::backend::StreamTuning) {
+        if let NetStream::Tcp(stream) = stream {
+            stream.set_nodelay(t.nodelay);
+            stream.set_keepalive(t.keepalive);
+            stream.set_user_timeout(t.user_timeout.or(TcpOptions::default().user_timeout));
+        }
+    }
+
     fn stream_abort(&self, stream: &NetStream) {
         if let NetStream::Tcp(stream) = stream {
             stream.abort();

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::debug;
 
-use crate::backend::{Backend, Connection};
+use crate::backend::{Backend, Connection, StreamTuning};
 use crate::emulate::{
     errno, inode, socketpair, tri, value, Kind, Phase, Reply, Supervisor, VSocket,
 };
@@ -750,6 +750,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let mut pumped = self.pumped();
             pumped.retain(|w| w.strong_count() > 0);
             pumped.push(Arc::downgrade(&shared));
+        }
+        // Options set before the connection was made (or on the listener) apply now;
+        // later ones through the socket's link to the stream.
+        vs.set_stream(Arc::downgrade(&shared));
+        let tuning = vs.tuning();
+        if tuning != StreamTuning::default() {
+            self.backend.stream_tune(&lock_stream(&shared), tuning);
         }
         let backend = self.backend.clone();
         tokio::spawn(async move {

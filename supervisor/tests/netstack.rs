@@ -462,6 +462,72 @@ async fn so_rcvtimeo_bounds_blocking_reads_on_a_netstack() {
     );
 }
 
+/// `TCP_NODELAY` and keepalive the wrapped server sets reach its connection on the
+/// network stack: inherited from the listener, and set on the accepted socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_options_reach_the_stacks_connection() {
+    use tokio::io::AsyncReadExt;
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let s = Scratch::new();
+    let exe = s.compile("tune");
+    let cmd = command(&s, &exe, &["10.7.0.1"]);
+    let server = a.clone();
+    let srv = tokio::spawn(async move {
+        run_with(
+            &cmd,
+            Policy::default(),
+            Arc::new(Networks::new(vec![server])),
+        )
+        .await
+    });
+    let to = std::net::SocketAddr::from(([10, 7, 0, 1], 7820));
+    let mut conn = None;
+    for _ in 0..100 {
+        match b
+            .tcp_connect(None, to, netstack::TcpOptions::default())
+            .await
+        {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let mut conn = conn.unwrap_or_else(|| panic!("no listener: {}", s.read_output()));
+    let mut line = [0u8; 6];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.read_exact(&mut line),
+    )
+    .await
+    .expect("the server's line in time")
+    .unwrap();
+    assert_eq!(&line, b"tuned\n");
+    let server_side: Vec<_> = a
+        .tcp_connections()
+        .into_iter()
+        .filter(|(local, _, _)| local.port() == 7820)
+        .collect();
+    assert_eq!(server_side.len(), 1, "{server_side:?}");
+    let info = &server_side[0].2;
+    assert!(info.nodelay, "TCP_NODELAY from the listener: {info:?}");
+    assert_eq!(
+        info.keepalive,
+        Some(std::time::Duration::from_secs(30)),
+        "SO_KEEPALIVE with TCP_KEEPIDLE 30"
+    );
+    drop(conn);
+    let status = srv.await.unwrap();
+    assert_ok(&s, status, &["served"]);
+    ab.abort();
+    ba.abort();
+}
+
 /// What a peer sees when the wrapped server closes: a reset for data left unread, for
 /// `SO_LINGER` zero and for a connection its closed listener never accepted, an orderly
 /// end otherwise (the peer is a netstack stream of the test).

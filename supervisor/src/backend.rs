@@ -62,9 +62,11 @@ pub trait Backend: Send + Sync + 'static {
     fn serves_stream(&self, _dest: SocketAddr) -> bool {
         false
     }
-    /// Open a TCP connection to `remote`.
+    /// Open a TCP connection to `remote`, from `local` when the program bound the socket
+    /// first (its port, and its address unless unspecified; `None`: the backend picks).
     fn tcp_connect(
         &self,
+        local: Option<SocketAddr>,
         remote: SocketAddr,
     ) -> impl Future<Output = Result<Connection<Self::Stream>, Errno>> + Send;
     /// Listen on `local` (unspecified address: every virtual address of that family;
@@ -165,7 +167,11 @@ impl Backend for NoNetwork {
     fn is_local(&self, _ip: IpAddr) -> bool {
         false
     }
-    async fn tcp_connect(&self, _remote: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
+    async fn tcp_connect(
+        &self,
+        _local: Option<SocketAddr>,
+        _remote: SocketAddr,
+    ) -> Result<Connection<Self::Stream>, Errno> {
         Err(Errno::ENETUNREACH)
     }
     fn tcp_listen(
@@ -267,7 +273,11 @@ mod tests {
         fn is_local(&self, _ip: IpAddr) -> bool {
             false
         }
-        async fn tcp_connect(&self, _r: SocketAddr) -> Result<Connection<Self::Stream>, Errno> {
+        async fn tcp_connect(
+            &self,
+            _l: Option<SocketAddr>,
+            _r: SocketAddr,
+        ) -> Result<Connection<Self::Stream>, Errno> {
             Err(Errno::ENETUNREACH)
         }
         fn tcp_listen(

@@ -1579,7 +1579,11 @@ mod virtual_tests {
         fn is_local(&self, ip: IpAddr) -> bool {
             ip == IpAddr::from([10, 0, 0, 1])
         }
-        async fn tcp_connect(&self, _r: SocketAddr) -> Result<Connection<DuplexStream>, Errno> {
+        async fn tcp_connect(
+            &self,
+            _l: Option<SocketAddr>,
+            _r: SocketAddr,
+        ) -> Result<Connection<DuplexStream>, Errno> {
             Err(Errno::ECONNREFUSED)
         }
         fn tcp_listen(

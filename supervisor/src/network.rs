@@ -16,7 +16,7 @@ use netstack::{IcmpSocket, IpFamily, Stack, TcpListener, TcpOptions, TcpStream, 
 use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
-use crate::backend::{canonical, Backend, Connection};
+use crate::backend::{canonical, canonical_addr, Backend, Connection};
 use crate::dns::{Answer, Resolver};
 
 /// The joined virtual networks.
@@ -346,7 +346,11 @@ impl Backend for Networks {
         self.resolver.as_ref().is_some_and(|r| r.serves(dest))
     }
 
-    async fn tcp_connect(&self, remote: SocketAddr) -> Result<Connection<NetStream>, Errno> {
+    async fn tcp_connect(
+        &self,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+    ) -> Result<Connection<NetStream>, Errno> {
         if let Some(resolver) = self.resolver.as_ref().filter(|r| r.serves(remote)) {
             // DNS over TCP to a nameserver: answered here, like its datagrams.
             let (ours, theirs) = tokio::io::duplex(2 * (2 + DNS_TCP_MAX));
@@ -365,7 +369,7 @@ impl Backend for Networks {
         let stack = self.stack_for(remote.ip()).ok_or(Errno::ENETUNREACH)?;
         let remote = SocketAddr::new(canonical(remote.ip()), remote.port());
         let stream = stack
-            .tcp_connect(None, remote, TcpOptions::default())
+            .tcp_connect(local.map(canonical_addr), remote, TcpOptions::default())
             .await
             .map_err(errno)?;
         Ok(Connection {

@@ -120,10 +120,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         dest: SocketAddr,
     ) -> Reply {
         let nonblocking = tri!(self.program_nonblocking(n));
+        // A socket the program bound first connects from that address and port.
+        let local = match &*vs.phase() {
+            Phase::VirtualBound(a) => Some(*a),
+            _ => None,
+        };
         if !nonblocking {
             vs.set_phase(Phase::Connecting);
             let me = self.clone();
-            let mut attempt = tokio::spawn(async move { me.backend.tcp_connect(dest).await });
+            let mut attempt =
+                tokio::spawn(async move { me.backend.tcp_connect(local, dest).await });
             let limit = vs.timeout(libc::SO_SNDTIMEO);
             let expired = async move {
                 match limit {
@@ -185,7 +191,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // that very end unwritable until the handshake ends, so an epoll registration
         // made before connect keeps working.
         if let Some(theirs) = vs.take_program_end() {
-            return self.connect_in_place(ino, vs, theirs, dest);
+            return self.connect_in_place(ino, vs, theirs, (local, dest));
         }
         // Otherwise a fresh pair whose program end is not writable until the handshake
         // ends replaces the program's socket.
@@ -219,7 +225,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            let result = me.backend.tcp_connect(dest).await;
+            let result = me.backend.tcp_connect(local, dest).await;
             let stream = match result {
                 Ok(conn) => {
                     next.set_phase(Phase::Connected {
@@ -263,7 +269,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         ino: u64,
         vs: &Arc<VSocket<B>>,
         theirs: OwnedFd,
-        dest: SocketAddr,
+        (local, dest): (Option<SocketAddr>, SocketAddr),
     ) -> Reply {
         let mut sndbuf = [0u8; 4];
         tri!(sys::getsockopt_bytes(
@@ -291,7 +297,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let me = self.clone();
         let vs = vs.clone();
         tokio::spawn(async move {
-            let stream = match me.backend.tcp_connect(dest).await {
+            let stream = match me.backend.tcp_connect(local, dest).await {
                 Ok(conn) => {
                     vs.set_phase(Phase::Connected {
                         local: conn.local,

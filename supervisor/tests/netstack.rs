@@ -528,6 +528,60 @@ async fn connection_options_reach_the_stacks_connection() {
     ba.abort();
 }
 
+/// A wrapped client that binds before it connects connects from the port it bound
+/// (blocking, from its address; non-blocking, from the wildcard address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_before_connect_sets_the_source_port() {
+    use tokio::io::AsyncReadExt;
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let listener = b
+        .tcp_listen(std::net::SocketAddr::from(([10, 7, 0, 2], 7831)), 4, false)
+        .unwrap();
+    let s = Scratch::new();
+    let exe = s.compile("bind_connect");
+    let cmd = command(&s, &exe, &["10.7.0.1", "10.7.0.2"]);
+    let srv = tokio::spawn(async move {
+        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
+    });
+    let mut seen = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("no connection: {}", s.read_output()))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        c.read_exact(&mut byte).await.unwrap();
+        seen.push((byte[0], c.peer_addr()));
+        conns.push(c);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (b'a', std::net::SocketAddr::from(([10, 7, 0, 1], 7830))),
+            (b'b', std::net::SocketAddr::from(([10, 7, 0, 1], 7832))),
+        ]
+    );
+    drop(conns);
+    let status = srv.await.unwrap();
+    assert_ok(
+        &s,
+        status,
+        &[
+            "blocking from port 7830",
+            "non-blocking from port 7832",
+            "done",
+        ],
+    );
+    ab.abort();
+    ba.abort();
+}
+
 /// What a peer sees when the wrapped server closes: a reset for data left unread, for
 /// `SO_LINGER` zero and for a connection its closed listener never accepted, an orderly
 /// end otherwise (the peer is a netstack stream of the test).

@@ -121,6 +121,7 @@ impl Backend for LoopbackNet {
     }
     async fn tcp_connect(
         &self,
+        _local: Option<std::net::SocketAddr>,
         remote: std::net::SocketAddr,
     ) -> Result<supervisor::backend::Connection<Self::Stream>, nix::errno::Errno> {
         if remote.ip() != VIRTUAL_IP {

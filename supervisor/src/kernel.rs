@@ -99,6 +99,13 @@ pub trait Kernel: Send + Sync + 'static {
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno>;
     /// Does thread `pid`'s fd table hold socket inode `ino`? `None`: the thread is gone.
     fn holds(&self, pid: u32, ino: u64) -> Option<bool>;
+    /// A duplicate of the open file behind socket inode `ino` in thread `pid`'s fd table
+    /// (`pidfd_getfd`), checked to be that very inode. An optimization, never a need:
+    /// Docker's default profile denies `pidfd_getfd` (`EPERM`); `ENOENT` when the thread
+    /// does not hold it. Default: `ENOSYS`.
+    fn grab(&self, _pid: u32, _ino: u64) -> Result<OwnedFd, Errno> {
+        Err(Errno::ENOSYS)
+    }
 }
 
 /// The real kernel behind a seccomp listener fd.
@@ -218,6 +225,39 @@ impl Kernel for LinuxKernel {
                 .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
         }))
     }
+
+    fn grab(&self, pid: u32, ino: u64) -> Result<OwnedFd, Errno> {
+        let want = FdTarget::Socket(ino);
+        let fd = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|_| Errno::ESRCH)?
+            .flatten()
+            .find(|e| {
+                fs::read_link(e.path())
+                    .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
+            })
+            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .ok_or(Errno::ENOENT)?;
+        // pidfd_open wants the process, not one of its threads (before Linux 6.9).
+        let pidfd = match sys::pidfd_open(pid) {
+            Err(Errno::EINVAL) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
+            r => r?,
+        };
+        let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)?;
+        // The program may have closed that number and opened another file since.
+        if nix::sys::stat::fstat(&dup).map(|st| st.st_ino) != Ok(ino) {
+            return Err(Errno::ENOENT);
+        }
+        Ok(dup)
+    }
+}
+
+/// The process (thread group) of thread `tid`, from `/proc/<tid>/status`.
+fn tgid(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `socket:[12345]` → `Socket(12345)`; anything else is `Other`.

@@ -1,5 +1,5 @@
 //! The only module allowed to use `unsafe`: thin wrappers over the seccomp ioctls, raw
-//! socket options, `clone`/`execve` for the launch sequence, and `pidfd_send_signal`.
+//! socket options, `clone`/`execve` for the launch sequence, and the pidfd calls.
 //!
 //! Every block carries a `// SAFETY:` line. Callers above this module see safe functions
 //! with `nix::errno::Errno` errors.
@@ -292,6 +292,33 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> Result<()
         )
     };
     cvt(ret).map(drop)
+}
+
+/// `pidfd_open(2)` of process `pid`.
+pub(crate) fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments; a non-negative result is a new fd
+    // that nothing else owns.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: `ret` is a fresh descriptor returned by the kernel (checked by cvt).
+    cvt(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(2)`: a duplicate (close-on-exec) of descriptor `fd` of the process.
+pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with a borrowed fd and integers; a non-negative result is a
+    // new fd that nothing else owns.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    // SAFETY: `ret` is a fresh descriptor returned by the kernel (checked by cvt).
+    cvt(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Bytes waiting in a socket's receive queue (`FIONREAD`).
+pub(crate) fn unread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which outlives the call; the fd is
+    // borrowed so it stays open.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut c_int) };
+    cvt(ret as libc::c_long).map(|_| n.max(0) as usize)
 }
 
 /// Everything the child needs, prepared in the parent so the child allocates nothing.

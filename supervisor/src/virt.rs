@@ -25,6 +25,7 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -766,12 +767,36 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let backend = self.backend.clone();
         tokio::spawn(async move {
-            let mut stream = Shared(shared.clone());
+            let mut stream = Shared {
+                stream: shared.clone(),
+                failed: false,
+            };
             let mut ours = OurEnd(end);
             let reset = match crate::copy::bidirectional(&mut ours, &mut stream).await {
                 Ok((up, down)) => {
                     debug!(ino, up, down, "stream finished");
                     false
+                }
+                Err(e) if stream.failed => {
+                    // Reset (or timed out) on the network. Linux gives the program what
+                    // arrived, then ECONNRESET: an AF_UNIX end reads that once its peer
+                    // is closed with data unread, so we close ours with data unread.
+                    debug!(ino, %e, "connection failed on the network");
+                    let carried = me.upgrade().is_some_and(|me| me.unread_for_reset(ino, &vs));
+                    if carried {
+                        drop(ours);
+                        if let Some(me) = me.upgrade() {
+                            me.forget(ino, &vs);
+                        }
+                        // Our end closes when `vs` goes, with this task.
+                        return;
+                    }
+                    // Without a way to do so (pidfd_getfd denied): end of file.
+                    let _ = nix::sys::socket::shutdown(
+                        vs.ours.as_raw_fd(),
+                        nix::sys::socket::Shutdown::Both,
+                    );
+                    true
                 }
                 Err(e) => {
                     // The program closed its socket with data unread (our end reads
@@ -813,6 +838,38 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 me.forget(ino, &vs);
             }
         });
+    }
+}
+
+impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// Make sure our end of `vs` (inode `ino`) holds unread data, so that closing it
+    /// makes the program's end read `ECONNRESET` once the data before it is read. When
+    /// it holds none, one byte is written into it from a duplicate of the program's end
+    /// (`pidfd_getfd`, checked to be that socket). Returns false when that is not
+    /// possible (denied, or the program no longer holds the socket).
+    fn unread_for_reset(&self, ino: u64, vs: &VSocket<B>) -> bool {
+        if sys::unread(vs.ours.as_fd()).unwrap_or(0) > 0 {
+            return true;
+        }
+        let pids: Vec<u32> = self.seen().iter().copied().collect();
+        for pid in pids {
+            match self.kernel.grab(pid, ino) {
+                Ok(theirs) => {
+                    let sent = send(
+                        theirs.as_raw_fd(),
+                        &[0],
+                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    );
+                    return sent == Ok(1);
+                }
+                Err(Errno::ENOENT | Errno::ESRCH) => {}
+                Err(e) => {
+                    debug!(%e, "a reset from the network reaches the program as end of file");
+                    return false;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -902,16 +959,31 @@ fn lock_stream<S>(m: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
 }
 
 /// A pumped backend stream shared with [`Supervisor::linger`], which asks the network
-/// whether it has delivered everything; each poll locks it briefly.
-struct Shared<S>(Arc<Mutex<S>>);
+/// whether it has delivered everything; each poll locks it briefly. Remembers whether the
+/// stream itself failed (a reset or timeout on the network), as opposed to our end.
+struct Shared<S> {
+    stream: Arc<Mutex<S>>,
+    failed: bool,
+}
+
+impl<S> Shared<S> {
+    fn note<T>(&mut self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &r {
+            self.failed = true;
+        }
+        r
+    }
+}
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Shared<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_read(cx, buf)
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut *lock_stream(&me.stream)).poll_read(cx, buf);
+        me.note(r)
     }
 }
 
@@ -920,20 +992,26 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Shared<S> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_write(cx, buf)
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut *lock_stream(&me.stream)).poll_write(cx, buf);
+        me.note(r)
     }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_flush(cx)
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut *lock_stream(&me.stream)).poll_flush(cx);
+        me.note(r)
     }
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *lock_stream(&self.0)).poll_shutdown(cx)
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut *lock_stream(&me.stream)).poll_shutdown(cx);
+        me.note(r)
     }
 }
 

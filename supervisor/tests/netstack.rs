@@ -582,6 +582,51 @@ async fn bind_before_connect_sets_the_source_port() {
     ba.abort();
 }
 
+/// A reset from the network reaches the wrapped program as `ECONNRESET` on read (then
+/// end of file, and `EPIPE` on write), as on Linux, not as an orderly end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_from_the_network_reads_as_econnreset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, la) = stack(1);
+    let (b, lb) = stack(2);
+    let (la, lb) = (Arc::new(la), Arc::new(lb));
+    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
+    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let s = Scratch::new();
+    let exe = s.compile("peer_reset");
+    let cmd = command(&s, &exe, &["10.7.0.1"]);
+    let srv = tokio::spawn(async move {
+        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
+    });
+    let to = std::net::SocketAddr::from(([10, 7, 0, 1], 7840));
+    let mut conn = None;
+    for _ in 0..100 {
+        match b
+            .tcp_connect(None, to, netstack::TcpOptions::default())
+            .await
+        {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let mut conn = conn.unwrap_or_else(|| panic!("no listener: {}", s.read_output()));
+    conn.write_all(b"hello").await.unwrap();
+    let mut ok = [0u8; 2];
+    tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_exact(&mut ok))
+        .await
+        .expect("the program's answer in time")
+        .unwrap();
+    assert_eq!(&ok, b"ok");
+    conn.abort();
+    let status = srv.await.unwrap();
+    assert_ok(&s, status, &["ECONNRESET", "done"]);
+    ab.abort();
+    ba.abort();
+}
+
 /// What a peer sees when the wrapped server closes: a reset for data left unread, for
 /// `SO_LINGER` zero and for a connection its closed listener never accepted, an orderly
 /// end otherwise (the peer is a netstack stream of the test).

@@ -140,6 +140,8 @@ pub(crate) struct VSocket<B: Backend> {
     /// The backend stream a pump moves this socket's bytes to, for options the program
     /// sets on the connected socket ([`VSocket::tuning`]).
     stream: Mutex<Option<Weak<Mutex<B::Stream>>>>,
+    /// Woken at every [`VSocket::set_phase`] (a blocking `connect` waits on it).
+    changed: tokio::sync::Notify,
 }
 
 impl<B: Backend> fmt::Debug for VSocket<B> {
@@ -169,6 +171,7 @@ impl<B: Backend> VSocket<B> {
             options: Mutex::new(Vec::new()),
             program_end: Mutex::new(None),
             stream: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -280,6 +283,28 @@ impl<B: Backend> VSocket<B> {
     }
     pub(crate) fn set_phase(&self, p: Phase<B>) {
         *self.phase() = p;
+        self.changed.notify_waiters();
+    }
+
+    /// Wait (at most until `deadline`) for the connect in progress to end; returns
+    /// whether it has.
+    pub(crate) async fn connect_settled(&self, deadline: Option<tokio::time::Instant>) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !matches!(*self.phase(), Phase::Connecting) {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, changed).await.is_err() {
+                        return !matches!(*self.phase(), Phase::Connecting);
+                    }
+                }
+                None => changed.await,
+            }
+        }
     }
 }
 
@@ -617,6 +642,26 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         ));
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
+        }
+        let connecting = matches!(*vs.phase(), Phase::Connecting);
+        if connecting && !tri!(self.program_nonblocking(n)) {
+            // A blocking connect while one is in progress (after SO_SNDTIMEO expired, or
+            // after a non-blocking one) waits for it, bounded by SO_SNDTIMEO, as Linux's
+            // does: 0 when it connected, its error when it failed, EALREADY on timeout.
+            let deadline = vs
+                .timeout(libc::SO_SNDTIMEO)
+                .map(|t| tokio::time::Instant::now() + t);
+            tokio::select! {
+                _ = vs.connect_settled(deadline) => {}
+                _ = self.abandoned(n.id) => return Reply::Done,
+            }
+            let mut phase = vs.phase();
+            if let Phase::Failed(e) = &*phase {
+                // Reported here, so SO_ERROR no longer reports it.
+                let e = *e;
+                *phase = Phase::Fresh;
+                return errno(e);
+            }
         }
         match &mut *vs.phase() {
             Phase::Connecting => return errno(Errno::EALREADY),

@@ -67,6 +67,10 @@ mod udp;
 mod virt;
 mod wire;
 
+/// Fuzz entry point for the decoders of the wrapped program's memory.
+#[doc(hidden)]
+pub use wire::fuzz_program_bytes;
+
 pub use emulate::{Kind, Supervisor};
 pub use notify::{supervise, SuperviseError};
 pub use wire::Family;

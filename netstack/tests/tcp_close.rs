@@ -318,3 +318,45 @@ async fn a_reset_right_after_the_handshake_is_a_connection_that_was_reset() {
     let err = s.read(&mut buf).await.expect_err("reset, not end of file");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
+
+/// Data and then an RST in one batch from the peer (a server that answers and closes
+/// with a request unread): the data is read first, then the reset, as with a kernel
+/// socket (Linux keeps a reset connection's received data readable).
+#[tokio::test]
+async fn data_just_before_a_reset_is_read_before_the_reset() {
+    const PORT: u16 = 7600;
+    const RST: u8 = 0x04;
+    let (b, link) = Stack::new(config(2));
+    let l = b
+        .tcp_listen(SocketAddr::new(B4.into(), PORT), 4, false)
+        .unwrap();
+    let step = Duration::from_secs(5);
+    link.send(segment(PORT, SYN, 1000, 0, 64000, &[])).await;
+    let syn_ack = next_segment(&link, step).await.expect("SYN-ACK");
+    let base = syn_ack.seq.wrapping_add(1);
+    link.send(segment(PORT, ACK, 1001, base, 64000, &[])).await;
+    let mut s = tokio::time::timeout(step, l.accept())
+        .await
+        .expect("accepted")
+        .unwrap();
+    // The answer and the reset arrive together, before the owner reads.
+    let mut batch = vec![
+        segment(PORT, ACK | 0x08, 1001, base, 64000, b"413 too large"),
+        segment(PORT, RST | ACK, 1014, base, 0, &[]),
+    ];
+    link.receive(&mut batch);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let err = loop {
+        match tokio::time::timeout(step, s.read(&mut buf))
+            .await
+            .expect("in time")
+        {
+            Ok(0) => panic!("end of file instead of a reset after {got:?}"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"413 too large", "the data before the reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

@@ -115,13 +115,67 @@ async fn carry(from: Arc<FrameLink>, to: Arc<FrameLink>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_programs_on_two_stacks_joined_by_a_link() {
+/// Stacks 10.7.0.1 (`a`) and 10.7.0.2 (`b`) joined by an in-memory link; the tasks
+/// carrying frames each way stop when this is dropped.
+struct Joined {
+    a: Stack,
+    b: Stack,
+    a_to_b: tokio::task::JoinHandle<()>,
+    b_to_a: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.a_to_b.abort();
+        self.b_to_a.abort();
+    }
+}
+
+fn joined() -> Joined {
     let (a, la) = stack(1);
     let (b, lb) = stack(2);
     let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    Joined {
+        a,
+        b,
+        a_to_b: tokio::spawn(carry(la.clone(), lb.clone())),
+        b_to_a: tokio::spawn(carry(lb, la)),
+    }
+}
+
+/// Run the test program `prog` with `args` under a supervisor on `stack`.
+fn serve_on(
+    stack: &Stack,
+    s: &Scratch,
+    prog: &str,
+    args: &[&str],
+) -> tokio::task::JoinHandle<supervisor::launch::ExitStatus> {
+    let cmd = command(s, &s.compile(prog), args);
+    let networks = Arc::new(Networks::new(vec![stack.clone()]));
+    tokio::spawn(async move { run_with(&cmd, Policy::default(), networks).await })
+}
+
+/// Connect from `stack` to `to` once the wrapped program listens there (5 s at most).
+async fn connect_when_listening(
+    stack: &Stack,
+    to: std::net::SocketAddr,
+    s: &Scratch,
+) -> netstack::TcpStream {
+    for _ in 0..100 {
+        match stack
+            .tcp_connect(None, to, netstack::TcpOptions::default())
+            .await
+        {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    panic!("no listener on {to}: {}", s.read_output())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_programs_on_two_stacks_joined_by_a_link() {
+    let net = joined();
     let s = Scratch::new();
     let exe = s.compile("pair");
     let server_out = s.path("server.txt");
@@ -136,6 +190,7 @@ async fn two_programs_on_two_stacks_joined_by_a_link() {
         server = server.user(NOBODY.0, NOBODY.1);
         client = client.user(NOBODY.0, NOBODY.1);
     }
+    let (a, b) = (net.a.clone(), net.b.clone());
     let srv = tokio::spawn(async move {
         run_with(&server, Policy::default(), Arc::new(Networks::new(vec![a]))).await
     });
@@ -161,8 +216,6 @@ async fn two_programs_on_two_stacks_joined_by_a_link() {
         so.contains("tcp peer 10.7.0.2") && so.contains("udp peer 10.7.0.2"),
         "{so}"
     );
-    ab.abort();
-    ba.abort();
 }
 
 /// iperf3's server: UDP sockets sharing a port with SO_REUSEADDR (the connected one gets
@@ -211,11 +264,7 @@ async fn getifaddrs_lists_the_virtual_addresses_through_proxied_netlink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_writes_and_exits_at_once_loses_nothing() {
     const BYTES: &str = "4194304";
-    let (a, la) = stack(1);
-    let (b, lb) = stack(2);
-    let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let net = joined();
     let s = Scratch::new();
     let exe = s.compile("tail");
     let server_out = s.path("server.txt");
@@ -230,6 +279,7 @@ async fn a_program_that_writes_and_exits_at_once_loses_nothing() {
         server = server.user(NOBODY.0, NOBODY.1);
         client = client.user(NOBODY.0, NOBODY.1);
     }
+    let (a, b) = (net.a.clone(), net.b.clone());
     let srv = tokio::spawn(async move {
         run_with(&server, Policy::default(), Arc::new(Networks::new(vec![a]))).await
     });
@@ -241,7 +291,7 @@ async fn a_program_that_writes_and_exits_at_once_loses_nothing() {
     }
     let cli = run_with(&client, Policy::default(), Arc::new(Networks::new(vec![b]))).await;
     // The client's host is gone: nothing more leaves its stack.
-    ba.abort();
+    net.b_to_a.abort();
     let srv = tokio::time::timeout(std::time::Duration::from_secs(30), srv).await;
     let so = std::fs::read_to_string(&server_out).unwrap_or_default();
     let co = std::fs::read_to_string(&client_out).unwrap_or_default();
@@ -255,7 +305,6 @@ async fn a_program_that_writes_and_exits_at_once_loses_nothing() {
         "server {srv:?}:\n{so}\nclient:\n{co}"
     );
     assert!(so.contains(&format!("got {BYTES}")), "{so}");
-    ab.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,38 +520,11 @@ async fn so_rcvtimeo_bounds_blocking_reads_on_a_netstack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_options_reach_the_stacks_connection() {
     use tokio::io::AsyncReadExt;
-    let (a, la) = stack(1);
-    let (b, lb) = stack(2);
-    let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let net = joined();
     let s = Scratch::new();
-    let exe = s.compile("tune");
-    let cmd = command(&s, &exe, &["10.7.0.1"]);
-    let server = a.clone();
-    let srv = tokio::spawn(async move {
-        run_with(
-            &cmd,
-            Policy::default(),
-            Arc::new(Networks::new(vec![server])),
-        )
-        .await
-    });
+    let srv = serve_on(&net.a, &s, "tune", &["10.7.0.1"]);
     let to = std::net::SocketAddr::from(([10, 7, 0, 1], 7820));
-    let mut conn = None;
-    for _ in 0..100 {
-        match b
-            .tcp_connect(None, to, netstack::TcpOptions::default())
-            .await
-        {
-            Ok(c) => {
-                conn = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    let mut conn = conn.unwrap_or_else(|| panic!("no listener: {}", s.read_output()));
+    let mut conn = connect_when_listening(&net.b, to, &s).await;
     let mut line = [0u8; 6];
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -512,7 +534,8 @@ async fn connection_options_reach_the_stacks_connection() {
     .expect("the server's line in time")
     .unwrap();
     assert_eq!(&line, b"tuned\n");
-    let server_side: Vec<_> = a
+    let server_side: Vec<_> = net
+        .a
         .tcp_connections()
         .into_iter()
         .filter(|(local, _, _)| local.port() == 7820)
@@ -528,8 +551,6 @@ async fn connection_options_reach_the_stacks_connection() {
     drop(conn);
     let status = srv.await.unwrap();
     assert_ok(&s, status, &["served"]);
-    ab.abort();
-    ba.abort();
 }
 
 /// A wrapped client that binds before it connects connects from the port it bound
@@ -537,20 +558,13 @@ async fn connection_options_reach_the_stacks_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_before_connect_sets_the_source_port() {
     use tokio::io::AsyncReadExt;
-    let (a, la) = stack(1);
-    let (b, lb) = stack(2);
-    let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
-    let listener = b
+    let net = joined();
+    let listener = net
+        .b
         .tcp_listen(std::net::SocketAddr::from(([10, 7, 0, 2], 7831)), 4, false)
         .unwrap();
     let s = Scratch::new();
-    let exe = s.compile("bind_connect");
-    let cmd = command(&s, &exe, &["10.7.0.1", "10.7.0.2"]);
-    let srv = tokio::spawn(async move {
-        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
-    });
+    let srv = serve_on(&net.a, &s, "bind_connect", &["10.7.0.1", "10.7.0.2"]);
     let mut seen = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..2 {
@@ -582,8 +596,6 @@ async fn bind_before_connect_sets_the_source_port() {
             "done",
         ],
     );
-    ab.abort();
-    ba.abort();
 }
 
 /// A reset from the network reaches the wrapped program as `ECONNRESET` on read (then
@@ -591,32 +603,11 @@ async fn bind_before_connect_sets_the_source_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_from_the_network_reads_as_econnreset() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (a, la) = stack(1);
-    let (b, lb) = stack(2);
-    let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let net = joined();
     let s = Scratch::new();
-    let exe = s.compile("peer_reset");
-    let cmd = command(&s, &exe, &["10.7.0.1"]);
-    let srv = tokio::spawn(async move {
-        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
-    });
+    let srv = serve_on(&net.a, &s, "peer_reset", &["10.7.0.1"]);
     let to = std::net::SocketAddr::from(([10, 7, 0, 1], 7840));
-    let mut conn = None;
-    for _ in 0..100 {
-        match b
-            .tcp_connect(None, to, netstack::TcpOptions::default())
-            .await
-        {
-            Ok(c) => {
-                conn = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    let mut conn = conn.unwrap_or_else(|| panic!("no listener: {}", s.read_output()));
+    let mut conn = connect_when_listening(&net.b, to, &s).await;
     conn.write_all(b"hello").await.unwrap();
     let mut ok = [0u8; 2];
     tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_exact(&mut ok))
@@ -627,8 +618,6 @@ async fn a_reset_from_the_network_reads_as_econnreset() {
     conn.abort();
     let status = srv.await.unwrap();
     assert_ok(&s, status, &["ECONNRESET", "done"]);
-    ab.abort();
-    ba.abort();
 }
 
 /// What a peer sees when the wrapped server closes: a reset for data left unread, for
@@ -637,34 +626,13 @@ async fn a_reset_from_the_network_reads_as_econnreset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_way_of_closing_resets_or_ends_the_connection_as_on_linux() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (a, la) = stack(1);
-    let (b, lb) = stack(2);
-    let (la, lb) = (Arc::new(la), Arc::new(lb));
-    let ab = tokio::spawn(carry(la.clone(), lb.clone()));
-    let ba = tokio::spawn(carry(lb.clone(), la.clone()));
+    let net = joined();
     let s = Scratch::new();
-    let exe = s.compile("reset");
-    let cmd = command(&s, &exe, &["10.7.0.1"]);
-    let srv = tokio::spawn(async move {
-        run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![a]))).await
-    });
+    let srv = serve_on(&net.a, &s, "reset", &["10.7.0.1"]);
     let mut seen = Vec::new();
     for port in [7801u16, 7802, 7803, 7804] {
         let to = std::net::SocketAddr::from(([10, 7, 0, 1], port));
-        let mut conn = None;
-        for _ in 0..100 {
-            match b
-                .tcp_connect(None, to, netstack::TcpOptions::default())
-                .await
-            {
-                Ok(c) => {
-                    conn = Some(c);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-            }
-        }
-        let mut conn = conn.unwrap_or_else(|| panic!("no listener on {port}: {}", s.read_output()));
+        let mut conn = connect_when_listening(&net.b, to, &s).await;
         if port == 7801 {
             conn.write_all(b"unread").await.unwrap();
         }
@@ -690,6 +658,4 @@ async fn each_way_of_closing_resets_or_ends_the_connection_as_on_linux() {
         ],
         "unread data, SO_LINGER zero, plain close, listener closed before accept"
     );
-    ab.abort();
-    ba.abort();
 }

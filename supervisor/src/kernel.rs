@@ -218,25 +218,11 @@ impl Kernel for LinuxKernel {
     }
 
     fn holds(&self, pid: u32, ino: u64) -> Option<bool> {
-        let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-        let want = FdTarget::Socket(ino);
-        Some(dir.flatten().any(|e| {
-            fs::read_link(e.path())
-                .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
-        }))
+        fd_of(pid, ino).map(|fd| fd.is_some())
     }
 
     fn grab(&self, pid: u32, ino: u64) -> Result<OwnedFd, Errno> {
-        let want = FdTarget::Socket(ino);
-        let fd = fs::read_dir(format!("/proc/{pid}/fd"))
-            .map_err(|_| Errno::ESRCH)?
-            .flatten()
-            .find(|e| {
-                fs::read_link(e.path())
-                    .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
-            })
-            .and_then(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .ok_or(Errno::ENOENT)?;
+        let fd = fd_of(pid, ino).ok_or(Errno::ESRCH)?.ok_or(Errno::ENOENT)?;
         // pidfd_open wants the process, not one of its threads (before Linux 6.9).
         let pidfd = match sys::pidfd_open(pid) {
             Err(Errno::EINVAL) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
@@ -249,6 +235,21 @@ impl Kernel for LinuxKernel {
         }
         Ok(dup)
     }
+}
+
+/// A descriptor of thread `pid` that refers to socket inode `ino` (from
+/// `/proc/<pid>/fd`): `None` when the thread is gone, `Some(None)` when it holds none.
+fn fd_of(pid: u32, ino: u64) -> Option<Option<i32>> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let want = FdTarget::Socket(ino);
+    Some(
+        dir.flatten()
+            .find(|e| {
+                fs::read_link(e.path())
+                    .is_ok_and(|l| parse_fd_link(l.as_os_str().as_encoded_bytes()) == want)
+            })
+            .and_then(|e| e.file_name().to_str()?.parse().ok()),
+    )
 }
 
 /// The process (thread group) of thread `tid`, from `/proc/<tid>/status`.

@@ -782,12 +782,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     // arrived, then ECONNRESET: an AF_UNIX end reads that once its peer
                     // is closed with data unread, so we close ours with data unread.
                     debug!(ino, %e, "connection failed on the network");
-                    let carried = me.upgrade().is_some_and(|me| me.unread_for_reset(ino, &vs));
-                    if carried {
+                    if let Some(sup) = me.upgrade().filter(|s| s.unread_for_reset(ino, &vs)) {
                         drop(ours);
-                        if let Some(me) = me.upgrade() {
-                            me.forget(ino, &vs);
-                        }
+                        sup.forget(ino, &vs);
                         // Our end closes when `vs` goes, with this task.
                         return;
                     }

@@ -280,10 +280,7 @@ impl TcpStream {
 
     /// Set `TCP_NODELAY` (disable Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) {
-        self.with(|s, c| {
-            s.set_nagle_enabled(!on);
-            c.opts.nodelay = on;
-        });
+        self.with(|s, c| nodelay(s, c, on));
         self.kick();
     }
 
@@ -294,18 +291,28 @@ impl TcpStream {
 
     /// Turn keepalive probes on (after `idle`) or off.
     pub fn set_keepalive(&self, idle: Option<Duration>) {
-        self.with(|s, c| {
-            s.set_keep_alive(idle.map(to_smol));
-            c.opts.keepalive = idle;
-        });
+        self.with(|s, c| keepalive(s, c, idle));
         self.kick();
     }
 
     /// Set `TCP_USER_TIMEOUT` (see [`TcpOptions::user_timeout`]).
     pub fn set_user_timeout(&self, t: Option<Duration>) {
+        self.with(|s, c| user_timeout(s, c, t));
+        self.kick();
+    }
+
+    /// [`TcpStream::set_nodelay`], [`TcpStream::set_keepalive`] and
+    /// [`TcpStream::set_user_timeout`] together, with one poll of the stack.
+    pub fn set_tuning(
+        &self,
+        nodelay_on: bool,
+        keepalive_idle: Option<Duration>,
+        timeout: Option<Duration>,
+    ) {
         self.with(|s, c| {
-            s.set_timeout(t.map(to_smol));
-            c.opts.user_timeout = t;
+            nodelay(s, c, nodelay_on);
+            keepalive(s, c, keepalive_idle);
+            user_timeout(s, c, timeout);
         });
         self.kick();
     }
@@ -648,6 +655,21 @@ pub(crate) async fn connect(
     let core = shared.lock();
     let c = core.tcp.get(&key).expect("connected entry");
     Ok(TcpStream::new(shared.clone(), key, c.shard, c.handle))
+}
+
+fn nodelay(s: &mut tcp::Socket<'static>, c: &mut Conn, on: bool) {
+    s.set_nagle_enabled(!on);
+    c.opts.nodelay = on;
+}
+
+fn keepalive(s: &mut tcp::Socket<'static>, c: &mut Conn, idle: Option<Duration>) {
+    s.set_keep_alive(idle.map(to_smol));
+    c.opts.keepalive = idle;
+}
+
+fn user_timeout(s: &mut tcp::Socket<'static>, c: &mut Conn, t: Option<Duration>) {
+    s.set_timeout(t.map(to_smol));
+    c.opts.user_timeout = t;
 }
 
 /// What [`TcpStream::tcp_info`] and [`crate::Stack::tcp_connections`] report.

@@ -446,9 +446,8 @@ impl Backend for Networks {
 
     fn stream_tune(&self, stream: &NetStream, t: crate::backend::StreamTuning) {
         if let NetStream::Tcp(stream) = stream {
-            stream.set_nodelay(t.nodelay);
-            stream.set_keepalive(t.keepalive);
-            stream.set_user_timeout(t.user_timeout.or(TcpOptions::default().user_timeout));
+            let user_timeout = t.user_timeout.or(TcpOptions::default().user_timeout);
+            stream.set_tuning(t.nodelay, t.keepalive, user_timeout);
         }
     }
 

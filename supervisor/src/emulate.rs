@@ -599,10 +599,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let flags = self.kernel.fd_flags(n.pid, fd)?;
         set_nonblocking(r, flags & libc::O_NONBLOCK != 0)?;
-        let replaced = self.table().get(&ino).cloned();
-        if let Some(vs) = replaced {
-            vs.apply_timeouts(r);
-        }
         let how = Placement::Replace {
             target: fd,
             cloexec: flags & libc::O_CLOEXEC != 0,

@@ -146,6 +146,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let reader = ours.try_clone().map_err(|_| Errno::EMFILE)?;
         let next = Arc::new(vs.successor(ours, Phase::Datagram(dgram.clone())));
         self.table().insert(new_ino, next.clone());
+        vs.apply_timeouts(theirs.as_fd());
         if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
             self.table().remove(&new_ino);
             return Err(e);

@@ -216,6 +216,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let new_ino = tri!(inode(theirs.as_fd()));
         let next = Arc::new(vs.successor(ours, Phase::Connecting));
         self.table().insert(new_ino, next.clone());
+        vs.apply_timeouts(theirs.as_fd());
         if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
             self.table().remove(&new_ino);
             return if e == Errno::ENOENT {
@@ -377,6 +378,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         });
         let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
         self.table().insert(new_ino, next.clone());
+        vs.apply_timeouts(theirs.as_fd());
         if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
             self.table().remove(&new_ino);
             return if e == Errno::ENOENT {

@@ -315,3 +315,110 @@ fn the_program_keeps_its_file_limit_while_ztrun_raises_its_own() {
     );
     assert_ne!(fields[3], "512");
 }
+
+/// Every descendant of `pid`, depth first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for c in children(pid) {
+        out.push(c);
+        out.extend(descendants(c));
+    }
+    out
+}
+
+#[test]
+fn a_killed_ztrun_takes_the_whole_tree_with_it() {
+    // One sleep is the shell's child, the other an orphan (its subshell has exited): a
+    // daemon's shape. Neither may outlive a SIGKILLed ztrun.
+    let mut ztrun = Command::new(ZTRUN)
+        .args(["--", "sh", "-c", "(sleep 61 &); sleep 62 & wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tree = loop {
+        let tree = descendants(ztrun.id());
+        let sleeps = tree
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .count();
+        if sleeps == 2 {
+            break tree;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the program's tree did not start: {tree:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ztrun.kill().unwrap();
+    ztrun.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = tree.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes {left:?} of the program's tree outlived their ztrun by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_program_starts_with_the_signal_dispositions_ztrun_was_given() {
+    // The same parent dispositions (SIGUSR1 ignored, SIGPIPE default) natively and under
+    // ztrun (whose Rust runtime ignores SIGPIPE for itself).
+    let probe = "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -c 1 >/dev/null";
+    let run = |wrapped: bool| {
+        let script = if wrapped {
+            "trap '' USR1; exec \"$0\" --quiet -- sh -c \"$1\""
+        } else {
+            "trap '' USR1; exec sh -c \"$1\""
+        };
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .arg(ZTRUN)
+            .arg(probe)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (native, wrapped) = (run(false), run(true));
+    let ignored = native
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    assert_eq!(
+        ignored & 0x1200,
+        0x200,
+        "SIGUSR1 ignored, SIGPIPE not: {native}"
+    );
+    assert_eq!(
+        wrapped, native,
+        "signal dispositions and mask differ under ztrun"
+    );
+    // `yes` dies of SIGPIPE (141 in the shell) rather than writing "Broken pipe".
+    let out = Command::new(ZTRUN)
+        .args([
+            "--quiet",
+            "--",
+            "sh",
+            "-c",
+            "yes | head -c 1 >/dev/null; yes | (exit 0); echo $?",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Broken pipe"),
+        "{out:?}"
+    );
+}

@@ -358,6 +358,10 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     pumped: Mutex<Vec<Pumped<B>>>,
     /// Sockets nobody else watches, for noticing the program's close (idle.rs).
     pub(crate) idle: std::sync::OnceLock<Option<Arc<crate::idle::IdleSet<B>>>>,
+    /// The network namespace the supervisor serves, for permission checks (permit.rs).
+    host: crate::permit::HostNet,
+    /// Whether the "cannot inspect the program" warning was given.
+    warned_uninspectable: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -383,6 +387,37 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             netlink_seen: std::sync::atomic::AtomicBool::new(false),
             pumped: Mutex::new(Vec::new()),
             idle: std::sync::OnceLock::new(),
+            host: crate::permit::HostNet::read(),
+            warned_uninspectable: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn host_net(&self) -> &crate::permit::HostNet {
+        &self.host
+    }
+
+    /// The answer to a call on a descriptor the supervisor may not inspect: a program
+    /// that made itself non-dumpable (`PR_SET_DUMPABLE` 0) hides its fd table and memory
+    /// from a supervisor without `CAP_SYS_PTRACE`. Letting such a call through would
+    /// hand it to the `AF_UNIX` socket behind a virtual one (a datagram "sent" and
+    /// silently dropped), so it fails closed with `EPERM`, said once.
+    fn uninspectable(&self, n: &Notification, e: Errno) -> Reply {
+        match e {
+            Errno::EACCES | Errno::EPERM => {
+                if !self
+                    .warned_uninspectable
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        pid = n.pid,
+                        "the program made itself non-dumpable: its socket calls cannot be \
+                         inspected and fail with EPERM"
+                    );
+                }
+                errno(Errno::EPERM)
+            }
+            // Not open (the kernel says EBADF) or the thread is gone.
+            _ => CONTINUE,
         }
     }
 
@@ -481,18 +516,24 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
-    /// Resolve fd argument 0 to one of our sockets. `Ok(None)`: not ours.
-    fn lookup(&self, n: &Notification) -> Result<Option<Found<B>>, Errno> {
+    /// Resolve fd argument 0 to one of our sockets. `Ok(None)`: not ours; `Err`: the
+    /// answer when it cannot be resolved ([`Supervisor::uninspectable`]).
+    fn lookup(&self, n: &Notification) -> Result<Option<Found<B>>, Reply> {
         let fd = n.args[0] as u32 as i32;
-        match self.kernel.fd_target(n.pid, fd)? {
-            FdTarget::Socket(ino) => Ok(self.table().get(&ino).map(|s| (ino, s.clone()))),
-            FdTarget::Other => Ok(None),
+        match self.kernel.fd_target(n.pid, fd) {
+            Ok(FdTarget::Socket(ino)) => Ok(self.table().get(&ino).map(|s| (ino, s.clone()))),
+            Ok(FdTarget::Other) => Ok(None),
+            Err(e) => Err(self.uninspectable(n, e)),
         }
     }
 
     // ---- socket(2) ----------------------------------------------------------------
 
     fn socket(self: &Arc<Self>, n: &Notification) -> Reply {
+        if self.left_our_netns(n.pid) {
+            // A namespace of its own (permit.rs): the kernel's socket, with its rights.
+            return CONTINUE;
+        }
         if n.args[0] as u32 as i32 == libc::AF_NETLINK {
             return self.netlink_socket(n);
         }
@@ -550,7 +591,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     // ---- kernel sockets -------------------------------------------------------------
 
     /// A real kernel socket like `vs`, non-blocking, with the program's options replayed.
-    fn kernel_socket(&self, vs: &VSocket<B>) -> Result<OwnedFd, Errno> {
+    /// `confine`: it serves loopback, so it is bound to the loopback device
+    /// (`SO_BINDTODEVICE`, allowed to anyone on an unbound socket since Linux 5.7 and
+    /// never undone without `CAP_NET_RAW`, which the filter's `setsockopt` check refuses):
+    /// whatever the program later does with it (`connect(AF_UNSPEC)` and a new
+    /// `connect`, `sendto` with `MSG_FASTOPEN`), it can reach nothing beyond loopback.
+    pub(crate) fn kernel_socket(&self, vs: &VSocket<B>, confine: bool) -> Result<OwnedFd, Errno> {
         let family = match vs.family {
             Family::V4 => AddressFamily::Inet,
             Family::V6 => AddressFamily::Inet6,
@@ -575,6 +621,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             if let Err(e) = sys::setsockopt_bytes(r.as_fd(), *level, *name, val) {
                 debug!(level, name, %e, "option not replayed on kernel socket");
             }
+        }
+        if confine {
+            confine_to_loopback(r.as_fd())?;
         }
         Ok(r)
     }
@@ -628,7 +677,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             Ok(None) => return self.connect_foreign(n),
-            Err(_) => return CONTINUE,
+            Err(r) => return r,
         };
         let bytes = tri!(tracee::read_sockaddr(
             &*self.kernel,
@@ -719,6 +768,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             );
             return errno(Errno::ECONNREFUSED);
         }
+        // An internet address on a socket that is not ours: a kernel socket swapped in
+        // for loopback (or the host, with fall-through), re-aimed after `AF_UNSPEC`.
+        // Refused where the route does not allow it; where it does, the kernel connects
+        // it, and a loopback socket's device binding keeps it there whatever the program
+        // writes into the address meanwhile. A socket of the program's own namespace is
+        // the kernel's alone.
+        let dest = match bytes
+            .get(..2)
+            .map(|f| i32::from(u16::from_ne_bytes([f[0], f[1]])))
+        {
+            Some(libc::AF_INET) => wire::parse_sockaddr(Family::V4, &bytes),
+            Some(libc::AF_INET6) => wire::parse_sockaddr(Family::V6, &bytes),
+            _ => return CONTINUE,
+        };
+        if let Ok(SockAddr::Inet(dest)) = dest {
+            if !self.kernel_dest(dest) && !self.left_our_netns(n.pid) {
+                return errno(Errno::ENETUNREACH);
+            }
+        }
         CONTINUE
     }
 
@@ -729,13 +797,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         vs: &VSocket<B>,
         dest: SocketAddr,
     ) -> Reply {
+        let loopback =
+            route(&*self.backend, self.policy, dest, vs.kind != Kind::Stream) == Route::Loopback;
         let r = match vs.kernel_bound() {
             Some(r) => r,
-            None => Arc::new(tri!(self.kernel_socket(vs))),
+            None => Arc::new(tri!(self.kernel_socket(vs, loopback))),
         };
         if vs.kind != Kind::Stream {
-            if route(&*self.backend, self.policy, dest, vs.kind != Kind::Stream) == Route::Loopback
-            {
+            if loopback {
                 tri!(self.bind_loopback(vs, &r));
             }
             tri!(sys::connect_bytes(
@@ -792,7 +861,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     fn bind(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let bytes = tri!(tracee::read_sockaddr(
             &*self.kernel,
@@ -810,6 +880,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
+        // Checked here for every place the socket may bind (the virtual network, or a
+        // kernel socket made with the supervisor's rights): permit.rs.
+        if !self.may_bind_port(n.pid, local.port()) {
+            return errno(Errno::EACCES);
+        }
         let ip = crate::backend::canonical(local.ip());
         if self.backend.enabled()
             && vs.kind != Kind::Stream
@@ -842,7 +917,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } else {
             return errno(Errno::EADDRNOTAVAIL);
         };
-        let r = tri!(self.kernel_socket(&vs));
+        let r = tri!(self.kernel_socket(&vs, on_kernel.ip().is_loopback()));
         tri!(sys::connect_bytes(
             r.as_fd(),
             &wire::emit_sockaddr(on_kernel),
@@ -864,7 +939,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn listen(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         if vs.kind != Kind::Stream {
             return errno(Errno::EOPNOTSUPP);
@@ -888,7 +964,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Some(r) => r,
             None => {
                 // listen() on an unbound socket binds an ephemeral port first.
-                let r = tri!(self.kernel_socket(&vs));
+                let r = tri!(self.kernel_socket(&vs, true));
                 let any = wire::emit_sockaddr(vs.family.loopback(0));
                 tri!(sys::connect_bytes(r.as_fd(), &any, true));
                 Arc::new(r)
@@ -904,7 +980,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn accept(self: &Arc<Self>, n: &Notification) -> Reply {
         let (_, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let listening = match &*vs.phase() {
             Phase::Listening(l) => l.clone(),
@@ -916,7 +993,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     fn shutdown(&self, n: &Notification) -> Reply {
         let (_, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let how = n.args[1] as u32 as i32;
         if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
@@ -936,7 +1014,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     fn name(&self, n: &Notification, side: NameSide) -> Reply {
         let (_, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let kernel = vs.kernel_bound();
         let addr = {
@@ -983,11 +1062,22 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     fn setsockopt(&self, n: &Notification) -> Reply {
+        let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
         let (_, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            // Binding a socket that is not ours to a device could undo a loopback
+            // socket's confinement (needs CAP_NET_RAW; refused as to a program without
+            // it). Decided on the registers alone, nothing read.
+            Ok(None)
+                if level == libc::SOL_SOCKET
+                    && matches!(name, libc::SO_BINDTODEVICE | libc::SO_BINDTOIFINDEX)
+                    && !self.left_our_netns(n.pid) =>
+            {
+                return errno(Errno::EPERM)
+            }
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
-        let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
         let len = n.args[4] as u32 as i32;
         if len < 0 {
             return errno(Errno::EINVAL);
@@ -1000,6 +1090,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         ));
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
+        }
+        if let Some(cap) = Self::option_capability(level, name, &val) {
+            if !self.capable(n.pid, cap) {
+                return errno(Errno::EPERM);
+            }
         }
         if let Some(r) = vs.kernel_bound() {
             tri!(sys::setsockopt_bytes(r.as_fd(), level, name, &val));
@@ -1029,7 +1124,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     fn getsockopt(&self, n: &Notification) -> Reply {
         let (_, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
         let int = |v: i32| v.to_ne_bytes().to_vec();
@@ -1114,7 +1210,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn data(self: &Arc<Self>, n: &Notification) -> Reply {
         let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
-            _ => return CONTINUE,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
         };
         let datagram = match &*vs.phase() {
             Phase::Datagram(d) => Some(d.clone()),
@@ -1175,7 +1272,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Route::Unreachable => errno(Errno::ENETUNREACH),
             route @ (Route::Loopback | Route::Host) => {
-                let r = tri!(self.kernel_socket(vs));
+                let r = tri!(self.kernel_socket(vs, route == Route::Loopback));
                 if route == Route::Loopback {
                     tri!(self.bind_loopback(vs, &r));
                 }
@@ -1308,6 +1405,11 @@ fn ephemeral_port() -> u16 {
 }
 
 /// Inode number of one of our fds.
+/// Bind kernel socket `fd` to the loopback device (see [`Supervisor::kernel_socket`]).
+pub(crate) fn confine_to_loopback(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"lo\0")
+}
+
 pub(crate) fn inode(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     Ok(nix::sys::stat::fstat(fd)?.st_ino)
 }

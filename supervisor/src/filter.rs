@@ -15,15 +15,25 @@
 //!    without system calls we can see.
 //! 4. `socket` with a domain (low 32 bits of arg 0, as the kernel reads an `int`) of
 //!    `AF_INET`, `AF_INET6` or `AF_NETLINK` (route sockets are proxied, netlink.rs) →
-//!    `USER_NOTIF`; other domains run natively.
-//! 5. `sendto`/`recvfrom` → `USER_NOTIF` only when the address pointer (arg 4, all 64
+//!    `USER_NOTIF`; `AF_UNIX` and `AF_ALG` (local only) run natively; `AF_PACKET` and
+//!    `AF_KEY` → `ERRNO(EPERM)`, as for a process without `CAP_NET_RAW`/`CAP_NET_ADMIN`;
+//!    every other family → `ERRNO(EAFNOSUPPORT)`, as on a kernel built without it.
+//!    Every family is decided here: nothing reaches the host network behind our back
+//!    (AF_VSOCK, AF_SMC, AF_TIPC, AF_XDP, ...).
+//! 5. `setns` into a network namespace (`nstype` 0, which may be one, or with
+//!    `CLONE_NEWNET` set) → `ERRNO(EPERM)`, as for a process without `CAP_SYS_ADMIN`
+//!    there: a namespace the program could enter (another of its uid's user namespaces,
+//!    e.g. a rootless container's) may be wired to the host. New namespaces
+//!    (`unshare`/`clone` with `CLONE_NEWNET`) start empty and stay allowed; sockets made
+//!    in them are the kernel's (see `permit`).
+//! 6. `sendto`/`recvfrom` → `USER_NOTIF` only when the address pointer (arg 4, all 64
 //!    bits) is not NULL, so plain `send`/`recv` never leave the kernel.
-//! 6. `connect bind listen accept accept4 getsockname getpeername setsockopt getsockopt
+//! 7. `connect bind listen accept accept4 getsockname getpeername setsockopt getsockopt
 //!    shutdown sendmsg recvmsg sendmmsg recvmmsg` → `USER_NOTIF`.
-//! 7. Everything else → `ALLOW`. `read write close poll epoll_* select fcntl dup*` are
+//! 8. Everything else → `ALLOW`. `read write close poll epoll_* select fcntl dup*` are
 //!    never trapped.
 
-/// Calls trapped unconditionally (step 6).
+/// Calls trapped unconditionally (step 7).
 pub const TRAPPED: &[(&str, i64)] = &[
     ("connect", libc::SYS_connect),
     ("bind", libc::SYS_bind),
@@ -52,6 +62,8 @@ pub const HANDOFF_CALLS: &[(&str, i64)] = &[
 
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const RET_ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+const RET_EAFNOSUPPORT: u32 = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
 
 // Offsets in `struct seccomp_data` (little endian).
 const OFF_NR: u32 = 0;
@@ -70,7 +82,10 @@ enum Label {
     Allow,
     Enosys,
     SocketCheck,
+    SetnsCheck,
     AddrCheck,
+    Eperm,
+    Eafnosupport,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +93,8 @@ enum Ins {
     Load(u32),
     Jeq(u32, Label, Label),
     Jge(u32, Label, Label),
+    /// Jump if `acc & k != 0`.
+    Jset(u32, Label, Label),
     Ret(u32),
     Mark(Label),
 }
@@ -92,6 +109,7 @@ fn program() -> Vec<Ins> {
         Jge(X32_SYSCALL_BIT, Enosys, Next),
         Jeq(libc::SYS_io_uring_setup as u32, Enosys, Next),
         Jeq(libc::SYS_socket as u32, SocketCheck, Next),
+        Jeq(libc::SYS_setns as u32, SetnsCheck, Next),
         Jeq(libc::SYS_sendto as u32, AddrCheck, Next),
         Jeq(libc::SYS_recvfrom as u32, AddrCheck, Next),
     ];
@@ -104,7 +122,15 @@ fn program() -> Vec<Ins> {
         Load(off_arg_lo(0)),
         Jeq(libc::AF_INET as u32, Notify, Next),
         Jeq(libc::AF_INET6 as u32, Notify, Next),
-        Jeq(libc::AF_NETLINK as u32, Notify, Allow),
+        Jeq(libc::AF_NETLINK as u32, Notify, Next),
+        Jeq(libc::AF_UNIX as u32, Allow, Next),
+        Jeq(libc::AF_ALG as u32, Allow, Next),
+        Jeq(libc::AF_PACKET as u32, Eperm, Next),
+        Jeq(libc::AF_KEY as u32, Eperm, Eafnosupport),
+        Mark(SetnsCheck),
+        Load(off_arg_lo(1)),
+        Jeq(0, Eperm, Next),
+        Jset(libc::CLONE_NEWNET as u32, Eperm, Allow),
         Mark(AddrCheck),
         Load(off_arg_lo(4)),
         Jeq(0, Next, Notify),
@@ -116,6 +142,10 @@ fn program() -> Vec<Ins> {
         Ret(libc::SECCOMP_RET_ALLOW),
         Mark(Enosys),
         Ret(RET_ENOSYS),
+        Mark(Eperm),
+        Ret(RET_EPERM),
+        Mark(Eafnosupport),
+        Ret(RET_EAFNOSUPPORT),
     ]);
     p
 }
@@ -173,6 +203,7 @@ pub fn build() -> Result<Vec<libc::sock_filter>, FilterError> {
             Ins::Load(off) => stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off),
             Ins::Jeq(k, t, f) => jump(libc::BPF_JEQ, k, resolve(at, t)?, resolve(at, f)?),
             Ins::Jge(k, t, f) => jump(libc::BPF_JGE, k, resolve(at, t)?, resolve(at, f)?),
+            Ins::Jset(k, t, f) => jump(libc::BPF_JSET, k, resolve(at, t)?, resolve(at, f)?),
             Ins::Ret(k) => stmt(libc::BPF_RET | libc::BPF_K, k),
         };
         out.push(f);
@@ -266,11 +297,12 @@ pub fn evaluate(prog: &[libc::sock_filter], input: &Input) -> u32 {
             return ins.k;
         } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K
             || code == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K
+            || code == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K
         {
-            let taken = if code & 0xf0 == libc::BPF_JEQ {
-                acc == ins.k
-            } else {
-                acc >= ins.k
+            let taken = match code & 0xf0 {
+                libc::BPF_JEQ => acc == ins.k,
+                libc::BPF_JGE => acc >= ins.k,
+                _ => acc & ins.k != 0,
             };
             pc += usize::from(if taken { ins.jt } else { ins.jf });
         } else {
@@ -300,17 +332,48 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
     #[test]
-    fn socket_is_trapped_only_for_inet_and_netlink_domains() {
+    fn every_socket_family_is_decided() {
         assert_eq!(run(libc::SYS_socket, [2, 1, 0, 0, 0, 0]), NOTIF);
         assert_eq!(run(libc::SYS_socket, [10, 2, 0, 0, 0, 0]), NOTIF);
         assert_eq!(run(libc::SYS_socket, [1, 1, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(libc::SYS_socket, [38, 5, 0, 0, 0, 0]), ALLOW);
         assert_eq!(run(libc::SYS_socket, [16, 3, 0, 0, 0, 0]), NOTIF);
-        assert_eq!(run(libc::SYS_socket, [17, 3, 0, 0, 0, 0]), ALLOW);
+        // AF_PACKET and AF_KEY need a capability the program is refused.
+        assert_eq!(run(libc::SYS_socket, [17, 3, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(run(libc::SYS_socket, [15, 3, 0, 0, 0, 0]), RET_EPERM);
+        // AF_VSOCK, AF_SMC, AF_TIPC, AF_XDP, AF_BLUETOOTH and garbage: not built in.
+        for domain in [40u64, 43, 30, 44, 31, 0, 46, 0xffff_ffff] {
+            assert_eq!(
+                run(libc::SYS_socket, [domain, 1, 0, 0, 0, 0]),
+                RET_EAFNOSUPPORT,
+                "domain {domain}"
+            );
+        }
+        // Garbage above the int the kernel reads does not hide AF_PACKET either.
+        assert_eq!(
+            run(libc::SYS_socket, [0x1_0000_0011, 3, 0, 0, 0, 0]),
+            RET_EPERM
+        );
         // The kernel reads an int: garbage in the upper half must not hide AF_INET.
         assert_eq!(
             run(libc::SYS_socket, [0xdead_0000_0002, 1, 0, 0, 0, 0]),
             NOTIF
         );
+    }
+
+    #[test]
+    fn setns_into_a_network_namespace_is_refused() {
+        let net = libc::CLONE_NEWNET as u64;
+        assert_eq!(run(libc::SYS_setns, [3, net, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(run(libc::SYS_setns, [3, 0, 0, 0, 0, 0]), RET_EPERM);
+        // A pidfd with several namespaces, the network one among them.
+        let many = (libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWNS) as u64;
+        assert_eq!(run(libc::SYS_setns, [3, many, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(
+            run(libc::SYS_setns, [3, libc::CLONE_NEWNS as u64, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(run(libc::SYS_unshare, [net, 0, 0, 0, 0, 0]), ALLOW);
     }
 
     #[test]

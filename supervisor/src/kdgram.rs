@@ -53,7 +53,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// Is `dest` allowed for a kernel socket? (loopback, or the host with fall-through)
-    fn kernel_dest(&self, dest: SocketAddr) -> bool {
+    pub(crate) fn kernel_dest(&self, dest: SocketAddr) -> bool {
         matches!(
             route(&*self.backend, self.policy(), dest, true),
             Route::Loopback | Route::Host

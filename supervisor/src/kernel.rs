@@ -70,6 +70,23 @@ pub enum FdTarget {
     Other,
 }
 
+/// What a permission check needs of the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// Effective capabilities (`CapEff` of `/proc/<tid>/status`).
+    pub effective: u64,
+    /// The thread's user namespace (inode of `/proc/<tid>/ns/user`); `None` in fakes,
+    /// meaning the supervisor's own.
+    pub user_ns: Option<u64>,
+}
+
+impl Credentials {
+    /// Whether `cap` (`CAP_*` number) is effective.
+    pub fn has(&self, cap: u32) -> bool {
+        cap < 64 && self.effective & (1 << cap) != 0
+    }
+}
+
 /// The notification is gone: the program was interrupted or killed (`ENOENT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("notification {id} no longer exists (caller interrupted or gone)")]
@@ -99,6 +116,20 @@ pub trait Kernel: Send + Sync + 'static {
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno>;
     /// Does thread `pid`'s fd table hold socket inode `ino`? `None`: the thread is gone.
     fn holds(&self, pid: u32, ino: u64) -> Option<bool>;
+    /// The network namespace of thread `pid` (inode of `/proc/<tid>/ns/net`). Reading it
+    /// needs the access `ptrace` would: a program that made itself non-dumpable answers
+    /// `EACCES`. Default: `ENOSYS` (the fakes: the supervisor's own).
+    fn net_namespace(&self, _pid: u32) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    /// The credentials of thread `pid`, for permission checks made on its behalf.
+    /// Default: every capability, in the supervisor's user namespace.
+    fn credentials(&self, _pid: u32) -> Result<Credentials, Errno> {
+        Ok(Credentials {
+            effective: u64::MAX,
+            user_ns: None,
+        })
+    }
     /// A duplicate of the open file behind socket inode `ino` in thread `pid`'s fd table
     /// (`pidfd_getfd`), checked to be that very inode. An optimization, never a need:
     /// Docker's default profile denies `pidfd_getfd` (`EPERM`); `ENOENT` when the thread
@@ -221,6 +252,20 @@ impl Kernel for LinuxKernel {
         fd_of(pid, ino).map(|fd| fd.is_some())
     }
 
+    fn net_namespace(&self, pid: u32) -> Result<u64, Errno> {
+        ns_inode(&format!("/proc/{pid}/ns/net"))
+    }
+
+    fn credentials(&self, pid: u32) -> Result<Credentials, Errno> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::ESRCH)))?;
+        let effective = parse_cap_eff(&status).ok_or(Errno::EINVAL)?;
+        Ok(Credentials {
+            effective,
+            user_ns: Some(ns_inode(&format!("/proc/{pid}/ns/user"))?),
+        })
+    }
+
     fn grab(&self, pid: u32, ino: u64) -> Result<OwnedFd, Errno> {
         let fd = fd_of(pid, ino).ok_or(Errno::ESRCH)?.ok_or(Errno::ENOENT)?;
         // pidfd_open wants the process, not one of its threads (before Linux 6.9).
@@ -259,6 +304,25 @@ fn tgid(tid: u32) -> Option<u32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The inode of a namespace link such as `/proc/self/ns/net` (`net:[4026531840]`).
+pub(crate) fn ns_inode(path: &str) -> Result<u64, Errno> {
+    let link = fs::read_link(path)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EACCES)))?;
+    let text = link.to_str().ok_or(Errno::EINVAL)?;
+    text.split_once(":[")
+        .and_then(|(_, rest)| rest.strip_suffix(']'))
+        .and_then(|digits| digits.parse().ok())
+        .ok_or(Errno::EINVAL)
+}
+
+/// The hexadecimal `CapEff:` line of `/proc/<pid>/status`.
+pub(crate) fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 /// `socket:[12345]` → `Socket(12345)`; anything else is `Other`.
@@ -438,6 +502,20 @@ mod tests {
         assert_eq!(parse_fd_link(b"pipe:[12]"), FdTarget::Other);
         assert_eq!(parse_fd_link(b"/dev/null"), FdTarget::Other);
         assert_eq!(parse_fd_link(b"socket:[x]"), FdTarget::Other);
+    }
+
+    #[test]
+    fn capabilities_and_namespaces_of_a_thread() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000000400\n";
+        let effective = parse_cap_eff(status).unwrap();
+        let c = Credentials {
+            effective,
+            user_ns: None,
+        };
+        assert!(c.has(10), "CAP_NET_BIND_SERVICE");
+        assert!(!c.has(12) && !c.has(13) && !c.has(64));
+        assert!(ns_inode("/proc/self/ns/net").unwrap() > 0);
+        assert_eq!(ns_inode("/proc/self/ns/nothing"), Err(Errno::ENOENT));
     }
 
     #[test]

@@ -1,18 +1,29 @@
 //! Starting the program under the filter, waiting for it, forwarding signals.
 //!
-//! The launch sequence (the child's half is `sys::child_main`):
+//! The launch sequence (the reaper's half is `sys::reaper_main`, the child's
+//! `sys::child_main`):
 //!
 //! 1. Parent: build and check the filter (`filter::build` refuses a program that would
 //!    trap any call of the hand-off below), resolve the program on `PATH`, and prepare
-//!    argv/envp, so the child allocates nothing.
-//! 2. Parent: create a close-on-exec status pipe and block all signals in this thread.
-//! 3. Parent: `clone(CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`. The child shares our fd
-//!    table until it execs; this thread sleeps until the child execs or exits.
-//! 4. Child: reset caught signals to their defaults, restore the signal mask, and, when
-//!    asked (running as root), switch to the target uid/gid with raw syscalls; then
-//!    `prctl(PR_SET_PDEATHSIG, SIGKILL)`, so the program dies with the supervisor's
-//!    launching thread (a SIGKILLed `ztrun` leaves no program behind), and stop if the
-//!    parent is already gone.
+//!    argv/envp, so the child allocates nothing. Make this process non-dumpable
+//!    (`PR_SET_DUMPABLE` 0): the program runs with our uid, and would otherwise reach
+//!    our memory, descriptors (`pidfd_getfd`: the overlay's UDP sockets) and threads
+//!    (`ptrace`).
+//! 2. Parent: create a close-on-exec report pipe and a pidfd of ourselves, and block all
+//!    signals in this thread.
+//! 3. Parent: `clone(CLONE_FILES | CLONE_PIDFD)`: the *reaper*, a child subreaper that
+//!    shares our fd table until it has started the program. It
+//!    `clone(CLONE_VFORK | CLONE_FILES | CLONE_PIDFD)`s the child, reports the child's
+//!    pid and pidfd, takes a private fd table holding only the report pipe and our
+//!    pidfd, and reports ready. From then on it reaps every process the program leaves
+//!    behind, reports the program's wait status, and, if we die (SIGKILL included),
+//!    kills the program's whole tree, grandchildren included. It ends when the program
+//!    and everything it left behind are gone.
+//! 4. Child: set the signal dispositions and mask this process was started with (those
+//!    ignored then ignored, every other default: Rust's ignored `SIGPIPE` undone), and,
+//!    when asked (running as root), switch to the target uid/gid with raw syscalls; then
+//!    `prctl(PR_SET_PDEATHSIG, SIGKILL)`, so the program dies with the reaper, and stop
+//!    if the reaper is already gone.
 //! 5. Child: `prctl(PR_SET_NO_NEW_PRIVS)`.
 //! 6. Child: `seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV)`,
 //!    falling back to `NEW_LISTENER` alone on kernels before 5.19. The listener fd is
@@ -20,8 +31,9 @@
 //! 7. Child: write the listener's number to the pipe (`write` is not trapped).
 //! 8. Child: `execve`. Exec unshares the fd table and closes the pipe and the listener
 //!    on the child's side; the parent keeps both.
-//! 9. Parent: wake up, read the reports, own the listener; on a failure report, reap the
-//!    child and return the failing step with its errno.
+//! 9. Parent: read the reports until the reaper is ready, own the listener and the
+//!    program's pidfd; on a failure report, reap the reaper and return the failing step
+//!    with its errno.
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -30,7 +42,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use tokio::io::Interest;
 
 use crate::backend::{Backend, Policy};
@@ -145,6 +157,15 @@ pub enum ExitStatus {
     Signaled(i32),
 }
 
+/// A raw `wait(2)` status as an [`ExitStatus`].
+fn decode_wait_status(raw: i32) -> ExitStatus {
+    if libc::WIFSIGNALED(raw) {
+        ExitStatus::Signaled(libc::WTERMSIG(raw))
+    } else {
+        ExitStatus::Exited(libc::WEXITSTATUS(raw))
+    }
+}
+
 impl ExitStatus {
     /// The shell convention: the code, or 128 + signal.
     pub fn code(self) -> i32 {
@@ -162,6 +183,10 @@ pub struct Child {
     pidfd: OwnedFd,
     listener: Option<OwnedFd>,
     killable_recv: bool,
+    /// The program's parent (launch step 3), as a pidfd.
+    reaper: Arc<OwnedFd>,
+    /// Its reports: the program's wait status.
+    reports: OwnedFd,
 }
 
 fn cstr(s: &OsStr) -> Result<CString, LaunchError> {
@@ -222,6 +247,11 @@ pub fn spawn(cmd: &Command) -> Result<Child, LaunchError> {
         ids: cmd.ids,
         nofile: cmd.nofile,
     };
+    sys::set_non_dumpable().map_err(|errno| LaunchError::Step {
+        program: cmd.program.to_string_lossy().into_owned(),
+        step: ChildStep::NonDumpable,
+        errno,
+    })?;
     let started = sys::clone_filter_exec(&plan).map_err(|f| LaunchError::Step {
         program: cmd.program.to_string_lossy().into_owned(),
         step: f.step,
@@ -232,6 +262,8 @@ pub fn spawn(cmd: &Command) -> Result<Child, LaunchError> {
         pidfd: started.pidfd,
         listener: Some(started.listener),
         killable_recv: started.killable_recv,
+        reaper: Arc::new(started.reaper),
+        reports: started.reports,
     })
 }
 
@@ -259,24 +291,44 @@ impl Child {
         })
     }
 
-    /// Wait for the program to end and reap it.
+    /// Wait for the program to end (its parent, the reaper, reaps it and reports how).
     pub async fn wait(&self) -> Result<ExitStatus, LaunchError> {
         let err = |what| move |source| LaunchError::Wait { what, source };
-        let dup = self.pidfd.try_clone().map_err(err("dup pidfd"))?;
-        let afd = sys::async_fd(dup, Interest::READABLE).map_err(err("register pidfd"))?;
-        loop {
-            let mut guard = afd.readable().await.map_err(err("wait on pidfd"))?;
-            match waitid(
-                Id::PIDFd(self.pidfd.as_fd()),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-            ) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
-                Ok(_) => guard.clear_ready(),
+        let dup = self.reports.try_clone().map_err(err("dup report socket"))?;
+        let afd = sys::async_fd(dup, Interest::READABLE).map_err(err("register report socket"))?;
+        let status = loop {
+            let mut guard = afd.readable().await.map_err(err("wait for the program"))?;
+            match sys::try_read_report(afd.get_ref().as_fd()) {
+                Ok(Some((sys::MSG_EXIT, raw))) => break decode_wait_status(raw as i32),
+                Ok(Some(_)) => continue,
+                Err(Errno::EAGAIN) => guard.clear_ready(),
                 Err(Errno::EINTR) => {}
-                Err(e) => return Err(err("waitid")(e.into())),
+                // End of file: the reaper was killed before the program ended (only a
+                // process of our uid can do that). Its status is lost: wait for its end.
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        pid = self.pid,
+                        "the program's parent was killed: its exit status is lost"
+                    );
+                    let pid = self.pidfd.try_clone().map_err(err("dup pidfd"))?;
+                    let pid =
+                        sys::async_fd(pid, Interest::READABLE).map_err(err("register pidfd"))?;
+                    let _ = pid.readable().await;
+                    break ExitStatus::Signaled(libc::SIGKILL);
+                }
+            }
+        };
+        // The reaper ends with the last process the program left behind: reap it then.
+        let reaper = self.reaper.clone();
+        if let Ok(dup) = reaper.try_clone() {
+            if let Ok(afd) = sys::async_fd(dup, Interest::READABLE) {
+                tokio::spawn(async move {
+                    let _ = afd.readable().await;
+                    let _ = waitid(Id::PIDFd(reaper.as_fd()), WaitPidFlag::WEXITED);
+                });
             }
         }
+        Ok(status)
     }
 
     /// Wait for the program, passing it the signals `signals` caught (`SIGINT SIGTERM

@@ -61,6 +61,7 @@ pub mod launch;
 mod netlink;
 pub mod network;
 pub mod notify;
+mod permit;
 mod sys;
 mod tracee;
 mod udp;

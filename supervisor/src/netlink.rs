@@ -61,6 +61,20 @@ impl Drop for NlSocket {
     }
 }
 
+/// Read one datagram from the kernel's route socket with a buffer of its size, at least a
+/// page. The kernel sizes a dump's datagrams by the largest buffer its reader ever
+/// offered (up to 32 KiB): reading with a large buffer would make it pack more than a
+/// program's page-sized buffer holds (glibc's `getifaddrs` reads 4 KiB and fails on
+/// `MSG_TRUNC`), as soon as a host has a few interfaces.
+fn recv_sized(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    const PAGE: usize = 4096;
+    let peek = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+    let cap = buf.len();
+    let full = recv(fd, &mut buf[..PAGE.min(cap)], peek)?;
+    let want = full.clamp(PAGE.min(cap), cap);
+    recv(fd, &mut buf[..want], MsgFlags::MSG_DONTWAIT)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -176,11 +190,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let Ok(mut guard) = down_real.readable().await else {
                     return;
                 };
-                let got = match recv(
-                    down_real.get_ref().as_raw_fd(),
-                    &mut buf,
-                    MsgFlags::MSG_DONTWAIT,
-                ) {
+                let got = match recv_sized(down_real.get_ref().as_raw_fd(), &mut buf) {
                     Ok(len) => len,
                     Err(Errno::EAGAIN) => {
                         guard.clear_ready();

@@ -6,7 +6,8 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 
@@ -312,6 +313,22 @@ pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Err
     cvt(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `NS_GET_USERNS` from `<linux/nsfs.h>`: `_IO(0xb7, 0x1)`.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+
+/// The inode of the user namespace that owns the network namespace `ns` (an open
+/// `/proc/.../ns/net`): the namespace in which `CAP_NET_*` must be held to act there.
+pub(crate) fn ns_owner(ns: BorrowedFd<'_>) -> Result<u64, Errno> {
+    // SAFETY: NS_GET_USERNS takes no argument and returns a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the ioctl returned a fresh fd that nothing else owns.
+    let owner = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(nix::sys::stat::fstat(&owner)?.st_ino)
+}
+
 /// Bytes waiting in a socket's receive queue (`FIONREAD`).
 pub(crate) fn unread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
     let mut n: c_int = 0;
@@ -341,6 +358,10 @@ pub(crate) struct Started {
     pub(crate) pidfd: OwnedFd,
     pub(crate) listener: OwnedFd,
     pub(crate) killable_recv: bool,
+    /// The reaper process (the program's parent), as a pidfd.
+    pub(crate) reaper: OwnedFd,
+    /// Its reports ([`read_report`]); [`MSG_EXIT`] carries the program's wait status.
+    pub(crate) reports: OwnedFd,
 }
 
 /// A failure inside the child, reported through the status pipe.
@@ -367,6 +388,10 @@ pub enum ChildStep {
     InstallFilter,
     /// `execve`.
     Exec,
+    /// Setting up the reaper (the program's parent, see `launch`).
+    Reaper,
+    /// `PR_SET_DUMPABLE` 0 on the supervisor.
+    NonDumpable,
 }
 
 impl ChildStep {
@@ -379,6 +404,8 @@ impl ChildStep {
             Self::Exec => 4,
             Self::DeathSignal => 5,
             Self::FileLimit => 6,
+            Self::Reaper => 7,
+            Self::NonDumpable => 8,
         }
     }
     fn from_code(code: u32) -> Self {
@@ -389,25 +416,152 @@ impl ChildStep {
             4 => Self::Exec,
             5 => Self::DeathSignal,
             6 => Self::FileLimit,
+            7 => Self::Reaper,
+            8 => Self::NonDumpable,
             _ => Self::Clone,
         }
     }
 }
 
+/// `prctl(PR_SET_DUMPABLE, 0)` on this process (launch step 1).
+pub(crate) fn set_non_dumpable() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// The signal dispositions and mask this process was started with (bit `n - 1` for
+/// signal `n`), recorded by [`record_start_signals`] before Rust's runtime ignores
+/// `SIGPIPE`: the program must start with exactly what we were given (a program started
+/// with `SIGPIPE` ignored writes "Broken pipe" where it should have died quietly).
+static STARTED_IGNORED: AtomicU64 = AtomicU64::new(0);
+static STARTED_MASK: AtomicU64 = AtomicU64::new(0);
+static STARTED_RECORDED: AtomicBool = AtomicBool::new(false);
+
+/// Run by the C runtime before `main` (and before Rust's runtime changes `SIGPIPE`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_START_SIGNALS: extern "C" fn() = record_start_signals;
+
+/// The kernel's `struct sigaction` (x86_64), for `rt_sigaction` without glibc, which
+/// refuses the signals it reserves (32 and 33) though a program may inherit them ignored.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Query signal `sig`'s handler, first setting it to `set` if given (`SIG_DFL` or
+/// `SIG_IGN`, which need no restorer). Async-signal-safe.
+fn raw_sigaction(sig: c_int, set: Option<usize>) -> Option<usize> {
+    let new = set.map(|handler| KernelSigaction {
+        handler,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    });
+    let mut old = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let new_ptr = new
+        .as_ref()
+        .map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    // SAFETY: rt_sigaction reads `new` (or nothing) and writes `old`, both live locals of
+    // the kernel's layout, with the kernel's sigset size (8).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            new_ptr,
+            &mut old as *mut KernelSigaction,
+            8usize,
+        )
+    };
+    (ret == 0).then_some(old.handler)
+}
+
+extern "C" fn record_start_signals() {
+    let mut ignored = 0u64;
+    for sig in 1..=64 {
+        if raw_sigaction(sig, None) == Some(libc::SIG_IGN) {
+            ignored |= 1 << (sig - 1);
+        }
+    }
+    let mut mask = 0u64;
+    // SAFETY: queries the calling (main) thread's mask into a zeroed local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) == 0 {
+            for sig in 1..=64 {
+                if libc::sigismember(&set, sig) == 1 {
+                    mask |= 1 << (sig - 1);
+                }
+            }
+        }
+    }
+    STARTED_IGNORED.store(ignored, Ordering::Relaxed);
+    STARTED_MASK.store(mask, Ordering::Relaxed);
+    STARTED_RECORDED.store(true, Ordering::Release);
+}
+
+/// The dispositions (ignored set) and mask to give the program: those we started with,
+/// or, if they were not recorded, nothing ignored and the caller's mask.
+fn program_signals(fallback_mask: &libc::sigset_t) -> (u64, libc::sigset_t) {
+    if !STARTED_RECORDED.load(Ordering::Acquire) {
+        return (0, *fallback_mask);
+    }
+    let bits = STARTED_MASK.load(Ordering::Relaxed);
+    // SAFETY: builds a local sigset_t from the recorded bits.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in 1..=64 {
+            if bits & (1 << (sig - 1)) != 0 {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        set
+    };
+    (STARTED_IGNORED.load(Ordering::Relaxed), set)
+}
+
 const MSG_LISTENER: u32 = 1;
 const MSG_KILLABLE: u32 = 2;
 const MSG_FAILED: u32 = 3;
+const MSG_PID: u32 = 4;
+const MSG_PIDFD: u32 = 5;
+const MSG_READY: u32 = 6;
+/// The program's raw wait status, from the reaper.
+pub(crate) const MSG_EXIT: u32 = 7;
 
 /// The launch sequence (see `launch.rs` for the commented steps). The parent blocks all
-/// signals around `clone`, so no handler of ours runs in the child before it resets them.
+/// signals around `clone`, so no handler of ours runs in the reaper or the child before
+/// they reset them.
 pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailure> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let fail = |errno| ChildFailure {
         step: ChildStep::Clone,
         errno,
     };
-    // Status pipe: close-on-exec, so a successful exec leaves only our copy open.
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-        .map_err(fail)?;
+    // The reaper's reports, with descriptors attached (SCM_RIGHTS): a datagram each.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(fail)?;
+    // The child's reports to the reaper (close-on-exec: a successful exec closes its copy).
+    let (child_rd, child_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail)?;
+    // The reaper watches us through this: when it becomes readable we are gone.
+    let me = pidfd_open(std::process::id()).map_err(fail)?;
 
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -426,28 +580,38 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old_mask);
     }
+    let (ignored, program_mask) = program_signals(&old_mask);
+    let launch = Launch {
+        plan,
+        prog: &prog,
+        argv: &argv,
+        envp: &envp,
+        child_rd: child_rd.as_raw_fd(),
+        child_wr: child_wr.as_raw_fd(),
+        to_supervisor: theirs.as_raw_fd(),
+        supervisor: me.as_raw_fd(),
+        signals: (ignored, &program_mask),
+    };
 
-    let parent = nix::unistd::getpid().as_raw();
-    let mut pidfd: c_int = -1;
-    let flags = libc::CLONE_VFORK | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD;
-    // SAFETY: raw clone without CLONE_VM is fork-like: the child gets a copy-on-write copy
-    // of our memory and stack (newsp = 0). CLONE_VFORK suspends this thread until the child
-    // execs or exits, so `prog`, `argv`, `envp` stay valid. The kernel writes the pidfd into
-    // `pidfd` (parent_tid argument) in our address space.
+    let mut reaper_pidfd: c_int = -1;
+    let flags = libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: raw clone without CLONE_VM is fork: the reaper gets a copy-on-write copy of
+    // our memory, of this thread's stack (newsp = 0) and of our fd table, and only ever
+    // makes async-signal-safe calls on data prepared above. The kernel writes its pidfd
+    // into `reaper_pidfd` (parent_tid argument) in our address space.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags as libc::c_ulong,
             0usize,
-            &mut pidfd as *mut c_int,
+            &mut reaper_pidfd as *mut c_int,
             0usize,
             0usize,
         )
     };
     if ret == 0 {
-        // SAFETY: we are the child; child_main only makes async-signal-safe calls on data
-        // prepared above and never returns.
-        unsafe { child_main(plan, &prog, &argv, &envp, wr.as_raw_fd(), &old_mask, parent) }
+        // SAFETY: we are the reaper (see `reaper_main`).
+        unsafe { reaper_main(&launch) }
     }
     let clone_errno = Errno::last();
     // SAFETY: restores the mask saved above.
@@ -457,76 +621,421 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
     if ret < 0 {
         return Err(fail(clone_errno));
     }
-    let pid = ret as i32;
     // SAFETY: CLONE_PIDFD stored a fresh fd that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    drop(wr);
+    let reaper = unsafe { OwnedFd::from_raw_fd(reaper_pidfd) };
+    // The reaper has its own copies: once it is gone, `ours` reads end of file.
+    drop((theirs, child_rd, child_wr, me));
 
-    // The child has exec'd or exited (vfork semantics): read its reports.
     let mut listener: Option<OwnedFd> = None;
+    let mut pidfd: Option<OwnedFd> = None;
+    let mut pid = 0;
     let mut killable = false;
     let mut failure = None;
-    let mut buf = [0u8; 8];
-    while let Ok(8) = nix::unistd::read(&rd, &mut buf) {
-        let tag = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let val = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let mut ready = false;
+    while !ready {
+        let Some((tag, val, fd)) = read_report(ours.as_fd()) else {
+            break;
+        };
         match tag {
-            // SAFETY: the child created this fd in the table we share (CLONE_FILES) and
-            // reported its number; nothing else in this process knows it.
-            MSG_LISTENER => listener = Some(unsafe { OwnedFd::from_raw_fd(val as RawFd) }),
+            MSG_LISTENER => listener = fd,
             MSG_KILLABLE => killable = val != 0,
+            MSG_PID => pid = val as i32,
+            MSG_PIDFD => pidfd = fd,
+            MSG_READY => ready = true,
             MSG_FAILED => {
-                let step = ChildStep::from_code(val >> 16);
                 failure = Some(ChildFailure {
-                    step,
+                    step: ChildStep::from_code(val >> 16),
                     errno: Errno::from_raw((val & 0xffff) as i32),
                 })
             }
             _ => {}
         }
     }
-    if let Some(failure) = failure {
-        drop(listener);
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        return Err(failure);
-    }
-    match listener {
-        Some(listener) => Ok(Started {
+    let failure = failure.or(match (&listener, &pidfd, ready) {
+        (Some(_), Some(_), true) => None,
+        _ => Some(ChildFailure {
+            step: ChildStep::InstallFilter,
+            errno: Errno::EIO,
+        }),
+    });
+    match (failure, listener, pidfd) {
+        (None, Some(listener), Some(pidfd)) => Ok(Started {
             pid,
             pidfd,
             listener,
             killable_recv: killable,
+            reaper,
+            reports: ours,
         }),
-        None => {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(ChildFailure {
+        (failure, ..) => {
+            // The reaper ends once it has reaped the child.
+            let _ = nix::sys::wait::waitid(
+                nix::sys::wait::Id::PIDFd(reaper.as_fd()),
+                nix::sys::wait::WaitPidFlag::WEXITED,
+            );
+            Err(failure.unwrap_or(ChildFailure {
                 step: ChildStep::InstallFilter,
                 errno: Errno::EIO,
-            })
+            }))
         }
     }
+}
+
+/// One report from the reaper: tag, value and the descriptor it carries, if any.
+/// `None` at end of file (the reaper is gone).
+pub(crate) fn read_report(sock: BorrowedFd<'_>) -> Option<(u32, u32, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 8];
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+            Ok(m) => m,
+        };
+        if msg.bytes != 8 {
+            return None;
+        }
+        let mut fd = None;
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: SCM_RIGHTS installed this fd for us alone.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+        let (tag, val) = parse_report(&buf);
+        return Some((tag, val, fd));
+    }
+}
+
+/// A report without waiting: `EAGAIN` when none is there, `Ok(None)` at end of file.
+pub(crate) fn try_read_report(sock: BorrowedFd<'_>) -> Result<Option<(u32, u32)>, Errno> {
+    let mut buf = [0u8; 8];
+    match nix::sys::socket::recv(
+        sock.as_raw_fd(),
+        &mut buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    )? {
+        8 => Ok(Some(parse_report(&buf))),
+        _ => Ok(None),
+    }
+}
+
+/// A report's tag and value.
+fn parse_report(buf: &[u8; 8]) -> (u32, u32) {
+    (
+        u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]),
+    )
+}
+
+/// Everything the reaper and the child need, prepared before `clone`.
+struct Launch<'a> {
+    plan: &'a ChildPlan,
+    prog: &'a libc::sock_fprog,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    /// The child's reports to the reaper (a pipe).
+    child_rd: RawFd,
+    child_wr: RawFd,
+    /// The reaper's reports to the supervisor (a seqpacket socket).
+    to_supervisor: RawFd,
+    /// The supervisor's pidfd.
+    supervisor: RawFd,
+    signals: (u64, &'a libc::sigset_t),
+}
+
+/// Send an 8-byte report, with `fd` attached when it is not negative
+/// (async-signal-safe: no allocation).
+fn report(sock: RawFd, tag: u32, val: u32, fd: RawFd) {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&tag.to_ne_bytes());
+    msg[4..].copy_from_slice(&val.to_ne_bytes());
+    // Room for one cmsghdr carrying one int, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: the iovec and control buffer are live locals; CMSG_* compute offsets
+    // inside `control`, which is large enough for CMSG_SPACE(sizeof(int)).
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: msg.as_mut_ptr().cast(),
+            iov_len: msg.len(),
+        };
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        if fd >= 0 {
+            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_controllen = libc::CMSG_SPACE(4) as usize;
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+        }
+        libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL);
+    }
+}
+
+/// The reaper: the program's parent, a child subreaper (so every process the program
+/// leaves behind becomes its child), watching the supervisor through a pidfd. When the
+/// supervisor is gone, killed with SIGKILL included, it kills the whole tree; when the
+/// program and everything it left behind are gone, it ends.
+///
+/// 1. `PR_SET_CHILD_SUBREAPER`.
+/// 2. Clone the child (`CLONE_VFORK | CLONE_FILES | CLONE_PIDFD`): it runs `child_main`
+///    and execs, leaving its listener in our table and its reports in our pipe.
+/// 3. Pass the child's pid, pidfd, listener and reports on to the supervisor (the
+///    descriptors with `SCM_RIGHTS`), then close every descriptor but the report socket
+///    and the supervisor's pidfd: the reaper holds none of the supervisor's sockets, nor
+///    the program's terminal. (No `unshare(CLONE_FILES)`: Docker's default profile
+///    denies `unshare`.)
+/// 4. Report ready; wait on the supervisor's pidfd and a signalfd for `SIGCHLD`: reap
+///    every child, report the program's wait status.
+///
+/// # Safety
+/// Only in the child of `clone_filter_exec`'s clone (a private copy-on-write copy of the
+/// supervisor's memory, this thread only); only async-signal-safe calls are made.
+unsafe fn reaper_main(launch: &Launch<'_>) -> ! {
+    let out = launch.to_supervisor;
+    let die = |step: ChildStep| -> ! {
+        let errno = Errno::last_raw() as u32 & 0xffff;
+        report(out, MSG_FAILED, (step.code() << 16) | errno, -1);
+        // SAFETY: _exit is async-signal-safe and never returns.
+        unsafe { libc::_exit(127) }
+    };
+    // 1.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        die(ChildStep::Reaper);
+    }
+    // 2.
+    // SAFETY: getpid takes no arguments.
+    let me = unsafe { libc::getpid() };
+    let mut pidfd: c_int = -1;
+    let flags = libc::CLONE_VFORK | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: as in `clone_filter_exec`; CLONE_VFORK suspends us until the child execs or
+    // exits, so everything `launch` points to stays valid.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            &mut pidfd as *mut c_int,
+            0usize,
+            0usize,
+        )
+    };
+    if child == 0 {
+        // SAFETY: we are the child; child_main only makes async-signal-safe calls on data
+        // prepared before the first clone and never returns.
+        unsafe {
+            child_main(
+                launch.plan,
+                launch.prog,
+                launch.argv,
+                launch.envp,
+                launch.child_wr,
+                launch.signals,
+                me,
+            )
+        }
+    }
+    if child < 0 {
+        die(ChildStep::Clone);
+    }
+    // 3. The child has exec'd or exited: its reports are all in the pipe.
+    // SAFETY: closes our write end (the child's copy went with its exec or exit).
+    unsafe { libc::close(launch.child_wr) };
+    report(out, MSG_PID, child as u32, -1);
+    report(out, MSG_PIDFD, 0, pidfd);
+    let mut buf = [0u8; 8];
+    // SAFETY: reads 8-byte reports into a live local buffer until end of file.
+    while unsafe { libc::read(launch.child_rd, buf.as_mut_ptr().cast(), 8) } == 8 {
+        let (tag, val) = parse_report(&buf);
+        let fd = if tag == MSG_LISTENER {
+            val as RawFd
+        } else {
+            -1
+        };
+        report(out, tag, val, fd);
+    }
+    let (lo, hi) = (
+        out.min(launch.supervisor) as u32,
+        out.max(launch.supervisor) as u32,
+    );
+    let mut gaps = [(1u32, 0u32); 3];
+    if lo > 0 {
+        gaps[0] = (0, lo - 1);
+    }
+    if hi > lo + 1 {
+        gaps[1] = (lo + 1, hi - 1);
+    }
+    gaps[2] = (hi + 1, u32::MAX);
+    for (first, last) in gaps {
+        if first <= last {
+            // SAFETY: close_range on our own table (a copy), with integer arguments.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+            if r != 0 {
+                // Before Linux 5.9, or denied: one by one, up to the file limit.
+                // SAFETY: getrlimit writes a live local; close takes integers.
+                unsafe {
+                    let mut lim: libc::rlimit = std::mem::zeroed();
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    let top = (lim.rlim_cur.min(1 << 20) as u32).min(last);
+                    for fd in first..=top {
+                        libc::close(fd as c_int);
+                    }
+                }
+            }
+        }
+    }
+    // 4.
+    // SAFETY: sigset_t is plain data; SIGCHLD stays blocked (all are, since the clone).
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if sfd < 0 {
+        die(ChildStep::Reaper);
+    }
+    report(out, MSG_READY, 0, -1);
+    let mut program_done = false;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: launch.supervisor,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polls two live local pollfd structs.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if fds[0].revents != 0 {
+            // The supervisor is gone: nothing may run on without it.
+            // SAFETY: async-signal-safe calls only.
+            unsafe { kill_children() };
+            // SAFETY: _exit never returns.
+            unsafe { libc::_exit(0) }
+        }
+        let mut info = [0u8; 128];
+        // SAFETY: drains the signalfd into a local buffer of a siginfo's size.
+        while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        loop {
+            let mut status: c_int = 0;
+            // SAFETY: waitpid writes the status into a live local.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid == child as libc::pid_t {
+                report(out, MSG_EXIT, status as u32, -1);
+                program_done = true;
+            } else if pid > 0 {
+                continue;
+            } else if pid < 0 && program_done {
+                // ECHILD: the program and everything it left behind are gone.
+                // SAFETY: _exit never returns.
+                unsafe { libc::_exit(0) }
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// SIGKILL every child of this process until none is left; as a subreaper, the children
+/// of each killed one become ours and are killed in the next round.
+///
+/// # Safety
+/// Async-signal-safe calls only, on local buffers.
+unsafe fn kill_children() {
+    const PATH: &[u8] = b"/proc/thread-self/children\0";
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: opens a NUL-terminated constant path.
+        let fd = unsafe { libc::open(PATH.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let mut len = 0usize;
+        if fd >= 0 {
+            // SAFETY: reads into a live local buffer, then closes the fd we opened.
+            unsafe {
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                len = n.max(0) as usize;
+                libc::close(fd);
+            }
+        }
+        let mut any = false;
+        for pid in buf[..len]
+            .split(|b| *b == b' ' || *b == b'\n')
+            .filter_map(parse_pid)
+        {
+            any = true;
+            // SAFETY: signals a child of ours (it cannot be reused before we reap it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Reap what has ended; stop when no child is left at all.
+        loop {
+            let mut status: c_int = 0;
+            // SAFETY: waitpid writes into a live local.
+            let pid =
+                unsafe { libc::waitpid(-1, &mut status, if any { 0 } else { libc::WNOHANG }) };
+            if pid < 0 {
+                if Errno::last() == Errno::ECHILD {
+                    return;
+                }
+                break;
+            }
+            if pid == 0 {
+                break;
+            }
+            any = false;
+        }
+    }
+}
+
+/// A decimal pid (no allocation).
+fn parse_pid(digits: &[u8]) -> Option<libc::pid_t> {
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0 as libc::pid_t, |acc, d| {
+        d.is_ascii_digit()
+            .then(|| acc * 10 + libc::pid_t::from(d - b'0'))
+    })
 }
 
 /// The child's side: steps 4–8 of the launch sequence.
 ///
 /// # Safety
-/// Must only be called in the child of `clone_filter_exec`, which owns a private copy of
-/// the parent's memory; only async-signal-safe functions are used.
+/// Must only be called in the child of the reaper's clone, which owns a private copy of
+/// the supervisor's memory; only async-signal-safe functions are used.
 unsafe fn child_main(
     plan: &ChildPlan,
     prog: &libc::sock_fprog,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    report: RawFd,
-    old_mask: &libc::sigset_t,
+    out: RawFd,
+    (ignored, mask): (u64, &libc::sigset_t),
     parent: libc::pid_t,
 ) -> ! {
     let send = |tag: u32, val: u32| {
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&tag.to_ne_bytes());
         msg[4..].copy_from_slice(&val.to_ne_bytes());
-        // SAFETY: writes 8 bytes from a live local buffer to the status pipe.
-        unsafe { libc::write(report, msg.as_ptr().cast(), 8) };
+        // SAFETY: writes 8 bytes from a live local buffer to the reaper's pipe.
+        unsafe { libc::write(out, msg.as_ptr().cast(), 8) };
     };
     let die = |step: ChildStep| -> ! {
         let errno = Errno::last_raw() as u32 & 0xffff;
@@ -535,24 +1044,24 @@ unsafe fn child_main(
         unsafe { libc::_exit(127) }
     };
 
-    // 4a. Handlers inherited from the parent must not run here: reset every caught signal
-    //     to its default, then restore the parent's original mask for the program.
-    for sig in 1..libc::SIGRTMAX() {
-        // SAFETY: sigaction on a zeroed struct only queries/sets this process's handler.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
-            {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
+    // 4a. Handlers inherited from the parent must not run here, and the program starts
+    //     with the dispositions and mask we were started with: every signal ignored
+    //     then is ignored, every other one default (Rust's SIGPIPE ignore undone).
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let want = if ignored & (1 << (sig - 1)) != 0 {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        if raw_sigaction(sig, None).is_some_and(|h| h != want) {
+            raw_sigaction(sig, Some(want));
         }
     }
     // SAFETY: sets this thread's mask from a live sigset_t.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
 
     // 4b. Optional identity change, with raw syscalls (glibc's set*id wrappers would try
     //     to signal the parent's other threads, which this process does not have).

@@ -519,6 +519,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         &one,
                     )?;
                 }
+                crate::emulate::confine_to_loopback(fd.as_fd())?;
                 crate::sys::connect_bytes(fd.as_fd(), &wire::emit_sockaddr(addr), true)?;
                 let backlog =
                     sock::Backlog::new(backlog.min(4096) as i32).unwrap_or(sock::Backlog::MAXCONN);

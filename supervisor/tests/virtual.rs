@@ -117,3 +117,26 @@ async fn udp_unconnected_connected_mmsg_on_the_virtual_network() {
         ],
     );
 }
+
+/// The kernel checks nothing on the virtual network: the supervisor checks the caller's
+/// own right to a port below 1024 (`ip_unprivileged_port_start`, CAP_NET_BIND_SERVICE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileged_ports_on_the_virtual_network_need_the_programs_own_right() {
+    if !is_root() && unprivileged_port_start() == 0 {
+        eprintln!("skipped: every port is unprivileged here (ip_unprivileged_port_start 0)");
+        return;
+    }
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    for addr in ["10.77.0.1", "0.0.0.0"] {
+        let status = run_virtual(&command(&s, &prog, &["privport", addr])).await;
+        assert_ok(&s, status, &["privileged ports refused"]);
+    }
+}
+
+fn unprivileged_port_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}

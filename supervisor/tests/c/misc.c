@@ -78,6 +78,20 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 4; i++) got += recv(sink, buf, sizeof buf, MSG_DONTWAIT) == 1;
         CHECK(got == 3, "the loopback sink got the three allowed datagrams");
         printf("udp escape refused\n");
+    } else if (!strcmp(mode, "privport")) {
+        /* Ports below 1024 need CAP_NET_BIND_SERVICE on every network the program can
+         * bind on (argv[3]: an address, or 0.0.0.0); above, anyone's. */
+        int kinds[2] = {SOCK_STREAM, SOCK_DGRAM};
+        for (int k = 0; k < 2; k++) {
+            int low = socket(AF_INET, kinds[k], 0), high = socket(AF_INET, kinds[k], 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(80)};
+            inet_pton(AF_INET, argv[3], &a.sin_addr);
+            CHECK(bind(low, (struct sockaddr *)&a, sizeof a) == -1 && errno == EACCES,
+                  "port 80 refused with EACCES");
+            a.sin_port = htons(18080 + k);
+            CHECK(bind(high, (struct sockaddr *)&a, sizeof a) == 0, "port 18080 bound");
+        }
+        printf("privileged ports refused\n");
     } else if (!strcmp(mode, "exit")) {
         int fd = socket(AF_INET6, SOCK_DGRAM, 0);
         CHECK(fd >= 0, "socket");

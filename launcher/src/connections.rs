@@ -355,6 +355,9 @@ mod tests {
     impl Accept for Arc<OutOfDescriptors> {
         async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
             self.0.fetch_add(1, Ordering::Relaxed);
+            // As tokio's listener does once a task has used its budget: a loop that
+            // retries at once spins, but lets the timer run.
+            tokio::task::yield_now().await;
             Err(io::Error::from_raw_os_error(libc::EMFILE))
         }
     }

@@ -310,6 +310,7 @@ fn api_answers_within_1s_and_does_not_spin_with_20000_idle_connections_open() {
     drop(holders);
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss_kib(pid);
+    eprintln!("RSS {rss_after} KiB after the flood closed");
     assert_eq!(
         authorized_get(api, token, Duration::from_secs(1)).map(|(c, _)| c),
         Ok(200)
@@ -318,4 +319,74 @@ fn api_answers_within_1s_and_does_not_spin_with_20000_idle_connections_open() {
         rss_after < rss_before + 64 * 1024,
         "RSS {rss_before} KiB before, {rss_after} KiB after the flood closed"
     );
+}
+
+/// Reads from `s` until the server closes it (or `limit` passes); returns what arrived and
+/// when the close came.
+fn until_closed(s: &mut TcpStream, limit: Duration) -> (String, Option<Duration>) {
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Some(left) = limit.checked_sub(t.elapsed()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(t.elapsed()),
+                )
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(t.elapsed()),
+                )
+            }
+            Err(_) => break,
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), None)
+}
+
+#[test]
+fn silent_trickling_and_tokenless_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctl, api) = controller(&dir.path().join("ctl"));
+    let mut silent = TcpStream::connect(api).unwrap();
+    // A request head sent a byte at a time, 300 ms apart: complete only after 10 s.
+    let mut trickle = TcpStream::connect(api).unwrap();
+    let trickler = {
+        let mut w = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in b"GET /controller HTTP/1.1\r\nHost: x\r\nX-Zt-Auth: guess\r\n\r\n" {
+                if w.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // A request without the token, on a connection the client would keep open.
+    let mut tokenless = TcpStream::connect(api).unwrap();
+    write!(tokenless, "GET /controller HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+    let (answer, closed) = until_closed(&mut tokenless, Duration::from_secs(2));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    assert!(
+        closed.is_some(),
+        "the tokenless connection was kept open: {answer:?}"
+    );
+
+    for (what, s) in [("silent", &mut silent), ("trickling", &mut trickle)] {
+        let (got, closed) = until_closed(s, Duration::from_secs(8));
+        let closed = closed.unwrap_or_else(|| panic!("the {what} connection is open after 8 s"));
+        // Closed without an answer at the 5 s header timeout (started before `until_closed`).
+        assert!(!got.contains("HTTP/1.1 200"), "{what}: {got:?}");
+        assert!(
+            closed < Duration::from_secs(7),
+            "{what} closed after {closed:?}"
+        );
+    }
+    trickler.join().unwrap();
 }

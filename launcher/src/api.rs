@@ -19,7 +19,9 @@
 //! | POST | `/controller/network/{nwid}/member/{node}` | [`MemberChange`] | [`MemberJson`] |
 //!
 //! Errors answer `{"error": "..."}` with 400 (malformed request), 401 (no or wrong token),
-//! 404 (unknown network, member or path), 405 (method), 413 (body over 64 KiB) or 500.
+//! 404 (unknown network, member or path), 405 (method), 408 (body not in within 10 s),
+//! 413 (body over 64 KiB) or 500; after 401, 408 and 413 the server closes the connection.
+//! What a connection may cost the server is in [`crate::connections`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

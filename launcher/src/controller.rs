@@ -24,7 +24,6 @@ use anyhow::Context as _;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use zt_core::controller::store::ControllerStore;
 use zt_core::controller::{
@@ -38,6 +37,7 @@ use crate::api::{
     parse_cidr, ControllerInfo, ErrorJson, Ipv4Pool, MemberChange, MemberJson, NetworkChange,
     NetworkJson, RouteJson, V6AssignMode, API_FILE, AUTH_HEADER, MAX_BODY, TOKEN_FILE,
 };
+use crate::connections::{self, Connections, Proof};
 use crate::roots::RootArg;
 use crate::{home, identity, overlay, roots};
 
@@ -82,6 +82,18 @@ pub fn load_or_create_token(home: &Path) -> anyhow::Result<String> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
     }
+}
+
+/// How many API connections this process can hold: its descriptor limit is first raised
+/// to the hard limit, and descriptors are kept for its own files
+/// ([`connections::capacity`]).
+fn api_capacity() -> usize {
+    crate::sys::raise_nofile_limit();
+    let nofile = crate::sys::nofile_soft_limit().unwrap_or(1024);
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count());
+    let capacity = connections::capacity(nofile, in_use);
+    tracing::debug!(nofile, in_use, capacity, "API connection limit");
+    capacity
 }
 
 fn unix_ms() -> u64 {
@@ -159,11 +171,12 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     ready(id.address(), api_addr);
 
     let saver = service.clone();
+    let periodic = service.clone();
     tokio::spawn(async move {
         let mut last = String::new();
         loop {
             tokio::time::sleep(SAVE_EVERY).await;
-            match saver.save_if_changed(&mut last).await {
+            match periodic.save_if_changed(&mut last).await {
                 Ok(()) => {}
                 Err(DriverError::Stopped) => break,
                 Err(e) => tracing::warn!(error = %e, "cannot save the controller state"),
@@ -173,37 +186,19 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let svc = service.clone();
-                tokio::spawn(async move {
-                    let handler = hyper::service::service_fn(move |req| {
-                        let svc = svc.clone();
-                        async move { Ok::<_, std::convert::Infallible>(svc.serve(req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), handler)
-                        .await
-                    {
-                        tracing::debug!(%peer, error = %e, "API connection failed");
-                    }
-                });
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        }
+    let conns = Arc::new(Connections::new(api_capacity()));
+    let api = connections::serve(listener, conns, move |req, proof| {
+        let svc = service.clone();
+        async move { svc.serve(req, &proof).await }
+    });
+    tokio::select! {
+        () = api => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
     let _ = std::fs::remove_file(&api_file);
     let mut last = String::new();
-    service.save_if_changed(&mut last).await?;
+    saver.save_if_changed(&mut last).await?;
     Ok(())
 }
 
@@ -358,7 +353,9 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
 }
 
 impl Service {
-    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers one request; tells `proof` when it carries the token. Answers to requests
+    /// without the token, or whose body is too large or too slow, close the connection.
+    async fn serve(&self, req: Request<Incoming>, proof: &Proof) -> Response<Full<Bytes>> {
         let authorized = {
             let h = req.headers();
             let given = h
@@ -373,6 +370,9 @@ impl Service {
         };
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        if authorized {
+            proof.token_shown();
+        }
         let answer = if !authorized {
             Err(Failure::new(
                 StatusCode::UNAUTHORIZED,
@@ -382,14 +382,29 @@ impl Service {
                 ),
             ))
         } else {
-            match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(body) => self.handle(&method, &path, &body.to_bytes()).await,
-                Err(e) => Err(Failure::new(
+            let body = Limited::new(req.into_body(), MAX_BODY).collect();
+            match tokio::time::timeout(connections::BODY_TIMEOUT, body).await {
+                Ok(Ok(body)) => self.handle(&method, &path, &body.to_bytes()).await,
+                Ok(Err(e)) => Err(Failure::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
                 )),
+                Err(_) => Err(Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        connections::BODY_TIMEOUT.as_secs()
+                    ),
+                )),
             }
         };
+        let close = matches!(
+            &answer,
+            Err(f) if matches!(
+                f.status,
+                StatusCode::UNAUTHORIZED | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            )
+        );
         let (status, value) = match answer {
             Ok(x) => x,
             Err(f) => {
@@ -407,6 +422,12 @@ impl Service {
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("application/json"),
         );
+        if close {
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         resp
     }
 

@@ -92,6 +92,24 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Like [`write_private`], but fails with [`std::io::ErrorKind::AlreadyExists`], leaving
+/// the file alone, when `path` exists (as a file, a directory or a symbolic link).
+///
+/// The new file is written aside and linked into place, so the check and the creation
+/// are one step (link(2) refuses an existing name) and `path` never holds half a file.
+pub fn write_private_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.new{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    write_private(&tmp, contents)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

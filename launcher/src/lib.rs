@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod connections;
 pub mod controller;
 pub mod home;
 pub mod identity;

@@ -52,3 +52,16 @@ pub fn raise_nofile_limit() -> Option<(u64, u64)> {
     }
     Some(original)
 }
+
+/// This process's soft `RLIMIT_NOFILE`, if it can be read.
+pub fn nofile_soft_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a live local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    Some(lim.rlim_cur)
+}

@@ -817,3 +817,52 @@ fn members_named_on_the_controller_resolve_by_name() {
     let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
     assert!(!line.contains(" name "), "{members}");
 }
+
+#[test]
+fn id_new_refuses_to_overwrite_an_identity_file_without_force() {
+    let dir = scratch();
+    let file = dir.path().join("node.secret");
+    let id_new = |extra: &[&str]| {
+        Command::new(ZT)
+            .args(["id", "new"])
+            .args(extra)
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let first = ok_stdout(id_new(&[]));
+    let kept = std::fs::read_to_string(&file).unwrap();
+
+    // A second `zt id new` on the same file fails, names the file and the way out, and
+    // leaves the identity alone.
+    let out = id_new(&[]);
+    assert!(
+        !out.status.success(),
+        "zt id new overwrote {}",
+        file.display()
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), kept);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no leftovers"
+    );
+
+    // --force replaces it with a new identity, still private to its owner.
+    let second = ok_stdout(id_new(&["--force"]));
+    assert_ne!(second, first);
+    let replaced = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(replaced, kept);
+    assert!(
+        replaced.starts_with(second.trim()),
+        "{replaced} vs {second}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -177,10 +177,14 @@ enum MemberCommand {
 #[derive(Debug, Subcommand)]
 enum IdCommand {
     /// Generate a new identity. Writes the secret form to FILE (mode 0600) and prints the
-    /// public form; without FILE prints the secret form.
+    /// public form; without FILE prints the secret form. An existing FILE is kept unless
+    /// --force is given.
     New {
         /// Where to write the secret identity.
         file: Option<PathBuf>,
+        /// Replace FILE if it exists (the identity it held is lost).
+        #[arg(long, requires = "file")]
+        force: bool,
     },
     /// Show the address and public identity of a secret identity file or state directory.
     Show {
@@ -245,12 +249,30 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Id(IdCommand::New { file }) => {
+        Command::Id(IdCommand::New { file, force }) => {
             let id = identity::generate()?;
             match file {
                 Some(path) => {
-                    launcher::home::write_private(&path, id.to_secret_string().as_bytes())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    let secret = id.to_secret_string();
+                    let written = if force {
+                        launcher::home::write_private(&path, secret.as_bytes())
+                    } else {
+                        launcher::home::write_private_new(&path, secret.as_bytes())
+                    };
+                    match written {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+                            "{} already exists and may hold the identity of a node; \
+                             `zt id show {}` shows it. Choose another file, or pass --force \
+                             to replace it (its identity is then lost)",
+                            path.display(),
+                            path.display()
+                        ),
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("cannot write {}", path.display()))
+                        }
+                    }
                     println!("{}", id.public());
                 }
                 None => println!("{}", id.to_secret_string()),

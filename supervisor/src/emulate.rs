@@ -661,13 +661,30 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(self.kernel.fd_flags(n.pid, fd)? & libc::O_NONBLOCK != 0)
     }
 
-    /// Resolves when the program abandons notification `id` (signal, exit).
-    pub(crate) async fn abandoned(&self, id: u64) {
+    /// Resolves when the program gives up the call of notification `n`: it vanished
+    /// (the caller was killed), or a signal the program handles is pending for the
+    /// calling thread, which on Linux interrupts a blocked socket call. Answer with
+    /// [`Supervisor::give_up_reply`].
+    pub(crate) async fn given_up(&self, n: &Notification) {
         loop {
             tokio::time::sleep(ABANDON_POLL).await;
-            if !self.kernel.id_valid(id) {
+            if !self.kernel.id_valid(n.id) || self.kernel.handled_signal_pending(n.pid) {
                 return;
             }
+        }
+    }
+
+    /// The answer to a call [`Supervisor::given_up`] on: nothing when it vanished;
+    /// otherwise interrupted, which Linux restarts under `SA_RESTART` unless the call
+    /// was bounded by `SO_RCVTIMEO`/`SO_SNDTIMEO` (`timed`): those give `EINTR` whatever
+    /// the handler's flags (`sock_intr_errno`, signal(7)).
+    pub(crate) fn give_up_reply(&self, n: &Notification, timed: bool) -> Reply {
+        if !self.kernel.id_valid(n.id) {
+            Reply::Done
+        } else if timed {
+            errno(Errno::EINTR)
+        } else {
+            Reply::Answer(Response::Interrupted)
         }
     }
 
@@ -698,7 +715,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 .map(|t| tokio::time::Instant::now() + t);
             tokio::select! {
                 _ = vs.connect_settled(deadline) => {}
-                _ = self.abandoned(n.id) => return Reply::Done,
+                _ = self.given_up(n) => return self.give_up_reply(n, deadline.is_some()),
             }
             let mut phase = vs.phase();
             if let Phase::Failed(e) = &*phase {
@@ -835,7 +852,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 };
                 tokio::select! {
                     _ = afd.writable() => {}
-                    _ = self.abandoned(n.id) => return Reply::Done,
+                    _ = self.given_up(n) => {
+                        // The kernel goes on connecting: the program's socket is now
+                        // that one (a restarted connect waits on it, a later one gets
+                        // EALREADY, as on Linux).
+                        if self.swap_in(n, ino, r.as_fd()).is_ok() {
+                            vs.set_phase(Phase::Fresh);
+                        }
+                        return self.give_up_reply(n, false);
+                    }
                 }
                 let mut err = [0u8; 4];
                 tri!(sys::getsockopt_bytes(
@@ -1368,8 +1393,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if flags & libc::MSG_DONTWAIT != 0 || tri!(self.program_nonblocking(n)) {
             return errno(Errno::EAGAIN);
         }
-        self.abandoned(n.id).await;
-        Reply::Done
+        self.given_up(n).await;
+        self.give_up_reply(n, false)
     }
 }
 

@@ -42,6 +42,11 @@ pub enum Response {
     /// (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). Only for calls whose memory arguments were
     /// never inspected.
     Continue,
+    /// A signal the program handles interrupted the call: answered with the kernel's
+    /// `-ERESTARTSYS`, which the return to user space turns into a restart of the call
+    /// when the handler has `SA_RESTART`, or `EINTR` (signal(7)). Only while a handled
+    /// signal is pending for the calling thread (it is then delivered on that return).
+    Interrupted,
 }
 
 /// How [`Kernel::add_fd`] places a file into the program.
@@ -130,6 +135,12 @@ pub trait Kernel: Send + Sync + 'static {
             user_ns: None,
         })
     }
+    /// Is a signal that the program handles pending for thread `pid`, and not blocked
+    /// there (thread-directed, or process-directed in a single-threaded process)? Such a
+    /// signal interrupts a blocked call on Linux. Default: no.
+    fn handled_signal_pending(&self, _pid: u32) -> bool {
+        false
+    }
     /// A duplicate of the open file behind socket inode `ino` in thread `pid`'s fd table
     /// (`pidfd_getfd`), checked to be that very inode. An optimization, never a need:
     /// Docker's default profile denies `pidfd_getfd` (`EPERM`); `ENOENT` when the thread
@@ -174,6 +185,7 @@ impl Kernel for LinuxKernel {
             Response::Value(v) => (v, 0, 0),
             Response::Errno(e) => (0, -(e as i32), 0),
             Response::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+            Response::Interrupted => (0, -ERESTARTSYS, 0),
         };
         sys::notif_send(self.listener.as_fd(), id, val, error, flags).map_err(|_| Vanished { id })
     }
@@ -256,6 +268,13 @@ impl Kernel for LinuxKernel {
         ns_inode(&format!("/proc/{pid}/ns/net"))
     }
 
+    fn handled_signal_pending(&self, pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| SignalState::parse(&s))
+            .is_some_and(|s| s.interrupts())
+    }
+
     fn credentials(&self, pid: u32) -> Result<Credentials, Errno> {
         let status = fs::read_to_string(format!("/proc/{pid}/status"))
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::ESRCH)))?;
@@ -315,6 +334,47 @@ pub(crate) fn ns_inode(path: &str) -> Result<u64, Errno> {
         .and_then(|(_, rest)| rest.strip_suffix(']'))
         .and_then(|digits| digits.parse().ok())
         .ok_or(Errno::EINVAL)
+}
+
+/// `ERESTARTSYS` (kernel-internal, `include/linux/errno.h`).
+const ERESTARTSYS: i32 = 512;
+
+/// The signal lines of `/proc/<tid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SignalState {
+    threads: u64,
+    pending: u64,
+    shared_pending: u64,
+    blocked: u64,
+    caught: u64,
+}
+
+impl SignalState {
+    pub(crate) fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str, radix: u32| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+        };
+        Some(Self {
+            threads: field("Threads:", 10)?,
+            pending: field("SigPnd:", 16)?,
+            shared_pending: field("ShdPnd:", 16)?,
+            blocked: field("SigBlk:", 16)?,
+            caught: field("SigCgt:", 16)?,
+        })
+    }
+
+    /// Would a handler run on this thread's return to user space?
+    pub(crate) fn interrupts(&self) -> bool {
+        let mine = if self.threads == 1 {
+            self.pending | self.shared_pending
+        } else {
+            self.pending
+        };
+        mine & !self.blocked & self.caught != 0
+    }
 }
 
 /// The hexadecimal `CapEff:` line of `/proc/<pid>/status`.
@@ -516,6 +576,25 @@ mod tests {
         assert!(!c.has(12) && !c.has(13) && !c.has(64));
         assert!(ns_inode("/proc/self/ns/net").unwrap() > 0);
         assert_eq!(ns_inode("/proc/self/ns/nothing"), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn a_pending_handled_unblocked_signal_interrupts() {
+        let status = |threads: u32, pnd: &str, shd: &str, blk: &str, cgt: &str| {
+            format!(
+                "Threads:\t{threads}\nSigQ:\t0/1\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\n\
+                 SigBlk:\t{blk}\nSigIgn:\t0\nSigCgt:\t{cgt}\n"
+            )
+        };
+        let s = |t, p, d, b, c| SignalState::parse(&status(t, p, d, b, c)).unwrap();
+        // SIGCHLD (bit 16) caught and pending for the thread.
+        assert!(s(1, "10000", "0", "0", "10000").interrupts());
+        // Blocked, or not caught (default or ignored): no handler runs.
+        assert!(!s(1, "10000", "0", "10000", "10000").interrupts());
+        assert!(!s(1, "10000", "0", "0", "0").interrupts());
+        // Process-directed: ours only when we are the only thread.
+        assert!(s(1, "0", "10000", "0", "10000").interrupts());
+        assert!(!s(4, "0", "10000", "0", "10000").interrupts());
     }
 
     #[test]

@@ -460,7 +460,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                                 g.clear_ready();
                             }
                         }
-                        _ = self.abandoned(n.id) => return Reply::Done,
+                        _ = self.given_up(n) => return self.give_up_reply(n, false),
                         _ = expiry => return errno(Errno::EAGAIN),
                     }
                 }

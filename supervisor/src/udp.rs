@@ -428,7 +428,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok((hdr, data))
     }
 
-    /// Take the next datagram, waiting if the socket blocks. `Ok(None)`: abandoned.
+    /// Take the next datagram, waiting if the socket blocks. `Ok(None)`: given up
+    /// (answer with [`Supervisor::give_up_reply`], timed when `SO_RCVTIMEO` is set).
     async fn take(
         &self,
         n: &Notification,
@@ -483,7 +484,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                                 g.clear_ready();
                             }
                         }
-                        _ = self.abandoned(n.id) => return Ok(None),
+                        _ = self.given_up(n) => return Ok(None),
                         _ = expiry => return Err(Errno::EAGAIN),
                     }
                 }
@@ -495,7 +496,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn udp_recvfrom(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
         let flags = n.args[3] as u32 as i32;
         let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
-            return Reply::Done;
+            return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some());
         };
         let len = (n.args[2] as usize).min(t.data.len());
         tri!(self.kernel.write_memory(n.pid, n.args[1], &t.data[..len]));
@@ -628,7 +629,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn udp_recvmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
         let flags = n.args[2] as u32 as i32;
         let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
-            return Reply::Done;
+            return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some());
         };
         value(tri!(self.store_msg(n, vs, n.args[1], &t, flags)) as i64)
     }
@@ -646,7 +647,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 .await
             {
                 Ok(Some(t)) => t,
-                Ok(None) => return Reply::Done,
+                // recvmmsg(2): interrupted after a datagram, it returns what it has.
+                Ok(None) if count > 0 => break,
+                Ok(None) => return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some()),
                 Err(e) if count == 0 => return errno(e),
                 Err(_) => break,
             };

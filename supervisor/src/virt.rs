@@ -113,6 +113,38 @@ impl<B: Backend> Listening<B> {
 }
 
 impl<K: Kernel, B: Backend> Supervisor<K, B> {
+    /// A blocking connect the program stopped waiting for (`SO_SNDTIMEO` expired, or a
+    /// signal interrupted it) goes on in the background, as on Linux: a later connect
+    /// gets `EALREADY`, then the result (`EISCONN` or the error), and `SO_ERROR` tells a
+    /// failure.
+    fn finish_in_background(
+        self: &Arc<Self>,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        dest: SocketAddr,
+        attempt: tokio::task::JoinHandle<Result<crate::backend::Connection<B::Stream>, Errno>>,
+    ) {
+        let me = self.clone();
+        let vs = vs.clone();
+        tokio::spawn(async move {
+            match attempt.await.unwrap_or(Err(Errno::ECONNABORTED)) {
+                Ok(conn) => {
+                    vs.set_phase(Phase::Connected {
+                        local: conn.local,
+                        peer: conn.peer,
+                        confirmed: false,
+                    });
+                    me.pump(ino, vs, conn.stream);
+                }
+                Err(e) => {
+                    debug!(%dest, %e, "virtual connect failed in the background");
+                    vs.set_phase(Phase::Failed(e));
+                    me.watch(ino, vs);
+                }
+            }
+        });
+    }
+
     pub(crate) async fn connect_virtual(
         self: &Arc<Self>,
         n: &Notification,
@@ -140,34 +172,22 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
             let result = tokio::select! {
                 r = &mut attempt => r.unwrap_or(Err(Errno::ECONNABORTED)),
-                _ = self.abandoned(n.id) => {
-                    attempt.abort();
-                    vs.set_phase(Phase::Fresh);
-                    return Reply::Done;
+                _ = self.given_up(n) => {
+                    if !self.kernel.id_valid(n.id) {
+                        attempt.abort();
+                        vs.set_phase(Phase::Fresh);
+                        return Reply::Done;
+                    }
+                    // Interrupted by a signal: Linux goes on connecting in the background
+                    // (a restarted connect waits for it, a later one gets EALREADY).
+                    self.finish_in_background(ino, vs, dest, attempt);
+                    return self.give_up_reply(n, limit.is_some());
                 }
                 // SO_SNDTIMEO bounds a blocking connect: Linux then answers EINPROGRESS
                 // and goes on connecting in the background (socket(7)); a later connect
                 // gets EALREADY, then EISCONN, and SO_ERROR tells a failure.
                 () = expired => {
-                    let me = self.clone();
-                    let vs = vs.clone();
-                    tokio::spawn(async move {
-                        match attempt.await.unwrap_or(Err(Errno::ECONNABORTED)) {
-                            Ok(conn) => {
-                                vs.set_phase(Phase::Connected {
-                                    local: conn.local,
-                                    peer: conn.peer,
-                                    confirmed: false,
-                                });
-                                me.pump(ino, vs, conn.stream);
-                            }
-                            Err(e) => {
-                                debug!(%dest, %e, "virtual connect failed after SO_SNDTIMEO");
-                                vs.set_phase(Phase::Failed(e));
-                                me.watch(ino, vs);
-                            }
-                        }
-                    });
+                    self.finish_in_background(ino, vs, dest, attempt);
                     return errno(Errno::EINPROGRESS);
                 }
             };
@@ -638,7 +658,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
             tokio::select! {
                 _ = arrived => {}
-                _ = self.abandoned(n.id) => return Reply::Done,
+                _ = self.given_up(n) => return self.give_up_reply(n, deadline.is_some()),
                 _ = expiry => return errno(Errno::EAGAIN),
             }
         }

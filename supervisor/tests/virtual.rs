@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use supervisor::launch::ExitStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_tcp_client_and_server_on_the_virtual_network() {
@@ -139,4 +140,32 @@ fn unprivileged_port_start() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024)
+}
+
+/// Blocked emulated calls are interrupted by signals the program handles: EINTR without
+/// SA_RESTART, a restart with it, EINTR under SO_RCVTIMEO whatever the flags, and a
+/// SIGTERM after a handled SIGCHLD ends a daemon blocked in accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handled_signals_interrupt_blocked_calls_as_on_linux() {
+    let s = Scratch::new();
+    let prog = s.compile("interrupt");
+    let status = run_virtual(&command(&s, &prog, &["10.77.0.1"])).await;
+    let out = s.read_output();
+    assert_eq!(
+        status,
+        ExitStatus::Signaled(libc::SIGTERM),
+        "the daemon must end by SIGTERM; output:\n{out}"
+    );
+    for want in [
+        "accept EINTR",
+        "accept restarted",
+        "timed accept EINTR",
+        "recv EINTR",
+        "blocking until SIGTERM",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
 }

@@ -929,23 +929,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             vs.set_phase(Phase::VirtualBound(local));
             return value(0);
         }
-        let on_kernel = if ip.is_unspecified() {
-            // Wildcard without a virtual network: the only place to listen is loopback.
-            match local {
-                SocketAddr::V6(_) => {
-                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
-                }
-                SocketAddr::V4(_) => vs.family.loopback(local.port()),
-            }
-        } else if ip.is_loopback() || self.policy.fallthrough && !self.backend.is_virtual(ip) {
-            local
-        } else {
+        // Wildcard without a virtual network: the only place to listen is loopback. The
+        // kernel socket keeps the wildcard address (so an IPv6 one without IPV6_V6ONLY
+        // also takes IPv4 clients, and getsockname shows what was bound), confined to
+        // the loopback device.
+        let confine = ip.is_unspecified() || ip.is_loopback();
+        let host = self.policy.fallthrough && !self.backend.is_virtual(ip);
+        if !confine && !host {
             return errno(Errno::EADDRNOTAVAIL);
-        };
-        let r = tri!(self.kernel_socket(&vs, on_kernel.ip().is_loopback()));
+        }
+        let r = tri!(self.kernel_socket(&vs, confine));
         tri!(sys::connect_bytes(
             r.as_fd(),
-            &wire::emit_sockaddr(on_kernel),
+            &wire::emit_sockaddr(local),
             true
         ));
         match vs.kind {

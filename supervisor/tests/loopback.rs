@@ -212,3 +212,13 @@ async fn a_loopback_udp_socket_cannot_be_reaimed_at_the_host() {
         "a datagram reached the host socket"
     );
 }
+
+/// Without a virtual network a wildcard IPv6 listener (IPV6_V6ONLY off) listens on
+/// loopback for both families, as it would natively (it was narrowed to ::1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_ipv6_listener_takes_ipv4_clients_on_loopback() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["v6wild"])).await;
+    assert_ok(&s, status, &["v6 wildcard takes both"]);
+}

@@ -78,6 +78,27 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 4; i++) got += recv(sink, buf, sizeof buf, MSG_DONTWAIT) == 1;
         CHECK(got == 3, "the loopback sink got the three allowed datagrams");
         printf("udp escape refused\n");
+    } else if (!strcmp(mode, "v6wild")) {
+        /* A wildcard IPv6 listener without IPV6_V6ONLY takes IPv4 and IPv6 clients on
+         * loopback, and getsockname shows the wildcard. */
+        int s = socket(AF_INET6, SOCK_STREAM, 0), off = 0;
+        CHECK(setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) == 0, "V6ONLY off");
+        struct sockaddr_in6 any = {.sin6_family = AF_INET6, .sin6_addr = in6addr_any};
+        CHECK(bind(s, (struct sockaddr *)&any, sizeof any) == 0, "bind ::");
+        CHECK(listen(s, 4) == 0, "listen");
+        struct sockaddr_in6 got;
+        socklen_t len = sizeof got;
+        CHECK(getsockname(s, (struct sockaddr *)&got, &len) == 0, "getsockname");
+        CHECK(IN6_IS_ADDR_UNSPECIFIED(&got.sin6_addr), "bound to ::");
+        int c4 = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in lo4 = v4("127.0.0.1", ntohs(got.sin6_port));
+        CHECK(connect(c4, (struct sockaddr *)&lo4, sizeof lo4) == 0, "IPv4 client connects");
+        int c6 = socket(AF_INET6, SOCK_STREAM, 0);
+        struct sockaddr_in6 lo6 = {.sin6_family = AF_INET6, .sin6_port = got.sin6_port,
+                                   .sin6_addr = in6addr_loopback};
+        CHECK(connect(c6, (struct sockaddr *)&lo6, sizeof lo6) == 0, "IPv6 client connects");
+        CHECK(accept(s, NULL, NULL) >= 0 && accept(s, NULL, NULL) >= 0, "both accepted");
+        printf("v6 wildcard takes both\n");
     } else if (!strcmp(mode, "privport")) {
         /* Ports below 1024 need CAP_NET_BIND_SERVICE on every network the program can
          * bind on (argv[3]: an address, or 0.0.0.0); above, anyone's. */

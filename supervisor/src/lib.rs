@@ -4,13 +4,16 @@
 //!
 //! # Layers
 //!
-//! - [`launch`]: the fork/filter/exec sequence. The child shares our fd table
-//!   (`CLONE_FILES`) until `execve`, sets `no_new_privs`, installs the [`filter`] with
+//! - [`launch`]: the fork/filter/exec sequence. A reaper (a child subreaper that kills
+//!   the program's whole tree if the supervisor dies) starts the child, which shares the
+//!   reaper's fd table (`CLONE_FILES`) until `execve`, sets `no_new_privs`, installs the
+//!   [`filter`] with
 //!   `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and `WAIT_KILLABLE_RECV` where the kernel has it)
 //!   and reports the listener's fd number through a close-on-exec pipe; no trapped call
 //!   is ever made before the supervisor reads the listener. [`launch::Child`] waits for
 //!   the exit status and forwards signals.
-//! - [`filter`]: a hand-written classic BPF program, unit-tested by interpretation.
+//! - [`filter`]: the seccomp rules, built with libseccomp and exported as classic BPF,
+//!   unit-tested by interpretation.
 //! - [`notify`]: the tokio loop reading the listener; every notification is its own task,
 //!   so a blocking emulated call never delays another.
 //! - [`kernel`]: the seam. Tracee memory, answers, fd injection and fd → inode
@@ -43,8 +46,10 @@
 //! # What it refuses
 //!
 //! i386 and x32 system calls fail with `ENOSYS` (so a 32-bit binary cannot open sockets
-//! behind the filter), `io_uring_setup` fails with `ENOSYS`, raw sockets fail with
-//! `EPERM`. It contains no protocol or crypto code. See `docs/SUPERVISOR.md` for the
+//! behind the filter), `io_uring_setup` fails with `ENOSYS`, raw sockets and packet
+//! sockets fail with `EPERM`, every other family it does not emulate (but `AF_UNIX` and
+//! `AF_ALG`) with `EAFNOSUPPORT`. Permission checks are made against the calling thread's
+//! credentials (`permit`); see `docs/SECURITY.md` for what it promises. It contains no protocol or crypto code. See `docs/SUPERVISOR.md` for the
 //! decisions, the traps and what is not done yet.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -549,7 +549,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP, Family::V4)
             | (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, Family::V6) => Kind::Icmp,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _, _) => return errno(Errno::EPROTONOSUPPORT),
-            // Raw and packet sockets need CAP_NET_RAW, which the program does not have.
+            // inet_create: a raw socket names its protocol; then it needs CAP_NET_RAW,
+            // which the supervisor does not lend.
+            (libc::SOCK_RAW, 0, _) => return errno(Errno::EPROTONOSUPPORT),
             (libc::SOCK_RAW, _, _) => return errno(Errno::EPERM),
             (libc::SOCK_SEQPACKET, _, _) => return errno(Errno::ESOCKTNOSUPPORT),
             _ => return errno(Errno::EINVAL),
@@ -873,6 +875,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 if err != 0 {
                     return errno(Errno::from_raw(err));
                 }
+                // Completes the connect in the socket's own state (SS_CONNECTED), so the
+                // program's next connect on it answers EISCONN, as after a blocking
+                // connect on Linux, rather than 0.
+                let _ = sys::connect_bytes(r.as_fd(), &addr, false);
             }
             Err(e) => return errno(e),
         }
@@ -1004,6 +1010,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(None) => return CONTINUE,
             Err(r) => return r,
         };
+        if vs.kind != Kind::Stream {
+            // sock_no_accept: datagram sockets do not accept.
+            return errno(Errno::EOPNOTSUPP);
+        }
         let listening = match &*vs.phase() {
             Phase::Listening(l) => l.clone(),
             _ => return errno(Errno::EINVAL),
@@ -1241,6 +1251,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if let Some(d) = datagram {
             return self.udp_call(n, &vs, d).await;
         }
+        let sending = matches!(
+            n.nr,
+            libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
+        );
+        if sending && vs.kind != Kind::Stream && crate::udp::send_flags(n) & libc::MSG_OOB != 0 {
+            // udp_sendmsg, ping_v4_sendmsg: no out-of-band data on datagrams.
+            return errno(Errno::EOPNOTSUPP);
+        }
         match n.nr {
             libc::SYS_sendto => self.sendto(n, ino, &vs).await,
             libc::SYS_sendmsg => self.sendmsg(n, ino, &vs, false).await,
@@ -1364,11 +1382,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let reply = self.send_datagram(n, ino, vs, &dest, &data, flags).await;
         match (many, reply) {
             (true, Reply::Answer(Response::Value(sent))) => {
-                // sendmmsg: one message sent; report its length in msg_len.
+                // sendmmsg: the first message is sent (and decided what the socket is);
+                // report its length in msg_len, then send the rest as that socket.
                 let at = n.args[1] + MSGHDR_LEN as u64;
                 tri!(self
                     .kernel
                     .write_memory(n.pid, at, &(sent as u32).to_ne_bytes()));
+                let vlen = (n.args[2] as u32).min(1024);
+                if vlen > 1 {
+                    let mut rest = *n;
+                    rest.args[1] += crate::udp::MMSGHDR_LEN;
+                    rest.args[2] = u64::from(vlen - 1);
+                    if let Reply::Answer(Response::Value(more)) =
+                        Box::pin(self.dispatch(&rest)).await
+                    {
+                        return value(1 + more);
+                    }
+                }
                 value(1)
             }
             (_, r) => r,

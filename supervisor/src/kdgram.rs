@@ -20,9 +20,10 @@ use nix::sys::socket::{send, MsgFlags};
 
 use crate::backend::{route, Backend, Route};
 use crate::emulate::{errno, inode, tri, value, Phase, Reply, Supervisor, VSocket, CONTINUE};
-use crate::kernel::{Kernel, Notification};
+use crate::kernel::{Kernel, Notification, Response};
 use crate::sys;
 use crate::tracee::{self, MAX_COPY};
+use crate::udp::MMSGHDR_LEN;
 use crate::virt::SWEEP;
 use crate::wire::{self, SockAddr, MSGHDR_LEN};
 
@@ -101,38 +102,62 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 self.kernel_send(n, vs, &r, Some(dest), &data, n.args[3] as u32 as i32)
                     .await
             }
-            libc::SYS_sendmsg | libc::SYS_sendmmsg => {
-                let many = n.nr == libc::SYS_sendmmsg;
-                if many && n.args[2] as u32 == 0 {
-                    return value(0);
-                }
-                let (hdr, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
-                let dest = if hdr.name == 0 {
-                    None
-                } else {
-                    Some(tri!(tracee::read_sockaddr(
-                        &*self.kernel,
-                        n.pid,
-                        hdr.name,
-                        u64::from(hdr.namelen)
-                    )))
-                };
-                let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
-                let reply = self.kernel_send(n, vs, &r, dest, &data, flags).await;
-                match (many, reply) {
-                    (true, Reply::Answer(crate::kernel::Response::Value(sent))) => {
-                        let at = n.args[1] + MSGHDR_LEN as u64;
-                        tri!(self
-                            .kernel
-                            .write_memory(n.pid, at, &(sent as u32).to_ne_bytes()));
-                        value(1)
+            libc::SYS_sendmsg => {
+                let flags = n.args[2] as u32 as i32;
+                let (dest, data) = tri!(self.kernel_msghdr(n, n.args[1]));
+                self.kernel_send(n, vs, &r, dest, &data, flags).await
+            }
+            libc::SYS_sendmmsg => {
+                // sendmmsg(2): each message in turn; an error after the first one ends
+                // the call with the count sent so far.
+                let flags = n.args[3] as u32 as i32;
+                let vlen = (n.args[2] as u32).min(1024) as u64;
+                let mut count = 0u64;
+                while count < vlen {
+                    let at = n.args[1] + count * MMSGHDR_LEN;
+                    let (dest, data) = match self.kernel_msghdr(n, at) {
+                        Ok(m) => m,
+                        Err(e) if count == 0 => return errno(e),
+                        Err(_) => break,
+                    };
+                    match self.kernel_send(n, vs, &r, dest, &data, flags).await {
+                        Reply::Answer(Response::Value(sent)) => {
+                            tri!(self.kernel.write_memory(
+                                n.pid,
+                                at + MSGHDR_LEN as u64,
+                                &(sent as u32).to_ne_bytes()
+                            ));
+                            count += 1;
+                        }
+                        reply if count == 0 => return reply,
+                        _ => break,
                     }
-                    (_, r) => r,
                 }
+                value(count as i64)
             }
             // Receives, names, options, close: the kernel socket answers itself.
             _ => CONTINUE,
         }
+    }
+
+    /// The destination and data of the `msghdr` at `at`.
+    fn kernel_msghdr(
+        &self,
+        n: &Notification,
+        at: u64,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>), Errno> {
+        let (hdr, data) = self.read_msghdr_data(n.pid, at)?;
+        let dest = if hdr.name == 0 {
+            None
+        } else {
+            Some(tracee::read_sockaddr(
+                &*self.kernel,
+                n.pid,
+                hdr.name,
+                u64::from(hdr.namelen),
+            )?)
+        };
+        Ok((dest, data))
     }
 
     /// Send `data` from our handle, to `dest` (our copy, routed) or to the connected peer.
@@ -147,6 +172,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     ) -> Reply {
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
+        }
+        // udp_sendmsg: out-of-band data does not exist for datagrams.
+        if flags & libc::MSG_OOB != 0 {
+            return errno(Errno::EOPNOTSUPP);
         }
         let dest = match dest {
             None => None,

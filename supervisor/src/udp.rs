@@ -39,7 +39,13 @@ use crate::virt::SWEEP;
 use crate::wire::{self, MsgHdr, MSGHDR_LEN};
 
 /// Size of `struct mmsghdr`.
-const MMSGHDR_LEN: u64 = 64;
+pub(crate) const MMSGHDR_LEN: u64 = 64;
+
+/// The `flags` argument of a send call (`sendto`, `sendmsg`, `sendmmsg`).
+pub(crate) fn send_flags(n: &Notification) -> i32 {
+    let at = if n.nr == libc::SYS_sendmsg { 2 } else { 3 };
+    n.args[at] as u32 as i32
+}
 
 /// A UDP socket on the virtual network.
 pub(crate) struct Dgram<B: Backend> {
@@ -307,68 +313,115 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         vs: &Arc<VSocket<B>>,
         d: &Arc<Dgram<B>>,
     ) -> Reply {
-        // (dest bytes or none, data, is mmsg)
-        let many = n.nr == libc::SYS_sendmmsg;
-        let (dest, data) = if n.nr == libc::SYS_sendto {
-            let len = n.args[2] as usize;
-            if len > MAX_COPY {
-                return errno(Errno::EMSGSIZE);
-            }
-            let dest = tri!(tracee::read_sockaddr(
-                &*self.kernel,
-                n.pid,
-                n.args[4],
-                n.args[5]
-            ));
-            (
-                Some(dest),
-                tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)),
-            )
-        } else {
-            if many && n.args[2] as u32 == 0 {
-                return value(0);
-            }
-            let (hdr, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
-            tri!(self.check_send_control(n.pid, &hdr));
-            let dest = if hdr.name == 0 {
-                None
-            } else {
-                Some(tri!(tracee::read_sockaddr(
+        // udp_sendmsg: out-of-band data does not exist for datagrams.
+        if send_flags(n) & libc::MSG_OOB != 0 {
+            return errno(Errno::EOPNOTSUPP);
+        }
+        match n.nr {
+            libc::SYS_sendto => {
+                let len = n.args[2] as usize;
+                if len > MAX_COPY {
+                    return errno(Errno::EMSGSIZE);
+                }
+                let dest = tri!(tracee::read_sockaddr(
                     &*self.kernel,
                     n.pid,
-                    hdr.name,
-                    u64::from(hdr.namelen)
-                )))
-            };
-            (dest, data)
+                    n.args[4],
+                    n.args[5]
+                ));
+                let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+                match self.udp_deliver(n, vs, d, Some(dest), &data).await {
+                    Ok(sent) => value(sent as i64),
+                    Err(e) => self.send_failed(n, e),
+                }
+            }
+            libc::SYS_sendmsg => match self.udp_send_msghdr(n, vs, d, n.args[1]).await {
+                Ok(sent) => value(sent as i64),
+                Err(e) => self.send_failed(n, e),
+            },
+            _ => {
+                // sendmmsg(2): each message in turn; an error after the first one ends
+                // the call with the count sent so far.
+                let vlen = (n.args[2] as u32).min(1024) as u64;
+                let mut count = 0u64;
+                while count < vlen {
+                    let at = n.args[1] + count * MMSGHDR_LEN;
+                    match self.udp_send_msghdr(n, vs, d, at).await {
+                        Ok(sent) => {
+                            tri!(self.kernel.write_memory(
+                                n.pid,
+                                at + MSGHDR_LEN as u64,
+                                &(sent as u32).to_ne_bytes()
+                            ));
+                            count += 1;
+                        }
+                        Err(e) if count == 0 => return self.send_failed(n, e),
+                        Err(_) => break,
+                    }
+                }
+                value(count as i64)
+            }
+        }
+    }
+
+    /// The answer to a send that failed with `e`: nothing if the call vanished while we
+    /// read it (its memory may belong to another process by now).
+    fn send_failed(&self, n: &Notification, e: Errno) -> Reply {
+        if self.kernel.id_valid(n.id) {
+            errno(e)
+        } else {
+            Reply::Done
+        }
+    }
+
+    /// One message of `sendmsg`/`sendmmsg`, its `msghdr` at `at`.
+    async fn udp_send_msghdr(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        d: &Arc<Dgram<B>>,
+        at: u64,
+    ) -> Result<usize, Errno> {
+        let (hdr, data) = self.read_msghdr_data(n.pid, at)?;
+        self.check_send_control(n.pid, &hdr)?;
+        let dest = if hdr.name == 0 {
+            None
+        } else {
+            Some(tracee::read_sockaddr(
+                &*self.kernel,
+                n.pid,
+                hdr.name,
+                u64::from(hdr.namelen),
+            )?)
         };
+        self.udp_deliver(n, vs, d, dest, &data).await
+    }
+
+    /// Send `data` to `dest` (the program's address bytes) or the connected peer, once
+    /// the notification is known to be alive (`ESRCH` if it is not).
+    async fn udp_deliver(
+        self: &Arc<Self>,
+        n: &Notification,
+        vs: &Arc<VSocket<B>>,
+        d: &Arc<Dgram<B>>,
+        dest: Option<Vec<u8>>,
+        data: &[u8],
+    ) -> Result<usize, Errno> {
         if !self.kernel.id_valid(n.id) {
-            return Reply::Done;
+            return Err(Errno::ESRCH);
         }
         let to = match dest {
-            Some(bytes) => match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            Some(bytes) => match wire::parse_sockaddr(vs.family, &bytes)? {
                 wire::SockAddr::Inet(a) => a,
-                wire::SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
+                wire::SockAddr::Unspec => return Err(Errno::EAFNOSUPPORT),
             },
-            None => match d.peer() {
-                Some(p) => p,
-                None => return errno(Errno::EDESTADDRREQ),
-            },
+            None => d.peer().ok_or(Errno::EDESTADDRREQ)?,
         };
         let to = crate::backend::canonical_addr(to);
         if !self.backend.is_virtual_dgram(to) {
-            return errno(Errno::ENETUNREACH);
+            return Err(Errno::ENETUNREACH);
         }
-        let sent = tri!(self.backend.udp_send_to(&d.sock, &data, to).await);
-        if many {
-            tri!(self.kernel.write_memory(
-                n.pid,
-                n.args[1] + MSGHDR_LEN as u64,
-                &(sent as u32).to_ne_bytes()
-            ));
-            return value(1);
-        }
-        value(sent as i64)
+        self.backend.udp_send_to(&d.sock, data, to).await
     }
 
     /// Check the control messages of a `sendmsg` as Linux would (ip(7), ipv6(7)):

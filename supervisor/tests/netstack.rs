@@ -659,3 +659,20 @@ async fn each_way_of_closing_resets_or_ends_the_connection_as_on_linux() {
         "unread data, SO_LINGER zero, plain close, listener closed before accept"
     );
 }
+
+/// sendmmsg sends every message (it sent the first only), MSG_OOB on a datagram socket
+/// is EOPNOTSUPP, on the virtual network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendmmsg_sends_every_message_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "misc", &["sendmmsg", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["sendmmsg sent both"]);
+}
+
+/// The same answers on the virtual network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errno_values_match_linux_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "misc", &["errnos", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["errnos as on Linux"]);
+}

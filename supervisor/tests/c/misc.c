@@ -99,6 +99,50 @@ int main(int argc, char **argv) {
         CHECK(connect(c6, (struct sockaddr *)&lo6, sizeof lo6) == 0, "IPv6 client connects");
         CHECK(accept(s, NULL, NULL) >= 0 && accept(s, NULL, NULL) >= 0, "both accepted");
         printf("v6 wildcard takes both\n");
+    } else if (!strcmp(mode, "sendmmsg")) {
+        /* sendmmsg(2) sends every message and sets each msg_len; MSG_OOB has no
+         * meaning for datagrams (EOPNOTSUPP). argv[3]: the address to use. */
+        int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = v4(argv[3], 0);
+        CHECK(bind(rx, (struct sockaddr *)&a, sizeof a) == 0, "bind receiver");
+        a.sin_port = htons(port_of(rx));
+        CHECK(sendto(tx, "o", 1, MSG_OOB, (struct sockaddr *)&a, sizeof a) == -1 &&
+                  errno == EOPNOTSUPP, "MSG_OOB refused");
+        struct iovec iov[2] = {{"one", 3}, {"second", 6}};
+        struct mmsghdr m[2];
+        memset(m, 0, sizeof m);
+        for (int i = 0; i < 2; i++) {
+            m[i].msg_hdr.msg_name = &a;
+            m[i].msg_hdr.msg_namelen = sizeof a;
+            m[i].msg_hdr.msg_iov = &iov[i];
+            m[i].msg_hdr.msg_iovlen = 1;
+        }
+        CHECK(sendmmsg(tx, m, 2, 0) == 2, "both messages sent");
+        CHECK(m[0].msg_len == 3 && m[1].msg_len == 6, "each msg_len set");
+        char buf[16];
+        CHECK(recv(rx, buf, sizeof buf, 0) == 3 && recv(rx, buf, sizeof buf, 0) == 6,
+              "both datagrams received");
+        CHECK(sendto(tx, "o", 1, MSG_OOB, (struct sockaddr *)&a, sizeof a) == -1 &&
+                  errno == EOPNOTSUPP, "MSG_OOB refused after use");
+        printf("sendmmsg sent both\n");
+    } else if (!strcmp(mode, "errnos")) {
+        /* Answers that differed from Linux's (argv[3]: the address to use). */
+        CHECK(socket(AF_INET, SOCK_RAW, 0) == -1 && errno == EPROTONOSUPPORT,
+              "a raw socket without a protocol: EPROTONOSUPPORT");
+        CHECK(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) == -1 && errno == EPERM,
+              "a raw ICMP socket without CAP_NET_RAW: EPERM");
+        int u = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = v4(argv[3], 0);
+        CHECK(bind(u, (struct sockaddr *)&a, sizeof a) == 0, "bind udp");
+        CHECK(accept(u, NULL, NULL) == -1 && errno == EOPNOTSUPP, "accept on UDP: EOPNOTSUPP");
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 4) == 0, "listen");
+        a.sin_port = htons(port_of(l));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+        CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == -1 && errno == EISCONN,
+              "a second connect: EISCONN");
+        printf("errnos as on Linux\n");
     } else if (!strcmp(mode, "privport")) {
         /* Ports below 1024 need CAP_NET_BIND_SERVICE on every network the program can
          * bind on (argv[3]: an address, or 0.0.0.0); above, anyone's. */

@@ -360,6 +360,8 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     pub(crate) idle: std::sync::OnceLock<Option<Arc<crate::idle::IdleSet<B>>>>,
     /// The network namespace the supervisor serves, for permission checks (permit.rs).
     host: crate::permit::HostNet,
+    /// Virtual listeners that set SO_REUSEPORT, by address (virt.rs).
+    port_groups: Mutex<HashMap<SocketAddr, Weak<crate::virt::PortGroup<B>>>>,
     /// Whether the "cannot inspect the program" warning was given.
     warned_uninspectable: std::sync::atomic::AtomicBool,
 }
@@ -388,8 +390,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             pumped: Mutex::new(Vec::new()),
             idle: std::sync::OnceLock::new(),
             host: crate::permit::HostNet::read(),
+            port_groups: Mutex::new(HashMap::new()),
             warned_uninspectable: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn port_groups(
+        &self,
+    ) -> MutexGuard<'_, HashMap<SocketAddr, Weak<crate::virt::PortGroup<B>>>> {
+        self.port_groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn host_net(&self) -> &crate::permit::HostNet {

@@ -58,6 +58,59 @@ pub(crate) enum Pending<S> {
     Kernel { fd: OwnedFd, peer: SocketAddr },
 }
 
+/// The program's listeners on one address that share one backend listener: one, or
+/// several that all set `SO_REUSEPORT` (socket(7)): incoming connections are spread over
+/// them, and the port stays open while any of them does (a graceful reload opens the new
+/// server's listener before closing the old one). Dropped with its last member, which
+/// stops its acceptor and so frees the port.
+pub(crate) struct PortGroup<B: Backend> {
+    members: Mutex<Vec<std::sync::Weak<Listening<B>>>>,
+    next: std::sync::atomic::AtomicUsize,
+    /// Whether more listeners may join (the first one set SO_REUSEPORT).
+    reuseport: bool,
+    /// The address the backend listener is bound to.
+    actual: SocketAddr,
+    acceptor: Mutex<Option<AbortHandle>>,
+}
+
+impl<B: Backend> Drop for PortGroup<B> {
+    fn drop(&mut self) {
+        if let Some(a) = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            a.abort();
+        }
+    }
+}
+
+impl<B: Backend> PortGroup<B> {
+    fn members(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::Weak<Listening<B>>>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a live member has fewer than `room` connections waiting.
+    fn has_room(&self, room: usize) -> bool {
+        self.members()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|l| l.pending() < room)
+    }
+
+    /// The next live member (round robin) with fewer than `room` connections waiting.
+    fn pick(&self, room: usize) -> Option<Arc<Listening<B>>> {
+        let mut members = self.members();
+        members.retain(|m| m.strong_count() > 0);
+        let n = members.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..n)
+            .filter_map(|i| members[(start + i) % n].upgrade())
+            .find(|l| l.pending() < room)
+    }
+}
+
 /// A virtual listener's accept queue.
 pub(crate) struct Listening<B: Backend> {
     pub(crate) local: SocketAddr,
@@ -70,12 +123,16 @@ pub(crate) struct Listening<B: Backend> {
     tasks: Mutex<Vec<AbortHandle>>,
     /// Resets the connections still queued when the listener goes.
     backend: Arc<B>,
+    /// The listeners sharing its port (itself included): each member keeps the group,
+    /// and so the backend listener, alive.
+    _group: Arc<PortGroup<B>>,
 }
 
 impl<B: Backend> Drop for Listening<B> {
-    /// The program closed the listener: connections it never accepted are reset, as
-    /// Linux resets those in a closed listener's queue (dropping them would end them
-    /// with a FIN, which their clients would read as a reply of zero bytes).
+    /// The program closed the listener: connections it never accepted go to another
+    /// listener on the port (SO_REUSEPORT) if there is one, or are reset, as Linux
+    /// resets those in a closed listener's queue (dropping them would end them with a
+    /// FIN, which their clients would read as a reply of zero bytes).
     fn drop(&mut self) {
         for t in self
             .tasks
@@ -85,7 +142,18 @@ impl<B: Backend> Drop for Listening<B> {
         {
             t.abort();
         }
-        for p in self.queue().drain(..) {
+        let queued: Vec<_> = self.queue().drain(..).collect();
+        // Listeners sharing the port (SO_REUSEPORT) take over what this one never
+        // accepted: it was routed here before its close was noticed.
+        let mut queued = queued.into_iter();
+        if let Some(heir) = self._group.pick(usize::MAX) {
+            for p in queued.by_ref() {
+                heir.queue().push_back(p);
+                let _ = send(heir.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+            }
+            heir.arrived.notify_waiters();
+        }
+        for p in queued {
             match p {
                 Pending::Virtual(c) => self.backend.stream_abort(&c.stream),
                 Pending::Kernel { fd, .. } => {
@@ -363,6 +431,22 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
             .unwrap_or(0)
             != 0;
+        let reuseport = vs
+            .option_int(libc::SOL_SOCKET, libc::SO_REUSEPORT)
+            .is_some_and(|v| v != 0);
+        // SO_REUSEPORT on both: join the listeners already on this address.
+        let joined = if reuseport && local.port() != 0 {
+            self.port_groups()
+                .get(&local)
+                .and_then(std::sync::Weak::upgrade)
+                .filter(|g| g.reuseport)
+        } else {
+            None
+        };
+        if let Some(group) = joined {
+            let actual = group.actual;
+            return self.listen_in_group(n, ino, vs, (local, actual), backlog, group);
+        }
         // A listener the program closed a moment ago still holds its port until the
         // sweep notices (we hold a duplicate of its end). Linux frees the port at close,
         // and servers that re-listen at once rely on it (iperf3 after every test): on
@@ -383,47 +467,30 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 Err(e) => return errno(e),
             }
         };
-        let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
-        let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
-        let new_ino = tri!(inode(theirs.as_fd()));
-        let writer = tri!(ours.try_clone().map_err(|_| Errno::EMFILE));
-        let listening = Arc::new(Listening::<B> {
-            local: actual,
-            queue: Mutex::new(VecDeque::new()),
-            arrived: Notify::new(),
-            tokens,
-            token_writer: writer,
-            tasks: Mutex::new(Vec::new()),
-            backend: self.backend.clone(),
+        let group = Arc::new(PortGroup::<B> {
+            members: Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            reuseport,
+            actual,
+            acceptor: Mutex::new(None),
         });
-        let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
-        self.table().insert(new_ino, next.clone());
-        vs.apply_timeouts(theirs.as_fd());
-        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
-            self.table().remove(&new_ino);
-            return if e == Errno::ENOENT {
-                Reply::Done
-            } else {
-                errno(e)
-            };
-        }
-        drop(theirs);
-        debug!(%actual, "virtual listener");
-
-        // Accept from the backend while the queue has room; one token per connection.
-        let weak = Arc::downgrade(&listening);
+        // Accept from the backend while a member's queue has room; one token per
+        // connection. The group owns this task: it ends with the group's last member.
+        let weak = Arc::downgrade(&group);
         let backend = self.backend.clone();
         let acceptor = tokio::spawn(async move {
             loop {
-                let Some(l) = weak.upgrade() else { return };
-                if l.pending() >= backlog {
-                    drop(l);
+                let Some(g) = weak.upgrade() else { return };
+                if !g.has_room(backlog) {
+                    drop(g);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                drop(l);
+                drop(g);
                 let conn = backend.tcp_accept(&listener).await;
-                let Some(l) = weak.upgrade() else { return };
+                let Some(l) = weak.upgrade().and_then(|g| g.pick(usize::MAX)) else {
+                    return;
+                };
                 match conn {
                     Ok(c) => {
                         l.queue().push_back(Pending::Virtual(c));
@@ -437,6 +504,58 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
         });
+        *group.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(acceptor.abort_handle());
+        if reuseport {
+            let mut groups = self.port_groups();
+            groups.retain(|_, g| g.strong_count() > 0);
+            groups.insert(
+                SocketAddr::new(local.ip(), actual.port()),
+                Arc::downgrade(&group),
+            );
+        }
+        self.listen_in_group(n, ino, vs, (local, actual), backlog, group)
+    }
+
+    /// Give the program a listener served by `group`'s backend listener: `local` as asked
+    /// for, `actual` as the backend bound it.
+    fn listen_in_group(
+        self: &Arc<Self>,
+        n: &Notification,
+        ino: u64,
+        vs: &Arc<VSocket<B>>,
+        (local, actual): (SocketAddr, SocketAddr),
+        backlog: usize,
+        group: Arc<PortGroup<B>>,
+    ) -> Reply {
+        let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
+        let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
+        let new_ino = tri!(inode(theirs.as_fd()));
+        let writer = tri!(ours.try_clone().map_err(|_| Errno::EMFILE));
+        let listening = Arc::new(Listening::<B> {
+            local: actual,
+            queue: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            tokens,
+            token_writer: writer,
+            tasks: Mutex::new(Vec::new()),
+            backend: self.backend.clone(),
+            _group: group.clone(),
+        });
+        group.members().push(Arc::downgrade(&listening));
+        drop(group);
+        let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
+        self.table().insert(new_ino, next.clone());
+        vs.apply_timeouts(theirs.as_fd());
+        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+            self.table().remove(&new_ino);
+            return if e == Errno::ENOENT {
+                Reply::Done
+            } else {
+                errno(e)
+            };
+        }
+        drop(theirs);
+        debug!(%actual, "virtual listener");
         // A wildcard listener also listens on loopback, like a kernel socket would.
         if crate::backend::canonical(local.ip()).is_unspecified() {
             for fd in self.loopback_half(vs, actual.port(), backlog) {
@@ -467,7 +586,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([acceptor.abort_handle(), sweeper.abort_handle()]);
+            .push(sweeper.abort_handle());
         value(0)
     }
 
@@ -540,6 +659,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     )?;
                 }
                 crate::emulate::confine_to_loopback(fd.as_fd())?;
+                if vs
+                    .option_int(libc::SOL_SOCKET, libc::SO_REUSEPORT)
+                    .is_some_and(|v| v != 0)
+                {
+                    crate::sys::setsockopt_bytes(
+                        fd.as_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_REUSEPORT,
+                        &one,
+                    )?;
+                }
                 crate::sys::connect_bytes(fd.as_fd(), &wire::emit_sockaddr(addr), true)?;
                 let backlog =
                     sock::Backlog::new(backlog.min(4096) as i32).unwrap_or(sock::Backlog::MAXCONN);

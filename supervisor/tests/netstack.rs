@@ -676,3 +676,12 @@ async fn errno_values_match_linux_on_a_netstack() {
     let status = run_on_one_stack(&s, "misc", &["errnos", "10.7.0.1"]).await;
     assert_ok(&s, status, &["errnos as on Linux"]);
 }
+
+/// A graceful reload: a second SO_REUSEPORT listener opens on the port, both serve, the
+/// first closes, and no client is refused; without SO_REUSEPORT the port is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_listeners_share_a_port_through_a_graceful_reload_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "reuseport", &["10.7.0.1"]).await;
+    assert_ok(&s, status, &["graceful reload ok"]);
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! compat-tests matrix [--mode ztrun|native] [--list] [--write] [--out PATH] [APP...]
 //! compat-tests bench [--quick] [--write] [--out PATH] [--svg PATH] [--perf DIR]
-//! compat-tests flood [--rates 10000,100000] [--seconds 10]
+//! compat-tests flood [--rates 10000,100000] [--junk identities,random] [--seconds 10]
 //! ```
 //!
 //! Prints the table to stdout and exits non-zero when any scenario is BROKEN. In ztrun
@@ -103,6 +103,14 @@ struct FloodArgs {
     /// rate.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     rates: Vec<u32>,
+    /// The kinds of junk, one phase per rate and kind.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "identities,random"
+    )]
+    junk: Vec<bench::flood::Junk>,
     /// Seconds each flood lasts.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -339,6 +347,7 @@ fn run_flood(args: FloodArgs) -> anyhow::Result<()> {
     let options = bench::flood::Options {
         binaries: binaries.clone(),
         rates: args.rates,
+        kinds: args.junk,
         seconds: args.seconds,
         keep: args.keep,
         verbose: args.verbose,

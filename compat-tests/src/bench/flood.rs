@@ -17,13 +17,17 @@
 //!   once per phase, a *new* node (a `ztrun` with a fresh identity) that must register with
 //!   the root, learn the node's identity, handshake with it and get an echo back
 //!   (`rr-client --mode first`);
-//! * **flooder**: one UDP socket that sends header-valid HANDSHAKE_INITs (version 1, the
-//!   target's node address, random source addresses, a 233-byte body of random bytes:
-//!   the size of a real initiation) to the node's and the root's UDP endpoints at the
-//!   phase's rate *each*, for the phase's duration. Every send loop is bounded in count and
-//!   time.
+//! * **flooder**: one UDP socket that sends HANDSHAKE_INITs to the node's and the root's
+//!   UDP endpoints at the phase's rate *each*, for the phase's duration, cycling through
+//!   1024 prepared packets per target. Two kinds of junk ([`Junk`]): **random** (a valid
+//!   header with the target's node address and a random source address, then 233 random
+//!   bytes, the size of a real initiation: it costs an unprotected responder one X25519
+//!   operation before Noise rejects it) and **identities** (a real Noise IK message 1 to the
+//!   target's static key from a fresh key pair, whose payload is a junk identity: it costs
+//!   an unprotected responder the whole handshake and an identity verification, which
+//!   fails). Every send loop is bounded in count and time.
 //!
-//! Phases: idle, then one per rate. In each, the new node starts one second into the flood;
+//! Phases: idle, then one per rate and kind. In each, the new node starts one second into the flood;
 //! its time from spawning `ztrun` to the first echo is the join time. The echo round trip
 //! of the existing session is the median of the joiner's one-second summaries that ended
 //! while the flood ran (after its first second). Between phases the run waits a few
@@ -48,8 +52,10 @@ use super::process::{chown_nobody, cpu_ticks, describe, tail, ticks_percent, Ser
 pub(crate) struct Options {
     /// Where `ztrun` and `zt` are.
     pub(crate) binaries: ZtrunBinaries,
-    /// Junk initiations per second sent to each target, one phase per rate.
+    /// Junk initiations per second sent to each target, one phase per rate and kind.
     pub(crate) rates: Vec<u32>,
+    /// The kinds of junk.
+    pub(crate) kinds: Vec<Junk>,
     /// How long each flood lasts.
     pub(crate) seconds: f64,
     /// Keep the state directory (logs, homes).
@@ -68,11 +74,31 @@ const JUNK_LEN: usize = 14 + 4 + 32 + 48 + 133 + 16;
 /// The largest rate a phase may ask for (each target).
 const MAX_RATE: u32 = 1_000_000;
 
+/// What the flooder sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Junk {
+    /// A valid header and random bytes as body.
+    Random,
+    /// Valid Noise IK message 1s carrying junk identities.
+    Identities,
+}
+
+impl Junk {
+    fn label(self) -> &'static str {
+        match self {
+            Junk::Random => "random bytes",
+            Junk::Identities => "Noise-valid, junk identity",
+        }
+    }
+}
+
 /// One phase's figures.
 #[derive(Debug, Clone)]
 pub(crate) struct Phase {
     /// Junk initiations per second asked for, each target (0: idle).
     pub(crate) rate: u32,
+    /// What was sent.
+    pub(crate) kind: Option<Junk>,
     /// Junk datagrams sent to both targets, and over how long.
     pub(crate) sent: u64,
     pub(crate) flood_seconds: f64,
@@ -95,11 +121,13 @@ pub(crate) struct Report {
     pub(crate) notes: Vec<String>,
 }
 
-/// A target of the flood: a UDP endpoint and the node address junk is addressed to.
+/// A target of the flood: a UDP endpoint, the node address junk is addressed to and the
+/// node's X25519 public key (its Noise static key).
 #[derive(Debug, Clone, Copy)]
 struct Target {
     udp: SocketAddr,
     address: [u8; 5],
+    x25519: [u8; 32],
 }
 
 /// Runs the measurement; see the module documentation.
@@ -164,7 +192,9 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
             eprintln!("flood: {s}");
         }
     };
-    let root_address = root_address(&state.path().join("root.out"))?;
+    let (root_address, root_key) = public_identity(
+        &std::fs::read_to_string(state.path().join("root.out")).context("reading root.out")?,
+    )?;
 
     let exe = std::env::current_exe().context("finding this binary")?;
     let wrapped = |host: Host<'_>, home: &FsPath, args: &[String]| -> Command {
@@ -217,6 +247,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     )?;
     wait_for(&server, "rr-server: listening", Duration::from_secs(30))?;
     let (node_address, node_udp) = node_endpoint(&node_home, Duration::from_secs(30))?;
+    let (_, node_key) = public_identity(
+        &std::fs::read_to_string(node_home.join("identity.public"))
+            .context("reading the node's identity.public")?,
+    )?;
     say(format!(
         "node {} at {node_udp}, root {} at {}",
         hex(&node_address),
@@ -227,15 +261,22 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
         Target {
             udp: node_udp,
             address: node_address,
+            x25519: node_key,
         },
         Target {
             udp: wrap.root,
             address: root_address,
+            x25519: root_key,
         },
     ];
 
     // The existing session: one echo every 10 ms for the whole run.
-    let total = 20.0 + (options.seconds + 8.0) * options.rates.len() as f64;
+    let phases: Vec<(u32, Junk)> = options
+        .kinds
+        .iter()
+        .flat_map(|k| options.rates.iter().map(move |r| (*r, *k)))
+        .collect();
+    let total = 20.0 + (options.seconds + 8.0) * phases.len() as f64;
     let steady = start(
         "steady",
         wrapped(
@@ -293,6 +334,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     ));
     report.phases.push(Phase {
         rate: 0,
+        kind: None,
         sent: 0,
         flood_seconds: 0.0,
         join_ms,
@@ -302,17 +344,17 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
         node_cpu,
     });
 
-    for &rate in &options.rates {
+    for (rate, kind) in phases {
         let duration = Duration::from_secs_f64(options.seconds);
         let flood = flooder
-            .spawn(move || send_junk(&targets, rate, duration))
+            .spawn(move || send_junk(&targets, kind, rate, duration))
             .context("starting the flooder")?;
         let flood_start = Instant::now();
         std::thread::sleep(Duration::from_secs(1));
         let t_a = unix_ns();
         let ticks_a = cpu_ticks(server.pid());
         let c_a = Instant::now();
-        let join_ms = new_node(&rate.to_string());
+        let join_ms = new_node(&format!("{rate}-{kind:?}"));
         let (sent, flood_seconds) = match flood.join() {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => bail!("the flooder failed: {e:#}"),
@@ -322,12 +364,13 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
         let node_cpu = cpu_percent(ticks_a, cpu_ticks(server.pid()), c_a.elapsed());
         let (echo_p50_ms, echo_p99_ms, echoes) = echo_between(&steady, t_a, t_b);
         say(format!(
-            "{rate}/s: sent {sent} in {flood_seconds:.1} s ({:.1} s after start), join \
+            "{rate}/s {kind:?}: sent {sent} in {flood_seconds:.1} s ({:.1} s after start), join \
              {join_ms:?} ms, echo p50 {echo_p50_ms:?} ms, node CPU {node_cpu:?} %",
             flood_start.elapsed().as_secs_f64()
         ));
         report.phases.push(Phase {
             rate,
+            kind: Some(kind),
             sent,
             flood_seconds,
             join_ms,
@@ -388,15 +431,24 @@ fn wait_for(server: &Server, text: &str, limit: Duration) -> anyhow::Result<()> 
     }
 }
 
-/// The 5 address bytes from the start of `zt root`'s printed identity.
-fn root_address(out: &FsPath) -> anyhow::Result<[u8; 5]> {
-    let text =
-        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
-    let word = text
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .find(|w| w.len() >= 10)
-        .ok_or_else(|| anyhow::anyhow!("no identity in `zt root`'s output: {}", tail(&text)))?;
-    parse_address(&word[..10])
+/// The address and X25519 key of a public identity's text form
+/// (`ADDRESS:1:X25519ED25519:SIGNATURE`, docs/PROTOCOL.md section 1), the first line of
+/// `text` that is one.
+fn public_identity(text: &str) -> anyhow::Result<([u8; 5], [u8; 32])> {
+    for line in text.lines() {
+        let fields: Vec<&str> = line.trim().split(':').collect();
+        if fields.len() < 4 || fields[1] != "1" || fields[2].len() != 128 {
+            continue;
+        }
+        let address = parse_address(fields[0])?;
+        let mut key = [0u8; 32];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&fields[2][2 * i..2 * i + 2], 16)
+                .with_context(|| format!("{line:?} is not an identity"))?;
+        }
+        return Ok((address, key));
+    }
+    bail!("no public identity in {:?}", tail(text))
 }
 
 fn parse_address(text: &str) -> anyhow::Result<[u8; 5]> {
@@ -501,42 +553,117 @@ fn echo_between(steady: &Server, from: u128, to: u128) -> (Option<f64>, Option<f
     (median(&p50s), p99, count)
 }
 
+/// xorshift64*: junk needs no better randomness.
+fn next_u64(rng: &mut u64) -> u64 {
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
 /// A junk HANDSHAKE_INIT for `target`: a valid header (version 1, type 1, the target's
-/// node address, a random valid source address) and random bytes as body.
-fn junk(target: &Target, rng: &mut u64) -> Vec<u8> {
-    let mut next = || {
-        // xorshift64*: junk needs no better randomness.
-        *rng ^= *rng >> 12;
-        *rng ^= *rng << 25;
-        *rng ^= *rng >> 27;
-        rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
+/// node address, a random valid source address), then a random sender index and, as the
+/// Noise message, random bytes ([`Junk::Random`]) or a valid message 1 to the target's key
+/// whose payload is a junk identity ([`Junk::Identities`]).
+fn junk(target: &Target, kind: Junk, rng: &mut u64) -> anyhow::Result<Vec<u8>> {
     let mut p = Vec::with_capacity(JUNK_LEN);
     p.extend_from_slice(&[1, 1, 0, 0]);
     p.extend_from_slice(&target.address);
-    let src = next().to_be_bytes();
+    let src = next_u64(rng).to_be_bytes();
     // Not 0x00 or 0xff in the first byte: those addresses are reserved and dropped early.
     p.push(src[0].clamp(1, 0xfe));
     p.extend_from_slice(&src[1..5]);
-    while p.len() < JUNK_LEN {
-        p.extend_from_slice(&next().to_be_bytes());
+    p.extend_from_slice(&next_u64(rng).to_be_bytes()[..4]);
+    match kind {
+        Junk::Random => {
+            while p.len() < JUNK_LEN {
+                p.extend_from_slice(&next_u64(rng).to_be_bytes());
+            }
+            p.truncate(JUNK_LEN);
+        }
+        Junk::Identities => {
+            let params: snow::params::NoiseParams = "Noise_IK_25519_ChaChaPoly_BLAKE2s"
+                .parse()
+                .context("Noise parameters")?;
+            let keys =
+                snow::Builder::with_resolver(params.clone(), Box::new(JunkResolver(next_u64(rng))))
+                    .generate_keypair()
+                    .context("a junk key pair")?;
+            let mut hs =
+                snow::Builder::with_resolver(params, Box::new(JunkResolver(next_u64(rng))))
+                    .local_private_key(&keys.private)
+                    .and_then(|b| b.remote_public_key(&target.x25519))
+                    .and_then(|b| b.prologue(b"ztrun vl1 version 1"))
+                    .and_then(|b| b.build_initiator())
+                    .context("a junk handshake")?;
+            // The identity: the claimed address, the real static key, a junk Ed25519 key
+            // and signature (so it fails verification).
+            let mut identity = p[9..14].to_vec();
+            identity.extend_from_slice(&keys.public);
+            identity.extend_from_slice(&[0x42; 32 + 64]);
+            let mut msg = vec![0u8; 512];
+            let n = hs
+                .write_message(&identity, &mut msg)
+                .context("writing a junk message 1")?;
+            p.extend_from_slice(&msg[..n]);
+        }
     }
-    p.truncate(JUNK_LEN);
-    p
+    Ok(p)
+}
+
+/// Snow's primitives with [`next_u64`] as the generator of junk keys.
+struct JunkResolver(u64);
+
+struct JunkRandom(u64);
+
+impl snow::types::Random for JunkRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        for chunk in dest.chunks_mut(8) {
+            let v = next_u64(&mut self.0).to_be_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl snow::resolvers::CryptoResolver for JunkResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(JunkRandom(self.0 | 1)))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        snow::resolvers::DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
+        snow::resolvers::DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        snow::resolvers::DefaultResolver.resolve_cipher(choice)
+    }
 }
 
 /// Sends junk initiations to every target at `rate` per second each, for `duration`
 /// (at most `rate × duration` per target, in 1 ms ticks). Returns the datagrams sent and
 /// the seconds it took.
-fn send_junk(targets: &[Target], rate: u32, duration: Duration) -> anyhow::Result<(u64, f64)> {
+fn send_junk(
+    targets: &[Target],
+    kind: Junk,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<(u64, f64)> {
     let socket = UdpSocket::bind(SocketAddr::new(IpAddr::from([0u8, 0, 0, 0]), 0))
         .context("binding the flooder's socket")?;
     socket.set_nonblocking(true)?;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let pools: Vec<Vec<Vec<u8>>> = targets
+    let pools = targets
         .iter()
-        .map(|t| (0..1024).map(|_| junk(t, &mut rng)).collect())
-        .collect();
+        .map(|t| (0..1024).map(|_| junk(t, kind, &mut rng)).collect())
+        .collect::<anyhow::Result<Vec<Vec<Vec<u8>>>>>()?;
     let per_target = (f64::from(rate) * duration.as_secs_f64()) as u64;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -570,10 +697,10 @@ impl Report {
             .find(|p| p.rate == 0)
             .and_then(|p| p.echo_p50_ms);
         let mut s = String::from(
-            "| junk HANDSHAKE_INITs per second, to the node and to the root each | junk sent \
+            "| junk HANDSHAKE_INITs per second, to the node and to the root each | junk | junk sent \
              (per second achieved, both targets) | new node: spawn to first echo from the \
              flooded node | existing session: echo p50 (vs idle) | echo p99 | echoes \
-             answered | flooded node's `ztrun` CPU |\n|---|---|---|---|---|---|---|\n",
+             answered | flooded node's `ztrun` CPU |\n|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.phases {
             let rate = if p.rate == 0 {
@@ -602,7 +729,8 @@ impl Report {
             let p99 = p.echo_p99_ms.map_or("-".into(), |x| format!("{x:.2} ms"));
             let cpu = p.node_cpu.map_or("-".into(), |x| format!("{x:.0} %"));
             s.push_str(&format!(
-                "| {rate} | {sent} | {join} | {p50} | {p99} | {} | {cpu} |\n",
+                "| {rate} | {} | {sent} | {join} | {p50} | {p99} | {} | {cpu} |\n",
+                p.kind.map_or("-", Junk::label),
                 p.echoes
             ));
         }
@@ -619,15 +747,19 @@ mod tests {
         let t = Target {
             udp: "198.18.1.2:9993".parse().unwrap(),
             address: [0x89, 0xe9, 0x2c, 0xee, 0xe5],
+            x25519: [9; 32],
         };
         let mut rng = 1;
-        let a = junk(&t, &mut rng);
-        let b = junk(&t, &mut rng);
-        assert_eq!(a.len(), JUNK_LEN);
-        assert_eq!(&a[..4], &[1, 1, 0, 0]);
-        assert_eq!(&a[4..9], &t.address);
-        assert!(a[9] != 0 && a[9] != 0xff);
-        assert_ne!(a, b);
+        for kind in [Junk::Random, Junk::Identities] {
+            let a = junk(&t, kind, &mut rng).unwrap();
+            let b = junk(&t, kind, &mut rng).unwrap();
+            // A real initiation is this long: the junk looks like one.
+            assert_eq!(a.len(), JUNK_LEN, "{kind:?}");
+            assert_eq!(&a[..4], &[1, 1, 0, 0]);
+            assert_eq!(&a[4..9], &t.address);
+            assert!(a[9] != 0 && a[9] != 0xff);
+            assert_ne!(a, b);
+        }
     }
 
     #[test]
@@ -636,11 +768,27 @@ mod tests {
         let t = Target {
             udp: sink.local_addr().unwrap(),
             address: [1, 2, 3, 4, 5],
+            x25519: [9; 32],
         };
-        let (sent, secs) = send_junk(&[t, t], 2000, Duration::from_millis(300)).unwrap();
+        let (sent, secs) =
+            send_junk(&[t, t], Junk::Random, 2000, Duration::from_millis(300)).unwrap();
         assert!(secs < 0.5, "{secs}");
         assert!(sent <= 1200, "{sent}");
         assert!(sent >= 600, "{sent}");
+    }
+
+    #[test]
+    fn public_identities_give_address_and_key() {
+        let line = format!(
+            "89e92ceee5:1:{}{}:{}",
+            "ab".repeat(32),
+            "cd".repeat(32),
+            "ef".repeat(64)
+        );
+        let (a, k) = public_identity(&format!("zt root listening\n{line}\n")).unwrap();
+        assert_eq!(a, [0x89, 0xe9, 0x2c, 0xee, 0xe5]);
+        assert_eq!(k, [0xab; 32]);
+        assert!(public_identity("nothing here").is_err());
     }
 
     #[test]

@@ -1881,17 +1881,19 @@ impl Node {
         else {
             return;
         };
-        if pending.cookie_resent_at.is_some_and(|t| now < t + min_gap) {
-            return;
+        let resend = pending.cookie_resent_at.is_none_or(|t| now >= t + min_gap);
+        if resend {
+            pending.cookie_resent_at = Some(now);
         }
-        pending.cookie_resent_at = Some(now);
         let pkt = pending.packet.clone();
         p.cookies.retain(|(ep, _, _)| *ep != from);
         p.cookies.push((from, reply.cookie, now));
         if p.cookies.len() > MAX_COOKIES {
             p.cookies.remove(0);
         }
-        self.send_init(now, hdr.src, from, &pkt);
+        if resend {
+            self.send_init(now, hdr.src, from, &pkt);
+        }
     }
 
     /// Whether `from` is an endpoint of one of this node's roots.

@@ -2003,3 +2003,67 @@ fn a_flooded_node_still_serves_its_existing_sessions() {
     assert_eq!(w.sim.frames_received(a).len() - before_a, 50);
     assert!(w.sim.node(b).admission_stats().cookies_sent > 9000);
 }
+
+/// A COOKIE_REPLY counts only for the initiation in flight (its random session index), and
+/// however many arrive, the initiator sends its initiation again at most once per quarter
+/// of the retransmission interval: forged replies cannot make it a reflector.
+#[test]
+fn cookie_replies_count_only_for_the_initiation_in_flight_and_resends_are_bounded() {
+    let mut w = world(43, None, None, Timing::default());
+    let (a, b) = (w.a, w.b);
+    let a_ep = w.sim.hosts[a].addr;
+    let root_ep = w.sim.hosts[w.root].addr;
+    // B never answers: A's initiation stays in flight.
+    w.sim.hosts[b].offline = true;
+    w.sim.tap = Some(Vec::new());
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let now = w.sim.now;
+    w.sim
+        .node(a)
+        .send_frame(now, NET, &eth(mb, ma, b"to b"))
+        .unwrap();
+    w.sim.run_for(Duration::from_millis(100));
+    let tap = w.sim.tap.take().unwrap();
+    let init = tap
+        .iter()
+        .find(|(s, _, p)| *s == a_ep && p[1] == 1 && p[4..9] == w.addr_b.to_bytes())
+        .map(|(_, d, p)| (*d, p.clone()))
+        .expect("A initiated to B");
+    assert_eq!(init.0, root_ep, "through the relay (no direct path yet)");
+    let index = u32::from_be_bytes(init.1[14..18].try_into().unwrap());
+    let reply = |index: u32| {
+        // As relayed by the root: B -> A, one hop.
+        let mut p = vec![1, 6, 1, 0];
+        p.extend_from_slice(&w.addr_a.to_bytes());
+        p.extend_from_slice(&w.addr_b.to_bytes());
+        p.extend_from_slice(&index.to_be_bytes());
+        p.extend_from_slice(&[0xc0; 16]);
+        p
+    };
+    w.sim.tap = Some(Vec::new());
+    for i in 0..10 {
+        inject(&mut w.sim, root_ep, a_ep, reply(index ^ (1 + i)));
+    }
+    w.sim.run_for(Duration::from_millis(50));
+    let sent_with_cookie = |tap: &[(SocketAddr, SocketAddr, Vec<u8>)]| {
+        tap.iter()
+            .filter(|(s, _, p)| *s == a_ep && p[1] == 7)
+            .map(|(_, d, p)| (*d, p.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        sent_with_cookie(w.sim.tap.as_ref().unwrap()).is_empty(),
+        "a reply for another index made A send"
+    );
+    for _ in 0..10 {
+        inject(&mut w.sim, root_ep, a_ep, reply(index));
+    }
+    w.sim.run_for(Duration::from_millis(50));
+    let resent = sent_with_cookie(w.sim.tap.as_ref().unwrap());
+    assert_eq!(resent.len(), 1, "ten replies, one resend");
+    let (dst, pkt) = &resent[0];
+    assert_eq!(*dst, root_ep, "back where the reply came from");
+    // The cookie, then the very initiation that was in flight.
+    assert_eq!(&pkt[14..30], &[0xc0; 16]);
+    assert_eq!(&pkt[30..], &init.1[14..]);
+}

@@ -111,6 +111,9 @@ pub(crate) struct Phase {
     pub(crate) echoes: u64,
     /// CPU use of the flooded node's `ztrun` during the phase (percent of one core).
     pub(crate) node_cpu: Option<f64>,
+    /// What the flooded node reported doing with initiations during the phase (from its
+    /// status.json): received, answered with crypto, answered with a cookie only.
+    pub(crate) handshakes: Option<(u64, u64, u64)>,
 }
 
 /// The result of a run.
@@ -342,9 +345,11 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
         echo_p99_ms,
         echoes,
         node_cpu,
+        handshakes: None,
     });
 
     for (rate, kind) in phases {
+        let before = handshakes(&node_home);
         let duration = Duration::from_secs_f64(options.seconds);
         let flood = flooder
             .spawn(move || send_junk(&targets, kind, rate, duration))
@@ -362,6 +367,16 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
         };
         let t_b = unix_ns();
         let node_cpu = cpu_percent(ticks_a, cpu_ticks(server.pid()), c_a.elapsed());
+        // status.json is rewritten every second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = handshakes(&node_home);
+        let handshakes = before.zip(after).map(|(b, a)| {
+            (
+                a.0.saturating_sub(b.0),
+                a.1.saturating_sub(b.1),
+                a.2.saturating_sub(b.2),
+            )
+        });
         let (echo_p50_ms, echo_p99_ms, echoes) = echo_between(&steady, t_a, t_b);
         say(format!(
             "{rate}/s {kind:?}: sent {sent} in {flood_seconds:.1} s ({:.1} s after start), join \
@@ -378,9 +393,10 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
             echo_p99_ms,
             echoes,
             node_cpu,
+            handshakes,
         });
         // Let the responders leave their "under load" state before the next phase.
-        std::thread::sleep(Duration::from_secs(4));
+        std::thread::sleep(Duration::from_millis(2500));
     }
 
     let steady_out = steady.output();
@@ -486,6 +502,16 @@ fn node_endpoint(home: &FsPath, limit: Duration) -> anyhow::Result<([u8; 5], Soc
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The flooded node's handshake counters from its status.json (received, answered with
+/// crypto, answered with a cookie), if its `ztrun` reports them.
+fn handshakes(home: &FsPath) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(home.join("status.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let h = json.get("handshakes")?;
+    let n = |k: &str| h.get(k).and_then(serde_json::Value::as_u64);
+    Some((n("initiations")?, n("admitted")?, n("cookies")?))
 }
 
 /// Runs a `first` client to completion (at most 40 s) and returns the milliseconds from
@@ -700,7 +726,8 @@ impl Report {
             "| junk HANDSHAKE_INITs per second, to the node and to the root each | junk | junk sent \
              (per second achieved, both targets) | new node: spawn to first echo from the \
              flooded node | existing session: echo p50 (vs idle) | echo p99 | echoes \
-             answered | flooded node's `ztrun` CPU |\n|---|---|---|---|---|---|---|---|\n",
+             answered | flooded node's `ztrun` CPU | flooded node: initiations received / answered \
+             with crypto / with a cookie |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for p in &self.phases {
             let rate = if p.rate == 0 {
@@ -729,9 +756,11 @@ impl Report {
             let p99 = p.echo_p99_ms.map_or("-".into(), |x| format!("{x:.2} ms"));
             let cpu = p.node_cpu.map_or("-".into(), |x| format!("{x:.0} %"));
             s.push_str(&format!(
-                "| {rate} | {} | {sent} | {join} | {p50} | {p99} | {} | {cpu} |\n",
+                "| {rate} | {} | {sent} | {join} | {p50} | {p99} | {} | {cpu} | {} |\n",
                 p.kind.map_or("-", Junk::label),
-                p.echoes
+                p.echoes,
+                p.handshakes
+                    .map_or("-".into(), |(r, a, c)| format!("{r} / {a} / {c}"))
             ));
         }
         s

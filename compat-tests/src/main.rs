@@ -4,6 +4,7 @@
 //! ```text
 //! compat-tests matrix [--mode ztrun|native] [--list] [--write] [--out PATH] [APP...]
 //! compat-tests bench [--quick] [--write] [--out PATH] [--svg PATH] [--perf DIR]
+//! compat-tests flood [--rates 10000,100000] [--junk identities,random] [--seconds 10]
 //! ```
 //!
 //! Prints the table to stdout and exits non-zero when any scenario is BROKEN. In ztrun
@@ -13,7 +14,10 @@
 //!
 //! `bench` prints the table of measurements per path with ratios to the kernel's veth path
 //! and the targets of issue 7; a full run writes `BENCHMARKS.md` and `docs/BENCH.svg` at
-//! the workspace root (see the `bench` module). The hidden `rr-server` and `rr-client`
+//! the workspace root (see the `bench` module). `flood` floods a node and its root with
+//! junk handshakes from one test host and measures, on another, how long a new node takes
+//! to join and reach the flooded node and the echo round trip of an existing session; it
+//! prints a Markdown table (the figures of docs/SECURITY.md, "Floods"). The hidden `rr-server` and `rr-client`
 //! subcommands are the request/response programs it runs on the test hosts.
 
 mod bench;
@@ -42,6 +46,8 @@ enum Commands {
     Matrix(MatrixArgs),
     /// Measure ztrun against the kernel (loopback, veth) on two test hosts, in one run.
     Bench(BenchArgs),
+    /// Flood a node and a root with junk handshakes; measure joins and echoes meanwhile.
+    Flood(FloodArgs),
     /// The benchmark's echo server (run on test hosts by `bench`).
     #[command(hide = true)]
     RrServer {
@@ -77,6 +83,37 @@ struct BenchArgs {
     /// single-stream iperf3 run over ztrun, into DIR/perf.data.
     #[arg(long, value_name = "DIR")]
     perf: Option<PathBuf>,
+    /// The ztrun binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    ztrun: Option<PathBuf>,
+    /// The zt binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    zt: Option<PathBuf>,
+    /// Keep the state directory (logs, homes) under /tmp.
+    #[arg(long)]
+    keep: bool,
+    /// Print each step and command.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// Junk HANDSHAKE_INITs per second to the node and to the root (each), one phase per
+    /// rate.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    rates: Vec<u32>,
+    /// The kinds of junk, one phase per rate and kind.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "identities,random"
+    )]
+    junk: Vec<bench::flood::Junk>,
+    /// Seconds each flood lasts.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
     /// The ztrun binary (default: beside this runner, then PATH).
     #[arg(long, value_name = "PATH")]
     ztrun: Option<PathBuf>,
@@ -145,6 +182,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("compat-tests bench: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::Flood(args) => match run_flood(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("compat-tests flood: {e:#}");
                 ExitCode::from(2)
             }
         },
@@ -289,6 +333,39 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         "bench: wrote {} and {}",
         markdown_path.display(),
         svg_path.display()
+    );
+    Ok(())
+}
+
+/// Runs the flood measurement and prints its table.
+fn run_flood(args: FloodArgs) -> anyhow::Result<()> {
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
+    build_binaries_beside_runner(&binaries)?;
+    let options = bench::flood::Options {
+        binaries: binaries.clone(),
+        rates: args.rates,
+        kinds: args.junk,
+        seconds: args.seconds,
+        keep: args.keep,
+        verbose: args.verbose,
+    };
+    let load_before = bench::load_average();
+    let started = Instant::now();
+    let report = bench::flood::run(&options)?;
+    println!("{}", report.markdown());
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "{}; load average {load_before} before the run, {} after; {}; {}; {:.0} s",
+        bench::machine(),
+        bench::load_average(),
+        bench::source_version(&binaries),
+        matrix::utc_date(std::time::SystemTime::now()),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -35,8 +35,26 @@ pub struct Report {
     pub networks: Vec<NetworkReport>,
     /// Known peers.
     pub peers: Vec<PeerReport>,
+    /// Handshake initiations this node received and what it did with them (absent in
+    /// files written before it was reported).
+    #[serde(default)]
+    pub handshakes: Option<HandshakeReport>,
     /// Seconds since the Unix epoch when this was written.
     pub updated: u64,
+}
+
+/// Handshake initiations received since `ztrun` started (docs/PROTOCOL.md, section 3,
+/// "Admission"): a growing `cookies` count means the node is under load, being flooded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandshakeReport {
+    /// Initiations received (well-formed, addressed to this node).
+    pub initiations: u64,
+    /// Of which answered with crypto.
+    pub admitted: u64,
+    /// Of which answered with a cookie only (while under load).
+    pub cookies: u64,
+    /// Of which dropped: their source was over its budget.
+    pub rate_limited: u64,
 }
 
 /// One joined network.
@@ -241,6 +259,12 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
                         latency_ms: p.latency.map(|d| d.as_secs_f64() * 1e3),
                     })
                     .collect(),
+                handshakes: Some(HandshakeReport {
+                    initiations: st.admission.initiations,
+                    admitted: st.admission.admitted,
+                    cookies: st.admission.cookies_sent,
+                    rate_limited: st.admission.rate_limited,
+                }),
                 updated: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
@@ -277,6 +301,14 @@ pub fn render(r: &Report) -> String {
         let v4 = n.ipv4.map(|a| a.to_string()).unwrap_or_default();
         let v6 = n.ipv6.map(|a| a.to_string()).unwrap_or_default();
         let _ = writeln!(s, "network  {} {} {v4} {v6}", n.nwid, n.state);
+    }
+    if let Some(h) = &r.handshakes {
+        let _ = writeln!(
+            s,
+            "handshakes {} received: {} answered, {} asked for a cookie (under load), {} over \
+             their source's budget",
+            h.initiations, h.admitted, h.cookies, h.rate_limited
+        );
     }
     let _ = writeln!(s, "peers");
     for p in &r.peers {
@@ -330,6 +362,12 @@ mod tests {
                 path: "relayed".into(),
                 latency_ms: Some(1.5),
             }],
+            handshakes: Some(HandshakeReport {
+                initiations: 12,
+                admitted: 10,
+                cookies: 2,
+                rate_limited: 0,
+            }),
             updated: 1,
         };
         crate::home::write_private(
@@ -342,6 +380,10 @@ mod tests {
         assert!(text.contains("ff00000000c0ffee ok 100.64.1.2"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");
+        assert!(
+            text.contains("handshakes 12 received: 10 answered, 2 asked for a cookie"),
+            "{text}"
+        );
         drop(lock);
     }
 

@@ -530,6 +530,8 @@ pub struct Status {
     pub local_addrs: Vec<SocketAddr>,
     /// The joined networks.
     pub networks: Vec<NetworkStatus>,
+    /// What handshake admission did (initiations received, answered, cookies sent).
+    pub admission: crate::admission::AdmissionStats,
 }
 
 /// A joined network as a virtual Ethernet port.
@@ -951,6 +953,7 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                         peers: node.peers(Instant::now()),
                         local_addrs: sockets.local_addrs(),
                         networks: node.networks(),
+                        admission: node.admission_stats(),
                     });
                 }
             },

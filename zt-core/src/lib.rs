@@ -14,6 +14,10 @@
 //! - [`session`]: Noise IK handshakes bound to verified identities, and transport
 //!   encryption with explicit counters and a [`ReplayWindow`], so UDP loss and reordering
 //!   are harmless.
+//! - [`admission`]: what a responder checks before it spends asymmetric crypto on a
+//!   handshake initiation: a load budget, a stateless cookie that proves the sender
+//!   receives at its address (as WireGuard does under load), and per-source budgets, so a
+//!   flood from some addresses does not lock out nodes at others.
 //! - [`node`]: the sans-IO state machines. A [`node::Node`] registers with roots (HELLO),
 //!   looks up peers (WHOIS), punches holes through NATs after a root's RENDEZVOUS, falls
 //!   back to relaying through a root, keeps paths alive, migrates when a NAT rebinds, and
@@ -50,6 +54,7 @@
 //! outside this crate.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod controller;
 #[cfg(feature = "tokio")]
 pub mod driver;

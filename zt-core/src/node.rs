@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng as _};
 
+use crate::admission::{Admission, AdmissionStats, Source, Verdict, SECRET_LIFETIME};
 use crate::controller::{
     adhoc_addresses, certificates_agree, verify_certificate, verify_config, verify_revocation,
     ConfigDenied, Controller, ControllerError,
@@ -65,6 +66,9 @@ use crate::identity::{Address, Identity, SecretIdentity};
 use crate::reassembly::Reassembler;
 use crate::session::{self, InitiatorHandshake, Session};
 use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
+use crate::wire::cookie::{
+    CookieInitPacket, CookieInitRepr, CookieReplyPacket, CookieReplyRepr, COOKIE_LEN,
+};
 use crate::wire::credential::{Certificate, DirectoryEntry, Route, SignedConfig};
 use crate::wire::data::{DataPacket, DataRepr, DATA_PREFIX_LEN, TAG_LEN};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
@@ -184,7 +188,14 @@ const MAX_EARLY_MULTICAST: usize = 8;
 const MAX_HANDSHAKE_ATTEMPTS: u32 = 8;
 /// New identities (unknown to this node) verified per second at most; more initiations
 /// from unknown nodes are dropped and will be retransmitted by their senders.
+/// They pass [`crate::admission`] first, so a flood from a few addresses cannot use up
+/// this budget.
 const MAX_VERIFY_PER_SECOND: u32 = 100;
+/// An initiator uses a cookie it received this long (the responder accepts it for at
+/// least [`SECRET_LIFETIME`]).
+const COOKIE_TTL: Duration = Duration::from_secs(SECRET_LIFETIME.as_secs() - 10);
+/// Cookies an initiator remembers per peer (one per endpoint it sends initiations to).
+const MAX_COOKIES: usize = 4;
 const MAX_CANDIDATES: usize = 4;
 /// Packets reassembled at once: a burst of frames sends the first pieces of up to
 /// `FRAME_BATCH` (64) frames before their last pieces, per peer.
@@ -377,6 +388,8 @@ struct Pending {
     packet: Vec<u8>,
     /// When `packet` was last repeated that way.
     repeated_at: Option<Instant>,
+    /// When `packet` was last sent again at once because a COOKIE_REPLY asked for it.
+    cookie_resent_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -402,6 +415,8 @@ struct Peer {
     hs_next: Option<Instant>,
     handshakes: u64,
     last_init: Option<[u8; 32]>,
+    /// Cookies from this peer's COOKIE_REPLYs: (where the reply came from, cookie, when).
+    cookies: Vec<(SocketAddr, [u8; COOKIE_LEN], Instant)>,
     paths: Vec<Path>,
     /// Bumped whenever `current` becomes another session (0: never had one).
     generation: u64,
@@ -432,6 +447,7 @@ impl Peer {
             hs_next: None,
             handshakes: 0,
             last_init: None,
+            cookies: Vec::new(),
             paths: Vec::new(),
             generation: 0,
             candidates: Vec::new(),
@@ -608,6 +624,8 @@ pub struct Node {
     relay: RelayStats,
     /// Start of the current one-second window and identities verified in it.
     verify_window: (Instant, u32),
+    /// What is checked before an initiation costs asymmetric crypto.
+    admission: Admission,
     /// The controller this node hosts, if any.
     controller: Option<Controller>,
 }
@@ -635,12 +653,15 @@ impl Node {
     }
 
     fn with_role(config: NodeConfig, role: Role, now: Instant) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(config.rng_seed);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
         Node {
             role,
             identity: config.identity,
             timing: config.timing,
             udp_mtu: config.udp_mtu.max(MIN_UDP_MTU),
-            rng: ChaCha20Rng::from_seed(config.rng_seed),
+            rng,
             peers: BTreeMap::new(),
             indices: HashMap::new(),
             networks: BTreeMap::new(),
@@ -653,6 +674,7 @@ impl Node {
             rendezvous: HashMap::new(),
             relay: RelayStats::default(),
             verify_window: (now, 0),
+            admission: Admission::new(secret, now),
             controller: None,
         }
     }
@@ -665,6 +687,11 @@ impl Node {
     /// This node's public identity.
     pub fn identity(&self) -> &Identity {
         self.identity.public()
+    }
+
+    /// What handshake admission did so far (initiations, cookies, crypto spent).
+    pub fn admission_stats(&self) -> AdmissionStats {
+        self.admission.stats()
     }
 
     /// The external endpoint a root reported for this node (HELLO_OK), if any.
@@ -1438,6 +1465,7 @@ impl Node {
                 hs,
                 packet: pkt.clone(),
                 repeated_at: None,
+                cookie_resent_at: None,
             })
             .map(|x| x.hs.local_index);
         p.hs_attempts = p.hs_attempts.saturating_add(1);
@@ -1447,8 +1475,27 @@ impl Node {
         }
         self.indices.insert(index, addr);
         for dst in self.handshake_destinations(now, addr) {
-            self.send_packet(dst, pkt.clone());
+            self.send_init(now, addr, dst, &pkt);
         }
+    }
+
+    /// Sends the HANDSHAKE_INIT datagram `pkt` for `addr` to `dst`, as a
+    /// HANDSHAKE_INIT_COOKIE when a cookie from `dst` is fresh.
+    fn send_init(&mut self, now: Instant, addr: Address, dst: SocketAddr, pkt: &[u8]) {
+        let cookie = self.peers.get(&addr).and_then(|p| {
+            p.cookies
+                .iter()
+                .find(|(ep, _, at)| *ep == dst && now < *at + COOKIE_TTL)
+                .map(|x| x.1)
+        });
+        let bytes = match cookie {
+            Some(cookie) => match with_cookie(pkt, cookie) {
+                Some(b) => b,
+                None => return,
+            },
+            None => pkt.to_vec(),
+        };
+        self.send_packet(dst, bytes);
     }
 
     /// Where a HANDSHAKE_INIT for `addr` goes: a root's confirmed path or all its
@@ -1628,7 +1675,15 @@ impl Node {
         match hdr.packet_type {
             PacketType::Fragment if outer => self.on_fragment(now, from, hdr, body),
             PacketType::Fragment | PacketType::HolePunch => {}
-            PacketType::HandshakeInit => self.on_init(now, from, hdr, body),
+            PacketType::HandshakeInit => self.on_init(now, from, hdr, body, None),
+            PacketType::HandshakeInitCookie => {
+                let Ok(cp) = CookieInitPacket::new_checked(body) else {
+                    return;
+                };
+                let cookie = cp.cookie();
+                self.on_init(now, from, hdr, cp.init_body(), Some(cookie));
+            }
+            PacketType::CookieReply => self.on_cookie_reply(now, from, hdr, body),
             PacketType::HandshakeResponse => self.on_response(now, from, hdr, body),
             PacketType::Data => self.on_data(now, from, hdr, body),
         }
@@ -1655,7 +1710,16 @@ impl Node {
         }
     }
 
-    fn on_init(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+    /// A HANDSHAKE_INIT, or the initiation inside a HANDSHAKE_INIT_COOKIE with its
+    /// `cookie`.
+    fn on_init(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        hdr: header::Repr,
+        body: &[u8],
+        cookie: Option<[u8; COOKIE_LEN]>,
+    ) {
         let Ok(ip) = InitPacket::new_checked(body) else {
             return;
         };
@@ -1670,6 +1734,37 @@ impl Node {
             .is_some_and(|p| p.last_init == Some(ephemeral))
         {
             return; // a duplicate (or replay) of the last initiation
+        }
+        // Nothing above cost more than a lookup; the Noise read below costs two X25519
+        // operations, and an unknown identity an Argon2id run: admission first.
+        if self.admission.needs_secret(now) {
+            let mut secret = [0u8; 32];
+            self.rng.fill_bytes(&mut secret);
+            self.admission.rotate(secret, now);
+        }
+        let relayed_for = (hdr.hops > 0 && self.is_root_endpoint(from)).then_some(hdr.src);
+        let source = Source::new(from, relayed_for);
+        match self
+            .admission
+            .check(now, from, source, hdr.src, cookie.as_ref())
+        {
+            Verdict::Admit => {}
+            Verdict::Cookie(cookie) => {
+                let mut pkt = Vec::with_capacity(HEADER_LEN + 4 + COOKIE_LEN);
+                self.header(PacketType::CookieReply, hdr.src)
+                    .emit_vec(&mut pkt);
+                CookieReplyRepr {
+                    receiver_index: init.sender_index,
+                    cookie,
+                }
+                .emit(&mut pkt);
+                self.send_packet(from, pkt);
+                return;
+            }
+            Verdict::Drop => {
+                tracing::debug!(peer = %hdr.src, %from, "initiation over its source's budget");
+                return;
+            }
         }
         let index = self.fresh_index();
         let mut seed = [0u8; 32];
@@ -1718,6 +1813,7 @@ impl Node {
                 return;
             }
             self.verify_window.1 += 1;
+            self.admission.count_verification();
             if let Err(e) = r.identity.verify() {
                 tracing::debug!(peer = %hdr.src, error = %e, "identity rejected");
                 return;
@@ -1762,16 +1858,59 @@ impl Node {
         self.flush_queue(now, hdr.src);
     }
 
-    /// See [`Node::on_init`]: the peer's (authentic, perhaps replayed) initiation crossed
-    /// ours. At most four repetitions per [`Timing::handshake_retry`].
-    fn repeat_initiation(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
+    /// A responder under load asks for its cookie to be echoed: remember the cookie for
+    /// where the reply came from and send the pending initiation again at once (at most
+    /// four times per [`Timing::handshake_retry`], so forged replies cannot make this node
+    /// a reflector), instead of waiting for the retransmission timer.
+    fn on_cookie_reply(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
+        let Ok(cp) = CookieReplyPacket::new_checked(body) else {
+            return;
+        };
+        let Ok(reply) = CookieReplyRepr::parse(&cp) else {
+            return;
+        };
         let min_gap = self.timing.handshake_retry / 4;
-        let via_root = hdr.hops > 0
+        let Some(p) = self.peers.get_mut(&hdr.src) else {
+            return;
+        };
+        // Only an answer to the initiation in flight (its random index) counts.
+        let Some(pending) = p
+            .pending
+            .as_mut()
+            .filter(|x| x.hs.local_index == reply.receiver_index)
+        else {
+            return;
+        };
+        let resend = pending.cookie_resent_at.is_none_or(|t| now >= t + min_gap);
+        if resend {
+            pending.cookie_resent_at = Some(now);
+        }
+        let pkt = pending.packet.clone();
+        p.cookies.retain(|(ep, _, _)| *ep != from);
+        p.cookies.push((from, reply.cookie, now));
+        if p.cookies.len() > MAX_COOKIES {
+            p.cookies.remove(0);
+        }
+        if resend {
+            self.send_init(now, hdr.src, from, &pkt);
+        }
+    }
+
+    /// Whether `from` is an endpoint of one of this node's roots.
+    fn is_root_endpoint(&self, from: SocketAddr) -> bool {
+        self.role == Role::Node
             && self.peers.values().any(|p| {
                 p.is_root()
                     && (p.root_endpoints.contains(&from)
                         || p.paths.iter().any(|x| x.endpoint == from))
-            });
+            })
+    }
+
+    /// See [`Node::on_init`]: the peer's (authentic, perhaps replayed) initiation crossed
+    /// ours. At most four repetitions per [`Timing::handshake_retry`].
+    fn repeat_initiation(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr) {
+        let min_gap = self.timing.handshake_retry / 4;
+        let via_root = hdr.hops > 0 && self.is_root_endpoint(from);
         let dsts = if via_root {
             vec![from]
         } else {
@@ -1790,7 +1929,7 @@ impl Node {
         pending.repeated_at = Some(now);
         let pkt = pending.packet.clone();
         for dst in dsts {
-            self.send_packet(dst, pkt.clone());
+            self.send_init(now, hdr.src, dst, &pkt);
         }
     }
 
@@ -2338,9 +2477,10 @@ impl Node {
         self.relay.packets += 1;
         self.relay.bytes += out.len() as u64;
         match hdr.packet_type {
-            PacketType::HandshakeInit | PacketType::HandshakeResponse => {
-                self.relay.handshake_packets += 1
-            }
+            PacketType::HandshakeInit
+            | PacketType::HandshakeInitCookie
+            | PacketType::CookieReply
+            | PacketType::HandshakeResponse => self.relay.handshake_packets += 1,
             PacketType::Data | PacketType::Fragment => self.relay.data_packets += 1,
             PacketType::HolePunch => {}
         }
@@ -2438,10 +2578,30 @@ impl Root {
         self.node.relay
     }
 
+    /// What handshake admission did so far (initiations, cookies, crypto spent).
+    pub fn admission_stats(&self) -> AdmissionStats {
+        self.node.admission_stats()
+    }
+
     /// Registered nodes and their paths.
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
         self.node.peers(now)
     }
+}
+
+/// The HANDSHAKE_INIT datagram `pkt` (header and body, as [`Node::initiate`] made it) as a
+/// HANDSHAKE_INIT_COOKIE carrying `cookie`.
+fn with_cookie(pkt: &[u8], cookie: [u8; COOKIE_LEN]) -> Option<Vec<u8>> {
+    let p = header::Packet::new_checked(pkt).ok()?;
+    let mut hdr = header::Repr::parse(&p).ok()?;
+    let ip = InitPacket::new_checked(p.body()).ok()?;
+    let init = InitRepr::parse(&ip).ok()?;
+    hdr.packet_type = PacketType::HandshakeInitCookie;
+    let repr = CookieInitRepr { cookie, init };
+    let mut out = Vec::with_capacity(HEADER_LEN + repr.buffer_len());
+    hdr.emit_vec(&mut out);
+    repr.emit(&mut out);
+    Some(out)
 }
 
 fn config_view(mac: Mac, c: &SignedConfig) -> NetworkConfig {

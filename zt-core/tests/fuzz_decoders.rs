@@ -23,7 +23,11 @@ fn seeds() -> Vec<Vec<u8>> {
     resp.extend_from_slice(&[9; 48]);
     let mut data = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5];
     data.extend_from_slice(&[1; 40]);
+    let reply = [&[0, 0, 0, 1][..], &[0x5a; 16][..]].concat();
+    let cookie_init = [&[0x5a; 16][..], &init[..]].concat();
     vec![
+        reply,
+        cookie_init,
         vec![
             1, 3, 0, 0, 0x89, 0xe9, 0x2c, 0xee, 0xe5, 0x12, 0x34, 0x56, 0x78, 0x9a,
         ],
@@ -109,10 +113,11 @@ fn inputs(seed: u64) -> impl Iterator<Item = Vec<u8>> {
 
 #[test]
 fn decoders_survive_random_and_mutated_input() {
-    let targets: [Target; 10] = [
+    let targets: [Target; 11] = [
         ("header", fuzzing::header),
         ("handshake_init", fuzzing::handshake_init),
         ("handshake_response", fuzzing::handshake_response),
+        ("cookie", fuzzing::cookie),
         ("data", fuzzing::data),
         ("fragment", fuzzing::fragment),
         ("message", fuzzing::message),

@@ -1736,3 +1736,334 @@ fn a_burst_of_fragmented_frames_sends_first_pieces_ahead_and_arrives_in_order() 
         assert_eq!(&f[15..], &body[1..]);
     }
 }
+
+/// A HANDSHAKE_INIT from `src` to the node `target` whose Noise message 1 is valid (made
+/// with a fresh static key) but whose payload is a junk identity: the header-valid,
+/// crypto-valid packet a flooder sends, which costs the responder a Noise read and, before
+/// admission, an identity verification.
+fn junk_initiation(target: &zt_core::Identity, src: Address, index: u32) -> Vec<u8> {
+    use zt_core::session::{NOISE_PARAMS, PROLOGUE};
+    let params: snow::params::NoiseParams = NOISE_PARAMS.parse().unwrap();
+    let builder = || {
+        snow::Builder::with_resolver(
+            params.clone(),
+            Box::new(SeededResolver(u64::from(index) << 32 | src.to_u64())),
+        )
+    };
+    let keys = builder().generate_keypair().unwrap();
+    let mut hs = builder()
+        .local_private_key(&keys.private)
+        .unwrap()
+        .remote_public_key(target.x25519_public())
+        .unwrap()
+        .prologue(PROLOGUE)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut identity = Vec::new();
+    identity.extend_from_slice(&src.to_bytes());
+    identity.extend_from_slice(&keys.public);
+    identity.extend_from_slice(&[7; 32]);
+    identity.extend_from_slice(&[9; 64]);
+    let mut msg = vec![0u8; 512];
+    let n = hs.write_message(&identity, &mut msg).unwrap();
+    let mut pkt = vec![1, 1, 0, 0];
+    pkt.extend_from_slice(&target.address().to_bytes());
+    pkt.extend_from_slice(&src.to_bytes());
+    pkt.extend_from_slice(&index.to_be_bytes());
+    pkt.extend_from_slice(&msg[..n]);
+    pkt
+}
+
+/// Snow's primitives with a seeded generator (the test's junk must not depend on the
+/// machine's entropy source, which snow's default resolver does not provide here).
+struct SeededResolver(u64);
+
+struct SeededRandom(ChaCha8Rng);
+
+impl snow::types::Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl snow::resolvers::CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(SeededRandom(ChaCha8Rng::seed_from_u64(self.0))))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        snow::resolvers::DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
+        snow::resolvers::DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        snow::resolvers::DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+/// A flood of junk initiations from one UDP endpoint towards some hosts.
+struct Flood {
+    from: SocketAddr,
+    /// Per target endpoint: a pool of junk packets sent round-robin.
+    targets: Vec<(SocketAddr, Vec<Vec<u8>>)>,
+    per_second: u32,
+    sent: u64,
+}
+
+impl Flood {
+    fn new(
+        from: SocketAddr,
+        per_second: u32,
+        targets: &[(SocketAddr, &zt_core::Identity)],
+    ) -> Flood {
+        let targets = targets
+            .iter()
+            .map(|(ep, id)| {
+                let pool = (0..32u32)
+                    .map(|i| {
+                        let src = Address::new(0x33_0000_0000 + u64::from(i)).unwrap();
+                        junk_initiation(id, src, i)
+                    })
+                    .collect();
+                (*ep, pool)
+            })
+            .collect();
+        Flood {
+            from,
+            targets,
+            per_second,
+            sent: 0,
+        }
+    }
+
+    /// Runs the simulation for `d` in 10 ms slices, each starting with a slice's worth of
+    /// junk to every target; stops early (and returns true) once `cond` holds.
+    fn run_until(&mut self, sim: &mut Sim, d: Duration, cond: impl Fn(&Sim) -> bool) -> bool {
+        let slice = Duration::from_millis(10);
+        let per_slice = (self.per_second / 100) as usize;
+        let end = sim.now + d;
+        while sim.now < end {
+            if cond(sim) {
+                return true;
+            }
+            for (ep, pool) in &self.targets {
+                for k in 0..per_slice {
+                    let bytes = pool[(self.sent as usize + k) % pool.len()].clone();
+                    inject(sim, self.from, *ep, bytes);
+                }
+            }
+            self.sent += per_slice as u64;
+            sim.run_for(slice);
+        }
+        cond(sim)
+    }
+}
+
+/// Issue 13 point 7: junk initiations from one address used to spend the global budget of
+/// identity verifications, so while they lasted no new node could register with a root or
+/// reach the flooded node. Now the flood only turns on cookies, and the new node, at
+/// another address, proves it receives there and gets through within a couple of round
+/// trips.
+#[test]
+fn a_junk_flood_from_one_address_does_not_lock_a_new_node_out() {
+    let mut w = world(40, None, None, Timing::default());
+    let root_ep = w.sim.hosts[w.root].addr;
+    let b_ep = w.sim.hosts[w.b].addr;
+    let root_id = w.sim.root(w.root).identity().clone();
+    let b_id = w.sim.node(w.b).identity().clone();
+    let junk_from: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+    let mut flood = Flood::new(junk_from, 1000, &[(root_ep, &root_id), (b_ep, &b_id)]);
+    // The flood is under way when the new node starts.
+    flood.run_until(&mut w.sim, Duration::from_millis(550), |_| false);
+    let c_id = identity(40 * 10 + 9);
+    let addr_c = c_id.address();
+    let spec = RootSpec {
+        identity: root_id.clone(),
+        endpoints: vec![root_ep],
+    };
+    let now = w.sim.now;
+    let mut c = Node::new(NodeConfig::new(c_id, vec![spec], seed(9)), now);
+    c.join(now, NET).unwrap();
+    let c_ep: SocketAddr = "198.51.100.9:9993".parse().unwrap();
+    let c = w.sim.add_host(Agent::Node(Box::new(c)), c_ep, None);
+    let started = w.sim.now;
+    let root_addr = root_id.address();
+    let registered = flood.run_until(&mut w.sim, Duration::from_secs(2), |s| {
+        s.hosts[c]
+            .events
+            .contains(&Event::PeerUp { address: root_addr })
+    });
+    assert!(
+        registered,
+        "the new node did not register with the flooded root within 2 s"
+    );
+    let joined_after = w.sim.now - started;
+    // It reaches the flooded node B: a broadcast needs the member list, B's identity from
+    // the root and a handshake with B.
+    let mac_c = Mac::for_member(NET, addr_c);
+    let now = w.sim.now;
+    w.sim
+        .node(c)
+        .send_frame(now, NET, &eth(Mac::BROADCAST, mac_c, b"hello from c"))
+        .unwrap();
+    let b = w.b;
+    let reached = flood.run_until(&mut w.sim, Duration::from_secs(2), |s| {
+        s.frames_received(b)
+            .iter()
+            .any(|f| f.ends_with(b"hello from c"))
+    });
+    assert!(
+        reached,
+        "the new node did not reach the flooded node within 2 s"
+    );
+    let reached_after = w.sim.now - started;
+    assert!(reached_after < Duration::from_secs(2), "{reached_after:?}");
+    let stats = w.sim.root(w.root).admission_stats();
+    assert!(stats.cookies_sent > 500, "{stats:?}");
+    eprintln!(
+        "registered after {joined_after:?}, reached B after {reached_after:?}; root: {stats:?}"
+    );
+}
+
+/// Under load a junk initiation costs a keyed hash and a 34-byte reply, never a Noise read
+/// (two X25519 operations) or an identity verification (an Argon2id run): only the first
+/// burst, before the node knows it is flooded, is answered with crypto.
+#[test]
+fn junk_initiations_under_load_cost_no_asymmetric_crypto() {
+    let mut w = world(41, None, None, Timing::default());
+    let b_ep = w.sim.hosts[w.b].addr;
+    let b_id = w.sim.node(w.b).identity().clone();
+    let root_ep = w.sim.hosts[w.root].addr;
+    let root_id = w.sim.root(w.root).identity().clone();
+    let before_b = w.sim.node(w.b).admission_stats();
+    let before_root = w.sim.root(w.root).admission_stats();
+    let junk_from: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+    let mut flood = Flood::new(junk_from, 2000, &[(b_ep, &b_id), (root_ep, &root_id)]);
+    flood.run_until(&mut w.sim, Duration::from_secs(3), |_| false);
+    let after_b = w.sim.node(w.b).admission_stats();
+    let after_root = w.sim.root(w.root).admission_stats();
+    for (who, before, after) in [
+        ("node", before_b, after_b),
+        ("root", before_root, after_root),
+    ] {
+        let junk = after.initiations - before.initiations;
+        assert_eq!(junk, 6000, "{who}: {after:?}");
+        let crypto = after.admitted - before.admitted;
+        // The first burst, plus what its bucket refilled while the burst was spent.
+        assert!(
+            crypto <= u64::from(zt_core::admission::LOAD_BURST) + 5,
+            "{who}: {crypto} of {junk} junk initiations cost a Noise read"
+        );
+        let verified = after.identities_verified - before.identities_verified;
+        assert!(verified <= crypto, "{who}: {verified} verifications");
+        assert_eq!(
+            after.cookies_sent - before.cookies_sent,
+            junk - crypto,
+            "{who}"
+        );
+    }
+}
+
+/// A flood does not disturb sessions that exist: frames keep flowing both ways.
+#[test]
+fn a_flooded_node_still_serves_its_existing_sessions() {
+    let mut w = world(42, None, None, Timing::default());
+    w.introduce();
+    let b_ep = w.sim.hosts[w.b].addr;
+    let b_id = w.sim.node(w.b).identity().clone();
+    let junk_from: SocketAddr = "198.51.100.66:6666".parse().unwrap();
+    let mut flood = Flood::new(junk_from, 5000, &[(b_ep, &b_id)]);
+    let (a, b) = (w.a, w.b);
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let before_a = w.sim.frames_received(a).len();
+    let before_b = w.sim.frames_received(b).len();
+    for i in 0..50 {
+        let now = w.sim.now;
+        let p = format!("data {i}");
+        w.sim
+            .node(a)
+            .send_frame(now, NET, &eth(mb, ma, p.as_bytes()))
+            .unwrap();
+        w.sim
+            .node(b)
+            .send_frame(now, NET, &eth(ma, mb, p.as_bytes()))
+            .unwrap();
+        flood.run_until(&mut w.sim, Duration::from_millis(40), |_| false);
+    }
+    flood.run_until(&mut w.sim, Duration::from_millis(200), |_| false);
+    assert_eq!(w.sim.frames_received(b).len() - before_b, 50);
+    assert_eq!(w.sim.frames_received(a).len() - before_a, 50);
+    assert!(w.sim.node(b).admission_stats().cookies_sent > 9000);
+}
+
+/// A COOKIE_REPLY counts only for the initiation in flight (its random session index), and
+/// however many arrive, the initiator sends its initiation again at most once per quarter
+/// of the retransmission interval: forged replies cannot make it a reflector.
+#[test]
+fn cookie_replies_count_only_for_the_initiation_in_flight_and_resends_are_bounded() {
+    let mut w = world(43, None, None, Timing::default());
+    let (a, b) = (w.a, w.b);
+    let a_ep = w.sim.hosts[a].addr;
+    let root_ep = w.sim.hosts[w.root].addr;
+    // B never answers: A's initiation stays in flight.
+    w.sim.hosts[b].offline = true;
+    w.sim.tap = Some(Vec::new());
+    let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
+    let now = w.sim.now;
+    w.sim
+        .node(a)
+        .send_frame(now, NET, &eth(mb, ma, b"to b"))
+        .unwrap();
+    w.sim.run_for(Duration::from_millis(100));
+    let tap = w.sim.tap.take().unwrap();
+    let init = tap
+        .iter()
+        .find(|(s, _, p)| *s == a_ep && p[1] == 1 && p[4..9] == w.addr_b.to_bytes())
+        .map(|(_, d, p)| (*d, p.clone()))
+        .expect("A initiated to B");
+    assert_eq!(init.0, root_ep, "through the relay (no direct path yet)");
+    let index = u32::from_be_bytes(init.1[14..18].try_into().unwrap());
+    let reply = |index: u32| {
+        // As relayed by the root: B -> A, one hop.
+        let mut p = vec![1, 6, 1, 0];
+        p.extend_from_slice(&w.addr_a.to_bytes());
+        p.extend_from_slice(&w.addr_b.to_bytes());
+        p.extend_from_slice(&index.to_be_bytes());
+        p.extend_from_slice(&[0xc0; 16]);
+        p
+    };
+    w.sim.tap = Some(Vec::new());
+    for i in 0..10 {
+        inject(&mut w.sim, root_ep, a_ep, reply(index ^ (1 + i)));
+    }
+    w.sim.run_for(Duration::from_millis(50));
+    let sent_with_cookie = |tap: &[(SocketAddr, SocketAddr, Vec<u8>)]| {
+        tap.iter()
+            .filter(|(s, _, p)| *s == a_ep && p[1] == 7)
+            .map(|(_, d, p)| (*d, p.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        sent_with_cookie(w.sim.tap.as_ref().unwrap()).is_empty(),
+        "a reply for another index made A send"
+    );
+    for _ in 0..10 {
+        inject(&mut w.sim, root_ep, a_ep, reply(index));
+    }
+    w.sim.run_for(Duration::from_millis(50));
+    let resent = sent_with_cookie(w.sim.tap.as_ref().unwrap());
+    assert_eq!(resent.len(), 1, "ten replies, one resend");
+    let (dst, pkt) = &resent[0];
+    assert_eq!(*dst, root_ep, "back where the reply came from");
+    // The cookie, then the very initiation that was in flight.
+    assert_eq!(&pkt[14..30], &[0xc0; 16]);
+    assert_eq!(&pkt[30..], &init.1[14..]);
+}

@@ -35,6 +35,9 @@ pub(crate) enum ClientMode {
     /// Open `conns` connections, check each with one request, keep them until stdin
     /// closes (or the duration ends), then check each again.
     Hold,
+    /// One connection, one request every `interval-ms`, for the duration: one JSON line
+    /// per second of round trips (the echo latency over time, light on the machine).
+    Series,
 }
 
 /// The arguments of `rr-client`.
@@ -58,6 +61,9 @@ pub(crate) struct ClientArgs {
     /// The most requests or connections made, whatever the time.
     #[arg(long, default_value_t = 5_000_000)]
     pub(crate) max: u64,
+    /// Milliseconds between requests (`series`).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) interval_ms: u64,
 }
 
 /// Raise the soft limit of open files to the hard one (10,000 connections need it).
@@ -132,6 +138,7 @@ pub(crate) fn client(args: &ClientArgs) -> anyhow::Result<()> {
         ClientMode::Pingpong => pingpong(args, limit)?,
         ClientMode::Connect => connect_rate(args, limit)?,
         ClientMode::Hold => hold(args, limit)?,
+        ClientMode::Series => series(args, limit)?,
     };
     println!("{result}");
     Ok(())
@@ -231,6 +238,46 @@ fn pingpong(args: &ClientArgs, limit: Duration) -> anyhow::Result<serde_json::Va
         ns.push(t.elapsed().as_nanos() as u64);
     }
     Ok(latency_summary(ns, started.elapsed(), "pingpong"))
+}
+
+/// Paced ping-pong: prints a `latency_summary` line with `end_unix_ns` for every second
+/// (flushed as it goes, so a runner can read it while the client runs), then the summary
+/// of the whole run. A request that gets no answer within 10 s ends the run.
+fn series(args: &ClientArgs, limit: Duration) -> anyhow::Result<serde_json::Value> {
+    let mut stream = TcpStream::connect_timeout(&args.connect, Duration::from_secs(10))
+        .with_context(|| format!("connect {}", args.connect))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let msg = vec![PING; args.size];
+    let mut buf = vec![0u8; args.size];
+    request(&mut stream, &msg, &mut buf).context("the warm-up request")?;
+    let interval = Duration::from_millis(args.interval_ms.clamp(1, 10_000));
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut second = Vec::new();
+    let mut second_start = Instant::now();
+    let mut out = std::io::stdout();
+    while started.elapsed() < limit && (all.len() as u64) < args.max {
+        let t = Instant::now();
+        request(&mut stream, &msg, &mut buf)
+            .with_context(|| format!("request {} of the series", all.len() + 1))?;
+        let ns = t.elapsed().as_nanos() as u64;
+        all.push(ns);
+        second.push(ns);
+        if second_start.elapsed() >= Duration::from_secs(1) {
+            let mut line = latency_summary(
+                std::mem::take(&mut second),
+                second_start.elapsed(),
+                "second",
+            );
+            line["end_unix_ns"] = json!(unix_ns().to_string());
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            second_start = Instant::now();
+        }
+        std::thread::sleep(interval.saturating_sub(t.elapsed()));
+    }
+    Ok(latency_summary(all, started.elapsed(), "series"))
 }
 
 fn connect_rate(args: &ClientArgs, limit: Duration) -> anyhow::Result<serde_json::Value> {
@@ -377,6 +424,7 @@ mod tests {
             size: 64,
             conns: 50,
             max: 200,
+            interval_ms: 1,
         };
         let first = first(&args(ClientMode::First, 5.0), Duration::from_secs(5)).unwrap();
         assert!(first["first_reply_unix_ns"]
@@ -388,6 +436,8 @@ mod tests {
         assert_eq!(pp["count"], 200);
         assert!(pp["p50_us"].as_f64().unwrap() > 0.0);
         assert!(pp["p99_us"].as_f64().unwrap() >= pp["p50_us"].as_f64().unwrap());
+        let se = series(&args(ClientMode::Series, 5.0), Duration::from_secs(5)).unwrap();
+        assert_eq!(se["count"], 200);
         let cr = connect_rate(&args(ClientMode::Connect, 5.0), Duration::from_secs(5)).unwrap();
         assert_eq!(cr["count"], 200);
         // Hold: stdin of the test harness is not closed, so the short deadline ends it.

@@ -44,6 +44,11 @@ pub enum PacketType {
     Fragment,
     /// An empty, unauthenticated packet sent only to open NAT mappings.
     HolePunch,
+    /// A responder under load asks the initiator to prove it receives at its source
+    /// address (see [`super::cookie`]).
+    CookieReply,
+    /// Noise IK message 1 preceded by the cookie of a [`PacketType::CookieReply`].
+    HandshakeInitCookie,
 }
 
 impl PacketType {
@@ -55,6 +60,8 @@ impl PacketType {
             PacketType::Data => 3,
             PacketType::Fragment => 4,
             PacketType::HolePunch => 5,
+            PacketType::CookieReply => 6,
+            PacketType::HandshakeInitCookie => 7,
         }
     }
 
@@ -66,6 +73,8 @@ impl PacketType {
             3 => PacketType::Data,
             4 => PacketType::Fragment,
             5 => PacketType::HolePunch,
+            6 => PacketType::CookieReply,
+            7 => PacketType::HandshakeInitCookie,
             _ => {
                 return Err(WireError::Malformed {
                     what: "packet type",

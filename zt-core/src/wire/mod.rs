@@ -10,11 +10,14 @@
 //! - [`header`]: the 14-byte VL1 header every datagram starts with (version, type, hop
 //!   count, destination and source addresses).
 //! - [`handshake`]: Noise IK handshake initiation and response bodies.
+//! - [`cookie`]: the cookie reply of a responder under load, and the initiation that
+//!   echoes its cookie.
 //! - [`data`]: transport bodies (receiver session index, counter, AEAD ciphertext).
 //! - [`fragment`]: pieces of a VL1 packet larger than the UDP path MTU.
 //! - [`message`]: the plaintext inside a transport packet (keepalive, ping, HELLO, WHOIS,
 //!   rendezvous, network membership, Ethernet frames).
 
+pub mod cookie;
 pub mod credential;
 pub mod data;
 pub mod fragment;

@@ -315,6 +315,15 @@ static void msleep(int ms)
 		;
 }
 
+/* Wait for stray echoes (200 ms) and discard every queued datagram (at most 64). */
+static void drain_dgrams(int s)
+{
+	char b[2048];
+	msleep(200);
+	for (int i = 0; i < 64 && recv(s, b, sizeof b, MSG_DONTWAIT) >= 0; i++)
+		;
+}
+
 /* A child that dies with us. */
 static pid_t fork_helper(void)
 {

@@ -4,6 +4,7 @@
 //! ```text
 //! compat-tests matrix [--mode ztrun|native] [--list] [--write] [--out PATH] [APP...]
 //! compat-tests bench [--quick] [--write] [--out PATH] [--svg PATH] [--perf DIR]
+//! compat-tests conformance [--mode loopback|net] [--user root|nobody] [--only PREFIX]
 //! ```
 //!
 //! Prints the table to stdout and exits non-zero when any scenario is BROKEN. In ztrun
@@ -15,6 +16,10 @@
 //! and the targets of issue 7; a full run writes `BENCHMARKS.md` and `docs/BENCH.svg` at
 //! the workspace root (see the `bench` module). The hidden `rr-server` and `rr-client`
 //! subcommands are the request/response programs it runs on the test hosts.
+//!
+//! `conformance` runs the C probes of `compat-tests/conformance/` natively and under
+//! ztrun and prints every difference (see the `conformance` module); it exits 1 when a
+//! difference is not in the allowlist of docs/COMPAT.md.
 
 mod bench;
 
@@ -42,6 +47,9 @@ enum Commands {
     Matrix(MatrixArgs),
     /// Measure ztrun against the kernel (loopback, veth) on two test hosts, in one run.
     Bench(BenchArgs),
+    /// Run the C probes natively and under ztrun (loopback and two hosts, root and uid
+    /// 65534) and print every difference.
+    Conformance(ConformanceArgs),
     /// The benchmark's echo server (run on test hosts by `bench`).
     #[command(hide = true)]
     RrServer {
@@ -87,6 +95,47 @@ struct BenchArgs {
     #[arg(long)]
     keep: bool,
     /// Print each step and command.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NetModeArg {
+    /// 127.0.0.1 and ::1 on one host.
+    Loopback,
+    /// Two hosts: a veth LAN natively, the virtual network under ztrun.
+    Net,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum UserArg {
+    /// uid 0.
+    Root,
+    /// uid 65534.
+    Nobody,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformanceArgs {
+    /// Only this mode (default: both).
+    #[arg(long, value_enum)]
+    mode: Option<NetModeArg>,
+    /// Only this user (default: both).
+    #[arg(long, value_enum)]
+    user: Option<UserArg>,
+    /// Only the case functions whose name starts with PREFIX (e.g. `sig-`, `opt-get`).
+    #[arg(long, value_name = "PREFIX")]
+    only: Option<String>,
+    /// The ztrun binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    ztrun: Option<PathBuf>,
+    /// The zt binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    zt: Option<PathBuf>,
+    /// Keep the working directory (probes, outputs) under /tmp.
+    #[arg(long)]
+    keep: bool,
+    /// Print progress and commands.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -145,6 +194,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("compat-tests bench: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::Conformance(args) => match run_conformance(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("compat-tests conformance: {e:#}");
                 ExitCode::from(2)
             }
         },
@@ -291,6 +348,48 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         svg_path.display()
     );
     Ok(())
+}
+
+/// Runs the conformance suite; Ok(false) when a difference is not in the allowlist.
+fn run_conformance(args: ConformanceArgs) -> anyhow::Result<bool> {
+    use compat_tests::conformance::{self, Allowlist, NetMode, User};
+    let compat_md = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/COMPAT.md");
+    let text = std::fs::read_to_string(&compat_md)
+        .with_context(|| format!("reading the allowlist in {}", compat_md.display()))?;
+    let allow = Allowlist::parse(&text).with_context(|| compat_md.display().to_string())?;
+    compat_tests::testnet::require_root();
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
+    build_binaries_beside_runner(&binaries)?;
+    let modes = match args.mode {
+        Some(NetModeArg::Loopback) => vec![NetMode::Loopback],
+        Some(NetModeArg::Net) => vec![NetMode::Net],
+        None => vec![NetMode::Loopback, NetMode::Net],
+    };
+    let users = match args.user {
+        Some(UserArg::Root) => vec![User::Root],
+        Some(UserArg::Nobody) => vec![User::Nobody],
+        None => vec![User::Root, User::Nobody],
+    };
+    let options = conformance::Options {
+        binaries,
+        modes,
+        users,
+        only: args.only,
+        keep: args.keep,
+        verbose: args.verbose,
+    };
+    let started = Instant::now();
+    let report = conformance::run(&options)?;
+    let ok = conformance::print(&report, &allow, &mut std::io::stdout().lock())?;
+    println!(
+        "{}; {:.0} s",
+        matrix::utc_date(std::time::SystemTime::now()),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ok)
 }
 
 /// Runs the matrix; Ok(false) when a scenario is BROKEN.

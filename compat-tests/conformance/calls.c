@@ -2,6 +2,10 @@
  * shutdown. */
 #include "probe.h"
 
+/* Blocking reads and accepts of these sockets are bounded (probe.h, bounded()). */
+#define dial(f, p) bounded(dial(f, p))
+#define listener(f, p) bounded(listener(f, p))
+
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
 #endif
@@ -611,6 +615,111 @@ static void c_accept(void)
 	RFD("accept.enotsock", accept(fd, NULL, NULL));
 }
 
+/* Wildcard listeners reached from loopback and from the peer: `::` with V6ONLY off
+ * takes IPv4 connections too (as v4-mapped addresses), `0.0.0.0` takes both sources. */
+static void wildcard_accepts(const char *name, int l, int port)
+{
+	char n[96];
+	static const struct {
+		const char *from;
+		int fam; /* 4 or 6 */
+		int via_peer;
+	} src[] = {{"lo4", 4, 0}, {"lo6", 6, 0}, {"peer4", 4, 1}, {"peer6", 6, 1}};
+	fcntl(l, F_SETFL, O_NONBLOCK);
+	for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+		int c = -1, ctl = -1;
+		if (src[i].via_peer) {
+			ctl = callback(src[i].fam, port);
+		} else {
+			c = socket(src[i].fam == 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			struct sockaddr_storage ss = {0};
+			socklen_t len;
+			if (src[i].fam == 6) {
+				struct sockaddr_in6 a = sin6("::1", port);
+				memcpy(&ss, &a, sizeof a);
+				len = sizeof a;
+			} else {
+				struct sockaddr_in a = sin4("127.0.0.1", port);
+				memcpy(&ss, &a, sizeof a);
+				len = sizeof a;
+			}
+			connect(c, (struct sockaddr *)&ss, len);
+		}
+		snprintf(n, sizeof n, "%s.from-%s", name, src[i].from);
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof from;
+		int a = -1;
+		for (int t = 0; t < 20 && a < 0; t++) { /* 2 s */
+			readable(l, 100);
+			fl = sizeof from;
+			a = accept(l, (struct sockaddr *)&from, &fl);
+		}
+		if (a < 0) {
+			out(n, "%s", rstr(a, errno, 1));
+		} else {
+			struct sockaddr_storage me;
+			socklen_t ml = sizeof me;
+			getsockname(a, (struct sockaddr *)&me, &ml);
+			out(n, "ret=fd peer=[%s] local=[%s]", addr_str(&from, fl, -1), addr_str(&me, ml, port));
+			close(a);
+		}
+		if (c >= 0)
+			close(c);
+		if (ctl >= 0)
+			close(ctl);
+	}
+}
+
+static void c_wildcard(void)
+{
+	int zero = 0, port;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int l = tcp(6);
+	setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	struct sockaddr_in6 any6 = {.sin6_family = AF_INET6};
+	if (bind(l, (struct sockaddr *)&any6, sizeof any6) < 0 || listen(l, 8) < 0)
+		return setup_failed("accept.wildcard6-dual", "listen on ::");
+	len = sizeof ss;
+	getsockname(l, (struct sockaddr *)&ss, &len);
+	port = port_of(&ss);
+	wildcard_accepts("accept.wildcard6-dual", l, port);
+	close(l);
+}
+
+static void c_wildcard_v6only(void)
+{
+	int one = 1, port;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct sockaddr_in6 any6 = {.sin6_family = AF_INET6};
+	int l = tcp(6);
+	setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(l, (struct sockaddr *)&any6, sizeof any6) < 0 || listen(l, 8) < 0)
+		return setup_failed("accept.wildcard6-v6only", "listen on ::");
+	len = sizeof ss;
+	getsockname(l, (struct sockaddr *)&ss, &len);
+	port = port_of(&ss);
+	wildcard_accepts("accept.wildcard6-v6only", l, port);
+	close(l);
+}
+
+static void c_wildcard4(void)
+{
+	int port;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int l = tcp(4);
+	struct sockaddr_in any4 = {.sin_family = AF_INET};
+	if (bind(l, (struct sockaddr *)&any4, sizeof any4) < 0 || listen(l, 8) < 0)
+		return setup_failed("accept.wildcard4", "listen on 0.0.0.0");
+	len = sizeof ss;
+	getsockname(l, (struct sockaddr *)&ss, &len);
+	port = port_of(&ss);
+	wildcard_accepts("accept.wildcard4", l, port);
+	close(l);
+}
+
 static void c_shutdown(void)
 {
 	char n[80];
@@ -674,6 +783,7 @@ static void c_shutdown(void)
 static const struct probe_case cases[] = {
 	{"socket", c_socket},     {"names", c_names_fresh}, {"bind", c_bind},
 	{"listen", c_listen},     {"connect", c_connect},   {"accept", c_accept},
-	{"shutdown", c_shutdown},
+	{"shutdown", c_shutdown}, {"wildcard6", c_wildcard},
+	{"wildcard6-v6only", c_wildcard_v6only}, {"wildcard4", c_wildcard4},
 };
 PROBE_MAIN(cases)

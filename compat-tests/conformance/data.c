@@ -1,13 +1,20 @@
 /* data.c: sendto, recvfrom, sendmsg, recvmsg, sendmmsg, recvmmsg on UDP and TCP. */
 #include "probe.h"
 
+/* The family the case runs in (each case function runs once per family). */
+static int FAM = 4;
+
+#define udp(f) bounded(udp(f))
+#define dial(f, p) bounded(dial(f, p))
+
 /* A datagram round trip through the peer's UDP echo, then what recvfrom says. */
 static void d_udp(void)
 {
 	char n[96], buf[256];
 	struct sockaddr_storage ss, from;
 	socklen_t len, fl;
-	for (int fam = 4; fam <= 6; fam += 2) {
+	{
+		int fam = FAM;
 		int s = udp(fam);
 		len = peer_addr(fam, P_UDPECHO, &ss);
 		snprintf(n, sizeof n, "sendto.udp%d", fam);
@@ -146,7 +153,8 @@ static void d_udp(void)
 static void d_msg(void)
 {
 	char n[96];
-	for (int fam = 4; fam <= 6; fam += 2) {
+	{
+		int fam = FAM;
 		struct sockaddr_storage ss, from;
 		socklen_t len = peer_addr(fam, P_UDPECHO, &ss);
 		int s = udp(fam);
@@ -268,7 +276,8 @@ static void d_msg(void)
 static void d_mmsg(void)
 {
 	char n[96];
-	for (int fam = 4; fam <= 6; fam += 2) {
+	{
+		int fam = FAM;
 		struct sockaddr_storage ss;
 		socklen_t len = peer_addr(fam, P_UDPECHO, &ss);
 		int s = udp(fam);
@@ -341,7 +350,8 @@ static void d_mmsg(void)
 static void d_tcp(void)
 {
 	char n[96], buf[64];
-	for (int fam = 4; fam <= 6; fam += 2) {
+	{
+		int fam = FAM;
 		int s = dial(fam, P_ECHO);
 		if (s < 0) {
 			snprintf(n, sizeof n, "tcpdata.tcp%d", fam);
@@ -426,10 +436,17 @@ static void d_tcp(void)
 	}
 }
 
+#define BOTH(name, fn)                                  \
+	static void fn##4(void) { FAM = 4; fn(); }      \
+	static void fn##6(void) { FAM = 6; fn(); }
+BOTH(udp, d_udp)
+BOTH(msg, d_msg)
+BOTH(mmsg, d_mmsg)
+BOTH(tcp, d_tcp)
+
 static const struct probe_case cases[] = {
-	{"data-udp", d_udp},
-	{"data-msg", d_msg},
-	{"data-mmsg", d_mmsg},
-	{"data-tcp", d_tcp},
+	{"data-udp4", d_udp4}, {"data-udp6", d_udp6},   {"data-msg4", d_msg4},
+	{"data-msg6", d_msg6}, {"data-mmsg4", d_mmsg4}, {"data-mmsg6", d_mmsg6},
+	{"data-tcp4", d_tcp4}, {"data-tcp6", d_tcp6},
 };
 PROBE_MAIN(cases)

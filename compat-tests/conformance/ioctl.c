@@ -3,6 +3,10 @@
  * descriptor ztrun gave it. */
 #include "probe.h"
 
+/* Blocking reads and accepts of these sockets are bounded (probe.h, bounded()). */
+#define dial(f, p) bounded(dial(f, p))
+#define listener(f, p) bounded(listener(f, p))
+
 #include <linux/sockios.h>
 #include <net/if_arp.h>
 

@@ -245,6 +245,16 @@ static const char *addr_str(const struct sockaddr_storage *ss, socklen_t len, in
 static int tcp(int fam) { return socket(fam == 6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0); }
 static int udp(int fam) { return socket(fam == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0); }
 
+/* Blocking reads (and accepts) on s give up after 3 s, so that one that never returns
+ * costs one result, not the rest of the case. */
+static int bounded(int s)
+{
+	struct timeval t = {3, 0};
+	if (s >= 0)
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+	return s;
+}
+
 /* A TCP connection to the peer's service, or -1 (errno set). */
 static int dial(int fam, int port)
 {

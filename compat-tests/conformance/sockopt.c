@@ -2,6 +2,10 @@
  * sockets, with valid and invalid arguments. */
 #include "probe.h"
 
+/* Blocking reads and accepts of these sockets are bounded (probe.h, bounded()). */
+#define dial(f, p) bounded(dial(f, p))
+#define listener(f, p) bounded(listener(f, p))
+
 #ifndef SO_INCOMING_NAPI_ID
 #define SO_INCOMING_NAPI_ID 56
 #endif
@@ -216,10 +220,8 @@ static void set_then_get(const char *prefix, int s, const struct opt *o)
 		return;
 	}
 	out(n, "%s", rstr(r, errno, 0));
-	if (r == 0) {
-		snprintf(n, sizeof n, "%s.after-set", prefix);
-		get(n, s, o);
-	}
+	snprintf(n, sizeof n, "%s.after-set", prefix);
+	get(n, s, o);
 }
 
 static int make(const char *k)

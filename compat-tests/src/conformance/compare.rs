@@ -79,6 +79,15 @@ pub enum Verdict {
         /// The outcome under ztrun.
         ztrun: String,
     },
+    /// Two native runs disagree: the case is not deterministic, so nothing can be said.
+    Unstable {
+        /// The first native outcome.
+        native: String,
+        /// The second native outcome.
+        again: String,
+        /// The outcome under ztrun.
+        ztrun: String,
+    },
     /// The native run could not set the case up (or timed out), so nothing can be said.
     NativeFailed {
         /// The native outcome.
@@ -91,14 +100,24 @@ pub enum Verdict {
 /// What a missing result reads as.
 pub const MISSING: &str = "<missing>";
 
-/// True for a native outcome that means the case was never exercised.
+/// True for a native outcome that means the case was never exercised. (A result only
+/// the ztrun run printed is a difference: the probes print the same lines whatever the
+/// calls answer, so a missing native line is never a set-up problem of the case.)
 fn native_failed(outcome: &str) -> bool {
-    outcome.starts_with("setup-failed") || outcome == "timeout" || outcome == MISSING
+    outcome.starts_with("setup-failed") || outcome == "timeout"
 }
 
-/// Compare every case either run printed.
-pub fn compare(native: &Outcomes, ztrun: &Outcomes) -> Vec<(String, Verdict)> {
+/// Compare every case any run printed. `again`, a second native run, marks the cases
+/// whose native outcome is not reproducible as [`Verdict::Unstable`].
+pub fn compare(
+    native: &Outcomes,
+    again: Option<&Outcomes>,
+    ztrun: &Outcomes,
+) -> Vec<(String, Verdict)> {
     let mut names: Vec<&String> = native.0.keys().chain(ztrun.0.keys()).collect();
+    if let Some(again) = again {
+        names.extend(again.0.keys());
+    }
     names.sort();
     names.dedup();
     names
@@ -106,9 +125,16 @@ pub fn compare(native: &Outcomes, ztrun: &Outcomes) -> Vec<(String, Verdict)> {
         .map(|name| {
             let n = native.0.get(name).map_or(MISSING, String::as_str);
             let z = ztrun.0.get(name).map_or(MISSING, String::as_str);
+            let a = again.map(|o| o.0.get(name).map_or(MISSING, String::as_str));
             let verdict = if native_failed(n) {
                 Verdict::NativeFailed {
                     native: n.into(),
+                    ztrun: z.into(),
+                }
+            } else if let Some(a) = a.filter(|a| *a != n) {
+                Verdict::Unstable {
+                    native: n.into(),
+                    again: a.into(),
                     ztrun: z.into(),
                 }
             } else if n == z {
@@ -243,7 +269,23 @@ mod tests {
             &k,
         );
         let ztrun = Outcomes::parse("a: ret=0\nb: ret=0\nc: ret=0\nd.exit: timeout\nf: x\n", &k);
-        let v: BTreeMap<String, Verdict> = compare(&native, &ztrun).into_iter().collect();
+        let again = Outcomes::parse(
+            "a: ret=0\nb: ret=-1 errno=EISCONN\nc: setup-failed\nd.exit: timeout\ne: ret=2\n",
+            &k,
+        );
+        let v: BTreeMap<String, Verdict> = compare(&native, None, &ztrun).into_iter().collect();
+        let w: BTreeMap<String, Verdict> =
+            compare(&native, Some(&again), &ztrun).into_iter().collect();
+        assert_eq!(w["a"], Verdict::Same);
+        assert!(matches!(w["b"], Verdict::Differ { .. }));
+        assert_eq!(
+            w["e"],
+            Verdict::Unstable {
+                native: "ret=1".into(),
+                again: "ret=2".into(),
+                ztrun: MISSING.into()
+            }
+        );
         assert_eq!(v["a"], Verdict::Same);
         assert_eq!(
             v["b"],
@@ -262,7 +304,13 @@ mod tests {
                 ztrun: MISSING.into()
             }
         );
-        assert!(matches!(v["f"], Verdict::NativeFailed { .. }));
+        assert_eq!(
+            v["f"],
+            Verdict::Differ {
+                native: MISSING.into(),
+                ztrun: "x".into()
+            }
+        );
     }
 
     #[test]

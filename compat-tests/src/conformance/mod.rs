@@ -197,6 +197,8 @@ pub struct RunSummary {
     pub differ: usize,
     /// Native set-up failed or timed out.
     pub native_failed: usize,
+    /// The two native runs disagree.
+    pub unstable: usize,
     /// Problems with the runs themselves (a run that timed out, printed nothing, ...).
     pub notes: Vec<String>,
 }
@@ -287,12 +289,13 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
             let started = Instant::now();
             let (summary, cases) = lab.run_pair(mode, user)?;
             eprintln!(
-                "conformance: {} {}: {} compared, {} differ, {} native set-up failures ({:.0} s)",
+                "conformance: {} {}: {} compared, {} differ, {} native set-up failures, {} unstable ({:.0} s)",
                 mode.name(),
                 user.name(),
                 summary.compared,
                 summary.differ,
                 summary.native_failed,
+                summary.unstable,
                 started.elapsed().as_secs_f64()
             );
             report.runs.push(summary);
@@ -430,16 +433,18 @@ impl<'n> Lab<'n> {
                 (addrs.peer6.to_string(), "PEER6"),
             ],
         };
-        let native = match mode {
-            NetMode::Loopback => {
-                self.probes(&self.n1, user, None, mode, addrs, "native", &mut notes)?
-            }
+        // Two native runs: a case whose native outcome is not reproducible is not judged.
+        let twice = |notes: &mut Vec<String>| -> anyhow::Result<(String, String)> {
+            let first = self.probes(&self.n1, user, None, mode, addrs, "native", notes)?;
+            let again = self.probes(&self.n1, user, None, mode, addrs, "native-again", notes)?;
+            Ok((first, again))
+        };
+        let (native, again) = match mode {
+            NetMode::Loopback => twice(&mut notes)?,
             NetMode::Net => {
                 self.mirror(addrs, true)?;
                 let result =
-                    self.with_peer(&self.n2, user, None, addrs, "native", &mut notes, |notes| {
-                        self.probes(&self.n1, user, None, mode, addrs, "native", notes)
-                    });
+                    self.with_peer(&self.n2, user, None, addrs, "native", &mut notes, twice);
                 self.mirror(addrs, false)?;
                 result?
             }
@@ -465,11 +470,12 @@ impl<'n> Lab<'n> {
             )?,
         };
         let native = Outcomes::parse(&native, &known);
+        let again = Outcomes::parse(&again, &known);
         let ztrun = Outcomes::parse(&ztrun, &known);
         if ztrun.is_empty() {
             notes.push("the ztrun run printed no result".into());
         }
-        let cases: Vec<Compared> = compare(&native, &ztrun)
+        let cases: Vec<Compared> = compare(&native, Some(&again), &ztrun)
             .into_iter()
             .map(|(case, verdict)| Compared {
                 mode,
@@ -482,6 +488,7 @@ impl<'n> Lab<'n> {
         let same = count(|v| matches!(v, Verdict::Same));
         let differ = count(|v| matches!(v, Verdict::Differ { .. }));
         let native_failed = count(|v| matches!(v, Verdict::NativeFailed { .. }));
+        let unstable = count(|v| matches!(v, Verdict::Unstable { .. }));
         Ok((
             RunSummary {
                 mode,
@@ -492,6 +499,7 @@ impl<'n> Lab<'n> {
                 same,
                 differ,
                 native_failed,
+                unstable,
                 notes,
             },
             cases,
@@ -662,6 +670,7 @@ pub fn print(
     let mut differ = 0;
     let mut allowed = 0;
     let mut failed = 0;
+    let mut unstable = 0;
     for c in &report.cases {
         let (mode, user) = (c.mode.name(), c.user.name());
         match &c.verdict {
@@ -680,6 +689,18 @@ pub fn print(
                     c.case
                 )?;
             }
+            Verdict::Unstable {
+                native,
+                again,
+                ztrun,
+            } => {
+                unstable += 1;
+                writeln!(
+                    out,
+                    "UNSTABLE {mode} {user} {}: native={native} native-again={again} ztrun={ztrun} (not compared)",
+                    c.case
+                )?;
+            }
             Verdict::NativeFailed { native, ztrun } => {
                 failed += 1;
                 writeln!(
@@ -693,19 +714,20 @@ pub fn print(
     writeln!(out)?;
     writeln!(
         out,
-        "{:<10} {:<7} {:>8} {:>8} {:>6} {:>6} {:>14}",
-        "mode", "user", "compared", "same", "differ", "setup", "results n/z"
+        "{:<10} {:<7} {:>8} {:>8} {:>6} {:>6} {:>8} {:>14}",
+        "mode", "user", "compared", "same", "differ", "setup", "unstable", "results n/z"
     )?;
     for r in &report.runs {
         writeln!(
             out,
-            "{:<10} {:<7} {:>8} {:>8} {:>6} {:>6} {:>14}",
+            "{:<10} {:<7} {:>8} {:>8} {:>6} {:>6} {:>8} {:>14}",
             r.mode.name(),
             r.user.name(),
             r.compared,
             r.same,
             r.differ,
             r.native_failed,
+            r.unstable,
             format!("{}/{}", r.native_results, r.ztrun_results)
         )?;
         for note in &r.notes {
@@ -713,6 +735,12 @@ pub fn print(
         }
     }
     writeln!(out)?;
+    if unstable > 0 {
+        writeln!(
+            out,
+            "{unstable} cases not compared: two native runs disagree (UNSTABLE lines)"
+        )?;
+    }
     if failed > 0 {
         writeln!(out, "{failed} cases not compared: their native run failed to set up or timed out (SETUP lines)")?;
     }

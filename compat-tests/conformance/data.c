@@ -291,13 +291,8 @@ static void d_mmsg(void)
 		errno = 0;
 		int r = sendmmsg(s, mm, 2, 0);
 		out(n, "%s len0=%u len1=%u", rstr(r, errno, 0), mm[0].msg_len, mm[1].msg_len);
-		for (int i = 0; i < 20; i++) { /* both echoes, at most 2 s */
-			int q = 0;
-			ioctl(s, FIONREAD, &q);
-			struct pollfd p = {.fd = s, .events = POLLIN};
-			if (poll(&p, 1, 100) == 1 && i > 3)
-				break;
-		}
+		readable(s, 3000);
+		msleep(500); /* both echoes queued */
 		char b1[16], b2[16];
 		struct sockaddr_storage f1, f2;
 		struct iovec r1 = {b1, sizeof b1}, r2 = {b2, sizeof b2};
@@ -346,7 +341,8 @@ static void d_mmsg(void)
 	}
 }
 
-/* The data calls on a connected TCP socket. */
+/* The data calls on a connected TCP socket. Reads of data that should have arrived use
+ * MSG_DONTWAIT after a wait, so one that never comes reads EAGAIN instead of blocking. */
 static void d_tcp(void)
 {
 	char n[96], buf[64];
@@ -365,7 +361,7 @@ static void d_tcp(void)
 		msleep(50);
 		fl = sizeof from;
 		errno = 0;
-		int r = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+		int r = recvfrom(s, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 		snprintf(n, sizeof n, "recvfrom.tcp-with-addr.tcp%d", fam);
 		out(n, "%s addrlen=%u", rstr(r, errno, 0), (unsigned)fl);
 		snprintf(n, sizeof n, "recvfrom.tcp-empty-dontwait.tcp%d", fam);
@@ -381,7 +377,7 @@ static void d_tcp(void)
 		struct msghdr rm = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &riov,
 		                    .msg_iovlen = 1};
 		errno = 0;
-		r = recvmsg(s, &rm, 0);
+		r = recvmsg(s, &rm, MSG_DONTWAIT);
 		snprintf(n, sizeof n, "recvmsg.tcp.tcp%d", fam);
 		out(n, "%s namelen=%u", rstr(r, errno, 0), (unsigned)rm.msg_namelen);
 		struct iovec i1 = {"a", 1}, i2 = {"b", 1};
@@ -426,7 +422,7 @@ static void d_tcp(void)
 		}
 		readable(s, 3000);
 		snprintf(n, sizeof n, "recv.peer-closed.tcp%d", fam);
-		R(n, recv(s, buf, sizeof buf, 0));
+		R(n, recv(s, buf, sizeof buf, MSG_DONTWAIT));
 		snprintf(n, sizeof n, "send.peer-closed.tcp%d", fam);
 		R(n, send(s, "x", 1, MSG_NOSIGNAL));
 		msleep(200);

@@ -277,7 +277,7 @@ static void stateful(const char *prefix, int s)
 {
 	for (size_t i = 0; i < sizeof STATEFUL / sizeof STATEFUL[0]; i++) {
 		const struct opt *o = find(STATEFUL[i][0], STATEFUL[i][1]);
-		if (o && o->name == TCP_MAXSEG && !C.loopback) {
+		if (o && o->level == IPPROTO_TCP && o->name == TCP_MAXSEG && !C.loopback) {
 			/* the MSS follows the link's MTU: only say whether there is one */
 			int v = 0;
 			socklen_t len = sizeof v;
@@ -288,8 +288,8 @@ static void stateful(const char *prefix, int s)
 			out(n, "%s%s", rstr(r, errno, 0), r == 0 ? (v > 500 ? " val>500" : " val<=500") : "");
 			continue;
 		}
-		if (o && (o->name == IP_MTU || o->name == IPV6_MTU) && !C.loopback &&
-		    o->level != SOL_SOCKET) {
+		if (o && ((o->level == IPPROTO_IP && o->name == IP_MTU) ||
+		          (o->level == IPPROTO_IPV6 && o->name == IPV6_MTU)) && !C.loopback) {
 			int v = 0;
 			socklen_t len = sizeof v;
 			char n[128];

@@ -6,14 +6,11 @@
 //!   benchmarks build their hosts with it; its module documentation describes the model.
 //! * [`matrix`]: the compatibility matrix of real applications (`compat-tests matrix`),
 //!   run natively as a reference or under `ztrun` across two NATs.
-//! * [`conformance`]: the differential conformance suite (`compat-tests conformance`): C
-//!   probes of every trapped call run natively and under `ztrun`, every result compared.
 //!
 //! The harness needs root to create namespaces; the programs under test can be run as an
 //! unprivileged user inside them ([`testnet::Host::command_as_user`]).
 
 #![deny(unsafe_code)]
 
-pub mod conformance;
 pub mod matrix;
 pub mod testnet;

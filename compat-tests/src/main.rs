@@ -22,6 +22,7 @@
 //! difference is not in the allowlist of docs/COMPAT.md.
 
 mod bench;
+mod conformance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -352,7 +353,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the conformance suite; Ok(false) when a difference is not in the allowlist.
 fn run_conformance(args: ConformanceArgs) -> anyhow::Result<bool> {
-    use compat_tests::conformance::{self, Allowlist, NetMode, User};
+    use conformance::{Allowlist, NetMode, User};
     let compat_md = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/COMPAT.md");
     let text = std::fs::read_to_string(&compat_md)
         .with_context(|| format!("reading the allowlist in {}", compat_md.display()))?;

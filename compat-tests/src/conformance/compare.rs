@@ -6,19 +6,19 @@ use std::fmt;
 
 /// The results of one run of the probes: case name → outcome, in name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcomes(pub BTreeMap<String, String>);
+pub(crate) struct Outcomes(pub BTreeMap<String, String>);
 
 /// Addresses that may leak into a probe's output raw, and the word each stands for.
 #[derive(Debug, Clone, Default)]
-pub struct Known {
+pub(crate) struct Known {
     /// (address text, replacement), e.g. ("100.64.3.4", "SELF4").
-    pub words: Vec<(String, &'static str)>,
+    pub(crate) words: Vec<(String, &'static str)>,
 }
 
 impl Known {
     /// Replace every known address in `text` by its word (longest first, so an IPv6
     /// address is never half-replaced by a shorter one that prefixes it).
-    pub fn normalize(&self, text: &str) -> String {
+    pub(crate) fn normalize(&self, text: &str) -> String {
         let mut words: Vec<&(String, &'static str)> =
             self.words.iter().filter(|(a, _)| !a.is_empty()).collect();
         words.sort_by_key(|(a, _)| std::cmp::Reverse(a.len()));
@@ -33,7 +33,7 @@ impl Known {
 impl Outcomes {
     /// Parse the probes' stdout: `case: outcome` lines; whitespace inside an outcome is
     /// collapsed, other lines are ignored, and a repeated case name gets `#2`, `#3`...
-    pub fn parse(stdout: &str, known: &Known) -> Outcomes {
+    pub(crate) fn parse(stdout: &str, known: &Known) -> Outcomes {
         let mut map = BTreeMap::new();
         for line in stdout.lines() {
             let Some((name, outcome)) = line.split_once(": ") else {
@@ -57,19 +57,19 @@ impl Outcomes {
     }
 
     /// Number of results.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True when the run printed no result at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
 /// How one case compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Both runs printed the same outcome.
     Same,
     /// They differ (a missing result is `<missing>`).
@@ -98,7 +98,7 @@ pub enum Verdict {
 }
 
 /// What a missing result reads as.
-pub const MISSING: &str = "<missing>";
+pub(crate) const MISSING: &str = "<missing>";
 
 /// True for a native outcome that means the case was never exercised. (A result only
 /// the ztrun run printed is a difference: the probes print the same lines whatever the
@@ -109,7 +109,7 @@ fn native_failed(outcome: &str) -> bool {
 
 /// Compare every case any run printed. `again`, a second native run, marks the cases
 /// whose native outcome is not reproducible as [`Verdict::Unstable`].
-pub fn compare(
+pub(crate) fn compare(
     native: &Outcomes,
     again: Option<&Outcomes>,
     ztrun: &Outcomes,
@@ -153,17 +153,17 @@ pub fn compare(
 /// The differences `compat-tests conformance` accepts: the `## Conformance allowlist`
 /// section of docs/COMPAT.md, one entry per line, `` - `case-name`: reason ``.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     /// (case name, reason).
-    pub entries: Vec<(String, String)>,
+    pub(crate) entries: Vec<(String, String)>,
 }
 
 /// The most entries the allowlist may hold: every other difference is a bug to fix.
-pub const ALLOWLIST_MAX: usize = 5;
+pub(crate) const ALLOWLIST_MAX: usize = 5;
 
 /// Why the allowlist cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowlistError {
+pub(crate) enum AllowlistError {
     /// The document has no `## Conformance allowlist` section.
     NoSection,
     /// An entry line does not read `` - `case`: reason ``.
@@ -193,7 +193,7 @@ impl std::error::Error for AllowlistError {}
 impl Allowlist {
     /// Read the section from the Markdown of docs/COMPAT.md. Lines of the section that do
     /// not start with `- ` are prose and ignored.
-    pub fn parse(markdown: &str) -> Result<Allowlist, AllowlistError> {
+    pub(crate) fn parse(markdown: &str) -> Result<Allowlist, AllowlistError> {
         let mut lines = markdown.lines();
         lines
             .by_ref()
@@ -223,7 +223,7 @@ impl Allowlist {
     }
 
     /// True when `case` is allowed to differ.
-    pub fn allows(&self, case: &str) -> bool {
+    pub(crate) fn allows(&self, case: &str) -> bool {
         self.entries.iter().any(|(c, _)| c == case)
     }
 }

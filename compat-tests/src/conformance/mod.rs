@@ -57,14 +57,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-pub use compare::{
-    compare, Allowlist, AllowlistError, Known, Outcomes, Verdict, ALLOWLIST_MAX, MISSING,
-};
+pub(crate) use compare::{compare, Allowlist, Known, Outcomes, Verdict};
 
-use crate::matrix::{
+use compat_tests::matrix::{
     chown_nobody, find_program, run_with_timeout, Wrap, ZtrunBinaries, ZtrunWrap, NWID,
 };
-use crate::testnet::{Host, TestNet};
+use compat_tests::testnet::{Host, TestNet};
 
 /// The probe sources, compiled at run time. `peer` is the other end, not a probe.
 const SOURCES: &[(&str, &str)] = &[
@@ -112,7 +110,7 @@ const PEER_START: Duration = Duration::from_secs(30);
 
 /// Where the probes' traffic goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetMode {
+pub(crate) enum NetMode {
     /// 127.0.0.1 and ::1 on one host.
     Loopback,
     /// Between two hosts: a veth LAN natively, the virtual network under ztrun.
@@ -121,7 +119,7 @@ pub enum NetMode {
 
 impl NetMode {
     /// `loopback` or `net`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             NetMode::Loopback => "loopback",
             NetMode::Net => "net",
@@ -131,7 +129,7 @@ impl NetMode {
 
 /// As whom the probes (and the peer) run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum User {
+pub(crate) enum User {
     /// uid 0.
     Root,
     /// uid/gid 65534, no capabilities.
@@ -140,7 +138,7 @@ pub enum User {
 
 impl User {
     /// `root` or `nobody`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             User::Root => "root",
             User::Nobody => "nobody",
@@ -150,66 +148,66 @@ impl User {
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The launcher binaries.
-    pub binaries: ZtrunBinaries,
+    pub(crate) binaries: ZtrunBinaries,
     /// The modes to run (in this order).
-    pub modes: Vec<NetMode>,
+    pub(crate) modes: Vec<NetMode>,
     /// The users to run as (in this order).
-    pub users: Vec<User>,
+    pub(crate) users: Vec<User>,
     /// Only case functions whose name starts with this (probe `--only`).
-    pub only: Option<String>,
+    pub(crate) only: Option<String>,
     /// Keep the working directory (sources, binaries, outputs).
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// Print progress.
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 /// One compared case.
 #[derive(Debug, Clone)]
-pub struct Compared {
+pub(crate) struct Compared {
     /// The mode.
-    pub mode: NetMode,
+    pub(crate) mode: NetMode,
     /// The user.
-    pub user: User,
+    pub(crate) user: User,
     /// The case name.
-    pub case: String,
+    pub(crate) case: String,
     /// How it compares.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
 }
 
 /// Counts of one mode/user.
 #[derive(Debug, Clone)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// The mode.
-    pub mode: NetMode,
+    pub(crate) mode: NetMode,
     /// The user.
-    pub user: User,
+    pub(crate) user: User,
     /// Results the native run printed.
-    pub native_results: usize,
+    pub(crate) native_results: usize,
     /// Results the ztrun run printed.
-    pub ztrun_results: usize,
+    pub(crate) ztrun_results: usize,
     /// Cases compared (same + differ).
-    pub compared: usize,
+    pub(crate) compared: usize,
     /// Same outcome.
-    pub same: usize,
+    pub(crate) same: usize,
     /// Different outcome.
-    pub differ: usize,
+    pub(crate) differ: usize,
     /// Native set-up failed or timed out.
-    pub native_failed: usize,
+    pub(crate) native_failed: usize,
     /// The two native runs disagree.
-    pub unstable: usize,
+    pub(crate) unstable: usize,
     /// Problems with the runs themselves (a run that timed out, printed nothing, ...).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// The whole result.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Every case of every mode/user.
-    pub cases: Vec<Compared>,
+    pub(crate) cases: Vec<Compared>,
     /// One per mode/user.
-    pub runs: Vec<RunSummary>,
+    pub(crate) runs: Vec<RunSummary>,
 }
 
 /// The addresses of one user's run in net mode.
@@ -237,7 +235,7 @@ struct Lab<'n> {
 }
 
 /// Write the sources into `dir` and compile each program there.
-pub fn compile(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn compile(dir: &Path) -> anyhow::Result<()> {
     let cc = find_program("cc")
         .or_else(|| find_program("gcc"))
         .context("no C compiler (cc or gcc) in PATH; install gcc")?;
@@ -268,7 +266,7 @@ pub fn compile(dir: &Path) -> anyhow::Result<()> {
 
 /// Run the suite: build the hosts and the network, run every mode/user natively and under
 /// ztrun, compare. Needs root.
-pub fn run(options: &Options) -> anyhow::Result<Report> {
+pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     let work = tempfile::Builder::new()
         .prefix("ztconf-")
         .tempdir()
@@ -661,7 +659,7 @@ fn stop(child: &mut Child) {
 }
 
 /// Print the differences and the summary; returns true when every difference is allowed.
-pub fn print(
+pub(crate) fn print(
     report: &Report,
     allow: &Allowlist,
     out: &mut impl std::io::Write,
@@ -755,4 +753,54 @@ pub fn print(
     )?;
     out.flush()?;
     Ok(differ == allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(case: &str, verdict: Verdict) -> Compared {
+        Compared {
+            mode: NetMode::Loopback,
+            user: User::Nobody,
+            case: case.into(),
+            verdict,
+        }
+    }
+
+    #[test]
+    fn print_lists_differences_and_fails_only_on_unallowed_ones() {
+        let differ = |n: &str, z: &str| Verdict::Differ {
+            native: n.into(),
+            ztrun: z.into(),
+        };
+        let mut report = Report {
+            cases: vec![
+                case("a", Verdict::Same),
+                case("b", differ("ret=-1 errno=EISCONN", "ret=0")),
+                case(
+                    "c",
+                    Verdict::NativeFailed {
+                        native: "setup-failed listen errno=EPERM".into(),
+                        ztrun: "ret=0".into(),
+                    },
+                ),
+            ],
+            runs: vec![],
+        };
+        let allow = Allowlist::parse("## Conformance allowlist\n- `b`: known\n").unwrap();
+        let mut out = Vec::new();
+        assert!(print(&report, &allow, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("ALLOWED loopback nobody b: native=ret=-1 errno=EISCONN ztrun=ret=0"));
+        assert!(text.contains("SETUP loopback nobody c: native=setup-failed"));
+        assert!(text.contains("1 same, 1 differ (1 allowed by docs/COMPAT.md)"));
+
+        report.cases.push(case("d", differ("ret=2", "ret=1")));
+        let mut out = Vec::new();
+        assert!(!print(&report, &allow, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("DIFF loopback nobody d: native=ret=2 ztrun=ret=1\n"));
+        assert!(text.contains("1 same, 2 differ (1 allowed by docs/COMPAT.md)"));
+    }
 }

@@ -5,6 +5,7 @@
 //! compat-tests matrix [--mode ztrun|native] [--list] [--write] [--out PATH] [APP...]
 //! compat-tests bench [--quick] [--write] [--out PATH] [--svg PATH] [--perf DIR]
 //! compat-tests flood [--rates 10000,100000] [--junk identities,random] [--seconds 10]
+//! compat-tests conformance [--mode loopback|net] [--user root|nobody] [--only PREFIX]
 //! ```
 //!
 //! Prints the table to stdout and exits non-zero when any scenario is BROKEN. In ztrun
@@ -19,8 +20,13 @@
 //! to join and reach the flooded node and the echo round trip of an existing session; it
 //! prints a Markdown table (the figures of docs/SECURITY.md, "Floods"). The hidden `rr-server` and `rr-client`
 //! subcommands are the request/response programs it runs on the test hosts.
+//!
+//! `conformance` runs the C probes of `compat-tests/conformance/` natively and under
+//! ztrun and prints every difference (see the `conformance` module); it exits 1 when a
+//! difference is not in the allowlist of docs/COMPAT.md.
 
 mod bench;
+mod conformance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +54,9 @@ enum Commands {
     Bench(BenchArgs),
     /// Flood a node and a root with junk handshakes; measure joins and echoes meanwhile.
     Flood(FloodArgs),
+    /// Run the C probes natively and under ztrun (loopback and two hosts, root and uid
+    /// 65534) and print every difference.
+    Conformance(ConformanceArgs),
     /// The benchmark's echo server (run on test hosts by `bench`).
     #[command(hide = true)]
     RrServer {
@@ -129,6 +138,47 @@ struct FloodArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum NetModeArg {
+    /// 127.0.0.1 and ::1 on one host.
+    Loopback,
+    /// Two hosts: a veth LAN natively, the virtual network under ztrun.
+    Net,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum UserArg {
+    /// uid 0.
+    Root,
+    /// uid 65534.
+    Nobody,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformanceArgs {
+    /// Only this mode (default: both).
+    #[arg(long, value_enum)]
+    mode: Option<NetModeArg>,
+    /// Only this user (default: both).
+    #[arg(long, value_enum)]
+    user: Option<UserArg>,
+    /// Only the case functions whose name starts with PREFIX (e.g. `sig-`, `opt-get`).
+    #[arg(long, value_name = "PREFIX")]
+    only: Option<String>,
+    /// The ztrun binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    ztrun: Option<PathBuf>,
+    /// The zt binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    zt: Option<PathBuf>,
+    /// Keep the working directory (probes, outputs) under /tmp.
+    #[arg(long)]
+    keep: bool,
+    /// Print progress and commands.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
     /// Under ztrun, members behind two NATs (the product).
     Ztrun,
@@ -189,6 +239,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("compat-tests flood: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::Conformance(args) => match run_conformance(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("compat-tests conformance: {e:#}");
                 ExitCode::from(2)
             }
         },
@@ -368,6 +426,48 @@ fn run_flood(args: FloodArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the conformance suite; Ok(false) when a difference is not in the allowlist.
+fn run_conformance(args: ConformanceArgs) -> anyhow::Result<bool> {
+    use conformance::{Allowlist, NetMode, User};
+    let compat_md = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/COMPAT.md");
+    let text = std::fs::read_to_string(&compat_md)
+        .with_context(|| format!("reading the allowlist in {}", compat_md.display()))?;
+    let allow = Allowlist::parse(&text).with_context(|| compat_md.display().to_string())?;
+    compat_tests::testnet::require_root();
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
+    build_binaries_beside_runner(&binaries)?;
+    let modes = match args.mode {
+        Some(NetModeArg::Loopback) => vec![NetMode::Loopback],
+        Some(NetModeArg::Net) => vec![NetMode::Net],
+        None => vec![NetMode::Loopback, NetMode::Net],
+    };
+    let users = match args.user {
+        Some(UserArg::Root) => vec![User::Root],
+        Some(UserArg::Nobody) => vec![User::Nobody],
+        None => vec![User::Root, User::Nobody],
+    };
+    let options = conformance::Options {
+        binaries,
+        modes,
+        users,
+        only: args.only,
+        keep: args.keep,
+        verbose: args.verbose,
+    };
+    let started = Instant::now();
+    let report = conformance::run(&options)?;
+    let ok = conformance::print(&report, &allow, &mut std::io::stdout().lock())?;
+    println!(
+        "{}; {:.0} s",
+        matrix::utc_date(std::time::SystemTime::now()),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ok)
 }
 
 /// Runs the matrix; Ok(false) when a scenario is BROKEN.

@@ -60,6 +60,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use report::{markdown, table, utc_date, Row};
+pub use stage::{chown_nobody, run_with_timeout};
 pub use stage::{MatrixError, Ran, Side, Stage, Who};
 pub use wrap::{Member, Mode, Topology, Wrap, ZtrunBinaries, ZtrunWrap, NWID};
 

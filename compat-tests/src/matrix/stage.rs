@@ -215,7 +215,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 /// Run `cmd` to completion with stdin closed and stdout/stderr captured, killing it after
 /// `timeout`. Only failing to start it is an error; the caller judges the result.
-pub(crate) fn run_with_timeout(
+pub fn run_with_timeout(
     cmd: &mut Command,
     what: &str,
     timeout: Duration,
@@ -275,7 +275,7 @@ fn wait_deadline(child: &mut Child, deadline: Instant) -> io::Result<(ExitStatus
 }
 
 /// Give `path` to uid/gid 65534.
-pub(crate) fn chown_nobody(path: &Path) -> Result<(), MatrixError> {
+pub fn chown_nobody(path: &Path) -> Result<(), MatrixError> {
     std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY))
         .map_err(|e| MatrixError::io(format!("chown 65534 {}", path.display()), e))
 }

@@ -297,8 +297,12 @@ impl Egress {
             n.pending.push(frame);
         }
         let now = std::time::Instant::now();
-        if n.asked
-            .is_none_or(|t| now.duration_since(t) >= SOLICIT_INTERVAL)
+        // The last request of a round is the driver's to give up on
+        // (`resolve_pending`): a retransmission arriving then (a SYN's fourth falls at
+        // 3.0 s, with the give-up) must not stretch the round by another interval.
+        if n.tries < SOLICIT_TRIES
+            && n.asked
+                .is_none_or(|t| now.duration_since(t) >= SOLICIT_INTERVAL)
         {
             n.asked = Some(now);
             n.tries = n.tries.saturating_add(1);

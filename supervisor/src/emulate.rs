@@ -264,6 +264,28 @@ impl<B: Backend> VSocket<B> {
         }
     }
 
+    /// A destination address of a `connect` or a send, as this socket takes it: an IPv6
+    /// datagram socket also takes an IPv4 `sockaddr_in` and sends to its v4-mapped
+    /// address (`udpv6_sendmsg`, `ip6_datagram_connect`), unless `IPV6_V6ONLY`.
+    pub(crate) fn parse_destination(&self, bytes: &[u8]) -> Result<SockAddr, Errno> {
+        let inet4 = bytes.get(..2) == Some(&(libc::AF_INET as u16).to_ne_bytes()[..]);
+        if self.family != Family::V6 || self.kind == Kind::Stream || !inet4 {
+            return wire::parse_sockaddr(self.family, bytes);
+        }
+        if self
+            .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .is_some_and(|v| v != 0)
+        {
+            return Err(Errno::EAFNOSUPPORT);
+        }
+        Ok(match wire::parse_sockaddr(Family::V4, bytes)? {
+            SockAddr::Inet(SocketAddr::V4(a)) => {
+                SockAddr::Inet(SocketAddr::from((a.ip().to_ipv6_mapped(), a.port())))
+            }
+            other => other,
+        })
+    }
+
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO` as set by the program (`None`: wait forever).
     pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let opts = self.options();
@@ -639,12 +661,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(r)
     }
 
-    /// Bind a fresh kernel datagram socket to the loopback address of its family, so it
-    /// can only ever reach host-local addresses.
-    fn bind_loopback(&self, vs: &VSocket<B>, r: &OwnedFd) -> Result<(), Errno> {
-        sys::connect_bytes(r.as_fd(), &wire::emit_sockaddr(vs.family.loopback(0)), true)
-    }
-
     /// Replace the program's fd (still our socketpair end `ino`) with `r`, keeping the
     /// program's `O_NONBLOCK` and close-on-exec.
     pub(crate) fn swap_in(
@@ -745,7 +761,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Phase::Connected { .. } | Phase::Listening(_) => return errno(Errno::EISCONN),
             _ => {}
         }
-        let parsed = tri!(wire::parse_sockaddr(vs.family, &bytes));
+        let parsed = tri!(vs.parse_destination(&bytes));
         let datagram = match &*vs.phase() {
             Phase::Datagram(d) => Some(d.clone()),
             _ => None,
@@ -832,9 +848,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             None => Arc::new(tri!(self.kernel_socket(vs, loopback))),
         };
         if vs.kind != Kind::Stream {
-            if loopback {
-                tri!(self.bind_loopback(vs, &r));
-            }
             tri!(sys::connect_bytes(
                 r.as_fd(),
                 &wire::emit_sockaddr(dest),
@@ -870,7 +883,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         if self.swap_in(n, ino, r.as_fd()).is_ok() {
                             vs.set_phase(Phase::Fresh);
                         }
-                        return self.give_up_reply(n, false);
+                        return self.give_up_reply(n, vs.timeout(libc::SO_SNDTIMEO).is_some());
                     }
                 }
                 let mut err = [0u8; 4];
@@ -917,6 +930,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return errno(Errno::EINVAL);
         }
         let local = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            // inet_bind's compatibility game: AF_UNSPEC is taken as AF_INET when the
+            // address is INADDR_ANY (IPv6 sockets refuse it).
+            SockAddr::Unspec
+                if vs.family == Family::V4 && bytes.len() >= 16 && bytes[4..8] == [0, 0, 0, 0] =>
+            {
+                SocketAddr::from(([0, 0, 0, 0], u16::from_be_bytes([bytes[2], bytes[3]])))
+            }
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
@@ -1040,10 +1060,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
             return errno(Errno::EINVAL);
         }
-        let phase = vs.phase();
+        let mut phase = vs.phase();
         match &*phase {
             // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
             Phase::Connected { .. } => CONTINUE,
+            // inet_shutdown on a listener: shutting its receive side stops listening
+            // (queued connections are reset, accept then fails with EINVAL, listen may
+            // be called again); its send side alone changes nothing.
+            Phase::Listening(_) => {
+                if how != libc::SHUT_WR {
+                    *phase = Phase::Fresh;
+                }
+                value(0)
+            }
             Phase::Datagram(d) if d.peer().is_some() => value(0),
             _ => errno(Errno::ENOTCONN),
         }
@@ -1260,14 +1289,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if let Some(d) = datagram {
             return self.udp_call(n, &vs, d).await;
         }
-        let sending = matches!(
-            n.nr,
-            libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
-        );
-        if sending && vs.kind != Kind::Stream && crate::udp::send_flags(n) & libc::MSG_OOB != 0 {
-            // udp_sendmsg, ping_v4_sendmsg: no out-of-band data on datagrams.
-            return errno(Errno::EOPNOTSUPP);
-        }
         match n.nr {
             libc::SYS_sendto => self.sendto(n, ino, &vs).await,
             libc::SYS_sendmsg => self.sendmsg(n, ino, &vs, false).await,
@@ -1309,10 +1330,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         data: &[u8],
         flags: i32,
     ) -> Reply {
-        let dest = match tri!(wire::parse_sockaddr(vs.family, dest)) {
+        let dest = match tri!(vs.parse_destination(dest)) {
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
+        if flags & libc::MSG_OOB != 0 && crate::udp::refuses_oob(vs.kind, dest) {
+            return errno(Errno::EOPNOTSUPP);
+        }
         match route(&*self.backend, self.policy, dest, true) {
             Route::Virtual => {
                 let dest = crate::backend::canonical_addr(dest);
@@ -1321,9 +1345,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Route::Unreachable => errno(Errno::ENETUNREACH),
             route @ (Route::Loopback | Route::Host) => {
                 let r = tri!(self.kernel_socket(vs, route == Route::Loopback));
-                if route == Route::Loopback {
-                    tri!(self.bind_loopback(vs, &r));
-                }
                 let flags = flags & (libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE);
                 let sent = tri!(sys::sendto_bytes(
                     r.as_fd(),

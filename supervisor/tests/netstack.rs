@@ -685,3 +685,11 @@ async fn so_reuseport_listeners_share_a_port_through_a_graceful_reload_on_a_nets
     let status = run_on_one_stack(&s, "reuseport", &["10.7.0.1"]).await;
     assert_ok(&s, status, &["graceful reload ok"]);
 }
+
+/// The same on the virtual network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_errno_values_match_linux_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "misc", &["errnos2", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["errnos2 as on Linux"]);
+}

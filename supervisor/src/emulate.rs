@@ -960,6 +960,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let mut local = local;
             if local.port() == 0 {
                 local.set_port(ephemeral_port());
+            } else if self.virtual_port_taken(&vs, local)
+                && (!self.close_stale_listeners(local.port())
+                    || self.virtual_port_taken(&vs, local))
+            {
+                // Reported at bind, as Linux's inet_csk_get_port does (a listener the
+                // program closed a moment ago, not yet noticed, does not count).
+                return errno(Errno::EADDRINUSE);
             }
             vs.set_phase(Phase::VirtualBound(local));
             return value(0);
@@ -1118,6 +1125,47 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             true
         ));
         value(0)
+    }
+
+    /// Is `local` (a virtual TCP address with a port) taken by another of the program's
+    /// bound or listening virtual TCP sockets, as `inet_csk_bind_conflict` sees it? The
+    /// addresses overlap when equal or when either is a wildcard (an IPv6 wildcard only
+    /// covers IPv4 without `IPV6_V6ONLY`); both sockets with `SO_REUSEPORT` share, and so
+    /// do two with `SO_REUSEADDR` while neither listens.
+    fn virtual_port_taken(&self, vs: &Arc<VSocket<B>>, local: SocketAddr) -> bool {
+        let flag =
+            |s: &VSocket<B>, name| s.option_int(libc::SOL_SOCKET, name).is_some_and(|v| v != 0);
+        let covers = |s: &VSocket<B>, a: std::net::IpAddr, other: std::net::IpAddr| {
+            let a = crate::backend::canonical(a);
+            let other = crate::backend::canonical(other);
+            if !a.is_unspecified() {
+                return a == other;
+            }
+            let v6only = s
+                .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .is_some_and(|v| v != 0);
+            s.family == Family::V4 && other.is_ipv4()
+                || s.family == Family::V6 && (other.is_ipv6() || !v6only)
+        };
+        let table: Vec<Arc<VSocket<B>>> = self.table().values().cloned().collect();
+        table.iter().any(|other| {
+            if Arc::ptr_eq(other, vs) || other.kind != Kind::Stream {
+                return false;
+            }
+            let (theirs, listening) = match &*other.phase() {
+                Phase::VirtualBound(a) => (*a, false),
+                Phase::Listening(l) => (l.local, true),
+                _ => return false,
+            };
+            if theirs.port() != local.port()
+                || !(covers(vs, local.ip(), theirs.ip()) || covers(other, theirs.ip(), local.ip()))
+            {
+                return false;
+            }
+            let share = flag(vs, libc::SO_REUSEPORT) && flag(other, libc::SO_REUSEPORT)
+                || !listening && flag(vs, libc::SO_REUSEADDR) && flag(other, libc::SO_REUSEADDR);
+            !share
+        })
     }
 
     /// An address as the program's socket family shows it (v4-mapped on IPv6 sockets).

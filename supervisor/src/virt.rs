@@ -456,11 +456,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let (listener, actual) = loop {
             match self.backend.tcp_listen(local, backlog, v6only) {
                 Ok(x) => break x,
-                Err(Errno::EADDRINUSE)
-                    if local.port() != 0
-                        && tries < RELISTEN_TRIES
-                        && (tries > 0 || self.close_stale_listeners(local.port())) =>
-                {
+                // The holder may be a listener closed at `bind` (close_stale_listeners)
+                // whose tasks are still winding down: wait for them, briefly.
+                Err(Errno::EADDRINUSE) if local.port() != 0 && tries < RELISTEN_TRIES => {
+                    self.close_stale_listeners(local.port());
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -555,6 +554,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
         }
         drop(theirs);
+        // The replaced socket holds no address any more (its end closes with the swap).
+        vs.set_phase(Phase::Fresh);
         debug!(%actual, "virtual listener");
         // A wildcard listener also listens on loopback, like a kernel socket would.
         if crate::backend::canonical(local.ip()).is_unspecified() {
@@ -593,7 +594,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// Close our virtual listeners on `port` that no traced process holds any more;
     /// returns whether there was any. Their tasks (which own the backend listener and
     /// the loopback half) are aborted; the port is free once they are dropped.
-    fn close_stale_listeners(&self, port: u16) -> bool {
+    pub(crate) fn close_stale_listeners(&self, port: u16) -> bool {
         type Candidate<B> = (u64, Arc<VSocket<B>>, Arc<Listening<B>>);
         let candidates: Vec<Candidate<B>> = self
             .table()

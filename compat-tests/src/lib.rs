@@ -14,3 +14,24 @@
 
 pub mod matrix;
 pub mod testnet;
+
+/// A binary of the workspace (`ztrun`, `zt`) built beside the running integration test:
+/// the test executable is in `target/<profile>/deps`, the binaries in `target/<profile>`.
+///
+/// # Panics
+///
+/// When it is not there, with the command that builds it.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build it first (`cargo build -p launcher --bins`)",
+        path.display()
+    );
+    path
+}

@@ -5,7 +5,6 @@
 //! says, and nothing may reach the outside host.
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -124,22 +123,6 @@ struct Escapes {
     stop: std::sync::atomic::AtomicBool,
 }
 
-fn binary(name: &str) -> PathBuf {
-    // The test binary is in target/<profile>/deps; ztrun and zt are in target/<profile>.
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (`cargo build -p launcher --bins`)",
-        path.display()
-    );
-    path
-}
-
 /// Listen on the outside host for TCP and UDP on `PORT`, counting what arrives.
 fn watch(listen: Vec<IpAddr>, escapes: Arc<Escapes>) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::new();
@@ -228,12 +211,16 @@ fn a_wrapped_program_reaches_nothing_outside_and_gains_no_right() -> Result<()> 
     // As nobody under a nobody ztrun, then under a root ztrun after dropping to nobody.
     let (out, err) = probe_run(
         inside
-            .command_as_user(binary("ztrun"))
+            .command_as_user(compat_tests::workspace_binary("ztrun"))
             .arg("--")
             .args(args(false)),
     )?;
-    let (dropped, dropped_err) =
-        probe_run(inside.command(binary("ztrun")).arg("--").args(args(true)))?;
+    let (dropped, dropped_err) = probe_run(
+        inside
+            .command(compat_tests::workspace_binary("ztrun"))
+            .arg("--")
+            .args(args(true)),
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let (tcp, udp) = (
         escapes.tcp.load(Ordering::Relaxed),

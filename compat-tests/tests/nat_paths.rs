@@ -97,22 +97,6 @@ impl Drop for Running {
     }
 }
 
-fn binary(name: &str) -> PathBuf {
-    // The test binary is in target/<profile>/deps; ztrun and zt are in target/<profile>.
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (`cargo build -p launcher --bins`)",
-        path.display()
-    );
-    path
-}
-
 /// A directory the unprivileged user can write, with the two scripts in it.
 fn workdir() -> Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new().prefix("nat-paths-").tempdir()?;
@@ -183,7 +167,7 @@ fn world<'n>(net: &'n TestNet, kind: NatKind, dir: &Path) -> Result<World<'n>> {
     let root_log = dir.join("root.out");
     let out = std::fs::File::create(&root_log)?;
     let child = root
-        .command_as_user(binary("zt"))
+        .command_as_user(compat_tests::workspace_binary("zt"))
         .args(["root", "--listen", &format!("{root_addr}:9993")])
         .args(["--stats-every", "1"])
         .stdin(Stdio::null())
@@ -216,7 +200,7 @@ fn world<'n>(net: &'n TestNet, kind: NatKind, dir: &Path) -> Result<World<'n>> {
 /// `ztrun` on `host` as the unprivileged user, with `home` and the world's root; the
 /// program follows.
 fn ztrun(host: &Host<'_>, w: &World<'_>, home: &Path, quiet: bool) -> Command {
-    let mut cmd = host.command_as_user(binary("ztrun"));
+    let mut cmd = host.command_as_user(compat_tests::workspace_binary("ztrun"));
     cmd.arg("--home").arg(home);
     if quiet {
         cmd.arg("--quiet");

@@ -559,7 +559,12 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
     )
     .map_err(fail)?;
     // The child's reports to the reaper (close-on-exec: a successful exec closes its copy).
-    let (child_rd, child_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail)?;
+    // Non-blocking: the reaper reads what is there once the child has exec'd, never
+    // waiting for end of file, which a reaper forked meanwhile by a concurrent launch
+    // would hold off (its copy of our table holds this write end until it closes it).
+    let (child_rd, child_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(fail)?;
     // The reaper watches us through this: when it becomes readable we are gone.
     let me = pidfd_open(std::process::id()).map_err(fail)?;
 
@@ -684,9 +689,18 @@ pub(crate) fn clone_filter_exec(plan: &ChildPlan) -> Result<Started, ChildFailur
 /// One report from the reaper: tag, value and the descriptor it carries, if any.
 /// `None` at end of file (the reaper is gone).
 pub(crate) fn read_report(sock: BorrowedFd<'_>) -> Option<(u32, u32, Option<OwnedFd>)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut buf = [0u8; 8];
     loop {
+        // A reaper that says nothing for 30 s is stuck: the launch fails rather than hang.
+        let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(30_000u16)) {
+            Ok(0) => return None,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+            Ok(_) => {}
+        }
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let msg = match recvmsg::<()>(
@@ -858,7 +872,8 @@ unsafe fn reaper_main(launch: &Launch<'_>) -> ! {
     report(out, MSG_PID, child as u32, -1);
     report(out, MSG_PIDFD, 0, pidfd);
     let mut buf = [0u8; 8];
-    // SAFETY: reads 8-byte reports into a live local buffer until end of file.
+    // SAFETY: reads the 8-byte reports already written (the pipe is non-blocking) into a
+    // live local buffer.
     while unsafe { libc::read(launch.child_rd, buf.as_mut_ptr().cast(), 8) } == 8 {
         let (tag, val) = parse_report(&buf);
         let fd = if tag == MSG_LISTENER {

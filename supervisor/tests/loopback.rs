@@ -252,3 +252,24 @@ async fn more_errno_values_match_linux_on_loopback() {
     let status = run(&command(&s, &prog, &["errnos2", "127.0.0.1"])).await;
     assert_ok(&s, status, &["errnos2 as on Linux"]);
 }
+
+/// Launches at the same moment from one process (a supervisor per program): a reaper
+/// forked by one launch holds copies of the other's descriptors for a moment, which must
+/// never hold up the other launch (two reapers once waited forever on each other's
+/// report pipes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_launches_all_start() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    for _round in 0..5 {
+        let runs: Vec<_> = (0..8)
+            .map(|i| {
+                let cmd = command(&s, &prog, &["exit", &i.to_string()]);
+                tokio::spawn(async move { run(&cmd).await })
+            })
+            .collect();
+        for (i, r) in runs.into_iter().enumerate() {
+            assert_eq!(r.await.unwrap(), ExitStatus::Exited(i as i32));
+        }
+    }
+}

@@ -1136,7 +1136,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         if let Some(cap) = Self::option_capability(level, name, call.bytes()) {
             if !self.capable(n.pid, cap) {
-                return errno(Errno::EPERM);
+                return errno(options::refusal(level, name));
             }
         }
         let model = match vs.kernel_bound() {
@@ -1306,6 +1306,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 patch(&[state])
             }
             options::State::Cookie => patch(&ino.to_ne_bytes()),
+            options::State::V6Only => {
+                let bound = match &*vs.phase() {
+                    Phase::VirtualBound(a) => Some(*a),
+                    Phase::Listening(l) => Some(l.local),
+                    _ => None,
+                };
+                let specific = |a: SocketAddr| match a {
+                    SocketAddr::V6(a) => {
+                        !a.ip().is_unspecified() && a.ip().to_ipv4_mapped().is_none()
+                    }
+                    SocketAddr::V4(_) => false,
+                };
+                match bound {
+                    Some(a) if specific(a) => patch(&1i32.to_ne_bytes()),
+                    _ => patch(&[]),
+                }
+            }
             options::State::PathMtu => {
                 let connected = matches!(&*vs.phase(), Phase::Connected { .. })
                     || matches!(&*vs.phase(), Phase::Datagram(d) if d.peer().is_some());

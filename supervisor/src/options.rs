@@ -73,6 +73,9 @@ pub(crate) enum State {
     Cookie,
     /// `IP_MTU`/`IPV6_MTU`: `ENOTCONN` until connected, then the path MTU.
     PathMtu,
+    /// `IPV6_V6ONLY`: set by binding to a specific IPv6 address that is not v4-mapped
+    /// (`__inet6_bind`: `sk->sk_ipv6only = 1`), a bind the model never makes.
+    V6Only,
 }
 
 /// One option the supervisor acts on.
@@ -135,6 +138,12 @@ pub(crate) const TABLE: &[Opt] = {
             "IPV6_MTU",
             Role::State(self::State::PathMtu),
         ),
+        opt(
+            IPPROTO_IPV6,
+            IPV6_V6ONLY,
+            "IPV6_V6ONLY",
+            Role::State(self::State::V6Only),
+        ),
         opt(IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", Tune),
         opt(SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", Tune),
         opt(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", Tune),
@@ -175,6 +184,16 @@ pub(crate) fn lookup(level: i32, name: i32) -> Option<&'static Opt> {
 /// What the supervisor does with `(level, name)` besides asking the model.
 pub(crate) fn role(level: i32, name: i32) -> Option<Role> {
     lookup(level, name).map(|o| o.role)
+}
+
+/// The errno of a `setsockopt` refused for want of a capability
+/// ([`Supervisor::option_capability`](crate::emulate::Supervisor)): `EACCES` for
+/// `SO_DEBUG` (`sk_setsockopt`), `EPERM` for the others.
+pub(crate) fn refusal(level: i32, name: i32) -> nix::errno::Errno {
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_DEBUG) => nix::errno::Errno::EACCES,
+        _ => nix::errno::Errno::EPERM,
+    }
 }
 
 /// The path MTU a connected virtual socket reports: the smallest MTU of any virtual

@@ -99,8 +99,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_MARK)
             | (libc::SOL_SOCKET, libc::SO_RCVBUFFORCE)
-            | (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE)
-            | (libc::SOL_SOCKET, libc::SO_DEBUG) => Some(CAP_NET_ADMIN),
+            | (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE) => Some(CAP_NET_ADMIN),
+            // Turning debugging off is anyone's (sock.c: `if (val && !capable)`).
+            (libc::SOL_SOCKET, libc::SO_DEBUG) if int != Some(0) => Some(CAP_NET_ADMIN),
             // Priorities 0-6 are anyone's.
             (libc::SOL_SOCKET, libc::SO_PRIORITY) if !matches!(int, Some(0..=6)) => {
                 Some(CAP_NET_ADMIN)
@@ -150,6 +151,15 @@ mod tests {
         assert_eq!(
             S::option_capability(libc::SOL_SOCKET, libc::SO_REUSEADDR, &one),
             None
+        );
+        let zero = 0i32.to_ne_bytes();
+        assert_eq!(
+            S::option_capability(libc::SOL_SOCKET, libc::SO_DEBUG, &zero),
+            None
+        );
+        assert_eq!(
+            S::option_capability(libc::SOL_SOCKET, libc::SO_DEBUG, &one),
+            Some(CAP_NET_ADMIN)
         );
     }
 }

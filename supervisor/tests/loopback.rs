@@ -242,3 +242,13 @@ async fn errno_values_match_linux_on_loopback() {
     let status = run(&command(&s, &prog, &["errnos", "127.0.0.1"])).await;
     assert_ok(&s, status, &["errnos as on Linux"]);
 }
+
+/// Socket options answer as on Linux (options.rs): values of a fresh socket, another
+/// protocol's options, read-only options, the kernel's argument checks in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_answer_as_on_linux() {
+    let s = Scratch::new();
+    let prog = s.compile("options");
+    let status = run(&command(&s, &prog, &["127.0.0.1", "::1"])).await;
+    assert_ok(&s, status, &["options as on Linux"]);
+}

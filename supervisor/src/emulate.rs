@@ -1196,7 +1196,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let mut call = GetCall::read(&*self.kernel, n.pid, &n.args);
         let (level, name) = (call.level, call.name);
-        if options::role(level, name) == Some(Role::Dropped) {
+        if options::role(level, name) == Some(Role::NotModelled) {
             return errno(Errno::EOPNOTSUPP);
         }
         let model = match vs.kernel_bound() {
@@ -1288,10 +1288,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     Phase::Failed(e) => *e as i32,
                     _ => 0,
                 };
-                let r = patch(&e.to_ne_bytes())?;
-                if e != 0 {
-                    *phase = Phase::Fresh;
+                if e == 0 {
+                    // Nothing of ours pending: the kernel socket's own (the model's 0).
+                    return patch(&[]);
                 }
+                let r = patch(&e.to_ne_bytes())?;
+                *phase = Phase::Fresh;
                 Ok(r)
             }
             options::State::Tcpi => {

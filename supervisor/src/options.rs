@@ -56,8 +56,12 @@ pub(crate) enum Role {
     /// program's reads and writes go untrapped.
     ProgramEnd,
     /// The value holds the program's pointers or descriptors (a BPF program, a filter),
-    /// which mean nothing in the supervisor: accepted, neither modelled nor recorded.
+    /// which mean nothing in the supervisor: accepted, neither modelled nor recorded (so
+    /// `SO_DETACH_FILTER` then answers `ENOENT`, as for a socket without a filter).
     Dropped,
+    /// `getsockopt` would act in the caller's address space, the supervisor's for the
+    /// model: refused with `EOPNOTSUPP` (not emulated). `setsockopt` is the model's.
+    NotModelled,
 }
 
 /// State-dependent answers ([`Role::State`]).
@@ -151,7 +155,6 @@ pub(crate) const TABLE: &[Opt] = {
         opt(SOL_SOCKET, SO_RCVTIMEO, "SO_RCVTIMEO", ProgramEnd),
         opt(SOL_SOCKET, SO_SNDTIMEO, "SO_SNDTIMEO", ProgramEnd),
         opt(SOL_SOCKET, SO_ATTACH_FILTER, "SO_ATTACH_FILTER", Dropped),
-        opt(SOL_SOCKET, SO_DETACH_FILTER, "SO_DETACH_FILTER", Dropped),
         opt(SOL_SOCKET, SO_ATTACH_BPF, "SO_ATTACH_BPF", Dropped),
         opt(
             SOL_SOCKET,
@@ -165,13 +168,12 @@ pub(crate) const TABLE: &[Opt] = {
             "SO_ATTACH_REUSEPORT_EBPF",
             Dropped,
         ),
-        opt(SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER", Dropped),
-        // getsockopt maps pages into the caller, which would be the supervisor.
+        // getsockopt maps received pages into the caller.
         opt(
             IPPROTO_TCP,
             TCP_ZEROCOPY_RECEIVE,
             "TCP_ZEROCOPY_RECEIVE",
-            Dropped,
+            NotModelled,
         ),
     ]
 };

@@ -96,6 +96,12 @@ static void fresh(void) {
           "unknown IP option before its value");
     CHECK(FAILS(setsockopt(t4, SOL_SOCKET, SO_REUSEADDR, (void *)8, 4), EFAULT), "set bad optval");
     CHECK(FAILS(setsockopt(t4, SOL_SOCKET, SO_REUSEADDR, &v, -1), EINVAL), "set optlen -1");
+    /* The supervisor's rights are not lent (TCP repair mode needs CAP_NET_ADMIN). */
+    if (geteuid() != 0) {
+        CHECK(FAILS(seti(t4, IPPROTO_TCP, TCP_REPAIR, 1), EPERM), "TCP_REPAIR refused");
+        CHECK(FAILS(seti(t4, SOL_SOCKET, SO_DEBUG, 1), EACCES), "SO_DEBUG refused");
+        CHECK(seti(t4, SOL_SOCKET, SO_DEBUG, 0) == 0, "SO_DEBUG off");
+    }
     close(t4);
     close(u4);
     close(t6);

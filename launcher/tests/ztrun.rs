@@ -422,3 +422,119 @@ fn the_program_starts_with_the_signal_dispositions_ztrun_was_given() {
         "{out:?}"
     );
 }
+
+/// A real forking daemon (vsftpd, standalone) blocked in `accept` on a virtual listener
+/// after serving a client: its SIGCHLD handler has a signal pending when SIGTERM comes,
+/// and it must stop within 1 s (it ignored SIGTERM until SIGKILL when only fatal signals
+/// could interrupt an emulated call).
+#[test]
+fn a_forking_daemon_blocked_in_accept_stops_on_sigterm() {
+    use std::io::{BufRead as _, Write as _};
+    const VSFTPD: &str = "/usr/sbin/vsftpd";
+    if !std::path::Path::new(VSFTPD).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "vsftpd is missing: .ci/packages installs it"
+        );
+        eprintln!("SKIPPED: {VSFTPD} is not installed (apt-get install vsftpd)");
+        return;
+    }
+    let (_root, root_arg) = root();
+    let dir = tempfile::tempdir().unwrap();
+    let ftp_root = dir.path().join("root");
+    std::fs::create_dir(&ftp_root).unwrap();
+    std::fs::write(ftp_root.join("f.txt"), "hello\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("vsftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_ipv6=NO\nlisten_port={port}\nbackground=NO\n\
+             run_as_launching_user=YES\nanonymous_enable=YES\nanon_root={root}\n\
+             local_enable=NO\nwrite_enable=NO\nseccomp_sandbox=NO\nisolate=NO\n\
+             isolate_network=NO\nsecure_chroot_dir={root}\n",
+            root = ftp_root.display()
+        ),
+    )
+    .unwrap();
+    let mut ztrun = Command::new(ZTRUN)
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .args([
+            "--nwid",
+            "ff0000000000e2e7",
+            "--root",
+            &root_arg,
+            "--quiet",
+            "--",
+        ])
+        .arg(VSFTPD)
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = scopeguard(ztrun.id());
+    // Serve one client through the wildcard listener's loopback half: the daemon forks
+    // a session process, which ends (SIGCHLD) after QUIT.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "vsftpd did not listen: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    for command in ["USER anonymous", "PASS guest", "QUIT"] {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.starts_with('5'), "vsftpd refused: {line}");
+        writeln!(writer, "{command}\r").unwrap();
+    }
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM to ztrun, which forwards it to the daemon.
+    let sent = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &ztrun.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        if let Some(status) = ztrun.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(128 + 15), "ended by SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "the daemon blocked in accept ignored SIGTERM for 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills `pid` with SIGKILL when dropped (a test that fails leaves nothing running).
+fn scopeguard(pid: u32) -> impl Drop {
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    Guard(pid)
+}

@@ -44,8 +44,10 @@ const BATCH: usize = 256;
 const PENDING_PER_NEIGHBOR: usize = 64;
 /// Interval between ARP/NS retries for one neighbor.
 const SOLICIT_INTERVAL: Duration = Duration::from_millis(500);
-/// Requests sent for one neighbor before its waiting packets are dropped (the senders'
-/// own retransmissions start a new round).
+/// Requests sent for one neighbor before it counts as unreachable: its waiting packets are
+/// dropped and the connects that sent them fail with `EHOSTUNREACH` (a sender's own
+/// retransmission starts a new round). Six requests 500 ms apart give up 3 s after the
+/// first, as Linux does with its defaults (`mcast_solicit` 3, `retrans_time` 1 s).
 const SOLICIT_TRIES: u8 = 6;
 /// How long a closed-by-us connection waits in FIN-WAIT-2 for the peer's FIN (Linux
 /// `tcp_fin_timeout`).
@@ -98,6 +100,8 @@ pub(crate) struct Conn {
     pub(crate) role: Role,
     /// An RST for this 4-tuple arrived (tells "reset" from "timed out" once closed).
     pub(crate) rst_seen: bool,
+    /// Closed while connecting because its neighbor never answered (`EHOSTUNREACH`).
+    pub(crate) unreachable: bool,
     /// That RST arrived after the handshake had completed: a connect that had not yet
     /// seen the connection established succeeds, as on Linux, and reading then fails
     /// with `ECONNRESET` (rather than the connect failing with `ECONNREFUSED`).
@@ -197,6 +201,9 @@ pub(crate) struct Egress {
     unresolved: Vec<IpAddr>,
     /// A hop joined `unresolved` since the driver last looked: it must arm its retry timer.
     newly_unresolved: bool,
+    /// Connections whose SYN was dropped because its neighbor never answered; the driver
+    /// fails those still connecting ([`Core::fail_unreachable`]).
+    pub(crate) unreachable: Vec<Key>,
 }
 
 impl Egress {
@@ -290,8 +297,12 @@ impl Egress {
             n.pending.push(frame);
         }
         let now = std::time::Instant::now();
-        if n.asked
-            .is_none_or(|t| now.duration_since(t) >= SOLICIT_INTERVAL)
+        // The last request of a round is the driver's to give up on
+        // (`resolve_pending`): a retransmission arriving then (a SYN's fourth falls at
+        // 3.0 s, with the give-up) must not stretch the round by another interval.
+        if n.tries < SOLICIT_TRIES
+            && n.asked
+                .is_none_or(|t| now.duration_since(t) >= SOLICIT_INTERVAL)
         {
             n.asked = Some(now);
             n.tries = n.tries.saturating_add(1);
@@ -325,7 +336,12 @@ impl Egress {
                 let dropped = std::mem::take(&mut n.pending);
                 n.tries = 0;
                 n.asked = None;
-                dropped.into_iter().for_each(|b| self.recycle(b));
+                for b in dropped {
+                    if let Some(key) = connecting(&b) {
+                        self.unreachable.push(key);
+                    }
+                    self.recycle(b);
+                }
                 return false;
             }
             n.asked = Some(now);
@@ -608,6 +624,7 @@ impl Shared {
                 fins: Vec::new(),
                 unresolved: Vec::new(),
                 newly_unresolved: false,
+                unreachable: Vec::new(),
             },
             spent: Vec::new(),
             tcp: HashMap::new(),
@@ -1168,6 +1185,31 @@ impl Core {
         }
     }
 
+    /// Fail the connects whose neighbor never answered ([`Egress::unreachable`]) with
+    /// `EHOSTUNREACH`, as Linux fails a connect whose SYN waited on a neighbor entry that
+    /// failed (RFC 1122 4.2.3.9: a host unreachable is a hard error while connecting).
+    /// Established connections are left alone (Linux only notes a soft error); their own
+    /// retransmissions ask again.
+    fn fail_unreachable(&mut self) {
+        for key in std::mem::take(&mut self.egress.unreachable) {
+            // A connect's retransmitted SYNs may all have waited: the key can repeat.
+            let Some(c) = self.tcp.get(&key).filter(|c| c.role == Role::Owned) else {
+                continue;
+            };
+            let (shard, h) = (c.shard, c.handle);
+            let s = self.socket(shard, h);
+            if s.state() != tcp::State::SynSent {
+                continue;
+            }
+            // Closes without sending anything, and wakes the connecting task.
+            s.close();
+            if let Some(c) = self.tcp.get_mut(&key) {
+                c.unreachable = true;
+            }
+            self.poll_shard(shard);
+        }
+    }
+
     /// A human-readable snapshot of the driver's and every connection's state, for a test
     /// that stalls to print.
     pub(crate) fn describe(&mut self, inbound: &FrameQueue) -> String {
@@ -1269,6 +1311,7 @@ impl Core {
             self.egress.begin();
             let at = self.egress.resolve_pending(std::time::Instant::now());
             self.egress.flush();
+            self.fail_unreachable();
             at.map(tokio::time::Instant::from_std)
         };
         let more =
@@ -1669,7 +1712,22 @@ impl Core {
     }
 }
 
-/// Do two bindings `(addr, v6only)` on one port overlap?
+/// The connection (local, remote) of a TCP SYN (no ACK) framed at `frame[ETH_HEADER..]`:
+/// a connect's first segment or its retransmission.
+fn connecting(frame: &[u8]) -> Option<Key> {
+    let ip = Ip::parse(frame.get(ETH_HEADER..)?)?;
+    if ip.proto != wire::PROTO_TCP {
+        return None;
+    }
+    let t = TcpPorts::parse(ip.payload(&frame[ETH_HEADER..]))?;
+    (t.syn && !t.ack && !t.rst).then(|| {
+        (
+            SocketAddr::new(ip.src, t.src),
+            SocketAddr::new(ip.dst, t.dst),
+        )
+    })
+}
+
 /// Whether a bare ACK for a connection that sent its FIN is a repeat to keep from smoltcp.
 ///
 /// smoltcp 0.14 cannot fast-retransmit a FIN: when the third duplicate ACK arrives while
@@ -1701,6 +1759,7 @@ fn repeated_ack_for_fin(c: &mut Conn, pure_ack: Option<(u32, u16)>) -> bool {
     }
 }
 
+/// Do two bindings `(addr, v6only)` on one port overlap?
 fn overlap(a: (SocketAddr, bool), b: (SocketAddr, bool)) -> bool {
     let covers = |(x, x6only): (SocketAddr, bool), y: IpAddr| {
         let xa = x.ip();

@@ -44,6 +44,14 @@ pub enum Error {
         /// The destination asked for.
         addr: IpAddr,
     },
+    /// The destination is on this network but nobody answered for it: its neighbor
+    /// (ARP/NDP) resolution gave up, and the connects waiting for it fail
+    /// (`EHOSTUNREACH`).
+    #[error("no route to host {addr}")]
+    HostUnreachable {
+        /// The destination asked for.
+        addr: IpAddr,
+    },
     /// A datagram does not fit in one IP packet of this network's MTU (`EMSGSIZE`).
     #[error("message of {len} bytes exceeds the maximum of {max}")]
     MessageTooLong {
@@ -91,6 +99,7 @@ impl Error {
             Error::AddrInUse { .. } => libc::EADDRINUSE,
             Error::AddrNotAvailable { .. } => libc::EADDRNOTAVAIL,
             Error::NetworkUnreachable { .. } => libc::ENETUNREACH,
+            Error::HostUnreachable { .. } => libc::EHOSTUNREACH,
             Error::MessageTooLong { .. } => libc::EMSGSIZE,
             Error::BrokenPipe => libc::EPIPE,
             Error::NotConnected => libc::ENOTCONN,
@@ -125,6 +134,7 @@ mod tests {
             Error::AddrInUse { addr: sa },
             Error::AddrNotAvailable { addr: ip },
             Error::NetworkUnreachable { addr: ip },
+            Error::HostUnreachable { addr: ip },
             Error::MessageTooLong { len: 1, max: 0 },
             Error::BrokenPipe,
             Error::NotConnected,

@@ -622,7 +622,7 @@ pub(crate) async fn connect(
         let mut core = shared.lock();
         let c = core.tcp.get(&key).expect("connecting entry");
         let (shard, h, rst) = (c.shard, c.handle, c.rst_seen);
-        let established_then_reset = c.reset_established;
+        let (established_then_reset, unreachable) = (c.reset_established, c.unreachable);
         let s = core.socket(shard, h);
         match s.state() {
             tcp::State::SynSent | tcp::State::SynReceived => {
@@ -633,6 +633,8 @@ pub(crate) async fn connect(
             tcp::State::Closed | tcp::State::Listen if !established_then_reset => {
                 Poll::Ready(Err(if rst {
                     Error::ConnectionRefused { remote }
+                } else if unreachable {
+                    Error::HostUnreachable { addr: remote.ip() }
                 } else {
                     Error::TimedOut
                 }))
@@ -693,6 +695,7 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         role,
         rst_seen: false,
         reset_established: false,
+        unreachable: false,
         aborted: false,
         write_closed: false,
         close_pending: false,

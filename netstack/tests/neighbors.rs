@@ -1,13 +1,13 @@
-//! Neighbor resolution (ARP) when requests get lost or nobody answers.
+//! Neighbor resolution (ARP, NDP) when requests get lost or nobody answers.
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
-use netstack::{FrameLink, Stack};
+use netstack::{FrameLink, Stack, TcpOptions};
 
 fn is_arp_request(f: &[u8]) -> bool {
     f.len() >= 22 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1]
@@ -67,4 +67,87 @@ async fn unanswered_neighbor_is_asked_a_bounded_number_of_times() {
     tx.send_to(b"again", nobody).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(seen.load(Ordering::Relaxed), 7);
+}
+
+/// Connect from `a` to `to`; the outcome and how long it took.
+async fn timed_connect(a: Stack, to: SocketAddr) -> (Result<(), i32>, Duration) {
+    let t = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(6),
+        a.tcp_connect(None, to, TcpOptions::default()),
+    )
+    .await;
+    let r = match r {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(e)) => Err(e.errno()),
+        Err(_) => Err(0), // still waiting after 6 s
+    };
+    (r, t.elapsed())
+}
+
+/// Linux gives up on a neighbor after 3 unanswered probes 1 s apart and fails the connects
+/// waiting for it with `EHOSTUNREACH`; connects to other neighbors never wait behind it.
+/// Before the fix a connect to an absent neighbor waited for the whole SYN timeout (127 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_an_absent_neighbor_fails_with_ehostunreach_and_delays_no_other() {
+    let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
+    let l4 = b
+        .tcp_listen(SocketAddr::new(B4.into(), 80), 64, false)
+        .unwrap();
+    let l6 = b
+        .tcp_listen(SocketAddr::new(b6().into(), 80), 64, true)
+        .unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                Ok(s) = l4.accept() => held.push(s),
+                Ok(s) = l6.accept() => held.push(s),
+                else => break,
+            }
+        }
+    });
+    let absent: [IpAddr; 2] = [
+        Ipv4Addr::new(10, 7, 0, 99).into(),
+        "fd7a::99".parse::<std::net::Ipv6Addr>().unwrap().into(),
+    ];
+    let live: [IpAddr; 2] = [B4.into(), b6().into()];
+    let started = Instant::now();
+    let absent_tries: Vec<_> = absent
+        .iter()
+        .map(|ip| tokio::spawn(timed_connect(a.clone(), SocketAddr::new(*ip, 80))))
+        .collect();
+    // Live connects alongside: at once, and while the absent neighbors are being asked.
+    let mut live_times = Vec::new();
+    for at in [0, 500, 1500, 2500] {
+        tokio::time::sleep_until((started + Duration::from_millis(at)).into()).await;
+        for ip in live {
+            let (r, took) = timed_connect(a.clone(), SocketAddr::new(ip, 80)).await;
+            assert_eq!(r, Ok(()), "connect to live {ip} at {at} ms");
+            live_times.push((ip, at, took));
+        }
+    }
+    for (ip, at, took) in &live_times {
+        assert!(
+            *took < Duration::from_millis(100),
+            "connect to live {ip} at {at} ms took {took:?} while {absent:?} were asked for"
+        );
+    }
+    for (ip, t) in absent.iter().zip(absent_tries) {
+        let (r, took) = t.await.unwrap();
+        eprintln!("absent {ip}: {r:?} after {took:?}; live connects: {live_times:?}");
+        assert_eq!(
+            r,
+            Err(libc_ehostunreach()),
+            "connect to absent {ip}: after {took:?} (0 = still waiting)"
+        );
+        assert!(
+            (Duration::from_millis(2500)..Duration::from_secs(4)).contains(&took),
+            "connect to absent {ip} failed after {took:?}, not after ~3 s"
+        );
+    }
+}
+
+fn libc_ehostunreach() -> i32 {
+    113 // EHOSTUNREACH on Linux
 }

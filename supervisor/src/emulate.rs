@@ -263,6 +263,28 @@ impl<B: Backend> VSocket<B> {
         }
     }
 
+    /// A destination address of a `connect` or a send, as this socket takes it: an IPv6
+    /// datagram socket also takes an IPv4 `sockaddr_in` and sends to its v4-mapped
+    /// address (`udpv6_sendmsg`, `ip6_datagram_connect`), unless `IPV6_V6ONLY`.
+    pub(crate) fn parse_destination(&self, bytes: &[u8]) -> Result<SockAddr, Errno> {
+        let inet4 = bytes.get(..2) == Some(&(libc::AF_INET as u16).to_ne_bytes()[..]);
+        if self.family != Family::V6 || self.kind == Kind::Stream || !inet4 {
+            return wire::parse_sockaddr(self.family, bytes);
+        }
+        if self
+            .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .is_some_and(|v| v != 0)
+        {
+            return Err(Errno::EAFNOSUPPORT);
+        }
+        Ok(match wire::parse_sockaddr(Family::V4, bytes)? {
+            SockAddr::Inet(SocketAddr::V4(a)) => {
+                SockAddr::Inet(SocketAddr::from((a.ip().to_ipv6_mapped(), a.port())))
+            }
+            other => other,
+        })
+    }
+
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO` as set by the program (`None`: wait forever).
     pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let opts = self.options();
@@ -638,12 +660,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(r)
     }
 
-    /// Bind a fresh kernel datagram socket to the loopback address of its family, so it
-    /// can only ever reach host-local addresses.
-    fn bind_loopback(&self, vs: &VSocket<B>, r: &OwnedFd) -> Result<(), Errno> {
-        sys::connect_bytes(r.as_fd(), &wire::emit_sockaddr(vs.family.loopback(0)), true)
-    }
-
     /// Replace the program's fd (still our socketpair end `ino`) with `r`, keeping the
     /// program's `O_NONBLOCK` and close-on-exec.
     pub(crate) fn swap_in(
@@ -744,7 +760,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Phase::Connected { .. } | Phase::Listening(_) => return errno(Errno::EISCONN),
             _ => {}
         }
-        let parsed = tri!(wire::parse_sockaddr(vs.family, &bytes));
+        let parsed = tri!(vs.parse_destination(&bytes));
         let datagram = match &*vs.phase() {
             Phase::Datagram(d) => Some(d.clone()),
             _ => None,
@@ -831,9 +847,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             None => Arc::new(tri!(self.kernel_socket(vs, loopback))),
         };
         if vs.kind != Kind::Stream {
-            if loopback {
-                tri!(self.bind_loopback(vs, &r));
-            }
             tri!(sys::connect_bytes(
                 r.as_fd(),
                 &wire::emit_sockaddr(dest),
@@ -869,7 +882,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         if self.swap_in(n, ino, r.as_fd()).is_ok() {
                             vs.set_phase(Phase::Fresh);
                         }
-                        return self.give_up_reply(n, false);
+                        return self.give_up_reply(n, vs.timeout(libc::SO_SNDTIMEO).is_some());
                     }
                 }
                 let mut err = [0u8; 4];
@@ -916,6 +929,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return errno(Errno::EINVAL);
         }
         let local = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            // inet_bind's compatibility game: AF_UNSPEC is taken as AF_INET when the
+            // address is INADDR_ANY (IPv6 sockets refuse it).
+            SockAddr::Unspec
+                if vs.family == Family::V4 && bytes.len() >= 16 && bytes[4..8] == [0, 0, 0, 0] =>
+            {
+                SocketAddr::from(([0, 0, 0, 0], u16::from_be_bytes([bytes[2], bytes[3]])))
+            }
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
@@ -939,6 +959,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let mut local = local;
             if local.port() == 0 {
                 local.set_port(ephemeral_port());
+            } else if self.virtual_port_taken(&vs, local)
+                && (!self.close_stale_listeners(local.port())
+                    || self.virtual_port_taken(&vs, local))
+            {
+                // Reported at bind, as Linux's inet_csk_get_port does (a listener the
+                // program closed a moment ago, not yet noticed, does not count).
+                return errno(Errno::EADDRINUSE);
             }
             vs.set_phase(Phase::VirtualBound(local));
             return value(0);
@@ -1039,10 +1066,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
             return errno(Errno::EINVAL);
         }
-        let phase = vs.phase();
+        let mut phase = vs.phase();
         match &*phase {
             // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
             Phase::Connected { .. } => CONTINUE,
+            // inet_shutdown on a listener: shutting its receive side stops listening
+            // (queued connections are reset, accept then fails with EINVAL, listen may
+            // be called again); its send side alone changes nothing.
+            Phase::Listening(_) => {
+                if how != libc::SHUT_WR {
+                    *phase = Phase::Fresh;
+                }
+                value(0)
+            }
             Phase::Datagram(d) if d.peer().is_some() => value(0),
             _ => errno(Errno::ENOTCONN),
         }
@@ -1088,6 +1124,47 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             true
         ));
         value(0)
+    }
+
+    /// Is `local` (a virtual TCP address with a port) taken by another of the program's
+    /// bound or listening virtual TCP sockets, as `inet_csk_bind_conflict` sees it? The
+    /// addresses overlap when equal or when either is a wildcard (an IPv6 wildcard only
+    /// covers IPv4 without `IPV6_V6ONLY`); both sockets with `SO_REUSEPORT` share, and so
+    /// do two with `SO_REUSEADDR` while neither listens.
+    fn virtual_port_taken(&self, vs: &Arc<VSocket<B>>, local: SocketAddr) -> bool {
+        let flag =
+            |s: &VSocket<B>, name| s.option_int(libc::SOL_SOCKET, name).is_some_and(|v| v != 0);
+        let covers = |s: &VSocket<B>, a: std::net::IpAddr, other: std::net::IpAddr| {
+            let a = crate::backend::canonical(a);
+            let other = crate::backend::canonical(other);
+            if !a.is_unspecified() {
+                return a == other;
+            }
+            let v6only = s
+                .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .is_some_and(|v| v != 0);
+            s.family == Family::V4 && other.is_ipv4()
+                || s.family == Family::V6 && (other.is_ipv6() || !v6only)
+        };
+        let table: Vec<Arc<VSocket<B>>> = self.table().values().cloned().collect();
+        table.iter().any(|other| {
+            if Arc::ptr_eq(other, vs) || other.kind != Kind::Stream {
+                return false;
+            }
+            let (theirs, listening) = match &*other.phase() {
+                Phase::VirtualBound(a) => (*a, false),
+                Phase::Listening(l) => (l.local, true),
+                _ => return false,
+            };
+            if theirs.port() != local.port()
+                || !(covers(vs, local.ip(), theirs.ip()) || covers(other, theirs.ip(), local.ip()))
+            {
+                return false;
+            }
+            let share = flag(vs, libc::SO_REUSEPORT) && flag(other, libc::SO_REUSEPORT)
+                || !listening && flag(vs, libc::SO_REUSEADDR) && flag(other, libc::SO_REUSEADDR);
+            !share
+        })
     }
 
     /// An address as the program's socket family shows it (v4-mapped on IPv6 sockets).
@@ -1369,14 +1446,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if let Some(d) = datagram {
             return self.udp_call(n, &vs, d).await;
         }
-        let sending = matches!(
-            n.nr,
-            libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
-        );
-        if sending && vs.kind != Kind::Stream && crate::udp::send_flags(n) & libc::MSG_OOB != 0 {
-            // udp_sendmsg, ping_v4_sendmsg: no out-of-band data on datagrams.
-            return errno(Errno::EOPNOTSUPP);
-        }
         match n.nr {
             libc::SYS_sendto => self.sendto(n, ino, &vs).await,
             libc::SYS_sendmsg => self.sendmsg(n, ino, &vs, false).await,
@@ -1418,10 +1487,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         data: &[u8],
         flags: i32,
     ) -> Reply {
-        let dest = match tri!(wire::parse_sockaddr(vs.family, dest)) {
+        let dest = match tri!(vs.parse_destination(dest)) {
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
+        if flags & libc::MSG_OOB != 0 && crate::udp::refuses_oob(vs.kind, dest) {
+            return errno(Errno::EOPNOTSUPP);
+        }
         match route(&*self.backend, self.policy, dest, true) {
             Route::Virtual => {
                 let dest = crate::backend::canonical_addr(dest);
@@ -1430,9 +1502,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Route::Unreachable => errno(Errno::ENETUNREACH),
             route @ (Route::Loopback | Route::Host) => {
                 let r = tri!(self.kernel_socket(vs, route == Route::Loopback));
-                if route == Route::Loopback {
-                    tri!(self.bind_loopback(vs, &r));
-                }
                 let flags = flags & (libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE);
                 let sent = tri!(sys::sendto_bytes(
                     r.as_fd(),

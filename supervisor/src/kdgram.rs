@@ -7,8 +7,8 @@
 //! and emulates every address-bearing call on it: the destination is copied out, routed
 //! like any other, and the send or connect is performed on our handle. Receives and
 //! every other call are continued natively. The kernel socket is also bound to the
-//! loopback address when it serves loopback, so even a call that slipped past could only
-//! reach host-local addresses.
+//! loopback device when it serves loopback, so even a call that slipped past could only
+//! reach loopback.
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -79,7 +79,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 if !self.kernel.id_valid(n.id) {
                     return Reply::Done;
                 }
-                let addr = match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+                let addr = match tri!(vs.parse_destination(&bytes)) {
                     SockAddr::Unspec => vec![0u8; 16],
                     SockAddr::Inet(dest) if self.kernel_dest(dest) => wire::emit_sockaddr(dest),
                     SockAddr::Inet(_) => return errno(Errno::ENETUNREACH),
@@ -173,20 +173,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }
-        // udp_sendmsg: out-of-band data does not exist for datagrams.
-        if flags & libc::MSG_OOB != 0 {
-            return errno(Errno::EOPNOTSUPP);
-        }
         let dest = match dest {
             None => None,
-            Some(bytes) => match tri!(wire::parse_sockaddr(vs.family, &bytes)) {
+            Some(bytes) => match tri!(vs.parse_destination(&bytes)) {
                 SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
                 SockAddr::Inet(d) if self.kernel_dest(d) => Some(wire::emit_sockaddr(d)),
                 SockAddr::Inet(_) => return errno(Errno::ENETUNREACH),
             },
         };
         let nonblocking = flags & libc::MSG_DONTWAIT != 0 || tri!(self.program_nonblocking(n));
-        let keep = libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE;
+        // MSG_OOB goes through: the kernel socket refuses it as Linux would.
+        let keep = libc::MSG_DONTROUTE | libc::MSG_CONFIRM | libc::MSG_MORE | libc::MSG_OOB;
         let flags = (flags & keep) | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         loop {
             let sent = match &dest {

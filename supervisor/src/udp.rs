@@ -41,6 +41,13 @@ use crate::wire::{self, MsgHdr, MSGHDR_LEN};
 /// Size of `struct mmsghdr`.
 pub(crate) const MMSGHDR_LEN: u64 = 64;
 
+/// Does a datagram send with `MSG_OOB` to `to` fail? `udp_sendmsg` (IPv4, also an IPv6
+/// socket's IPv4 or v4-mapped destination) and the ping sockets refuse it
+/// (`EOPNOTSUPP`); `udpv6_sendmsg` ignores the flag for IPv6 destinations.
+pub(crate) fn refuses_oob(kind: Kind, to: SocketAddr) -> bool {
+    kind == Kind::Icmp || crate::backend::canonical(to.ip()).is_ipv4()
+}
+
 /// The `flags` argument of a send call (`sendto`, `sendmsg`, `sendmmsg`).
 pub(crate) fn send_flags(n: &Notification) -> i32 {
     let at = if n.nr == libc::SYS_sendmsg { 2 } else { 3 };
@@ -313,10 +320,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         vs: &Arc<VSocket<B>>,
         d: &Arc<Dgram<B>>,
     ) -> Reply {
-        // udp_sendmsg: out-of-band data does not exist for datagrams.
-        if send_flags(n) & libc::MSG_OOB != 0 {
-            return errno(Errno::EOPNOTSUPP);
-        }
         match n.nr {
             libc::SYS_sendto => {
                 let len = n.args[2] as usize;
@@ -411,12 +414,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return Err(Errno::ESRCH);
         }
         let to = match dest {
-            Some(bytes) => match wire::parse_sockaddr(vs.family, &bytes)? {
+            Some(bytes) => match vs.parse_destination(&bytes)? {
                 wire::SockAddr::Inet(a) => a,
                 wire::SockAddr::Unspec => return Err(Errno::EAFNOSUPPORT),
             },
             None => d.peer().ok_or(Errno::EDESTADDRREQ)?,
         };
+        if send_flags(n) & libc::MSG_OOB != 0 && refuses_oob(vs.kind, to) {
+            return Err(Errno::EOPNOTSUPP);
+        }
         let to = crate::backend::canonical_addr(to);
         if !self.backend.is_virtual_dgram(to) {
             return Err(Errno::ENETUNREACH);

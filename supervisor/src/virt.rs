@@ -456,11 +456,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let (listener, actual) = loop {
             match self.backend.tcp_listen(local, backlog, v6only) {
                 Ok(x) => break x,
-                Err(Errno::EADDRINUSE)
-                    if local.port() != 0
-                        && tries < RELISTEN_TRIES
-                        && (tries > 0 || self.close_stale_listeners(local.port())) =>
-                {
+                // The holder may be a listener closed at `bind` (close_stale_listeners)
+                // whose tasks are still winding down: wait for them, briefly.
+                Err(Errno::EADDRINUSE) if local.port() != 0 && tries < RELISTEN_TRIES => {
+                    self.close_stale_listeners(local.port());
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
@@ -555,6 +554,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             };
         }
         drop(theirs);
+        // The replaced socket holds no address any more (its end closes with the swap).
+        vs.set_phase(Phase::Fresh);
         debug!(%actual, "virtual listener");
         // A wildcard listener also listens on loopback, like a kernel socket would.
         if crate::backend::canonical(local.ip()).is_unspecified() {
@@ -593,7 +594,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// Close our virtual listeners on `port` that no traced process holds any more;
     /// returns whether there was any. Their tasks (which own the backend listener and
     /// the loopback half) are aborted; the port is free once they are dropped.
-    fn close_stale_listeners(&self, port: u16) -> bool {
+    pub(crate) fn close_stale_listeners(&self, port: u16) -> bool {
         type Candidate<B> = (u64, Arc<VSocket<B>>, Arc<Listening<B>>);
         let candidates: Vec<Candidate<B>> = self
             .table()
@@ -618,24 +619,32 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         closed
     }
 
-    /// Kernel listeners on loopback for the wildcard `port` (IPv4, and for an IPv6
-    /// socket without `IPV6_V6ONLY` also IPv6). A failure (port below 1024, port taken)
+    /// The kernel listener on loopback for the wildcard `port`. A failure (port taken)
     /// leaves only the virtual half, said once in the log.
     fn loopback_half(&self, vs: &VSocket<B>, port: u16, backlog: usize) -> Vec<OwnedFd> {
         use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType};
-        let mut places = vec![(AddressFamily::Inet, crate::Family::V4.loopback(port))];
-        if vs.family == crate::Family::V6 {
-            places.insert(0, (AddressFamily::Inet6, crate::Family::V6.loopback(port)));
-            if vs
-                .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
-                .unwrap_or(0)
-                != 0
-            {
-                places.truncate(1);
+        // Kernel sockets of the program's family on loopback, confined to the loopback
+        // device: 127.0.0.1 for IPv4; ::1 for IPv6, and for a dual-stack one also
+        // ::ffff:127.0.0.1, so IPv4 clients get connections with v4-mapped names, as a
+        // native `::` listener gives them. (Specific addresses, not the wildcard: they
+        // leave the rest of the port to other loopback services, as before.)
+        let v6only = vs
+            .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+            .unwrap_or(0)
+            != 0;
+        let mapped = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped(), port));
+        let places = match vs.family {
+            crate::Family::V4 => vec![(AddressFamily::Inet, vs.family.loopback(port), false)],
+            crate::Family::V6 if v6only => {
+                vec![(AddressFamily::Inet6, vs.family.loopback(port), true)]
             }
-        }
+            crate::Family::V6 => vec![
+                (AddressFamily::Inet6, vs.family.loopback(port), true),
+                (AddressFamily::Inet6, mapped, false),
+            ],
+        };
         let mut out = Vec::new();
-        for (family, addr) in places {
+        for (family, addr, v6only) in places {
             let made = sock::socket(
                 family,
                 SockType::Stream,
@@ -655,7 +664,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         fd.as_fd(),
                         libc::IPPROTO_IPV6,
                         libc::IPV6_V6ONLY,
-                        &one,
+                        &i32::from(v6only).to_ne_bytes(),
                     )?;
                 }
                 crate::emulate::confine_to_loopback(fd.as_fd())?;

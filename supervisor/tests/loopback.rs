@@ -252,3 +252,13 @@ async fn socket_options_answer_as_on_linux() {
     let status = run(&command(&s, &prog, &["127.0.0.1", "::1"])).await;
     assert_ok(&s, status, &["options as on Linux"]);
 }
+
+/// More answers as on Linux (found by `compat-tests conformance`): bind(AF_UNSPEC), an
+/// IPv4 destination on an IPv6 UDP socket, MSG_OOB on UDPv6, shutdown of a listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_errno_values_match_linux_on_loopback() {
+    let s = Scratch::new();
+    let prog = s.compile("misc");
+    let status = run(&command(&s, &prog, &["errnos2", "127.0.0.1"])).await;
+    assert_ok(&s, status, &["errnos2 as on Linux"]);
+}

@@ -695,3 +695,20 @@ async fn socket_options_answer_as_on_linux_on_a_netstack() {
     let status = run_on_one_stack(&s, "options", &["10.7.0.1", "fd7a::1"]).await;
     assert_ok(&s, status, &["options as on Linux"]);
 }
+
+/// The same on the virtual network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_errno_values_match_linux_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "misc", &["errnos2", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["errnos2 as on Linux"]);
+}
+
+/// A TCP port conflict on the virtual network is reported at bind, as on Linux (it was
+/// reported at listen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_conflict_is_reported_at_bind_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "misc", &["bindinuse", "10.7.0.1"]).await;
+    assert_ok(&s, status, &["bind conflicts as on Linux"]);
+}

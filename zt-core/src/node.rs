@@ -554,8 +554,9 @@ struct Network {
     peer_certs: BTreeMap<Address, Certificate>,
     /// Revocation thresholds by member.
     revoked: BTreeMap<Address, u64>,
-    /// When this node last showed its certificate to a peer, and which one.
-    creds_sent: BTreeMap<Address, (Instant, u64)>,
+    /// When this node last showed its certificate to a peer, which one, and the peer's
+    /// session generation ([`Peer::generation`]) then.
+    creds_sent: BTreeMap<Address, (Instant, u64, u64)>,
 }
 
 impl Network {
@@ -1016,10 +1017,19 @@ impl Node {
     }
 
     /// On private networks: sends this node's certificate to `peer` when it has not seen
-    /// the current one recently. Returns false if frames must not go to `peer` (revoked,
-    /// or its known certificate no longer agrees with ours).
+    /// the current one recently, or not on the current session. Returns false if frames
+    /// must not go to `peer` (revoked, or its known certificate no longer agrees with ours).
+    ///
+    /// "Seen" is per session: a new session may be a new instance of the peer (a process
+    /// restarted with the same identity), which knows nothing of what the old one was
+    /// shown and drops our frames as coming from a non-member until it sees our
+    /// certificate. Showing it only every `config_refresh / 2` stalled every connection
+    /// to us from a restarted member for up to 15 s (issue 18). A rekey shows it again
+    /// too, and the first session shows it twice (once queued before the session, once
+    /// on it): one small record per session, fewer than the periodic refresh sends.
     fn show_credentials(&mut self, now: Instant, nwid: NetworkId, peer: Address) -> bool {
         let refresh = self.timing.config_refresh;
+        let generation = self.peers.get(&peer).map_or(0, |p| p.generation);
         let Some(net) = self.networks.get_mut(&nwid) else {
             return false;
         };
@@ -1034,12 +1044,12 @@ impl Node {
             return false;
         }
         let cert = cfg.certificate.clone();
-        let stale = net
-            .creds_sent
-            .get(&peer)
-            .is_none_or(|(at, ts)| *ts != cert.timestamp || now >= *at + refresh / 2);
+        let stale = net.creds_sent.get(&peer).is_none_or(|(at, ts, seen_on)| {
+            *ts != cert.timestamp || *seen_on != generation || now >= *at + refresh / 2
+        });
         if stale {
-            net.creds_sent.insert(peer, (now, cert.timestamp));
+            net.creds_sent
+                .insert(peer, (now, cert.timestamp, generation));
             self.send_message(
                 now,
                 peer,

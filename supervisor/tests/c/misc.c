@@ -143,6 +143,54 @@ int main(int argc, char **argv) {
         CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == -1 && errno == EISCONN,
               "a second connect: EISCONN");
         printf("errnos as on Linux\n");
+    } else if (!strcmp(mode, "errnos2")) {
+        /* More answers that differed from Linux's, found by the conformance suite
+         * (argv[3]: an IPv4 address to use). */
+        int b = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in any = {.sin_family = AF_UNSPEC};
+        CHECK(bind(b, (struct sockaddr *)&any, sizeof any) == 0,
+              "bind(AF_UNSPEC, INADDR_ANY) is taken as AF_INET");
+        int rx = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = v4(argv[3], 0);
+        CHECK(bind(rx, (struct sockaddr *)&a, sizeof a) == 0, "bind receiver");
+        a.sin_port = htons(port_of(rx));
+        int tx6 = socket(AF_INET6, SOCK_DGRAM, 0);
+        CHECK(sendto(tx6, "4", 1, 0, (struct sockaddr *)&a, sizeof a) == 1,
+              "an IPv6 UDP socket sends to a sockaddr_in");
+        CHECK(sendto(tx6, "o", 1, MSG_OOB, (struct sockaddr *)&a, sizeof a) == -1 &&
+                  errno == EOPNOTSUPP, "an IPv4 destination takes udp_sendmsg's MSG_OOB check");
+        char buf[4];
+        CHECK(recv(rx, buf, sizeof buf, 0) == 1, "the datagram arrives");
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in la = v4(argv[3], 0);
+        CHECK(bind(l, (struct sockaddr *)&la, sizeof la) == 0 && listen(l, 4) == 0, "listen");
+        CHECK(shutdown(l, SHUT_RDWR) == 0, "shutdown of a listener");
+        CHECK(accept(l, NULL, NULL) == -1 && errno == EINVAL, "accept after shutdown: EINVAL");
+        printf("errnos2 as on Linux\n");
+    } else if (!strcmp(mode, "bindinuse")) {
+        /* A TCP port conflict is reported at bind (argv[3]: an IPv4 address). */
+        int one = 1;
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "reuseaddr");
+        struct sockaddr_in a = v4(argv[3], 0);
+        CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 4) == 0, "listen");
+        a.sin_port = htons(port_of(l));
+        int b = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(bind(b, (struct sockaddr *)&a, sizeof a) == -1 && errno == EADDRINUSE,
+              "the listened port: EADDRINUSE at bind");
+        CHECK(setsockopt(b, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "reuseaddr");
+        CHECK(bind(b, (struct sockaddr *)&a, sizeof a) == -1 && errno == EADDRINUSE,
+              "SO_REUSEADDR does not share a listening port");
+        int d = socket(AF_INET6, SOCK_STREAM, 0), off = 0;
+        CHECK(setsockopt(d, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) == 0, "dual stack");
+        struct sockaddr_in6 any6 = {.sin6_family = AF_INET6, .sin6_port = a.sin_port,
+                                    .sin6_addr = in6addr_any};
+        CHECK(bind(d, (struct sockaddr *)&any6, sizeof any6) == -1 && errno == EADDRINUSE,
+              "a dual-stack wildcard covers the IPv4 port");
+        close(l);
+        int again = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(bind(again, (struct sockaddr *)&a, sizeof a) == 0, "rebound at once after close");
+        printf("bind conflicts as on Linux\n");
     } else if (!strcmp(mode, "privport")) {
         /* Ports below 1024 need CAP_NET_BIND_SERVICE on every network the program can
          * bind on (argv[3]: an address, or 0.0.0.0); above, anyone's. */

@@ -1866,6 +1866,77 @@ mod tests {
         }
     }
 
+    /// The option call layer (options.rs) through the fake kernel: read-only and
+    /// foreign options refused as Linux refuses them, the kernel's transformation of a
+    /// value, and the argument checks in the kernel's order.
+    #[tokio::test]
+    async fn socket_options_follow_the_kernel() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await as u64;
+        let (val, len) = (MEM + 64, MEM + 128);
+        let set = |level: i32, name: i32, v: i32, optval: u64, optlen: u64| {
+            k.write_memory(PID, val, &v.to_ne_bytes()).unwrap();
+            note(
+                9,
+                libc::SYS_setsockopt,
+                [fd, level as u64, name as u64, optval, optlen, 0],
+            )
+        };
+        let get = |level: i32, name: i32, cap: u32| {
+            k.write_memory(PID, len, &cap.to_ne_bytes()).unwrap();
+            note(
+                9,
+                libc::SYS_getsockopt,
+                [fd, level as u64, name as u64, val, len, 0],
+            )
+        };
+        let refused = |e: Errno| errno(e);
+        // Read-only, another protocol's, unknown level: refused, nothing recorded.
+        let n = set(libc::SOL_SOCKET, libc::SO_TYPE, 1, val, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = set(libc::IPPROTO_UDP, libc::UDP_CORK, 1, val, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = get(libc::IPPROTO_UDP, libc::UDP_CORK, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EOPNOTSUPP));
+        let n = set(500, 1, 1, val, 4);
+        assert!(s.dispatch(&n).await != value(0));
+        // A negative length first; an unreadable value of an unknown IP option is
+        // ENOPROTOOPT (the option is looked at first), of SO_REUSEADDR EFAULT.
+        let n = set(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+            val,
+            u32::MAX as u64,
+        );
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EINVAL));
+        let n = set(libc::IPPROTO_IP, 9999, 1, 8, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, 8, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EFAULT));
+        // getsockopt: a NULL optlen faults before an unknown option is looked at, a
+        // length of -1 is EINVAL.
+        let n = note(
+            9,
+            libc::SYS_getsockopt,
+            [fd, libc::SOL_SOCKET as u64, 9999, val, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EFAULT));
+        let n = get(libc::SOL_SOCKET, 9999, u32::MAX);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EINVAL));
+        // The kernel doubles SO_RCVBUF; the value set is recorded for kernel sockets.
+        let n = set(libc::SOL_SOCKET, libc::SO_RCVBUF, 65_536, val, 4);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        let n = get(libc::SOL_SOCKET, libc::SO_RCVBUF, 4);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert_eq!(k.peek(PID, val, 4), 131_072i32.to_ne_bytes());
+        assert_eq!(k.peek(PID, len, 4), 4u32.to_ne_bytes());
+        // A short length gets the first bytes, as the kernel gives them.
+        let n = get(libc::IPPROTO_IP, libc::IP_TTL, 1);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert_eq!(k.peek(PID, len, 4), 1u32.to_ne_bytes());
+    }
+
     #[tokio::test]
     async fn bind_to_loopback_then_listen_swaps_in_a_kernel_listener() {
         let (k, s) = sup(Policy::default());

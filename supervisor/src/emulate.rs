@@ -37,14 +37,13 @@ use tracing::{debug, trace};
 
 use crate::backend::{route, Backend, Policy, Route, StreamTuning};
 use crate::kernel::{FdTarget, Kernel, Notification, Placement, Response};
+use crate::options::{self, GetCall, Role, SetCall};
 use crate::sys::{self, NameSide};
 use crate::tracee::{self, MAX_COPY};
 use crate::udp::Dgram;
 use crate::virt::Listening;
 use crate::wire::{self, Family, MsgHdr, SockAddr, MSGHDR_LEN};
 
-/// Largest option value copied from `setsockopt`.
-const MAX_OPTLEN: usize = 1024;
 /// How often a blocked emulated call checks whether the program abandoned it.
 const ABANDON_POLL: Duration = Duration::from_millis(50);
 
@@ -1178,6 +1177,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
+    /// `setsockopt(2)`: arguments read and checked once (options.rs, [`SetCall`]), the
+    /// capability checked before anything acts, then the kernel decides: the real
+    /// socket once there is one, else the model ([`Supervisor::option_model`]). What the
+    /// model accepts is recorded and, per the options table, acted on.
     fn setsockopt(&self, n: &Notification) -> Reply {
         let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
         let (_, vs) = match self.lookup(n) {
@@ -1195,118 +1198,224 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(None) => return CONTINUE,
             Err(r) => return r,
         };
-        let len = n.args[4] as u32 as i32;
-        if len < 0 {
-            return errno(Errno::EINVAL);
-        }
-        let val = tri!(tracee::read_bytes(
-            &*self.kernel,
-            n.pid,
-            n.args[3],
-            (len as usize).min(MAX_OPTLEN)
-        ));
+        let call = tri!(SetCall::read(&*self.kernel, n.pid, &n.args));
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }
-        if let Some(cap) = Self::option_capability(level, name, &val) {
+        debug_assert_eq!((call.level, call.name), (level, name));
+        let role = options::role(level, name);
+        if let Some(o) = options::lookup(level, name).filter(|o| o.role == Role::Dropped) {
+            debug!(
+                option = o.text,
+                "option dropped: it carries the program's pointers"
+            );
+            return value(0);
+        }
+        if let Some(cap) = Self::option_capability(level, name, call.bytes()) {
             if !self.capable(n.pid, cap) {
-                return errno(Errno::EPERM);
+                return errno(options::refusal(level, name));
             }
         }
-        if let Some(r) = vs.kernel_bound() {
-            tri!(sys::setsockopt_bytes(r.as_fd(), level, name, &val));
-        } else if val.len() < 4 && is_int_option(level, name) {
-            return errno(Errno::EINVAL);
+        let model = match vs.kernel_bound() {
+            Some(r) => Ok(r),
+            None => self.option_model(&vs),
+        };
+        match &model {
+            Ok(fd) => tri!(sys::setsockopt_as(
+                fd.as_fd(),
+                level,
+                name,
+                call.arg(),
+                call.len
+            )),
+            // No model to ask: an unreadable value faults.
+            Err(e) => {
+                debug!(%e, "no model socket for setsockopt");
+                if call.value.is_none() {
+                    return errno(Errno::EFAULT);
+                }
+            }
         }
+        let val = call.value.unwrap_or_default();
         let mut opts = vs.options();
         opts.retain(|(l, o, _)| (*l, *o) != (level, name));
         opts.push((level, name, val));
         drop(opts);
-        if is_tuning(level, name) {
-            if let Some(stream) = vs.live_stream() {
-                let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
-                self.backend.stream_tune(&stream, vs.tuning());
+        match role {
+            Some(Role::Tune) => {
+                if let Some(stream) = vs.live_stream() {
+                    let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+                    self.backend.stream_tune(&stream, vs.tuning());
+                }
+                value(0)
             }
+            // The program may change the value in between; it only sets its own
+            // timeouts.
+            Some(Role::ProgramEnd) => CONTINUE,
+            _ => value(0),
         }
-        if level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) {
-            // Recorded for the calls we emulate (accept, connect, recvmsg), and applied
-            // by the kernel to the program's own end, where its reads and writes go
-            // untrapped. The program may change the value in between; it only sets its
-            // own timeouts.
-            return CONTINUE;
-        }
-        value(0)
     }
 
+    /// The model an emulated socket's options are put to (options.rs): a fresh kernel
+    /// socket like it, never bound, with the options set so far replayed.
+    fn option_model(&self, vs: &VSocket<B>) -> Result<Arc<OwnedFd>, Errno> {
+        self.kernel_socket(vs, false).map(Arc::new)
+    }
+
+    /// `getsockopt(2)`: the kernel answers (the real socket, else the model), with the
+    /// program's own lengths and pointers, so its checks come in its order; then the
+    /// options the table says depend on the virtual socket's state are answered from it.
     fn getsockopt(&self, n: &Notification) -> Reply {
-        let (_, vs) = match self.lookup(n) {
+        let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             Ok(None) => return CONTINUE,
             Err(r) => return r,
         };
-        let (level, name) = (n.args[1] as u32 as i32, n.args[2] as u32 as i32);
-        let int = |v: i32| v.to_ne_bytes().to_vec();
-        let (listening, tcp_state) = match &*vs.phase() {
-            Phase::Listening(_) => (true, 10),
-            Phase::Connected { .. } => (false, 1),
-            Phase::Connecting => (false, 2),
-            _ => (false, 7),
+        let mut call = GetCall::read(&*self.kernel, n.pid, &n.args);
+        let (level, name) = (call.level, call.name);
+        if options::role(level, name) == Some(Role::NotModelled) {
+            return errno(Errno::EOPNOTSUPP);
+        }
+        let model = match vs.kernel_bound() {
+            Some(r) => Ok(r),
+            None => self.option_model(&vs),
         };
-        let val = match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_TYPE) => int(vs.kind.sock_type()),
-            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(vs.family.raw()),
-            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(vs.protocol),
-            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(i32::from(listening)),
-            (libc::SOL_SOCKET, libc::SO_ERROR) => {
-                // Reading SO_ERROR clears it.
-                let mut phase = vs.phase();
-                match &*phase {
-                    Phase::Failed(e) => {
-                        let e = *e;
-                        *phase = Phase::Fresh;
-                        int(e as i32)
-                    }
-                    _ => int(0),
-                }
+        let asked = match &model {
+            Ok(fd) => {
+                let len = call.len_arg();
+                sys::getsockopt_as(fd.as_fd(), level, name, call.buf.as_deref_mut(), len)
             }
-            (libc::IPPROTO_TCP, libc::TCP_INFO) if vs.kind == Kind::Stream => {
-                // struct tcp_info: tcpi_state first (TCP_ESTABLISHED = 1, SYN_SENT = 2,
-                // CLOSE = 7, LISTEN = 10).
-                let mut info = vec![0u8; 232];
-                info[0] = tcp_state;
-                info
-            }
-            _ => {
-                if let Some(r) = vs.kernel_bound() {
-                    let mut buf = vec![0u8; MAX_OPTLEN];
-                    let len = tri!(sys::getsockopt_bytes(r.as_fd(), level, name, &mut buf));
-                    buf.truncate(len);
-                    buf
-                } else {
-                    let opts = vs.options();
-                    match opts
-                        .iter()
-                        .rev()
-                        .find(|(l, o, _)| (*l, *o) == (level, name))
-                    {
-                        Some((_, _, v)) => v.clone(),
-                        None => match default_option(vs.kind, level, name) {
-                            Some(v) => int(v),
-                            None => return errno(Errno::ENOPROTOOPT),
-                        },
-                    }
-                }
+            Err(e) => {
+                debug!(%e, "no model socket for getsockopt");
+                self.option_fallback(&vs, &mut call)
             }
         };
-        tri!(tracee::write_with_len(
-            &*self.kernel,
-            n.pid,
-            n.args[3],
-            n.args[4],
-            &val,
-            false
-        ));
+        let state = match options::role(level, name) {
+            Some(Role::State(st)) => Some(st),
+            _ => None,
+        };
+        let (val, reported) = match (asked, state) {
+            (Ok(len), None) => {
+                let b = call.buf.as_deref().unwrap_or(&[]);
+                (b[..(len as usize).min(b.len())].to_vec(), len)
+            }
+            (Err(e), None) => return errno(e),
+            (asked, Some(st)) => tri!(self.state_option(ino, &vs, st, asked, &call)),
+        };
+        tri!(call.write_back(&*self.kernel, n.pid, &val, reported));
         value(0)
+    }
+
+    /// Without a model: the value the program set, or the Linux default of a common
+    /// option, into `call`'s buffer.
+    fn option_fallback(&self, vs: &VSocket<B>, call: &mut GetCall) -> Result<u32, Errno> {
+        let fixed = match (call.level, call.name) {
+            (libc::SOL_SOCKET, libc::SO_TYPE) => Some(vs.kind.sock_type()),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => Some(vs.family.raw()),
+            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => Some(vs.protocol),
+            _ => None,
+        };
+        let v = match (fixed, vs.option_bytes(call.level, call.name)) {
+            (Some(v), _) => v.to_ne_bytes().to_vec(),
+            (None, Some(v)) => v,
+            (None, None) => {
+                options::fallback_default(vs.kind == Kind::Stream, call.level, call.name)
+                    .ok_or(Errno::ENOPROTOOPT)?
+                    .to_ne_bytes()
+                    .to_vec()
+            }
+        };
+        let len = call.len.ok_or(Errno::EFAULT)?;
+        if (len as i32) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let n = v.len().min(len as usize);
+        let buf = call.buf.as_mut().ok_or(Errno::EFAULT)?;
+        buf[..n].copy_from_slice(&v[..n]);
+        Ok(n as u32)
+    }
+
+    /// A [`Role::State`] option: the kernel's answer `asked` (its length checks, its
+    /// value layout) with the virtual socket's state put in.
+    fn state_option(
+        &self,
+        ino: u64,
+        vs: &VSocket<B>,
+        st: options::State,
+        asked: Result<u32, Errno>,
+        call: &GetCall,
+    ) -> Result<(Vec<u8>, u32), Errno> {
+        let patch = |v: &[u8]| -> Result<(Vec<u8>, u32), Errno> {
+            let len = asked?;
+            let mut b = call.buf.as_deref().unwrap_or(&[]).to_vec();
+            b.truncate(len as usize);
+            let n = b.len().min(v.len());
+            b[..n].copy_from_slice(&v[..n]);
+            Ok((b, len))
+        };
+        match st {
+            options::State::Listening => {
+                let on = matches!(&*vs.phase(), Phase::Listening(_));
+                patch(&i32::from(on).to_ne_bytes())
+            }
+            options::State::Error => {
+                // Reading SO_ERROR clears it, once the arguments are good.
+                let mut phase = vs.phase();
+                let e = match &*phase {
+                    Phase::Failed(e) => *e as i32,
+                    _ => 0,
+                };
+                if e == 0 {
+                    // Nothing of ours pending: the kernel socket's own (the model's 0).
+                    return patch(&[]);
+                }
+                let r = patch(&e.to_ne_bytes())?;
+                *phase = Phase::Fresh;
+                Ok(r)
+            }
+            options::State::Tcpi => {
+                // struct tcp_info: tcpi_state first (TCP_ESTABLISHED = 1, SYN_SENT = 2,
+                // CLOSE = 7, LISTEN = 10); a kernel-bound socket's own is right.
+                let state: u8 = match &*vs.phase() {
+                    Phase::Listening(_) => 10,
+                    Phase::Connected { .. } => 1,
+                    Phase::Connecting => 2,
+                    _ => 7,
+                };
+                patch(&[state])
+            }
+            options::State::Cookie => patch(&ino.to_ne_bytes()),
+            options::State::V6Only => {
+                let bound = match &*vs.phase() {
+                    Phase::VirtualBound(a) => Some(*a),
+                    Phase::Listening(l) => Some(l.local),
+                    _ => None,
+                };
+                let specific = |a: SocketAddr| match a {
+                    SocketAddr::V6(a) => {
+                        !a.ip().is_unspecified() && a.ip().to_ipv4_mapped().is_none()
+                    }
+                    SocketAddr::V4(_) => false,
+                };
+                match bound {
+                    Some(a) if specific(a) => patch(&1i32.to_ne_bytes()),
+                    _ => patch(&[]),
+                }
+            }
+            options::State::PathMtu => {
+                let connected = matches!(&*vs.phase(), Phase::Connected { .. })
+                    || matches!(&*vs.phase(), Phase::Datagram(d) if d.peer().is_some());
+                match asked {
+                    Err(Errno::ENOTCONN) if connected => {
+                        options::int_answer(call.len, options::VIRTUAL_PATH_MTU)
+                    }
+                    asked => asked.map(|len| {
+                        let b = call.buf.as_deref().unwrap_or(&[]);
+                        (b[..(len as usize).min(b.len())].to_vec(), len)
+                    }),
+                }
+            }
+        }
     }
 
     // ---- data calls -------------------------------------------------------------------
@@ -1556,38 +1665,6 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno>
     Ok(())
 }
 
-fn is_int_option(level: i32, _name: i32) -> bool {
-    matches!(
-        level,
-        libc::SOL_SOCKET | libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6
-    )
-}
-
-/// Options that tune a connection ([`VSocket::tuning`]).
-fn is_tuning(level: i32, name: i32) -> bool {
-    matches!(
-        (level, name),
-        (libc::IPPROTO_TCP, libc::TCP_NODELAY)
-            | (libc::SOL_SOCKET, libc::SO_KEEPALIVE)
-            | (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE)
-            | (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
-    )
-}
-
-/// What `getsockopt` answers for options never set on a fresh socket.
-fn default_option(kind: Kind, level: i32, name: i32) -> Option<i32> {
-    match (level, name) {
-        (libc::SOL_SOCKET, libc::SO_RCVBUF) => Some(131_072),
-        (libc::SOL_SOCKET, libc::SO_SNDBUF) => Some(16_384),
-        (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT | libc::SO_KEEPALIVE) => Some(0),
-        (libc::SOL_SOCKET, libc::SO_BROADCAST) => Some(0),
-        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if kind == Kind::Stream => Some(0),
-        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if kind == Kind::Stream => Some(536),
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => Some(0),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1787,6 +1864,77 @@ mod tests {
             assert_eq!(k.peek(PID, val, 4), want.to_ne_bytes());
             assert_eq!(k.peek(PID, len, 4), 4u32.to_ne_bytes());
         }
+    }
+
+    /// The option call layer (options.rs) through the fake kernel: read-only and
+    /// foreign options refused as Linux refuses them, the kernel's transformation of a
+    /// value, and the argument checks in the kernel's order.
+    #[tokio::test]
+    async fn socket_options_follow_the_kernel() {
+        let (k, s) = sup(Policy::default());
+        let fd = new_socket(&k, &s, libc::SOCK_STREAM).await as u64;
+        let (val, len) = (MEM + 64, MEM + 128);
+        let set = |level: i32, name: i32, v: i32, optval: u64, optlen: u64| {
+            k.write_memory(PID, val, &v.to_ne_bytes()).unwrap();
+            note(
+                9,
+                libc::SYS_setsockopt,
+                [fd, level as u64, name as u64, optval, optlen, 0],
+            )
+        };
+        let get = |level: i32, name: i32, cap: u32| {
+            k.write_memory(PID, len, &cap.to_ne_bytes()).unwrap();
+            note(
+                9,
+                libc::SYS_getsockopt,
+                [fd, level as u64, name as u64, val, len, 0],
+            )
+        };
+        let refused = |e: Errno| errno(e);
+        // Read-only, another protocol's, unknown level: refused, nothing recorded.
+        let n = set(libc::SOL_SOCKET, libc::SO_TYPE, 1, val, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = set(libc::IPPROTO_UDP, libc::UDP_CORK, 1, val, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = get(libc::IPPROTO_UDP, libc::UDP_CORK, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EOPNOTSUPP));
+        let n = set(500, 1, 1, val, 4);
+        assert!(s.dispatch(&n).await != value(0));
+        // A negative length first; an unreadable value of an unknown IP option is
+        // ENOPROTOOPT (the option is looked at first), of SO_REUSEADDR EFAULT.
+        let n = set(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1,
+            val,
+            u32::MAX as u64,
+        );
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EINVAL));
+        let n = set(libc::IPPROTO_IP, 9999, 1, 8, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::ENOPROTOOPT));
+        let n = set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, 8, 4);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EFAULT));
+        // getsockopt: a NULL optlen faults before an unknown option is looked at, a
+        // length of -1 is EINVAL.
+        let n = note(
+            9,
+            libc::SYS_getsockopt,
+            [fd, libc::SOL_SOCKET as u64, 9999, val, 0, 0],
+        );
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EFAULT));
+        let n = get(libc::SOL_SOCKET, 9999, u32::MAX);
+        assert_eq!(s.dispatch(&n).await, refused(Errno::EINVAL));
+        // The kernel doubles SO_RCVBUF; the value set is recorded for kernel sockets.
+        let n = set(libc::SOL_SOCKET, libc::SO_RCVBUF, 65_536, val, 4);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        let n = get(libc::SOL_SOCKET, libc::SO_RCVBUF, 4);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert_eq!(k.peek(PID, val, 4), 131_072i32.to_ne_bytes());
+        assert_eq!(k.peek(PID, len, 4), 4u32.to_ne_bytes());
+        // A short length gets the first bytes, as the kernel gives them.
+        let n = get(libc::IPPROTO_IP, libc::IP_TTL, 1);
+        assert_eq!(s.dispatch(&n).await, value(0));
+        assert_eq!(k.peek(PID, len, 4), 1u32.to_ne_bytes());
     }
 
     #[tokio::test]

@@ -66,6 +66,7 @@ pub mod launch;
 mod netlink;
 pub mod network;
 pub mod notify;
+mod options;
 mod permit;
 mod sys;
 mod tracee;

@@ -99,8 +99,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_MARK)
             | (libc::SOL_SOCKET, libc::SO_RCVBUFFORCE)
-            | (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE)
-            | (libc::SOL_SOCKET, libc::SO_DEBUG) => Some(CAP_NET_ADMIN),
+            | (libc::SOL_SOCKET, libc::SO_SNDBUFFORCE) => Some(CAP_NET_ADMIN),
+            // Turning debugging off is anyone's (sock.c: `if (val && !capable)`).
+            (libc::SOL_SOCKET, libc::SO_DEBUG) if int != Some(0) => Some(CAP_NET_ADMIN),
             // Priorities 0-6 are anyone's.
             (libc::SOL_SOCKET, libc::SO_PRIORITY) if !matches!(int, Some(0..=6)) => {
                 Some(CAP_NET_ADMIN)
@@ -108,6 +109,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             (libc::SOL_SOCKET, libc::SO_BINDTODEVICE | libc::SO_BINDTOIFINDEX) => Some(CAP_NET_RAW),
             (libc::IPPROTO_IP, libc::IP_TRANSPARENT)
             | (libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT) => Some(CAP_NET_ADMIN),
+            // The supervisor (options.rs) and its kernel sockets hold these rights; a
+            // program without them must not borrow them: repair mode (tcp.c,
+            // tcp_can_repair_sock) and IPsec policies (ip_sockglue.c, ipv6_sockglue.c).
+            (libc::IPPROTO_TCP, libc::TCP_REPAIR)
+            | (libc::IPPROTO_IP, libc::IP_IPSEC_POLICY | libc::IP_XFRM_POLICY)
+            | (libc::IPPROTO_IPV6, libc::IPV6_IPSEC_POLICY | libc::IPV6_XFRM_POLICY) => {
+                Some(CAP_NET_ADMIN)
+            }
             _ => None,
         }
     }
@@ -150,6 +159,19 @@ mod tests {
         assert_eq!(
             S::option_capability(libc::SOL_SOCKET, libc::SO_REUSEADDR, &one),
             None
+        );
+        assert_eq!(
+            S::option_capability(libc::IPPROTO_TCP, libc::TCP_REPAIR, &one),
+            Some(CAP_NET_ADMIN)
+        );
+        let zero = 0i32.to_ne_bytes();
+        assert_eq!(
+            S::option_capability(libc::SOL_SOCKET, libc::SO_DEBUG, &zero),
+            None
+        );
+        assert_eq!(
+            S::option_capability(libc::SOL_SOCKET, libc::SO_DEBUG, &one),
+            Some(CAP_NET_ADMIN)
         );
     }
 }

@@ -1198,3 +1198,87 @@ pub(crate) fn own_accepted(fd: RawFd) -> OwnedFd {
     // SAFETY: accept4 returned a fresh descriptor that nothing else owns or will close.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Size of the buffer [`getsockopt_as`] needs: larger than any value a `getsockopt`
+/// handler copies out (the largest, `struct tcp_info` and the IPv6 packet options, are a
+/// few hundred bytes), whatever length it was asked for.
+pub(crate) const OPTION_BUF: usize = 65_536;
+
+/// A pointer argument of the program's, as passed on to the kernel by
+/// [`setsockopt_as`]/[`getsockopt_as`]: its NULL stays NULL (some levels treat NULL
+/// apart, `do_ipv6_setsockopt` reads it as 0), a pointer the supervisor could not read
+/// becomes one that faults here too, so the kernel returns `EFAULT` at the point of its
+/// own checks.
+#[derive(Debug)]
+pub(crate) enum UserArg<T> {
+    Null,
+    Unreadable,
+    Given(T),
+}
+
+/// An address every copy from or to user memory refuses (above the user address space).
+const FAULTING: usize = usize::MAX & !0xfff;
+
+/// `setsockopt` as the program called it (options.rs): `len` is the program's length,
+/// cut to a given value.
+pub(crate) fn setsockopt_as(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    value: UserArg<&[u8]>,
+    len: u32,
+) -> Result<(), Errno> {
+    let (ptr, len) = match value {
+        UserArg::Given(v) => (v.as_ptr(), len.min(v.len() as u32)),
+        UserArg::Null => (std::ptr::null(), len),
+        UserArg::Unreadable => (FAULTING as *const u8, len),
+    };
+    // SAFETY: the kernel reads at most `len` bytes at `ptr`: within `value` when it is
+    // given; NULL and FAULTING are never mapped, so reading them fails with EFAULT.
+    let ret = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, ptr.cast(), len) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
+/// `getsockopt` as the program called it (options.rs): `buf` `None` for a NULL value
+/// pointer, `len` the program's `*optlen` (or its NULL or unreadable pointer). Returns
+/// the length the kernel wrote back.
+///
+/// # Panics
+///
+/// If `buf` is shorter than [`OPTION_BUF`].
+pub(crate) fn getsockopt_as(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    buf: Option<&mut [u8]>,
+    len: UserArg<u32>,
+) -> Result<u32, Errno> {
+    let ptr = match buf {
+        Some(b) => {
+            assert!(
+                b.len() >= OPTION_BUF,
+                "getsockopt_as needs OPTION_BUF bytes"
+            );
+            b.as_mut_ptr()
+        }
+        None => std::ptr::null_mut(),
+    };
+    // A length the program gave above the buffer asks for no more than a handler copies.
+    let mut given = match len {
+        UserArg::Given(l) if (l as i32) >= 0 => l.min(OPTION_BUF as u32),
+        UserArg::Given(l) => l,
+        _ => 0,
+    };
+    let len_ptr = match len {
+        UserArg::Given(_) => &mut given as *mut u32,
+        UserArg::Null => std::ptr::null_mut(),
+        UserArg::Unreadable => FAULTING as *mut u32,
+    };
+    // SAFETY: the kernel writes into `ptr` at most the length it is given, and for a
+    // negative one either refuses it (EINVAL) or clamps it, as unsigned, to the size of
+    // the value (`min_t(unsigned int, len, ...)` in tcp.c, udp.c), always below
+    // OPTION_BUF, which `buf` holds; `len_ptr` is `given` or never mapped (EFAULT).
+    let ret = unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, ptr.cast(), len_ptr) };
+    cvt(ret as libc::c_long)?;
+    Ok(given)
+}

@@ -243,6 +243,16 @@ async fn errno_values_match_linux_on_loopback() {
     assert_ok(&s, status, &["errnos as on Linux"]);
 }
 
+/// Socket options answer as on Linux (options.rs): values of a fresh socket, another
+/// protocol's options, read-only options, the kernel's argument checks in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_answer_as_on_linux() {
+    let s = Scratch::new();
+    let prog = s.compile("options");
+    let status = run(&command(&s, &prog, &["127.0.0.1", "::1"])).await;
+    assert_ok(&s, status, &["options as on Linux"]);
+}
+
 /// More answers as on Linux (found by `compat-tests conformance`): bind(AF_UNSPEC), an
 /// IPv4 destination on an IPv6 UDP socket, MSG_OOB on UDPv6, shutdown of a listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

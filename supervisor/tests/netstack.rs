@@ -686,6 +686,16 @@ async fn so_reuseport_listeners_share_a_port_through_a_graceful_reload_on_a_nets
     assert_ok(&s, status, &["graceful reload ok"]);
 }
 
+/// Socket options answer as on Linux on the virtual network too, where every socket is
+/// emulated: state-dependent ones (SO_ACCEPTCONN, TCP_INFO, IPV6_V6ONLY after a bind,
+/// IP_MTU once connected) from the virtual socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_answer_as_on_linux_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "options", &["10.7.0.1", "fd7a::1"]).await;
+    assert_ok(&s, status, &["options as on Linux"]);
+}
+
 /// The same on the virtual network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_errno_values_match_linux_on_a_netstack() {

@@ -826,7 +826,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             _ => return CONTINUE,
         };
         if let Ok(SockAddr::Inet(dest)) = dest {
-            if !self.kernel_dest(dest) && !self.left_our_netns(n.pid) {
+            // Not a socket at all: the kernel's ENOTSOCK comes first.
+            let socket = matches!(
+                self.kernel.fd_target(n.pid, n.args[0] as u32 as i32),
+                Ok(FdTarget::Socket(_))
+            );
+            if socket && !self.kernel_dest(dest) && !self.left_our_netns(n.pid) {
                 return errno(Errno::ENETUNREACH);
             }
         }

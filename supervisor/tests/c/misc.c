@@ -166,6 +166,11 @@ int main(int argc, char **argv) {
         CHECK(bind(l, (struct sockaddr *)&la, sizeof la) == 0 && listen(l, 4) == 0, "listen");
         CHECK(shutdown(l, SHUT_RDWR) == 0, "shutdown of a listener");
         CHECK(accept(l, NULL, NULL) == -1 && errno == EINVAL, "accept after shutdown: EINVAL");
+        int p[2];
+        CHECK(pipe(p) == 0, "pipe");
+        struct sockaddr_in far = v4("192.0.2.1", 80);
+        CHECK(connect(p[0], (struct sockaddr *)&far, sizeof far) == -1 && errno == ENOTSOCK,
+              "connect on a pipe: ENOTSOCK");
         printf("errnos2 as on Linux\n");
     } else if (!strcmp(mode, "bindinuse")) {
         /* A TCP port conflict is reported at bind (argv[3]: an IPv4 address). */

@@ -535,6 +535,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             libc::SYS_setsockopt => self.setsockopt(n),
             libc::SYS_getsockopt => self.getsockopt(n),
             libc::SYS_shutdown => self.shutdown(n),
+            libc::SYS_ioctl => self.ioctl(n),
             libc::SYS_sendto
             | libc::SYS_sendmsg
             | libc::SYS_sendmmsg
@@ -1086,6 +1087,31 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Phase::Datagram(d) if d.peer().is_some() => value(0),
             _ => errno(Errno::ENOTCONN),
+        }
+    }
+
+    // ---- ioctl(2) -------------------------------------------------------------------
+
+    /// The socket ioctls the filter traps (`filter::TRAPPED_IOCTLS`) on our sockets; on
+    /// any other descriptor they are the kernel's.
+    fn ioctl(&self, n: &Notification) -> Reply {
+        let (_, vs) = match self.lookup(n) {
+            Ok(Some(x)) => x,
+            Ok(None) => return CONTINUE,
+            Err(r) => return r,
+        };
+        match (n.args[1] as u32, vs.kind) {
+            // tcp_ioctl: no urgent data is carried, so never at the mark.
+            (0x8905, Kind::Stream) => {
+                tri!(self
+                    .kernel
+                    .write_memory(n.pid, n.args[2], &0i32.to_ne_bytes()));
+                value(0)
+            }
+            // udp_ioctl and ping sockets have no SIOCATMARK.
+            (0x8905, _) => errno(Errno::ENOTTY),
+            // sock_get_timestamp: no packet timestamp recorded.
+            _ => errno(Errno::ENOENT),
         }
     }
 

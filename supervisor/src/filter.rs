@@ -33,7 +33,9 @@
 //!    bits) is not NULL, so plain `send`/`recv` never leave the kernel.
 //! 6. `connect bind listen accept accept4 getsockname getpeername setsockopt getsockopt
 //!    shutdown sendmsg recvmsg sendmmsg recvmmsg` → `USER_NOTIF`.
-//! 7. Everything else → `ALLOW`. `read write close poll epoll_* select fcntl dup*` are
+//! 7. `ioctl` with a socket request of [`TRAPPED_IOCTLS`] (low 32 bits of arg 1) →
+//!    `USER_NOTIF`; every other ioctl runs natively.
+//! 8. Everything else → `ALLOW`. `read write close poll epoll_* select fcntl dup*` are
 //!    never trapped.
 use std::io::Read as _;
 
@@ -55,6 +57,15 @@ pub const TRAPPED: &[(&str, i64)] = &[
     ("recvmsg", libc::SYS_recvmsg),
     ("sendmmsg", libc::SYS_sendmmsg),
     ("recvmmsg", libc::SYS_recvmmsg),
+];
+
+/// Socket ioctls trapped by request number (the low 32 bits of arg 1, as the kernel
+/// reads an `unsigned int`); every other ioctl (terminals, files, `FIONREAD`, `FIONBIO`)
+/// runs natively.
+pub const TRAPPED_IOCTLS: &[(&str, u64)] = &[
+    ("SIOCATMARK", 0x8905),
+    ("SIOCGSTAMP", 0x8906),
+    ("SIOCGSTAMPNS", 0x8907),
 ];
 
 /// The calls the child makes between installing the filter and `execve` returning
@@ -148,6 +159,14 @@ fn rules() -> Result<ScmpFilterContext, FilterError> {
     for &(_, nr) in TRAPPED {
         ctx.add_rule(ScmpAction::Notify, ScmpSyscall::from(nr as i32))
             .map_err(err("trapped call"))?;
+    }
+    for &(_, request) in TRAPPED_IOCTLS {
+        ctx.add_rule_conditional(
+            ScmpAction::Notify,
+            ScmpSyscall::from(libc::SYS_ioctl as i32),
+            &[low32(1, request)],
+        )
+        .map_err(err("ioctl"))?;
     }
     Ok(ctx)
 }
@@ -407,6 +426,31 @@ mod tests {
             assert_eq!(run(nr, [3, 0x1000, 10, 0, 0, 0]), ALLOW);
             assert_eq!(run(nr, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 16]), NOTIF);
             assert_eq!(run(nr, [3, 0x1000, 10, 0, 0x10, 16]), NOTIF);
+        }
+    }
+
+    #[test]
+    fn socket_ioctls_are_trapped_by_request_and_others_are_not() {
+        for &(name, request) in TRAPPED_IOCTLS {
+            assert_eq!(
+                run(libc::SYS_ioctl, [3, request, 0, 0, 0, 0]),
+                NOTIF,
+                "{name}"
+            );
+            let garbage = request | 0xdead_0000_0000;
+            assert_eq!(
+                run(libc::SYS_ioctl, [3, garbage, 0, 0, 0, 0]),
+                NOTIF,
+                "{name}"
+            );
+        }
+        for request in [
+            libc::TCGETS,
+            libc::TIOCGWINSZ,
+            libc::FIONREAD,
+            libc::FIONBIO,
+        ] {
+            assert_eq!(run(libc::SYS_ioctl, [1, request, 0, 0, 0, 0]), ALLOW);
         }
     }
 

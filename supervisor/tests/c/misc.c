@@ -1,6 +1,7 @@
 /* One small check per mode (argv[2]). */
 #include "common.h"
 #include <linux/io_uring.h>
+#include <linux/sockios.h>
 #include <stddef.h>
 #include <sys/un.h>
 
@@ -166,6 +167,12 @@ int main(int argc, char **argv) {
         CHECK(bind(l, (struct sockaddr *)&la, sizeof la) == 0 && listen(l, 4) == 0, "listen");
         CHECK(shutdown(l, SHUT_RDWR) == 0, "shutdown of a listener");
         CHECK(accept(l, NULL, NULL) == -1 && errno == EINVAL, "accept after shutdown: EINVAL");
+        int mark = -1;
+        CHECK(ioctl(rx, SIOCATMARK, &mark) == -1 && errno == ENOTTY, "SIOCATMARK on UDP: ENOTTY");
+        int t = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(ioctl(t, SIOCATMARK, &mark) == 0 && mark == 0, "SIOCATMARK on TCP: 0");
+        struct timeval stamp;
+        CHECK(ioctl(t, SIOCGSTAMP, &stamp) == -1 && errno == ENOENT, "SIOCGSTAMP: ENOENT");
         int p[2];
         CHECK(pipe(p) == 0, "pipe");
         struct sockaddr_in far = v4("192.0.2.1", 80);

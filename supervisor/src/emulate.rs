@@ -965,6 +965,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let mut local = local;
             if local.port() == 0 {
                 local.set_port(ephemeral_port());
+                // A wildcard listener also listens on loopback: pick a port that is free
+                // there too (a host socket may hold the one drawn).
+                for _ in 0..16 {
+                    let free = |f| loopback_port_free(f, local.port());
+                    if !ip.is_unspecified() || free(vs.family) && free(Family::V4) {
+                        break;
+                    }
+                    local.set_port(ephemeral_port());
+                }
             } else if self.virtual_port_taken(&vs, local)
                 && (!self.close_stale_listeners(local.port())
                     || self.virtual_port_taken(&vs, local))
@@ -1674,6 +1683,24 @@ fn ephemeral_port() -> u16 {
 }
 
 /// Inode number of one of our fds.
+/// Is TCP `port` free on the loopback address of `family` (a probe bind succeeds)?
+fn loopback_port_free(family: Family, port: u16) -> bool {
+    let af = match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    };
+    let Ok(probe) = sock::socket(af, SockType::Stream, SockFlag::SOCK_CLOEXEC, None) else {
+        return true;
+    };
+    let one = 1i32.to_ne_bytes();
+    let _ = sys::setsockopt_bytes(probe.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
+    sys::connect_bytes(
+        probe.as_fd(),
+        &wire::emit_sockaddr(family.loopback(port)),
+        true,
+    ) != Err(Errno::EADDRINUSE)
+}
+
 /// Bind kernel socket `fd` to the loopback device (see [`Supervisor::kernel_socket`]).
 pub(crate) fn confine_to_loopback(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"lo\0")

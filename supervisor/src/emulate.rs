@@ -1109,7 +1109,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(None) => return CONTINUE,
             Err(r) => return r,
         };
-        match (n.args[1] as u32, vs.kind) {
+        let request = n.args[1] as u32;
+        if (0x8910..=0x8933).contains(&request) {
+            return self.interface_ioctl(n, vs.family, request);
+        }
+        match (request, vs.kind) {
             // tcp_ioctl: no urgent data is carried, so never at the mark.
             (0x8905, Kind::Stream) => {
                 tri!(self
@@ -1122,6 +1126,32 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             // sock_get_timestamp: no packet timestamp recorded.
             _ => errno(Errno::ENOENT),
         }
+    }
+
+    /// `SIOCGIF*` on one of our sockets: the `struct ifreq` is copied in, the request made
+    /// on a kernel socket of the same family, and the result copied back, so the program
+    /// gets what an internet socket answers (the `AF_UNIX` socket behind a virtual one
+    /// answered `ENOTTY`). The interfaces are the host's: the virtual networks' are not
+    /// listed here yet (their addresses are, through the netlink proxy).
+    fn interface_ioctl(&self, n: &Notification, family: Family, request: u32) -> Reply {
+        let mut ifr = [0u8; sys::IFREQ_LEN];
+        tri!(self.kernel.read_memory(n.pid, n.args[2], &mut ifr));
+        if !self.kernel.id_valid(n.id) {
+            return Reply::Done;
+        }
+        let af = match family {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        };
+        let model = tri!(sock::socket(
+            af,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None
+        ));
+        tri!(sys::ifreq_ioctl(model.as_fd(), request, &mut ifr));
+        tri!(self.kernel.write_memory(n.pid, n.args[2], &ifr));
+        value(0)
     }
 
     // ---- names and options ----------------------------------------------------------

@@ -66,6 +66,14 @@ pub const TRAPPED_IOCTLS: &[(&str, u64)] = &[
     ("SIOCATMARK", 0x8905),
     ("SIOCGSTAMP", 0x8906),
     ("SIOCGSTAMPNS", 0x8907),
+    ("SIOCGIFNAME", 0x8910),
+    ("SIOCGIFFLAGS", 0x8913),
+    ("SIOCGIFADDR", 0x8915),
+    ("SIOCGIFBRDADDR", 0x8919),
+    ("SIOCGIFNETMASK", 0x891b),
+    ("SIOCGIFMTU", 0x8921),
+    ("SIOCGIFHWADDR", 0x8927),
+    ("SIOCGIFINDEX", 0x8933),
 ];
 
 /// The calls the child makes between installing the filter and `execve` returning

@@ -338,6 +338,21 @@ pub(crate) fn unread(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
     cvt(ret as libc::c_long).map(|_| n.max(0) as usize)
 }
 
+/// Size of `struct ifreq` on x86_64.
+pub(crate) const IFREQ_LEN: usize = 40;
+
+/// An interface ioctl (`SIOCGIF*`) that reads and writes one `struct ifreq`.
+pub(crate) fn ifreq_ioctl(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    ifr: &mut [u8; IFREQ_LEN],
+) -> Result<(), Errno> {
+    // SAFETY: the SIOCGIF* requests read and write at most one struct ifreq, which `ifr`
+    // holds for the duration of the call; the fd is borrowed so it stays open.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, ifr.as_mut_ptr()) };
+    cvt(ret as libc::c_long).map(drop)
+}
+
 /// Everything the child needs, prepared in the parent so the child allocates nothing.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {

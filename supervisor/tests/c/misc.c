@@ -2,6 +2,7 @@
 #include "common.h"
 #include <linux/io_uring.h>
 #include <linux/sockios.h>
+#include <net/if.h>
 #include <stddef.h>
 #include <sys/un.h>
 
@@ -173,6 +174,17 @@ int main(int argc, char **argv) {
         CHECK(ioctl(t, SIOCATMARK, &mark) == 0 && mark == 0, "SIOCATMARK on TCP: 0");
         struct timeval stamp;
         CHECK(ioctl(t, SIOCGSTAMP, &stamp) == -1 && errno == ENOENT, "SIOCGSTAMP: ENOENT");
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        CHECK(ioctl(t, SIOCGIFADDR, &ifr) == 0 &&
+                  ((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK),
+              "SIOCGIFADDR lo: 127.0.0.1");
+        CHECK(ioctl(t, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_LOOPBACK),
+              "SIOCGIFFLAGS lo: IFF_LOOPBACK");
+        CHECK(ioctl(t, SIOCGIFINDEX, &ifr) == 0 && ifr.ifr_ifindex > 0, "SIOCGIFINDEX lo");
+        strcpy(ifr.ifr_name, "nosuchif0");
+        CHECK(ioctl(t, SIOCGIFADDR, &ifr) == -1 && errno == ENODEV, "SIOCGIFADDR: ENODEV");
         int p[2];
         CHECK(pipe(p) == 0, "pipe");
         struct sockaddr_in far = v4("192.0.2.1", 80);

@@ -1528,17 +1528,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if let Some(r) = self.stream_data(vs, true) {
             return r;
         }
-        let len = n.args[2] as usize;
-        if len > MAX_COPY {
-            return errno(Errno::EMSGSIZE);
-        }
-        let dest = tri!(tracee::read_sockaddr(
-            &*self.kernel,
-            n.pid,
-            n.args[4],
-            n.args[5]
-        ));
-        let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+        let (dest, data) = tri!(self.read_sendto(n));
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }

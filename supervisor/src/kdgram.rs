@@ -22,7 +22,7 @@ use crate::backend::{route, Backend, Route};
 use crate::emulate::{errno, inode, tri, value, Phase, Reply, Supervisor, VSocket, CONTINUE};
 use crate::kernel::{Kernel, Notification, Response};
 use crate::sys;
-use crate::tracee::{self, MAX_COPY};
+use crate::tracee;
 use crate::udp::MMSGHDR_LEN;
 use crate::virt::SWEEP;
 use crate::wire::{self, SockAddr, MSGHDR_LEN};
@@ -88,23 +88,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 value(0)
             }
             libc::SYS_sendto => {
-                let len = n.args[2] as usize;
-                if len > MAX_COPY {
-                    return errno(Errno::EMSGSIZE);
-                }
-                let dest = tri!(tracee::read_sockaddr(
-                    &*self.kernel,
-                    n.pid,
-                    n.args[4],
-                    n.args[5]
-                ));
-                let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+                let (dest, data) = tri!(self.read_sendto(n));
                 self.kernel_send(n, vs, &r, Some(dest), &data, n.args[3] as u32 as i32)
                     .await
             }
             libc::SYS_sendmsg => {
                 let flags = n.args[2] as u32 as i32;
-                let (dest, data) = tri!(self.kernel_msghdr(n, n.args[1]));
+                let (_, dest, data) = tri!(self.read_send_msghdr(n.pid, n.args[1]));
                 self.kernel_send(n, vs, &r, dest, &data, flags).await
             }
             libc::SYS_sendmmsg => {
@@ -115,8 +105,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let mut count = 0u64;
                 while count < vlen {
                     let at = n.args[1] + count * MMSGHDR_LEN;
-                    let (dest, data) = match self.kernel_msghdr(n, at) {
-                        Ok(m) => m,
+                    let (dest, data) = match self.read_send_msghdr(n.pid, at) {
+                        Ok((_, dest, data)) => (dest, data),
                         Err(e) if count == 0 => return errno(e),
                         Err(_) => break,
                     };
@@ -138,26 +128,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             // Receives, names, options, close: the kernel socket answers itself.
             _ => CONTINUE,
         }
-    }
-
-    /// The destination and data of the `msghdr` at `at`.
-    fn kernel_msghdr(
-        &self,
-        n: &Notification,
-        at: u64,
-    ) -> Result<(Option<Vec<u8>>, Vec<u8>), Errno> {
-        let (hdr, data) = self.read_msghdr_data(n.pid, at)?;
-        let dest = if hdr.name == 0 {
-            None
-        } else {
-            Some(tracee::read_sockaddr(
-                &*self.kernel,
-                n.pid,
-                hdr.name,
-                u64::from(hdr.namelen),
-            )?)
-        };
-        Ok((dest, data))
     }
 
     /// Send `data` from our handle, to `dest` (our copy, routed) or to the connected peer.

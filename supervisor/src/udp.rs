@@ -48,6 +48,9 @@ pub(crate) fn refuses_oob(kind: Kind, to: SocketAddr) -> bool {
     kind == Kind::Icmp || crate::backend::canonical(to.ip()).is_ipv4()
 }
 
+/// A send's `msghdr`, its destination address bytes (if it names one) and its data.
+pub(crate) type SendMsg = (MsgHdr, Option<Vec<u8>>, Vec<u8>);
+
 /// The `flags` argument of a send call (`sendto`, `sendmsg`, `sendmmsg`).
 pub(crate) fn send_flags(n: &Notification) -> i32 {
     let at = if n.nr == libc::SYS_sendmsg { 2 } else { 3 };
@@ -322,17 +325,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     ) -> Reply {
         match n.nr {
             libc::SYS_sendto => {
-                let len = n.args[2] as usize;
-                if len > MAX_COPY {
-                    return errno(Errno::EMSGSIZE);
-                }
-                let dest = tri!(tracee::read_sockaddr(
-                    &*self.kernel,
-                    n.pid,
-                    n.args[4],
-                    n.args[5]
-                ));
-                let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+                let (dest, data) = tri!(self.read_sendto(n));
                 match self.udp_deliver(n, vs, d, Some(dest), &data).await {
                     Ok(sent) => value(sent as i64),
                     Err(e) => self.send_failed(n, e),
@@ -385,18 +378,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         d: &Arc<Dgram<B>>,
         at: u64,
     ) -> Result<usize, Errno> {
-        let (hdr, data) = self.read_msghdr_data(n.pid, at)?;
+        let (hdr, dest, data) = self.read_send_msghdr(n.pid, at)?;
         self.check_send_control(n.pid, &hdr)?;
-        let dest = if hdr.name == 0 {
-            None
-        } else {
-            Some(tracee::read_sockaddr(
-                &*self.kernel,
-                n.pid,
-                hdr.name,
-                u64::from(hdr.namelen),
-            )?)
-        };
         self.udp_deliver(n, vs, d, dest, &data).await
     }
 
@@ -466,6 +449,34 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
         }
         Ok(())
+    }
+
+    /// The destination and data of a `sendto` (bounded by `MAX_COPY`).
+    pub(crate) fn read_sendto(&self, n: &Notification) -> Result<(Vec<u8>, Vec<u8>), Errno> {
+        let len = n.args[2] as usize;
+        if len > MAX_COPY {
+            return Err(Errno::EMSGSIZE);
+        }
+        let dest = tracee::read_sockaddr(&*self.kernel, n.pid, n.args[4], n.args[5])?;
+        let data = tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)?;
+        Ok((dest, data))
+    }
+
+    /// A send's `msghdr` at `at`: the header, its destination (if it names one) and its
+    /// gathered data.
+    pub(crate) fn read_send_msghdr(&self, pid: u32, at: u64) -> Result<SendMsg, Errno> {
+        let (hdr, data) = self.read_msghdr_data(pid, at)?;
+        let dest = if hdr.name == 0 {
+            None
+        } else {
+            Some(tracee::read_sockaddr(
+                &*self.kernel,
+                pid,
+                hdr.name,
+                u64::from(hdr.namelen),
+            )?)
+        };
+        Ok((hdr, dest, data))
     }
 
     /// Read a msghdr and gather its iovecs (bounded by `MAX_COPY`).

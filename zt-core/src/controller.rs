@@ -51,6 +51,14 @@ pub enum ControllerError {
         /// The network.
         nwid: NetworkId,
     },
+    /// The network has no record of that member.
+    #[error("{member} is not a member of network {nwid}")]
+    UnknownMember {
+        /// The network.
+        nwid: NetworkId,
+        /// The address asked about.
+        member: Address,
+    },
     /// Settings that cannot be encoded in a configuration.
     #[error("invalid network settings: {reason}")]
     Settings {
@@ -347,6 +355,22 @@ impl Controller {
             .remove(&nwid)
             .map(|_| ())
             .ok_or(ControllerError::UnknownNetwork { nwid })
+    }
+
+    /// Removes a member's record (its address, name and authorization) and returns it.
+    /// Deauthorize it first ([`Controller::set_authorized`]) so that its certificate is
+    /// revoked. A node that asks again is recorded anew, as any newcomer.
+    pub fn delete_member(
+        &mut self,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Member, ControllerError> {
+        self.networks
+            .get_mut(&nwid)
+            .ok_or(ControllerError::UnknownNetwork { nwid })?
+            .members
+            .remove(&member)
+            .ok_or(ControllerError::UnknownMember { nwid, member })
     }
 
     /// The networks and their settings.

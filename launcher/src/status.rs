@@ -350,7 +350,10 @@ pub fn render(r: &Report) -> String {
     for n in &r.networks {
         let v4 = n.ipv4.map(|a| a.to_string()).unwrap_or_default();
         let v6 = n.ipv6.map(|a| a.to_string()).unwrap_or_default();
-        let name = n.name.as_deref().map_or(String::new(), |n| format!(" ({n})"));
+        let name = n
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
         let _ = writeln!(s, "network  {}{name} {} {v4} {v6}", n.nwid, n.state);
     }
     if let Some(h) = &r.handshakes {
@@ -433,7 +436,10 @@ mod tests {
         .unwrap();
         assert_eq!(read(dir.path()).unwrap(), r);
         let text = render(&r);
-        assert!(text.contains("ff00000000c0ffee (lab) ok 100.64.1.2"), "{text}");
+        assert!(
+            text.contains("ff00000000c0ffee (lab) ok 100.64.1.2"),
+            "{text}"
+        );
         assert!(text.contains("heard 3 s ago"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");

@@ -102,7 +102,10 @@ fn help_says_what_each_command_does() {
 fn completions_are_generated_for_each_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let zt = ok_stdout(run(ZT, &["completions", shell]));
-        assert!(zt.contains("member") && zt.contains("completions"), "{shell}: {zt}");
+        assert!(
+            zt.contains("member") && zt.contains("completions"),
+            "{shell}: {zt}"
+        );
         let ztrun = ok_stdout(run(ZT, &["completions", shell, "ztrun"]));
         assert!(ztrun.contains("nwid"), "{shell}: {ztrun}");
     }
@@ -117,7 +120,10 @@ fn man_pages_are_generated() {
     assert!(page.contains(".TH zt 1"), "{page}");
     assert!(page.contains("member"), "{page}");
     let page = ok_stdout(run(ZT, &["man", "ztrun"]));
-    assert!(page.contains(".TH ztrun 1") && page.contains("nwid"), "{page}");
+    assert!(
+        page.contains(".TH ztrun 1") && page.contains("nwid"),
+        "{page}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("man1");
     ok_stdout(run(ZT, &["man", "--out-dir", out_dir.to_str().unwrap()]));
@@ -137,7 +143,10 @@ fn status_json_without_a_node_parses_and_exits_3() {
     assert_eq!(v["running"], false, "{v}");
     assert!(v["node"].is_null(), "{v}");
     assert!(
-        v["reason"].as_str().unwrap().contains("no ztrun is running"),
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no ztrun is running"),
         "{v}"
     );
     // Without --json: the reason on stderr, the same exit status.
@@ -157,12 +166,7 @@ fn a_closed_pipe_ends_zt_quietly() {
         .spawn()
         .unwrap();
     let mut first = [0u8; 16];
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     // stdout is closed here: the rest of the script (40 KB, more than a pipe holds)
     // meets a closed pipe.
     let mut err = String::new();
@@ -221,7 +225,11 @@ fn controller(home: &Path, root: &str) -> Killed {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.split_whitespace().count(), 2, "no ready line: {line:?}");
+    assert_eq!(
+        line.split_whitespace().count(),
+        2,
+        "no ready line: {line:?}"
+    );
     Killed(child)
 }
 
@@ -237,7 +245,14 @@ fn lists_have_headers_and_json_and_members_can_be_deleted() {
     let _ctl = controller(&ctl_home, &root_arg);
     let nwid = ok_stdout(zt(
         &ctl_home,
-        &["net", "create", "--name", "lab", "--ipv4-pool", "10.9.0.0/24"],
+        &[
+            "net",
+            "create",
+            "--name",
+            "lab",
+            "--ipv4-pool",
+            "10.9.0.0/24",
+        ],
     ))
     .trim()
     .to_string();
@@ -259,9 +274,14 @@ fn lists_have_headers_and_json_and_members_can_be_deleted() {
     // Settings change in place; an unknown network is not created by a typo.
     let changed = ok_stdout(zt(
         &ctl_home,
-        &["net", "set", &nwid, "--name", "lab2", "--public", "--mtu", "1400"],
+        &[
+            "net", "set", &nwid, "--name", "lab2", "--public", "--mtu", "1400",
+        ],
     ));
-    assert!(changed.contains("lab2") && changed.contains("public"), "{changed}");
+    assert!(
+        changed.contains("lab2") && changed.contains("public"),
+        "{changed}"
+    );
     let list = json(zt(&ctl_home, &["net", "list", "--json"]));
     assert_eq!(list[0]["name"], "lab2");
     assert_eq!(list[0]["private"], false);
@@ -295,7 +315,14 @@ fn lists_have_headers_and_json_and_members_can_be_deleted() {
     assert!(out.contains("has not asked to join yet"), "{out}");
     let table = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
     let header = table.lines().next().unwrap();
-    for column in ["MEMBER", "AUTHORIZED", "ONLINE", "LAST SEEN", "NAME", "ADDRESSES"] {
+    for column in [
+        "MEMBER",
+        "AUTHORIZED",
+        "ONLINE",
+        "LAST SEEN",
+        "NAME",
+        "ADDRESSES",
+    ] {
         assert!(header.contains(column), "{table}");
     }
     let row = table.lines().nth(1).unwrap();
@@ -310,7 +337,10 @@ fn lists_have_headers_and_json_and_members_can_be_deleted() {
     let out = zt(&ctl_home, &["member", "deauthorize", &nwid, never]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not a member") && !err.contains("revoked"), "{err}");
+    assert!(
+        err.contains("is not a member") && !err.contains("revoked"),
+        "{err}"
+    );
     // Deauthorizing one that never asked revokes nothing it holds.
     let out = ok_stdout(zt(&ctl_home, &["member", "deauthorize", &nwid, typo]));
     assert!(out.contains("never asked to join"), "{out}");
@@ -341,7 +371,12 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration, seen: &mut Vec<String>) -> String {
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) -> String {
     let deadline = Instant::now() + limit;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
@@ -372,7 +407,14 @@ fn a_member_is_told_at_once_that_its_network_was_deleted() {
     let _ctl = controller(&ctl_home, &root_arg);
     let nwid = ok_stdout(zt(
         &ctl_home,
-        &["net", "create", "--name", "lab", "--ipv4-pool", "10.9.1.0/24"],
+        &[
+            "net",
+            "create",
+            "--name",
+            "lab",
+            "--ipv4-pool",
+            "10.9.1.0/24",
+        ],
     ))
     .trim()
     .to_string();
@@ -387,7 +429,12 @@ fn a_member_is_told_at_once_that_its_network_was_deleted() {
     let stderr = lines(child.stderr.take().unwrap());
     let _member = Killed(child);
     let mut seen = Vec::new();
-    let denied = wait_line(&stderr, "is not authorized", Duration::from_secs(20), &mut seen);
+    let denied = wait_line(
+        &stderr,
+        "is not authorized",
+        Duration::from_secs(20),
+        &mut seen,
+    );
     let addr = denied
         .split("zt member authorize ")
         .nth(1)

@@ -611,7 +611,13 @@ fn describe_network(n: &NetworkJson) -> String {
 }
 
 const NETWORK_HEADER: [&str; 7] = [
-    "NETWORK", "NAME", "ACCESS", "IPV4 POOL", "IPV6", "MTU", "MEMBERS",
+    "NETWORK",
+    "NAME",
+    "ACCESS",
+    "IPV4 POOL",
+    "IPV6",
+    "MTU",
+    "MEMBERS",
 ];
 
 fn network_row(n: &NetworkJson) -> Vec<String> {

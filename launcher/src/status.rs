@@ -353,8 +353,8 @@ pub fn render(r: &Report) -> String {
         let name = n
             .name
             .as_deref()
-            .map_or(String::new(), |n| format!(" ({n})"));
-        let _ = writeln!(s, "network  {}{name} {} {v4} {v6}", n.nwid, n.state);
+            .map_or(String::new(), |n| format!(" name {n}"));
+        let _ = writeln!(s, "network  {} {} {v4} {v6}{name}", n.nwid, n.state);
     }
     if let Some(h) = &r.handshakes {
         let _ = writeln!(
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), r);
         let text = render(&r);
         assert!(
-            text.contains("ff00000000c0ffee (lab) ok 100.64.1.2"),
+            text.contains("ff00000000c0ffee ok 100.64.1.2  name lab"),
             "{text}"
         );
         assert!(text.contains("heard 3 s ago"), "{text}");

@@ -459,7 +459,14 @@ fn a_member_is_told_at_once_that_its_network_was_deleted() {
     assert_eq!(status["running"], true, "{status}");
     assert_eq!(status["node"]["networks"][0]["name"], "lab", "{status}");
     let shown = ok_stdout(zt(&home, &["status"]));
-    assert!(shown.contains(&format!("{nwid} (lab) ok")), "{shown}");
+    let line = shown
+        .lines()
+        .find(|l| l.contains(&nwid))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("{nwid} ok ")) && line.ends_with(" name lab"),
+        "{shown}"
+    );
     let members = json(zt(&ctl_home, &["member", "list", &nwid, "--json"]));
     assert_eq!(members[0]["online"], true, "{members}");
 
@@ -473,4 +480,35 @@ fn a_member_is_told_at_once_that_its_network_was_deleted() {
     );
     assert!(deleted.elapsed() < Duration::from_secs(3), "{told}");
     assert!(!told.contains("authorize"), "{told}");
+}
+
+/// Logs written to a pipe or a file carry no ANSI colour codes.
+#[test]
+fn logs_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_root, root_arg) = root();
+    let mut child = Command::new(ZT)
+        .arg("controller")
+        .arg("--home")
+        .arg(dir.path().join("controller"))
+        .args(["--root", &root_arg, "--api", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let _ctl = Killed(child);
+    let mut seen = Vec::new();
+    // A tracing line (DEBUG), not one of the plain start-up lines.
+    let line = wait_line(
+        &stderr,
+        "API connection limit",
+        Duration::from_secs(10),
+        &mut seen,
+    );
+    assert!(line.contains("DEBUG"), "{line}");
+    for l in &seen {
+        assert!(!l.contains('\u{1b}'), "an escape code in {l:?}");
+    }
 }

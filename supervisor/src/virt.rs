@@ -987,9 +987,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             drop(stream);
             drop(shared);
-            // Keep answering for the socket until the program closes its end.
+            // Keep answering for the socket until the program closes its end. Our end
+            // also hangs up when both directions are merely shut down (the program's
+            // SHUT_WR and ours): the program may still ask for its names, options or
+            // shut it down again, so a hang-up is checked against its descriptors.
             loop {
-                if hung_up(&vs.ours) {
+                if hung_up(&vs.ours) && me.upgrade().is_none_or(|s| !s.held_by_program(ino)) {
                     break;
                 }
                 tokio::time::sleep(SWEEP).await;

@@ -32,6 +32,10 @@ pub struct Ztrun {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Give the program a node of its own, with a new identity in a temporary home that
+    /// goes with it, instead of the home's node shared by every ztrun of that home.
+    #[arg(long, conflicts_with = "home")]
+    pub ephemeral: bool,
     /// Program to run, and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     pub program: Vec<String>,

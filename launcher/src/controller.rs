@@ -148,7 +148,7 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     );
     node.attach_controller(controller);
     let (handle, _task) = spawn_node(node, sockets);
-    let _status = crate::status::spawn_writer(&lock, handle.clone());
+    let _status = crate::status::spawn_writer(&lock, handle.clone(), Default::default());
 
     let listener = tokio::net::TcpListener::bind(opts.api)
         .await

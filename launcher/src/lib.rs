@@ -30,6 +30,7 @@ pub mod home;
 pub mod identity;
 pub mod names;
 pub mod netconf;
+pub mod node;
 pub mod overlay;
 pub mod roots;
 pub mod status;

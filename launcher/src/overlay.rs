@@ -92,6 +92,16 @@ pub async fn wait_for_root(node: &NodeHandle, limit: Duration) -> Option<SocketA
     }
 }
 
+/// Where the messages of a join (why it waits, what the controller later changes) go:
+/// stderr for a `ztrun` that runs its node itself, the attached programs' terminals for
+/// a shared node ([`crate::node`]).
+pub type Say = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Messages to this process's stderr.
+pub fn say_on_stderr() -> Say {
+    std::sync::Arc::new(|line: &str| eprintln!("{line}"))
+}
+
 /// Join `nwid`: get its port from the node (waiting for the controller's configuration
 /// on controller networks), build the stack, start the frame pumps.
 ///
@@ -102,6 +112,7 @@ pub async fn join(
     node: &NodeHandle,
     nwid: NetworkId,
     me: zt_core::Address,
+    say: Say,
 ) -> anyhow::Result<Joined> {
     let (port, waited_for_authorization) = if nwid.is_adhoc() {
         let port = node
@@ -110,7 +121,7 @@ pub async fn join(
             .with_context(|| format!("cannot join network {nwid}"))?;
         (port, Duration::ZERO)
     } else {
-        wait_for_config(node, nwid, me).await?
+        wait_for_config(node, nwid, me, &say).await?
     };
     let mut cfg = netstack::StackConfig::new(port.config.mac.0);
     cfg.mtu = port.config.mtu;
@@ -137,10 +148,10 @@ pub async fn join(
             })
             .collect();
         if cfg.ipv4.is_empty() && cfg.ipv6.is_empty() {
-            eprintln!(
+            say(&format!(
                 "ztrun: warning: the controller assigned this node no address on {nwid}; \
                  give the network an IPv4 pool or IPv6 assignment"
-            );
+            ));
         }
     }
     let (ipv4, ipv6) = (cfg.ipv4.first().map(|a| a.0), cfg.ipv6.first().map(|a| a.0));
@@ -148,7 +159,7 @@ pub async fn join(
         .chain(cfg.ipv6.iter().map(|a| IpAddr::V6(a.0)))
         .collect();
     let names = crate::names::NetworkNames::new(nwid, me, &own, port.config.directory.clone());
-    watch_state(nwid, me, port.state.clone(), names.clone());
+    watch_state(nwid, me, port.state.clone(), names.clone(), say.clone());
     let (stack, link) = netstack::Stack::new(cfg);
     attach(node, nwid, port.rx, link).await?;
     Ok(Joined {
@@ -171,6 +182,7 @@ async fn wait_for_config(
     node: &NodeHandle,
     nwid: NetworkId,
     me: zt_core::Address,
+    say: &Say,
 ) -> anyhow::Result<(NetworkPort, Duration)> {
     let ctl = nwid
         .controller()
@@ -207,21 +219,21 @@ async fn wait_for_config(
                     continue;
                 }
                 match &state {
-                    NetworkState::Denied(ConfigDenied::AccessDenied) => eprintln!(
+                    NetworkState::Denied(ConfigDenied::AccessDenied) => say(&format!(
                         "ztrun: network {nwid} is private and this node ({me}) is not \
                          authorized: run `zt member authorize {nwid} {me}` on the controller \
                          (waiting; Ctrl-C to give up)"
-                    ),
-                    NetworkState::Denied(ConfigDenied::NotFound) => eprintln!(
+                    )),
+                    NetworkState::Denied(ConfigDenied::NotFound) => say(&format!(
                         "ztrun: controller {ctl} has no network {nwid}: check the ID (`zt net \
                          list` on the controller shows its networks) (waiting; Ctrl-C to give up)"
-                    ),
+                    )),
                     NetworkState::Requesting if started.elapsed() >= SILENT_CONTROLLER => {
-                        eprintln!(
+                        say(&format!(
                             "ztrun: no answer yet from controller {ctl} of network {nwid}: is \
                              `zt controller` running there, registered with the same root as \
                              this node? (waiting; Ctrl-C to give up)"
-                        )
+                        ))
                     }
                     _ => continue,
                 }
@@ -238,6 +250,7 @@ fn watch_state(
     me: zt_core::Address,
     mut state: watch::Receiver<NetworkState>,
     names: crate::names::NetworkNames,
+    say: Say,
 ) {
     tokio::spawn(async move {
         let mut denied = false;
@@ -249,23 +262,23 @@ fn watch_state(
             match now {
                 NetworkState::Denied(ConfigDenied::NotFound) if !denied => {
                     denied = true;
-                    eprintln!(
+                    say(&format!(
                         "ztrun: the controller deleted network {nwid}: this node has no address \
                          on it any more and its traffic there stops; the program goes on \
                          (ztrun picks the network up again if the controller recreates it)"
-                    );
+                    ));
                 }
                 NetworkState::Denied(ConfigDenied::AccessDenied) if !denied => {
                     denied = true;
-                    eprintln!(
+                    say(&format!(
                         "ztrun: the controller withdrew network {nwid} from this node ({me}): \
                          access denied; its traffic is dropped until `zt member authorize \
                          {nwid} {me}`"
-                    );
+                    ));
                 }
                 NetworkState::Ok(_) if denied => {
                     denied = false;
-                    eprintln!("ztrun: network {nwid} is configured again");
+                    say(&format!("ztrun: network {nwid} is configured again"));
                 }
                 _ => {}
             }

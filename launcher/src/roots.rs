@@ -70,6 +70,16 @@ impl FromStr for RootArg {
     }
 }
 
+/// The form [`FromStr`] reads.
+impl std::fmt::Display for RootArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.identity {
+            Some(id) => write!(f, "{id}@{}", self.endpoint),
+            None => write!(f, "{}", self.endpoint),
+        }
+    }
+}
+
 /// Turn `--root` arguments into root specifications (grouping endpoints per identity).
 pub fn specs(args: &[RootArg]) -> Vec<RootSpec> {
     let default = default_root_secret().public().clone();

@@ -41,7 +41,25 @@ pub struct Report {
     pub handshakes: Option<HandshakeReport>,
     /// Seconds since the Unix epoch when this was written.
     pub updated: u64,
+    /// The programs running on this node (a home's node is shared by every `ztrun` of
+    /// that home; absent in files written before it was reported).
+    #[serde(default)]
+    pub programs: Vec<ProgramReport>,
 }
+
+/// A program attached to the node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProgramReport {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line, as `ztrun` was given it.
+    pub command: String,
+    /// The networks it was started on.
+    pub networks: Vec<String>,
+}
+
+/// The programs a node serves, shared with its status writer.
+pub type Programs = Arc<Mutex<Vec<ProgramReport>>>;
 
 /// Handshake initiations received since `ztrun` started (docs/PROTOCOL.md, section 3,
 /// "Admission"): a growing `cookies` count means the node is under load, being flooded.
@@ -280,7 +298,7 @@ impl Refresh {
 
 /// Rewrite `<home>/status.json` every second, and when asked through the returned
 /// [`Refresh`], while the node runs and `lock` is held.
-pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
+pub fn spawn_writer(lock: &HomeLock, node: NodeHandle, programs: Programs) -> Refresh {
     let open = lock.open.clone();
     let file = lock.status.clone();
     let refresh = Refresh(Arc::new(tokio::sync::Notify::new()));
@@ -318,6 +336,7 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
                 updated: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                programs: programs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             };
             if let Ok(json) = serde_json::to_vec_pretty(&report) {
                 let open = open.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,7 +360,7 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
 pub fn render(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "node     {} (ztrun pid {})", r.address, r.pid);
+    let _ = writeln!(s, "node     {} (pid {})", r.address, r.pid);
     let _ = writeln!(
         s,
         "observed {}",
@@ -362,6 +381,15 @@ pub fn render(r: &Report) -> String {
             "handshakes {} received: {} answered, {} asked for a cookie (under load), {} over \
              their source's budget",
             h.initiations, h.admitted, h.cookies, h.rate_limited
+        );
+    }
+    for p in &r.programs {
+        let _ = writeln!(
+            s,
+            "program  pid {} on {}: {}",
+            p.pid,
+            p.networks.join(","),
+            p.command
         );
     }
     let _ = writeln!(s, "peers");
@@ -428,6 +456,11 @@ mod tests {
                 rate_limited: 0,
             }),
             updated: 1,
+            programs: vec![ProgramReport {
+                pid: 7,
+                command: "curl http://web.zt/".into(),
+                networks: vec!["ff00000000c0ffee".into()],
+            }],
         };
         crate::home::write_private(
             &dir.path().join(STATUS_FILE),
@@ -438,6 +471,10 @@ mod tests {
         let text = render(&r);
         assert!(
             text.contains("ff00000000c0ffee ok 100.64.1.2  name lab"),
+            "{text}"
+        );
+        assert!(
+            text.contains("program  pid 7 on ff00000000c0ffee: curl http://web.zt/"),
             "{text}"
         );
         assert!(text.contains("heard 3 s ago"), "{text}");

@@ -77,3 +77,102 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: the programs a node serves run with its uid, and must
+/// not reach its memory or descriptors (as `launch` does for `ztrun` itself).
+pub fn set_non_dumpable() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Send one packet on a `SOCK_SEQPACKET` socket, with `fd` attached (`SCM_RIGHTS`).
+pub fn send_packet(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let iov = [std::io::IoSlice::new(bytes)];
+    let fds = fd.map(|f| [f.as_raw_fd()]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|f| ControlMessage::ScmRights(f))
+        .into_iter()
+        .collect();
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsgs,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receive one packet of at most `max` bytes from a `SOCK_SEQPACKET` socket, with the
+/// descriptor it carries, if any (others are closed). `None`: end of stream.
+pub fn recv_packet(
+    sock: std::os::fd::BorrowedFd<'_>,
+    max: usize,
+) -> std::io::Result<Option<(Vec<u8>, Option<std::os::fd::OwnedFd>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut buf = vec![0u8; max];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let len = msg.bytes;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS descriptors are new in this process and owned by no one
+            // else; each is wrapped exactly once.
+            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        }
+    }
+    if len == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(len);
+    Ok(Some((buf, fds.into_iter().next())))
+}
+
+/// Take ownership of a descriptor a system call just returned (`accept4`).
+pub fn own_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the caller passes a descriptor just returned to it, owned by nothing else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Start `cmd` in a session of its own (`setsid` before `execve`): a terminal's Ctrl-C
+/// and hang-up do not reach it, as they must not reach a node that other programs use.
+pub fn own_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Register `fd` with the tokio reactor.
+pub fn async_fd(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and returns the same number from as_raw_fd for as long
+    // as the AsyncFd owns it, which is what register_with_interest requires.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(Into::into)
+}

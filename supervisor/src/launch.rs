@@ -95,6 +95,7 @@ pub struct Command {
     env: Option<Vec<(OsString, OsString)>>,
     ids: Option<(u32, u32)>,
     nofile: Option<(u64, u64)>,
+    ptracer: Option<i32>,
 }
 
 impl Command {
@@ -106,6 +107,7 @@ impl Command {
             env: None,
             ids: None,
             nofile: None,
+            ptracer: None,
         }
     }
     /// Append an argument.
@@ -144,6 +146,14 @@ impl Command {
     /// it would have had (programs using `select` rely on a soft limit of 1024).
     pub fn nofile_limit(mut self, soft: u64, hard: u64) -> Self {
         self.nofile = Some((soft, hard));
+        self
+    }
+    /// Let process `pid`, which is not the program's ancestor, supervise it: under
+    /// Yama's `ptrace_scope` 1 only an ancestor (or a process the program names with
+    /// `PR_SET_PTRACER`) may read its memory and descriptors. For a supervisor in another
+    /// process that receives the listener (a node shared by several programs).
+    pub fn ptracer(mut self, pid: i32) -> Self {
+        self.ptracer = Some(pid);
         self
     }
 }
@@ -246,6 +256,7 @@ pub fn spawn(cmd: &Command) -> Result<Child, LaunchError> {
         filter: filter::build().map_err(LaunchError::Filter)?,
         ids: cmd.ids,
         nofile: cmd.nofile,
+        ptracer: cmd.ptracer,
     };
     sys::set_non_dumpable().map_err(|errno| LaunchError::Step {
         program: cmd.program.to_string_lossy().into_owned(),

@@ -385,6 +385,8 @@ pub(crate) struct ChildPlan {
     pub(crate) ids: Option<(u32, u32)>,
     /// `RLIMIT_NOFILE` (soft, hard) to set before `execve`.
     pub(crate) nofile: Option<(u64, u64)>,
+    /// A process to name with `PR_SET_PTRACER` (a supervisor that is not an ancestor).
+    pub(crate) ptracer: Option<i32>,
 }
 
 /// The parent's view of a started child.
@@ -1149,6 +1151,14 @@ unsafe fn child_main(
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
             die(ChildStep::FileLimit);
         }
+    }
+
+    // 4e. A supervisor that is not our ancestor (a shared node) may read our memory
+    //     under Yama's ptrace_scope 1 once named. Without Yama the call fails (EINVAL)
+    //     and nothing needs it.
+    if let Some(pid) = plan.ptracer {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PTRACER, pid as libc::c_ulong, 0, 0, 0) };
     }
 
     // 5. no_new_privs: required to install a filter without CAP_SYS_ADMIN.

@@ -17,6 +17,12 @@ use launcher::cli::Ztrun as Args;
 
 fn main() -> ExitCode {
     launcher::sys::tune_allocator();
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(launcher::node::DAEMON_FLAG) {
+        // A home's node, started by the first ztrun of that home (launcher::node).
+        let code = launcher::node::daemon_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let args = Args::parse();
     init_tracing(args.quiet);
     match run(args) {
@@ -70,24 +76,104 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .await
                 .with_context(|| format!("cannot run `{}`", args.program[0]));
         }
-        let home = launcher::home::resolve(args.home.as_deref())?;
-        launcher::home::ensure(&home)?;
-        let lock = launcher::status::HomeLock::acquire(&home)?;
         // Joining can wait for a controller for a long time: a signal ends the wait
-        // cleanly (the lock is released and status.json removed).
+        // cleanly (the home is released).
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        let networks = tokio::select! {
-            r = join_all(&args, &home, &lock, &nwids) => r?,
+        if args.ephemeral {
+            let dir = tempfile::Builder::new()
+                .prefix("ztrun-ephemeral-")
+                .tempdir()
+                .context("cannot make a temporary home")?;
+            let home = dir.path().to_path_buf();
+            launcher::home::ensure(&home)?;
+            let lock = launcher::status::HomeLock::acquire(&home)?;
+            let networks = tokio::select! {
+                r = join_all(&args, &home, &lock, &nwids) => r?,
+                _ = int.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGINT)),
+                _ = term.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGTERM)),
+            };
+            return launch::run(&cmd, policy, Arc::new(networks))
+                .await
+                .with_context(|| format!("cannot run `{}`", args.program[0]));
+        }
+        let home = launcher::home::resolve(args.home.as_deref())?;
+        launcher::home::ensure(&home)?;
+        let say = say(args.quiet);
+        let (link, node_pid) = tokio::select! {
+            r = launcher::node::attach(&home, &args.roots, &nwids, &say) => r?,
             _ = int.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGINT)),
             _ = term.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGTERM)),
         };
-        launch::run(&cmd, policy, Arc::new(networks))
-            .await
-            .with_context(|| format!("cannot run `{}`", args.program[0]))
+        drop((int, term));
+        run_on_node(&args, &home, cmd, link, node_pid, say).await
     })?;
     Ok(status.code())
+}
+
+/// Messages for the user, unless `--quiet`.
+fn say(quiet: bool) -> overlay::Say {
+    if quiet {
+        Arc::new(|_: &str| {})
+    } else {
+        overlay::say_on_stderr()
+    }
+}
+
+/// Start the program and hand it to the home's node (launcher::node), then wait for it.
+async fn run_on_node(
+    args: &Args,
+    home: &std::path::Path,
+    cmd: launch::Command,
+    link: launcher::node::Link,
+    node_pid: u32,
+    say: overlay::Say,
+) -> anyhow::Result<launch::ExitStatus> {
+    use launcher::node::{FromNode, ToNode};
+    use std::os::fd::AsFd as _;
+    let cannot_run = || format!("cannot run `{}`", args.program[0]);
+    let signals = launch::ForwardedSignals::install().with_context(cannot_run)?;
+    let pid = i32::try_from(node_pid).unwrap_or(0);
+    let mut child = launch::spawn(&cmd.ptracer(pid)).with_context(cannot_run)?;
+    let listener = child
+        .take_listener()
+        .context("the program's seccomp listener is missing")?;
+    let handed = link
+        .send(
+            &ToNode::Supervise {
+                pid: child.pid() as u32,
+                command: args.program.join(" "),
+                fallthrough: args.fallthrough,
+            },
+            Some(listener.as_fd()),
+        )
+        .await;
+    drop(listener);
+    if let Err(e) = handed {
+        let _ = child.signal(nix::sys::signal::Signal::SIGKILL);
+        return Err(e).context("cannot hand the program to the node");
+    }
+    let node_gone = async {
+        loop {
+            match link.recv::<FromNode>().await {
+                Ok(Some((FromNode::Say(line), _))) => say(&line),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    tokio::select! {
+        status = child.wait_forwarding(signals) => status.with_context(cannot_run),
+        () = node_gone => {
+            let _ = child.signal(nix::sys::signal::Signal::SIGKILL);
+            anyhow::bail!(
+                "the node of {} stopped (its log is {}); the program was killed",
+                home.display(),
+                home.join(launcher::node::LOG_FILE).display()
+            )
+        }
+    }
 }
 
 /// A signal arrived before the program started: say so, and exit as if it killed us.
@@ -130,11 +216,11 @@ async fn join_all(
             eps.join(", ")
         );
     }
-    let status = launcher::status::spawn_writer(lock, node.clone());
+    let status = launcher::status::spawn_writer(lock, node.clone(), Default::default());
     let mut stacks = Vec::new();
     let mut names = Vec::new();
     for &nwid in nwids {
-        let joined = overlay::join(&node, nwid, me).await?;
+        let joined = overlay::join(&node, nwid, me, say(args.quiet)).await?;
         // `zt status` shows the network from the moment ztrun says it joined.
         status.now();
         if !args.quiet {

@@ -431,7 +431,11 @@ impl Controller {
     }
 
     /// One member of a network, if recorded.
-    pub fn member(&self, nwid: NetworkId, member: Address) -> Result<Option<&Member>, ControllerError> {
+    pub fn member(
+        &self,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Option<&Member>, ControllerError> {
         self.networks
             .get(&nwid)
             .map(|n| n.members.get(&member))
@@ -828,8 +832,7 @@ impl Controller {
                     },
                 );
             }
-            c.networks
-                .insert(nwid, StoredNetwork { settings, members });
+            c.networks.insert(nwid, StoredNetwork { settings, members });
         }
         Ok(c)
     }

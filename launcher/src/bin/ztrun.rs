@@ -108,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot run `{}`", args.program[0]));
         }
         let home = launcher::home::resolve(args.home.as_deref())?;
-        launcher::home::ensure(&home)?;
+        launcher::home::prepare(&home)?;
         let lock = launcher::status::HomeLock::acquire(&home)?;
         // Joining can wait for a controller for a long time: a signal ends the wait
         // cleanly (the lock is released and status.json removed).

@@ -25,7 +25,13 @@ pub struct RecordError {
 }
 
 const NETWORK_FIELDS: &[&str] = &[
-    "name", "private", "mtu", "ipv4_pool", "rfc4193", "sixplane", "routes",
+    "name",
+    "private",
+    "mtu",
+    "ipv4_pool",
+    "rfc4193",
+    "sixplane",
+    "routes",
 ];
 const MEMBER_FIELDS: &[&str] = &["authorized", "ipv4", "last_request", "name"];
 
@@ -105,13 +111,22 @@ pub fn decode_network(bytes: &[u8]) -> Result<NetworkSettings, RecordError> {
             None => return Err(bad("bad route")),
         };
         routes.push(Route {
-            target: r.get("target").and_then(ip).ok_or_else(|| bad("bad route"))?,
-            prefix: r.get("prefix").and_then(u8_of).ok_or_else(|| bad("bad route"))?,
+            target: r
+                .get("target")
+                .and_then(ip)
+                .ok_or_else(|| bad("bad route"))?,
+            prefix: r
+                .get("prefix")
+                .and_then(u8_of)
+                .ok_or_else(|| bad("bad route"))?,
             via,
         });
     }
     let settings = NetworkSettings {
-        name: o["name"].as_str().ok_or_else(|| bad("bad name"))?.to_string(),
+        name: o["name"]
+            .as_str()
+            .ok_or_else(|| bad("bad name"))?
+            .to_string(),
         private: o["private"].as_bool().ok_or_else(|| bad("bad private"))?,
         mtu: o["mtu"]
             .as_u64()
@@ -185,8 +200,7 @@ mod tests {
     use super::*;
 
     const NETWORK: &[u8] = br#"{"name":"lab","private":true,"mtu":2800,"ipv4_pool":["10.1.0.1","10.1.0.9",24],"rfc4193":true,"sixplane":false,"routes":[{"target":"10.1.0.0","prefix":24,"via":null}]}"#;
-    const MEMBER: &[u8] =
-        br#"{"authorized":true,"ipv4":"10.1.0.1","last_request":17,"name":"db"}"#;
+    const MEMBER: &[u8] = br#"{"authorized":true,"ipv4":"10.1.0.1","last_request":17,"name":"db"}"#;
 
     #[test]
     fn records_round_trip() {
@@ -215,7 +229,11 @@ mod tests {
             b"[]",
             b"",
         ] {
-            assert!(decode_member(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_member(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // One digit changed: an MTU out of range.
         let flipped = String::from_utf8_lossy(NETWORK).replace("2800", "9800");

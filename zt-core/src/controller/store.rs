@@ -87,9 +87,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The database exists but holds no controller state.
-    #[error(
-        "controller database {location} holds no controller state (no schema_version record)"
-    )]
+    #[error("controller database {location} holds no controller state (no schema_version record)")]
     Missing {
         /// The file or database.
         location: String,
@@ -106,7 +104,9 @@ pub enum StoreError {
         found: u64,
     },
     /// The database engine panicked on the file's contents (caught).
-    #[error("controller database {location} is damaged: the database engine failed on it ({message})")]
+    #[error(
+        "controller database {location} is damaged: the database engine failed on it ({message})"
+    )]
     Panicked {
         /// The file or database.
         location: String,
@@ -114,7 +114,9 @@ pub enum StoreError {
         message: String,
     },
     /// The copy kept before a schema change could not be written.
-    #[error("cannot back up controller database {location} to {backup} before upgrading it: {source}")]
+    #[error(
+        "cannot back up controller database {location} to {backup} before upgrading it: {source}"
+    )]
     Backup {
         /// The file.
         location: String,
@@ -154,7 +156,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Records a member.
-    fn put_member(&self, nwid: NetworkId, member: Address, record: &Member) -> Result<(), StoreError> {
+    fn put_member(
+        &self,
+        nwid: NetworkId,
+        member: Address,
+        record: &Member,
+    ) -> Result<(), StoreError> {
         self.apply(&[Change::Member {
             nwid,
             member,
@@ -181,10 +188,7 @@ mod redb_store {
     use std::path::{Path, PathBuf};
 
     use redb::backends::InMemoryBackend;
-    use redb::{
-        Database, ReadableTable as _, StorageBackend as _,
-        TableDefinition, TableError,
-    };
+    use redb::{Database, ReadableTable as _, StorageBackend as _, TableDefinition, TableError};
 
     use super::super::{record, Controller};
     use super::{Change, ControllerState, Store, StoreError, StoredNetwork, SCHEMA_VERSION};
@@ -248,7 +252,10 @@ mod redb_store {
     }
 
     /// Runs `f`, turning a panic into [`StoreError::Panicked`].
-    fn guarded<T>(location: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn guarded<T>(
+        location: &str,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
             Err(StoreError::Panicked {
                 location: location.to_string(),
@@ -677,7 +684,10 @@ mod tests {
                 "schema version 9",
                 Box::new(|p| {
                     write_raw(p, |tx| {
-                        tx.open_table(meta).unwrap().insert("schema_version", 9).unwrap();
+                        tx.open_table(meta)
+                            .unwrap()
+                            .insert("schema_version", 9)
+                            .unwrap();
                     })
                 }),
             ),
@@ -685,7 +695,8 @@ mod tests {
                 "member record",
                 Box::new(|p| {
                     let (s, _) = RedbStore::open(p).unwrap();
-                    s.put_network(NetworkId(7), &NetworkSettings::default()).unwrap();
+                    s.put_network(NetworkId(7), &NetworkSettings::default())
+                        .unwrap();
                     drop(s);
                     write_raw(p, |tx| {
                         tx.open_table(members)
@@ -699,12 +710,22 @@ mod tests {
                 "missing network",
                 Box::new(|p| {
                     let (s, _) = RedbStore::open(p).unwrap();
-                    s.put_member(NetworkId(7), Address::new(0x0102030405).unwrap(), &Member::default())
-                        .unwrap();
+                    s.put_member(
+                        NetworkId(7),
+                        Address::new(0x0102030405).unwrap(),
+                        &Member::default(),
+                    )
+                    .unwrap();
                 }),
             ),
-            ("holds no controller state", Box::new(|p| std::fs::write(p, b"").unwrap())),
-            ("controller database", Box::new(|p| std::fs::write(p, b"not a database").unwrap())),
+            (
+                "holds no controller state",
+                Box::new(|p| std::fs::write(p, b"").unwrap()),
+            ),
+            (
+                "controller database",
+                Box::new(|p| std::fs::write(p, b"not a database").unwrap()),
+            ),
         ];
         for (want, make) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -713,7 +734,11 @@ mod tests {
             let e = RedbStore::open(&path(&dir)).unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
             assert!(e.contains(&path(&dir).display().to_string()), "{e}");
-            assert_eq!(std::fs::read(path(&dir)).unwrap(), before, "{want}: file changed");
+            assert_eq!(
+                std::fs::read(path(&dir)).unwrap(),
+                before,
+                "{want}: file changed"
+            );
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "{want}");
         }
     }
@@ -760,7 +785,10 @@ mod tests {
             std::fs::write(path(&dir), &bad).unwrap();
             let e = RedbStore::open(&path(&dir)).unwrap_err();
             assert!(e.to_string().contains("controller.redb"), "{e}");
-            assert!(std::fs::read(path(&dir)).unwrap() == bad, "flip at {i}: file changed");
+            assert!(
+                std::fs::read(path(&dir)).unwrap() == bad,
+                "flip at {i}: file changed"
+            );
         }
         std::panic::set_hook(hook);
         eprintln!(

@@ -126,9 +126,9 @@ const HOME_FILES: &[&str] = &[
 
 /// Makes `path` ready to be a home: created with mode 0700 (and parents) when missing;
 /// when it exists, checked that it is a directory owned by the user, not writable by
-/// others, and either empty or already a home ([`HOME_FILES`]; the
-/// controller's database backups and files being written count as a home's). Refusals say
-/// why and what to do.
+/// others, and either empty or already a home, recognised by its files (`identity.secret`,
+/// `controller.redb`, ...; the database's backups and files being written count as a
+/// home's). Refusals say why and what to do.
 pub fn prepare(path: &Path) -> Result<(), HomeError> {
     let io = |source| HomeError::Io {
         path: path.to_owned(),

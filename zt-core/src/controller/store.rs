@@ -671,7 +671,8 @@ mod tests {
         let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
         let members: redb::TableDefinition<'_, (u64, u64), &[u8]> =
             redb::TableDefinition::new("members");
-        let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
+        type Make<'a> = Box<dyn Fn(&std::path::Path) + 'a>;
+        let cases: Vec<(&str, Make<'_>)> = vec![
             (
                 "holds no controller state",
                 Box::new(|p| write_raw(p, |_| {})),

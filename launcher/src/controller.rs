@@ -5,15 +5,24 @@
 //!
 //! - `identity.secret` / `identity.public`: the controller node's identity. Its address is
 //!   the first 10 hex digits of every network it creates.
-//! - `controller.redb`: networks and members (zt-core's `ControllerStore`), saved after
-//!   every change made through the API and, every 10 s, when members' last-request times
-//!   changed; restored at start.
+//! - `controller.redb`: networks and members (zt-core's `RedbStore`, one record per
+//!   network and per member), the changed records saved after every change made through
+//!   the API and, every 10 s, when members' last-request times changed; restored at start.
+//!   A database that cannot be read completely stops the start with the reason and what
+//!   to do; nothing is written then. `--reset` moves it aside
+//!   (`controller.redb.reset-UNIXTIME`) and starts with no networks.
+//! - `controller.redb.schema1.backup`: the database as it was before an upgrade of its
+//!   layout.
 //! - `authtoken.secret` (mode 0600): the API token, generated on first start.
 //! - `controller.api`: the address the API listens on, for `zt net` and `zt member`.
 //!
 //! The API listens on loopback only; anyone who can read the token file can manage the
 //! networks. Every change goes through the node driver, so changes, revocations and saves
 //! happen in one order.
+//!
+//! Start-up checks before it writes anything: the API address can be bound, the home is a
+//! home ([`home::prepare`]), the database loads completely, and the identity beside an
+//! existing database is the one whose networks it holds.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +34,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use zt_core::controller::store::ControllerStore;
+use zt_core::controller::store::{ControllerState, RedbStore, Store, StoreError};
 use zt_core::controller::{
     rfc4193_address, sixplane_address, Controller, ControllerError, Member, NetworkSettings,
 };
@@ -59,6 +68,8 @@ pub struct Options {
     pub roots: Vec<RootArg>,
     /// Where the API listens; must be a loopback address.
     pub api: SocketAddr,
+    /// Move an existing database aside and start with no networks.
+    pub reset: bool,
 }
 
 /// The controller's home directory: `--home`, else `controller/` inside the directory
@@ -114,15 +125,26 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
             opts.api
         );
     }
-    home::ensure(&opts.home)?;
+    // The API address first: a controller that cannot serve writes nothing.
+    let listener = tokio::net::TcpListener::bind(opts.api)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the API (another controller? choose --api); \
+                 nothing was written",
+                opts.api
+            )
+        })?;
+    home::prepare(&opts.home)?;
     let lock = crate::status::HomeLock::acquire(&opts.home)?;
+    let store_path = opts.home.join(STORE_FILE);
+    if opts.reset {
+        reset(&store_path)?;
+    }
+    let (id, store, controller) = open_state(&opts.home, &store_path)?;
+    let token = load_or_create_token(&opts.home)?;
     let api_file = opts.home.join(API_FILE);
     let _ = std::fs::remove_file(&api_file);
-    let (id, _) = identity::load_or_create(&opts.home)?;
-    let token = load_or_create_token(&opts.home)?;
-    let store_path = opts.home.join(STORE_FILE);
-    let store = ControllerStore::open(&store_path)?;
-    let controller = store.load(id.clone(), unix_ms(), Instant::now())?;
     let networks = controller.networks().len();
 
     // Without --root, the machine's default root: hosted here if nobody serves it yet,
@@ -150,20 +172,12 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let (handle, _task) = spawn_node(node, sockets);
     let _status = crate::status::spawn_writer(&lock, handle.clone(), Default::default());
 
-    let listener = tokio::net::TcpListener::bind(opts.api)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the API (another controller? choose --api)",
-                opts.api
-            )
-        })?;
     let api_addr = listener.local_addr().context("API socket")?;
     home::write_private(&api_file, format!("{api_addr}\n").as_bytes())
         .with_context(|| format!("cannot write {}", api_file.display()))?;
     let service = Arc::new(Service {
         node: handle,
-        store: Arc::new(store),
+        store,
         token,
         address: id.address(),
     });
@@ -187,11 +201,11 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let saver = service.clone();
     let periodic = service.clone();
     tokio::spawn(async move {
-        let mut last = String::new();
         loop {
             tokio::time::sleep(SAVE_EVERY).await;
-            match periodic.save_if_changed(&mut last).await {
-                Ok(()) => {}
+            match periodic.save_pending().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the controller state"),
                 Err(DriverError::Stopped) => break,
                 Err(e) => tracing::warn!(error = %e, "cannot save the controller state"),
             }
@@ -211,8 +225,120 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
         _ = term.recv() => {}
     }
     let _ = std::fs::remove_file(&api_file);
-    let mut last = String::new();
-    saver.save_if_changed(&mut last).await?;
+    saver.save_pending().await??;
+    Ok(())
+}
+
+/// What to do about a database that does not load.
+fn advice(path: &Path) -> String {
+    let backup = RedbStore::backup_path(path, 1);
+    let backup = if backup.exists() {
+        format!(
+            " (the copy made before its last upgrade is {})",
+            backup.display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "the controller did not start and wrote nothing. Restore {} from a backup{backup}, \
+         or, to start with no networks on purpose, run `zt controller --reset` (it keeps the \
+         file aside)",
+        path.display()
+    )
+}
+
+/// Opens the database at `path` (see [`RedbStore::open`]), adding what to do to an error.
+/// The database engine can panic on some damaged files; the panic is caught there, and
+/// the default panic message is kept off the terminal meanwhile.
+fn open_store(path: &Path) -> anyhow::Result<(RedbStore, ControllerState)> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = RedbStore::open(path);
+    std::panic::set_hook(hook);
+    opened.map_err(|e| {
+        let more = match &e {
+            StoreError::Newer { .. } | StoreError::Backup { .. } => {
+                "the controller did not start".to_string()
+            }
+            _ => advice(path),
+        };
+        anyhow::anyhow!("{e}; {more}")
+    })
+}
+
+/// The controller's identity, store and state from `home`, checked against each other:
+/// an existing database needs the identity whose networks it holds. Fails before writing
+/// anything if the database does not load or the identity is missing.
+fn open_state(
+    home: &Path,
+    store_path: &Path,
+) -> anyhow::Result<(zt_core::SecretIdentity, Arc<dyn Store>, Controller)> {
+    let secret = home.join(identity::SECRET_FILE);
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let existing = if exists(store_path) {
+        if !exists(&secret) {
+            anyhow::bail!(
+                "{} is missing, but {} exists: its networks belong to the controller identity \
+                 that file held, and a new identity could not serve them. Restore {} (and \
+                 identity.public) from a backup, or, to start over with a new identity and no \
+                 networks, run `zt controller --reset` (it keeps the database aside)",
+                secret.display(),
+                store_path.display(),
+                secret.display()
+            );
+        }
+        Some(open_store(store_path)?)
+    } else {
+        None
+    };
+    let (id, _) = identity::load_or_create(home)?;
+    if let Some((_, state)) = &existing {
+        if let Some(other) = state
+            .networks
+            .keys()
+            .find(|n| n.controller() != Some(id.address()))
+        {
+            anyhow::bail!(
+                "{} holds network {other}, which is not run by the identity in {} ({}): \
+                 restore the controller's own identity file, or run `zt controller --reset` \
+                 to start with no networks",
+                store_path.display(),
+                secret.display(),
+                id.address()
+            );
+        }
+    }
+    let (store, state) = match existing {
+        Some(x) => x,
+        None => open_store(store_path)?,
+    };
+    let controller = Controller::from_state(id.clone(), unix_ms(), Instant::now(), state);
+    Ok((id, Arc::new(store), controller))
+}
+
+/// Moves the database aside (`--reset`).
+fn reset(store_path: &Path) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(store_path).is_err() {
+        return Ok(());
+    }
+    let mut name = store_path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".reset-{}", unix_ms() / 1000));
+    let aside = store_path.with_file_name(name);
+    if std::fs::symlink_metadata(&aside).is_ok() {
+        anyhow::bail!("{} exists already; try again in a second", aside.display());
+    }
+    std::fs::rename(store_path, &aside).with_context(|| {
+        format!(
+            "cannot move {} aside to {}",
+            store_path.display(),
+            aside.display()
+        )
+    })?;
+    eprintln!(
+        "zt: --reset: the controller database is now {}; starting with no networks",
+        aside.display()
+    );
     Ok(())
 }
 
@@ -272,7 +398,7 @@ fn ok(v: impl Serialize) -> Answer {
 /// The API's state: the node that hosts the controller, the store and the token.
 struct Service {
     node: NodeHandle,
-    store: Arc<ControllerStore>,
+    store: Arc<dyn Store>,
     token: String,
     address: Address,
 }
@@ -282,11 +408,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn network_json(
-    nwid: NetworkId,
-    s: &NetworkSettings,
-    members: &[(Address, Member)],
-) -> NetworkJson {
+/// `counts`: the network's members and how many are authorized.
+fn network_json(nwid: NetworkId, s: &NetworkSettings, counts: (usize, usize)) -> NetworkJson {
     NetworkJson {
         id: nwid.to_string(),
         name: s.name.clone(),
@@ -307,8 +430,8 @@ fn network_json(
                 via: r.via,
             })
             .collect(),
-        member_count: members.len(),
-        authorized_member_count: members.iter().filter(|(_, m)| m.authorized).count(),
+        member_count: counts.0,
+        authorized_member_count: counts.1,
     }
 }
 
@@ -485,7 +608,9 @@ impl Service {
                     .with_controller(|c| {
                         c.networks()
                             .into_iter()
-                            .map(|(n, s)| network_json(n, &s, &c.members(n).unwrap_or_default()))
+                            .map(|(n, s)| {
+                                network_json(n, &s, c.member_count(n).unwrap_or_default())
+                            })
                             .collect::<Vec<_>>()
                     })
                     .await?;
@@ -511,7 +636,7 @@ impl Service {
                                 reason: "every network number is taken",
                             })?;
                         let nwid = c.create_network(number, settings.clone())?;
-                        Ok::<_, ControllerError>(network_json(nwid, &settings, &[]))
+                        Ok::<_, ControllerError>(network_json(nwid, &settings, (0, 0)))
                     })
                     .await?
                     .map_err(DriverError::from)?;
@@ -546,7 +671,7 @@ impl Service {
                                 Ok::<_, Failure>(network_json(
                                     nwid,
                                     &s,
-                                    &c.members(nwid).unwrap_or_default(),
+                                    c.member_count(nwid).unwrap_or_default(),
                                 ))
                             })
                             .await??;
@@ -616,7 +741,7 @@ impl Service {
                                 // Record the member (not authorized) if it is new.
                                 self.node
                                     .with_controller(move |c| {
-                                        if c.members(nwid)?.iter().any(|(x, _)| *x == addr) {
+                                        if c.member(nwid, addr)?.is_some() {
                                             return Ok(None);
                                         }
                                         c.set_authorized(Instant::now(), nwid, addr, false)
@@ -634,10 +759,8 @@ impl Service {
                     .with_controller(move |c| {
                         let s = settings_of(c, nwid)?;
                         Ok::<_, ControllerError>(
-                            c.members(nwid)?
-                                .iter()
-                                .find(|(x, _)| *x == addr)
-                                .map(|(a, m)| member_json(nwid, &s, *a, m)),
+                            c.member(nwid, addr)?
+                                .map(|m| member_json(nwid, &s, addr, m)),
                         )
                     })
                     .await?
@@ -663,38 +786,32 @@ impl Service {
             .node
             .with_controller(move |c| {
                 let s = settings_of(c, nwid)?;
-                Ok::<_, ControllerError>(network_json(nwid, &s, &c.members(nwid)?))
+                Ok::<_, ControllerError>(network_json(nwid, &s, c.member_count(nwid)?))
             })
             .await?
             .map_err(DriverError::from)?)
     }
 
-    /// Saves the controller's state (inside the driver, so saves keep the changes' order).
+    /// Stores the records changed since the last save (inside the driver, so saves keep
+    /// the changes' order). Records a failed save could not store stay pending.
     async fn save(&self) -> Result<(), Failure> {
-        let store = self.store.clone();
-        self.node
-            .with_controller(move |c| store.save(c))
+        self.save_pending()
             .await?
             .map_err(|e| Failure::internal(format!("the change is not saved: {e}")))
     }
 
-    /// Saves when the state differs from `last` (members' request times move).
-    async fn save_if_changed(&self, last: &mut String) -> Result<(), DriverError> {
+    /// As [`Service::save`], keeping the driver's and the store's errors apart.
+    async fn save_pending(&self) -> Result<Result<(), StoreError>, DriverError> {
         let store = self.store.clone();
-        let prev = std::mem::take(last);
-        let (json, r) = self
-            .node
+        self.node
             .with_controller(move |c| {
-                let json = c.to_json();
-                let r = if json != prev { store.save(c) } else { Ok(()) };
-                (json, r)
+                if !c.has_changes() {
+                    return Ok(());
+                }
+                let changes = c.take_changes();
+                store.apply(&changes).inspect_err(|_| c.unsaved(&changes))
             })
-            .await?;
-        *last = json;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "cannot save the controller state");
-        }
-        Ok(())
+            .await
     }
 }
 
@@ -719,8 +836,8 @@ mod tests {
 
     async fn service(dir: &Path) -> Service {
         let id = identity::generate().unwrap();
-        let store = ControllerStore::open(&dir.join(STORE_FILE)).unwrap();
-        let c = store.load(id.clone(), unix_ms(), Instant::now()).unwrap();
+        let (store, state) = RedbStore::open(&dir.join(STORE_FILE)).unwrap();
+        let c = Controller::from_state(id.clone(), unix_ms(), Instant::now(), state);
         let mut node = Node::new(NodeConfig::new(id.clone(), vec![], [7; 32]), Instant::now());
         node.attach_controller(c);
         let sockets = Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
@@ -817,9 +934,8 @@ mod tests {
             Some(StatusCode::NOT_FOUND)
         );
         // Changes are in the store.
-        let id = identity::generate().unwrap();
-        let saved = svc.store.load(id, 0, Instant::now()).unwrap();
-        assert_eq!(saved.networks().len(), 1);
+        let saved = svc.store.load().unwrap();
+        assert_eq!(saved.networks.len(), 1);
         // Delete.
         svc.handle(&Method::DELETE, &format!("/controller/network/{nwid}"), b"")
             .await
@@ -829,6 +945,84 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(list, serde_json::json!([]));
+    }
+
+    /// A store that records what it is asked to write, in front of a real one.
+    #[derive(Debug)]
+    struct Recording {
+        inner: RedbStore,
+        applied: std::sync::Mutex<Vec<Vec<zt_core::controller::store::Change>>>,
+    }
+
+    impl Store for Recording {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        fn load(&self) -> Result<ControllerState, StoreError> {
+            self.inner.load()
+        }
+        fn apply(&self, changes: &[zt_core::controller::store::Change]) -> Result<(), StoreError> {
+            self.applied.lock().unwrap().push(changes.to_vec());
+            self.inner.apply(changes)
+        }
+    }
+
+    /// Authorizing one member of a network of 10,000 through the API writes that member's
+    /// record and nothing else. (Its time is measured end to end, over HTTP against the
+    /// binary, in tests/controller_scale.rs, a test binary that runs alone.)
+    #[tokio::test]
+    async fn authorize_writes_one_record_at_10000_members() {
+        use zt_core::controller::store::Change;
+        const MEMBERS: u64 = 10_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut svc = service(dir.path()).await;
+        let (inner, _) = RedbStore::open(&dir.path().join("recorded.redb")).unwrap();
+        let recording = Arc::new(Recording {
+            inner,
+            applied: Default::default(),
+        });
+        svc.store = recording.clone();
+        let (_, net) = svc
+            .handle(&Method::POST, "/controller/network", br#"{"name":"big"}"#)
+            .await
+            .unwrap();
+        let nwid: NetworkId = net["id"].as_str().unwrap().parse().unwrap();
+        svc.node
+            .with_controller(move |c| {
+                for i in 0..MEMBERS {
+                    let a = Address::new(0x01_0000_0000 + i).unwrap();
+                    c.set_authorized(Instant::now(), nwid, a, true).unwrap();
+                }
+            })
+            .await
+            .unwrap();
+        svc.save().await.unwrap();
+        recording.applied.lock().unwrap().clear();
+        let member = Address::new(0x02_0000_0000).unwrap();
+        let (st, m) = svc
+            .handle(
+                &Method::POST,
+                &format!("/controller/network/{nwid}/member/{member}"),
+                br#"{"authorized": true}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(m["authorized"], true);
+        let applied = recording.applied.lock().unwrap().clone();
+        assert_eq!(
+            applied,
+            vec![vec![Change::Member {
+                nwid,
+                member,
+                record: Some(Member {
+                    authorized: true,
+                    ..Member::default()
+                }),
+            }]]
+        );
+        let saved = recording.load().unwrap();
+        assert_eq!(saved.networks[&nwid].members.len(), MEMBERS as usize + 1);
     }
 
     #[test]

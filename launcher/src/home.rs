@@ -2,6 +2,11 @@
 //!
 //! Chosen, first match wins: `--home`, `$ZTRUN_HOME`, `$XDG_DATA_HOME/ztrun`,
 //! `$HOME/.local/share/ztrun`. It is created with mode 0700 when missing.
+//!
+//! A directory that exists already must be a home ([`prepare`]): empty, or holding a
+//! ztrun or controller state (recognised by its files), owned by the user who runs the
+//! command and not writable by other users. Anything else (`/etc`, a project directory,
+//! another user's directory) is refused with the reason, before anything is written.
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -13,6 +18,42 @@ pub enum HomeError {
     /// No candidate location exists.
     #[error("no state directory: pass --home DIR or set ZTRUN_HOME (HOME is unset or unusable)")]
     Unresolved,
+    /// The directory holds other files than a home's.
+    #[error(
+        "{path} is not empty and holds no ztrun state (it has {found}); a home must be a new \
+         or empty directory, or one ztrun or zt controller made: pass --home with another \
+         directory"
+    )]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+        /// Some of its entries.
+        found: String,
+    },
+    /// Another user owns the directory.
+    #[error(
+        "{path} is owned by uid {owner}, not by you (uid {me}): a home holds your secret \
+         identity; pass --home with a directory of your own"
+    )]
+    Owner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Who runs the command.
+        me: u32,
+    },
+    /// Other users can write in the directory.
+    #[error(
+        "{path} is writable by other users (mode {mode:04o}), who could replace the identity \
+         or the database in it: run `chmod go-w {path}` or pass --home with another directory"
+    )]
+    Writable {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// Creating or checking the directory failed.
     #[error("cannot use state directory {path}: {source}; pass --home DIR to choose another")]
     Io {
@@ -67,6 +108,84 @@ pub fn ensure(path: &Path) -> Result<(), HomeError> {
         return Err(io(std::io::Error::other("not a directory")));
     }
     Ok(())
+}
+
+/// What a home holds, by name: any of the first four makes a directory a home; a
+/// directory holding nothing but names from the whole list is one as well (e.g. a
+/// ztrun home where only `zt controller` ran, holding `controller/`).
+const HOME_FILES: &[&str] = &[
+    "identity.secret",
+    "identity.public",
+    "controller.redb",
+    "authtoken.secret",
+    "controller.api",
+    "controller",
+    "lock",
+    "status.json",
+    "node.sock",
+    "node.log",
+];
+
+/// Makes `path` ready to be a home: created with mode 0700 (and parents) when missing;
+/// when it exists, checked that it is a directory owned by the user, not writable by
+/// others, and either empty or already a home, recognised by its files (`identity.secret`,
+/// `controller.redb`, ...; the database's backups and files being written count as a
+/// home's). Refusals say why and what to do.
+pub fn prepare(path: &Path) -> Result<(), HomeError> {
+    let io = |source| HomeError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ensure(path),
+        Err(e) => return Err(io(e)),
+    };
+    if !meta.is_dir() {
+        return Err(io(std::io::Error::other("not a directory")));
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(HomeError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(HomeError::Writable {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(path).map_err(io)? {
+        names.push(e.map_err(io)?.file_name().to_string_lossy().into_owned());
+    }
+    // Ours: the names above, the database's backups and set-aside copies
+    // (`controller.redb.*`), and files being written (`.identity.secret.tmp123`).
+    let ours = |n: &str| {
+        let bare = n.strip_prefix('.').unwrap_or(n);
+        HOME_FILES.contains(&n)
+            || n.starts_with("controller.redb.")
+            || (bare != n && HOME_FILES.iter().any(|f| bare.starts_with(f)))
+    };
+    let marked = names.iter().any(|n| HOME_FILES[..4].contains(&n.as_str()));
+    if marked || names.iter().all(|n| ours(n)) {
+        return Ok(());
+    }
+    let mut other: Vec<&String> = names.iter().filter(|n| !ours(n)).collect();
+    other.sort();
+    let mut found: Vec<String> = other.iter().take(3).map(|n| format!("{n:?}")).collect();
+    if other.len() > 3 {
+        found.push(format!("{} more", other.len() - 3));
+    }
+    Err(HomeError::Foreign {
+        path: path.to_owned(),
+        found: found.join(", "),
+    })
 }
 
 /// Write `contents` to `path` readable by the owner only (mode 0600), atomically: a
@@ -151,6 +270,36 @@ mod tests {
         let e = [("HOME", "/nonexistent")];
         let err = resolve_with(None, env(&e)).unwrap_err();
         assert!(err.to_string().contains("--home"), "{err}");
+    }
+
+    #[test]
+    fn homes_are_new_empty_or_ours() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("new");
+        prepare(&home).unwrap();
+        prepare(&home).unwrap();
+        std::fs::write(home.join("identity.secret"), "x").unwrap();
+        std::fs::write(home.join("notes.txt"), "x").unwrap();
+        prepare(&home).unwrap();
+        // A ztrun home where only the controller ran.
+        let outer = dir.path().join("outer");
+        prepare(&outer.join("controller")).unwrap();
+        prepare(&outer).unwrap();
+        // Something else.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("passwd"), "x").unwrap();
+        let e = prepare(&other).unwrap_err().to_string();
+        assert!(e.contains("not empty") && e.contains("\"passwd\""), "{e}");
+        let e = prepare(&other.join("passwd")).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = prepare(&home).unwrap_err().to_string();
+        assert!(e.contains("writable by other users (mode 0775)"), "{e}");
+        assert!(e.contains("chmod go-w"), "{e}");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare(&home).unwrap();
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! It is sans-IO like the rest of the crate: a [`crate::Node`] hosts it
 //! ([`crate::Node::attach_controller`]) and answers configuration requests that arrive
 //! over VL1. Timestamps come from a wall-clock reading given at construction plus the
-//! monotonic `now` arguments. State can be saved and restored as JSON
-//! ([`Controller::to_json`], [`Controller::from_json`]) and kept in an embedded redb
-//! database with the `store` module (cargo feature `store`). The HTTP management API is not
-//! part of this crate.
+//! monotonic `now` arguments. The controller records which networks and members changed;
+//! its host drains those changes ([`Controller::take_changes`]) into a [`store::Store`],
+//! one record per network and per member, and restores a controller from the stored
+//! records ([`Controller::from_state`]). The embedded redb store is
+//! [`store::RedbStore`] (cargo feature `store`). The whole state also has a JSON form
+//! ([`Controller::to_json`], [`Controller::from_json`]), the stored layout of schema 1.
+//! The HTTP management API is not part of this crate.
 //!
 //! Certificates follow ZeroTier's "certificate of membership" idea: two members' certificates
 //! agree when their timestamps differ by at most `max_delta`. Members refresh their
@@ -20,7 +23,7 @@
 //! deauthorized member gets no new certificate, and its old one is revoked explicitly and,
 //! failing that, stops agreeing once the others have moved on by more than `max_delta`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,11 @@ use crate::wire::credential::{
     valid_member_name, Certificate, DirectoryEntry, Revocation, Route, SignedConfig,
     CERTIFICATE_CONTEXT, CONFIG_CONTEXT, MAX_DIRECTORY, MAX_LIST, REVOCATION_CONTEXT,
 };
+
+pub mod record;
+pub mod store;
+
+use store::{Change, ControllerState, StoredNetwork};
 
 /// Default `max_delta` of certificates.
 pub const DEFAULT_MAX_DELTA: Duration = Duration::from_secs(120);
@@ -208,6 +216,18 @@ pub struct Controller {
     /// The timestamp of the last configuration issued: each new one is later, so a member
     /// takes a pushed configuration issued in the same millisecond as the previous one.
     last_issued: u64,
+    /// Records changed since the last [`Controller::take_changes`].
+    changed: BTreeSet<Dirty>,
+    /// Networks deleted since then (their records and members go first).
+    deleted: BTreeSet<NetworkId>,
+}
+
+/// A record that changed and must be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dirty {
+    Network(NetworkId),
+    Member(NetworkId, Address),
+    LastIssued,
 }
 
 /// The RFC 4193 address ZeroTier gives a member: `fd` ‖ network ID ‖ `99 93` ‖ node address.
@@ -305,7 +325,142 @@ impl Controller {
             max_delta: DEFAULT_MAX_DELTA.as_millis() as u64,
             networks: BTreeMap::new(),
             last_issued: 0,
+            changed: BTreeSet::new(),
+            deleted: BTreeSet::new(),
         }
+    }
+
+    /// A controller with the state a store kept ([`store::Store::load`]). Nothing is
+    /// pending ([`Controller::take_changes`] is empty).
+    pub fn from_state(
+        identity: SecretIdentity,
+        unix_ms: u64,
+        now: Instant,
+        state: ControllerState,
+    ) -> Self {
+        let mut c = Controller::new(identity, unix_ms, now);
+        // Timestamps issued before a restart may be ahead of the clock: stay above them.
+        c.last_issued = state.last_issued;
+        c.networks = state
+            .networks
+            .into_iter()
+            .map(|(nwid, n)| {
+                (
+                    nwid,
+                    ControlledNetwork {
+                        settings: n.settings,
+                        members: n.members,
+                    },
+                )
+            })
+            .collect();
+        c
+    }
+
+    /// The whole state, as a store keeps it.
+    pub fn state(&self) -> ControllerState {
+        ControllerState {
+            networks: self
+                .networks
+                .iter()
+                .map(|(nwid, n)| {
+                    (
+                        *nwid,
+                        StoredNetwork {
+                            settings: n.settings.clone(),
+                            members: n.members.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            last_issued: self.last_issued,
+        }
+    }
+
+    /// The records changed since the last call, to hand to [`store::Store::apply`] in this
+    /// order: deleted networks first, then settings, members and the issue counter. If the
+    /// store fails, give them back with [`Controller::unsaved`] so the next save retries.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut out: Vec<Change> = std::mem::take(&mut self.deleted)
+            .into_iter()
+            .map(|nwid| Change::Network {
+                nwid,
+                settings: None,
+            })
+            .collect();
+        for d in std::mem::take(&mut self.changed) {
+            out.push(match d {
+                Dirty::Network(nwid) => Change::Network {
+                    nwid,
+                    settings: self.networks.get(&nwid).map(|n| n.settings.clone()),
+                },
+                Dirty::Member(nwid, member) => Change::Member {
+                    nwid,
+                    member,
+                    record: self
+                        .networks
+                        .get(&nwid)
+                        .and_then(|n| n.members.get(&member))
+                        .cloned(),
+                },
+                Dirty::LastIssued => Change::LastIssued(self.last_issued),
+            });
+        }
+        out
+    }
+
+    /// Marks the records of `changes` (taken with [`Controller::take_changes`] and not
+    /// stored) as changed again.
+    pub fn unsaved(&mut self, changes: &[Change]) {
+        for c in changes {
+            match c {
+                Change::Network {
+                    nwid,
+                    settings: None,
+                } => {
+                    self.deleted.insert(*nwid);
+                }
+                Change::Network { nwid, .. } => {
+                    self.changed.insert(Dirty::Network(*nwid));
+                }
+                Change::Member { nwid, member, .. } => {
+                    self.changed.insert(Dirty::Member(*nwid, *member));
+                }
+                Change::LastIssued(_) => {
+                    self.changed.insert(Dirty::LastIssued);
+                }
+            }
+        }
+    }
+
+    /// Whether changes wait for [`Controller::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty() || !self.deleted.is_empty()
+    }
+
+    /// One member of a network, if recorded.
+    pub fn member(
+        &self,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Option<&Member>, ControllerError> {
+        self.networks
+            .get(&nwid)
+            .map(|n| n.members.get(&member))
+            .ok_or(ControllerError::UnknownNetwork { nwid })
+    }
+
+    /// The number of members of a network and how many are authorized.
+    pub fn member_count(&self, nwid: NetworkId) -> Result<(usize, usize), ControllerError> {
+        self.networks
+            .get(&nwid)
+            .map(|n| {
+                (
+                    n.members.len(),
+                    n.members.values().filter(|m| m.authorized).count(),
+                )
+            })
+            .ok_or(ControllerError::UnknownNetwork { nwid })
     }
 
     /// Sets the certificates' `max_delta` (tests shorten it).
@@ -334,6 +489,7 @@ impl Controller {
         }
         settings.validate()?;
         let nwid = NetworkId((self.address().to_u64() << 24) | u64::from(number));
+        self.changed.insert(Dirty::Network(nwid));
         match self.networks.get_mut(&nwid) {
             Some(n) => n.settings = settings,
             None => {
@@ -353,8 +509,13 @@ impl Controller {
     pub fn delete_network(&mut self, nwid: NetworkId) -> Result<(), ControllerError> {
         self.networks
             .remove(&nwid)
-            .map(|_| ())
-            .ok_or(ControllerError::UnknownNetwork { nwid })
+            .ok_or(ControllerError::UnknownNetwork { nwid })?;
+        self.changed.retain(|d| match d {
+            Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
+            Dirty::LastIssued => true,
+        });
+        self.deleted.insert(nwid);
+        Ok(())
     }
 
     /// Removes a member's record (its address, name and authorization) and returns it.
@@ -371,6 +532,9 @@ impl Controller {
             .members
             .remove(&member)
             .ok_or(ControllerError::UnknownMember { nwid, member })
+            .inspect(|_| {
+                self.changed.insert(Dirty::Member(nwid, member));
+            })
     }
 
     /// The networks and their settings.
@@ -408,6 +572,7 @@ impl Controller {
         let m = net.members.entry(member).or_default();
         let was = m.authorized;
         m.authorized = authorized;
+        self.changed.insert(Dirty::Member(nwid, member));
         if was && !authorized {
             let mut rev = Revocation {
                 nwid,
@@ -452,6 +617,7 @@ impl Controller {
             }
         }
         net.members.entry(member).or_default().name = name;
+        self.changed.insert(Dirty::Member(nwid, member));
         Ok(())
     }
 
@@ -492,6 +658,7 @@ impl Controller {
             ..Member::default()
         });
         m.last_request = Some(clock);
+        self.changed.insert(Dirty::Member(nwid, member));
         self.issue(now, nwid, member)
     }
 
@@ -506,7 +673,7 @@ impl Controller {
         let clock = self.clock(now).max(self.last_issued + 1);
         let max_delta = self.max_delta;
         let net = self.networks.get_mut(&nwid).ok_or(ConfigDenied::NotFound)?;
-        let taken: Vec<Ipv4Addr> = net.members.values().filter_map(|m| m.ipv4).collect();
+        let taken: BTreeSet<Ipv4Addr> = net.members.values().filter_map(|m| m.ipv4).collect();
         let m = net
             .members
             .get_mut(&member)
@@ -521,6 +688,7 @@ impl Controller {
                 m.ipv4 = (first..=last)
                     .map(Ipv4Addr::from)
                     .find(|a| !taken.contains(a));
+                self.changed.insert(Dirty::Member(nwid, member));
             }
         }
         let mut addresses = Vec::new();
@@ -571,6 +739,7 @@ impl Controller {
         };
         config.signature = self.identity.sign(&signed(CONFIG_CONTEXT, &config.body()));
         self.last_issued = clock;
+        self.changed.insert(Dirty::LastIssued);
         Ok(config)
     }
 
@@ -615,6 +784,16 @@ impl Controller {
         now: Instant,
         text: &str,
     ) -> Result<Self, ControllerError> {
+        Ok(Controller::from_state(
+            identity,
+            unix_ms,
+            now,
+            Controller::state_from_json(text)?,
+        ))
+    }
+
+    /// Reads the JSON form of [`Controller::to_json`] (schema 1 of the store).
+    pub fn state_from_json(text: &str) -> Result<ControllerState, ControllerError> {
         use serde_json::Value;
         let bad = |reason: &str| ControllerError::State {
             reason: reason.to_string(),
@@ -622,9 +801,10 @@ impl Controller {
         let v: Value = serde_json::from_str(text).map_err(|e| ControllerError::State {
             reason: e.to_string(),
         })?;
-        let mut c = Controller::new(identity, unix_ms, now);
-        // Timestamps issued before a restart may be ahead of the clock: stay above them.
-        c.last_issued = v["last_issued"].as_u64().unwrap_or(0);
+        let mut c = ControllerState {
+            last_issued: v["last_issued"].as_u64().unwrap_or(0),
+            ..ControllerState::default()
+        };
         let nets = v["networks"].as_array().ok_or_else(|| bad("no networks"))?;
         for n in nets {
             let nwid: NetworkId = n["nwid"]
@@ -679,108 +859,9 @@ impl Controller {
                     },
                 );
             }
-            c.networks
-                .insert(nwid, ControlledNetwork { settings, members });
+            c.networks.insert(nwid, StoredNetwork { settings, members });
         }
         Ok(c)
-    }
-}
-
-#[cfg(feature = "store")]
-pub mod store {
-    //! Controller state in an embedded, transactional database (redb), so networks and
-    //! members survive a restart. Save after every change; a save is one ACID
-    //! transaction.
-
-    use std::path::Path;
-    use std::time::Instant;
-
-    use redb::{Database, TableDefinition};
-
-    use super::{Controller, ControllerError};
-    use crate::identity::SecretIdentity;
-
-    const STATE: TableDefinition<'_, &str, &str> = TableDefinition::new("controller");
-    const KEY: &str = "state";
-
-    /// Errors of the store.
-    #[derive(Debug, thiserror::Error)]
-    pub enum StoreError {
-        /// The database failed.
-        #[error("controller database {path}")]
-        Database {
-            /// The file.
-            path: String,
-            /// The cause.
-            #[source]
-            source: Box<redb::Error>,
-        },
-        /// The stored state is not valid.
-        #[error(transparent)]
-        State(#[from] ControllerError),
-    }
-
-    /// An open controller database.
-    pub struct ControllerStore {
-        db: Database,
-        path: String,
-    }
-
-    impl std::fmt::Debug for ControllerStore {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "ControllerStore({})", self.path)
-        }
-    }
-
-    impl ControllerStore {
-        fn err(&self, e: impl Into<redb::Error>) -> StoreError {
-            StoreError::Database {
-                path: self.path.clone(),
-                source: Box::new(e.into()),
-            }
-        }
-
-        /// Opens (or creates) the database file.
-        pub fn open(path: &Path) -> Result<Self, StoreError> {
-            let shown = path.display().to_string();
-            let db = Database::create(path).map_err(|e| StoreError::Database {
-                path: shown.clone(),
-                source: Box::new(e.into()),
-            })?;
-            Ok(ControllerStore { db, path: shown })
-        }
-
-        /// Saves the controller's networks and members.
-        pub fn save(&self, controller: &Controller) -> Result<(), StoreError> {
-            let json = controller.to_json();
-            let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-            {
-                let mut t = tx.open_table(STATE).map_err(|e| self.err(e))?;
-                t.insert(KEY, json.as_str()).map_err(|e| self.err(e))?;
-            }
-            tx.commit().map_err(|e| self.err(e))
-        }
-
-        /// Loads the saved controller, or a new empty one if nothing was saved yet.
-        pub fn load(
-            &self,
-            identity: SecretIdentity,
-            unix_ms: u64,
-            now: Instant,
-        ) -> Result<Controller, StoreError> {
-            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-            let table = match tx.open_table(STATE) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Ok(Controller::new(identity, unix_ms, now))
-                }
-                Err(e) => return Err(self.err(e)),
-            };
-            match table.get(KEY).map_err(|e| self.err(e))? {
-                Some(v) => Ok(Controller::from_json(identity, unix_ms, now, v.value())?),
-                None => Ok(Controller::new(identity, unix_ms, now)),
-            }
-        }
     }
 }
 
@@ -817,32 +898,6 @@ mod tests {
         let other_member = test_identity(43).address();
         c.set_member_name(nwid, other_member, Some("web".into()))
             .unwrap();
-    }
-
-    #[cfg(feature = "store")]
-    #[test]
-    fn state_survives_a_restart_in_the_store() {
-        let dir = std::env::temp_dir().join(format!("zt-core-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("controller.redb");
-        let ctl = test_identity(31);
-        let now = Instant::now();
-        let member = test_identity(32).address();
-        let nwid = {
-            let store = store::ControllerStore::open(&path).unwrap();
-            let mut c = store.load(ctl.clone(), 0, now).unwrap();
-            assert!(c.networks().is_empty());
-            let nwid = c.create_network(3, NetworkSettings::default()).unwrap();
-            c.set_authorized(now, nwid, member, true).unwrap();
-            store.save(&c).unwrap();
-            nwid
-        };
-        let store = store::ControllerStore::open(&path).unwrap();
-        let mut c = store.load(ctl, 0, now).unwrap();
-        assert_eq!(c.networks().len(), 1);
-        assert!(c.members(nwid).unwrap()[0].1.authorized);
-        assert!(c.request(now, nwid, member).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -31,8 +31,10 @@
 //!   receive through `quinn-udp`, batched send with `sendmmsg` and UDP GSO) and a clock,
 //!   feeds a `Node` or a `Root`, and hands frames of a joined network to the rest of the
 //!   program over channels.
-//! - `controller::store` (cargo feature `store`): controller state in an embedded redb
-//!   database.
+//! - `controller::store`: the `Store` trait a controller's records are kept behind (one
+//!   record per network and per member; `Controller::take_changes` hands a store what
+//!   changed), and, with cargo feature `store`, `RedbStore`, an embedded redb database
+//!   that refuses a file it cannot read completely.
 //!
 //! # How to drive it
 //!

@@ -840,13 +840,14 @@ impl Node {
         };
         // Push a configuration only to a member that has asked for one (it is online and
         // waiting); the others get theirs when they ask.
-        let known = ctl.members(nwid)?;
-        let asked = known
-            .iter()
-            .any(|(a, m)| *a == member && m.last_request.is_some());
-        let was = known.iter().any(|(a, m)| *a == member && m.authorized);
+        let known = ctl.member(nwid, member)?;
+        let asked = known.is_some_and(|m| m.last_request.is_some());
+        let was = known.is_some_and(|m| m.authorized);
         let revocation = ctl.set_authorized(now, nwid, member, authorized)?;
-        let members = ctl.active_members(nwid);
+        let members = match revocation {
+            Some(_) => ctl.active_members(nwid),
+            None => Vec::new(),
+        };
         let me = self.address();
         if let Some(revocation) = revocation {
             let bytes = Message::Revoke {

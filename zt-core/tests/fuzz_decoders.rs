@@ -43,8 +43,15 @@ fn seeds() -> Vec<Vec<u8>> {
         b"82:6b:f5:2c:ee:e4".to_vec(),
         config_sample(),
         config_sample()[config_sample().len() - 157..config_sample().len() - 64].to_vec(),
+        NETWORK_RECORD.to_vec(),
+        MEMBER_RECORD.to_vec(),
     ]
 }
+
+/// Controller records as the store keeps them.
+const NETWORK_RECORD: &[u8] = br#"{"ipv4_pool":["10.1.0.1","10.1.0.9",24],"mtu":2800,"name":"lab","private":true,"rfc4193":true,"routes":[{"prefix":24,"target":"10.1.0.0","via":null}],"sixplane":false}"#;
+const MEMBER_RECORD: &[u8] =
+    br#"{"authorized":true,"ipv4":"10.1.0.1","last_request":17,"name":"db"}"#;
 
 /// A signed configuration as a controller emits it (the signature is not checked here).
 fn config_sample() -> Vec<u8> {
@@ -113,7 +120,7 @@ fn inputs(seed: u64) -> impl Iterator<Item = Vec<u8>> {
 
 #[test]
 fn decoders_survive_random_and_mutated_input() {
-    let targets: [Target; 11] = [
+    let targets: [Target; 12] = [
         ("header", fuzzing::header),
         ("handshake_init", fuzzing::handshake_init),
         ("handshake_response", fuzzing::handshake_response),
@@ -125,6 +132,7 @@ fn decoders_survive_random_and_mutated_input() {
         ("text", fuzzing::text),
         ("config", fuzzing::config),
         ("certificate", fuzzing::certificate),
+        ("controller_record", fuzzing::controller_record),
     ];
     for (i, (name, f)) in targets.iter().enumerate() {
         for input in inputs(i as u64) {

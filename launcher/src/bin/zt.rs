@@ -62,6 +62,10 @@ enum Command {
         /// Where the management API listens (loopback only).
         #[arg(long, value_name = "IP:PORT", default_value_t = api::DEFAULT_API)]
         api: SocketAddr,
+        /// Start with no networks: move an existing database aside
+        /// (`controller.redb.reset-UNIXTIME`), e.g. when it cannot be read.
+        #[arg(long)]
+        reset: bool,
     },
     /// Networks of a running controller (through its management API).
     #[command(subcommand)]
@@ -372,6 +376,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             listen,
             roots,
             api,
+            reset,
         } => {
             let home = launcher::controller::resolve_home(home.as_deref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -384,6 +389,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 listen,
                 roots,
                 api,
+                reset,
             };
             rt.block_on(launcher::controller::run(opts, |address, api| {
                 // Scripts (and the tests) wait for this line: the API is up.

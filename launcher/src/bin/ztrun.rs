@@ -87,7 +87,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .tempdir()
                 .context("cannot make a temporary home")?;
             let home = dir.path().to_path_buf();
-            launcher::home::ensure(&home)?;
+            launcher::home::prepare(&home)?;
             let lock = launcher::status::HomeLock::acquire(&home)?;
             let networks = tokio::select! {
                 r = join_all(&args, &home, &lock, &nwids) => r?,
@@ -99,7 +99,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot run `{}`", args.program[0]));
         }
         let home = launcher::home::resolve(args.home.as_deref())?;
-        launcher::home::ensure(&home)?;
+        launcher::home::prepare(&home)?;
         let say = say(args.quiet);
         let (link, node_pid) = tokio::select! {
             r = launcher::node::attach(&home, &args.roots, &nwids, &say) => r?,

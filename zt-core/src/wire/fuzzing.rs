@@ -199,3 +199,18 @@ pub fn node_datagram(data: &[u8]) {
     while v.root.poll_transmit().is_some() {}
     while v.node.poll_event().is_some() {}
 }
+
+/// A stored controller record (a network's settings, a member): what a controller reads
+/// back from its database ([`crate::controller::record`]). A record that decodes encodes
+/// to one that decodes to the same value.
+pub fn controller_record(data: &[u8]) {
+    use crate::controller::record;
+    if let Ok(s) = record::decode_network(data) {
+        let again = record::decode_network(record::encode_network(&s).as_bytes());
+        assert_eq!(again.as_ref(), Ok(&s), "network record does not round-trip");
+    }
+    if let Ok(m) = record::decode_member(data) {
+        let again = record::decode_member(record::encode_member(&m).as_bytes());
+        assert_eq!(again.as_ref(), Ok(&m), "member record does not round-trip");
+    }
+}

@@ -321,6 +321,8 @@ struct Member {
     description: String,
     /// `; name NODE.NWID.zt`, or empty.
     name: String,
+    /// How long the join waited for `zt member authorize`.
+    waited: Duration,
 }
 
 /// The node's shared state.
@@ -381,6 +383,7 @@ impl Node {
                     None => format!("; name {}.{nwid}.zt", self.me),
                 };
                 anyhow::Ok(Member {
+                    waited: j.waited_for_authorization,
                     description: overlay::describe(&j),
                     stack: j.stack,
                     names: j.names,
@@ -636,7 +639,19 @@ async fn serve_client(
             .filter(|n| n.contains(text))
             .count();
         let how = if joined_now {
-            format!("in {} ms", started.elapsed().as_millis())
+            // Time spent waiting for `zt member authorize` is the administrator's, not
+            // the join's: say both.
+            let total = started.elapsed();
+            let waited = m.waited.min(total);
+            if waited.is_zero() {
+                format!("in {} ms", total.as_millis())
+            } else {
+                format!(
+                    "in {} ms after {} ms waiting for authorization",
+                    (total - waited).as_millis(),
+                    waited.as_millis()
+                )
+            }
         } else {
             format!(
                 "(node {}, shared with {shared} other program{})",

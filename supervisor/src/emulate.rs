@@ -1228,12 +1228,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             None
         ));
         let mut list = tri!(sys::ifconf(model.as_fd()));
-        for (ip, _) in self.backend.local_addresses() {
-            let std::net::IpAddr::V4(ip) = ip else {
-                continue;
-            };
+        for (i, (ip, _)) in self.virtual_v4().into_iter().enumerate() {
             let mut entry = [0u8; sys::IFREQ_LEN];
-            entry[..2].copy_from_slice(b"lo");
+            let name = format!("{VIRTUAL_LABEL}{i}");
+            entry[..name.len()].copy_from_slice(name.as_bytes());
             entry[16..32].copy_from_slice(&wire::emit_sockaddr(SocketAddr::from((ip, 0))));
             list.extend_from_slice(&entry);
         }
@@ -1251,6 +1249,54 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         value(0)
     }
 
+    /// The virtual networks' IPv4 addresses with their prefix lengths.
+    fn virtual_v4(&self) -> Vec<(std::net::Ipv4Addr, u8)> {
+        self.backend
+            .local_addresses()
+            .into_iter()
+            .filter_map(|(ip, len)| match ip {
+                std::net::IpAddr::V4(a) => Some((a, len)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
+    /// `SIOCGIF*` on `lo:ztN`, the label of the Nth virtual IPv4 address, answered from
+    /// it as Linux answers for an address label of `lo` (index 1, as netlink and
+    /// `IP_PKTINFO` report); `None` for any other name.
+    fn virtual_interface(
+        &self,
+        request: u32,
+        ifr: &mut [u8; sys::IFREQ_LEN],
+    ) -> Option<Result<(), Errno>> {
+        let name = ifr[..16].split(|b| *b == 0).next()?;
+        let index: usize = std::str::from_utf8(name.strip_prefix(VIRTUAL_LABEL.as_bytes())?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let Some(&(ip, len)) = self.virtual_v4().get(index) else {
+            return Some(Err(Errno::ENODEV));
+        };
+        let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0));
+        let broadcast = std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(mask));
+        let sockaddr = |a: std::net::Ipv4Addr| wire::emit_sockaddr(SocketAddr::from((a, 0)));
+        let data = &mut ifr[16..];
+        data.fill(0);
+        match request {
+            0x8915 => data[..16].copy_from_slice(&sockaddr(ip)),
+            0x891b => data[..16].copy_from_slice(&sockaddr(mask)),
+            0x8919 => data[..16].copy_from_slice(&sockaddr(broadcast)),
+            // IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST
+            0x8913 => data[..2].copy_from_slice(&0x1043u16.to_ne_bytes()),
+            0x8921 => data[..4].copy_from_slice(&options::VIRTUAL_PATH_MTU.to_ne_bytes()),
+            0x8933 => data[..4].copy_from_slice(&1i32.to_ne_bytes()),
+            // ARPHRD_ETHER, the MAC not known here.
+            0x8927 => data[..2].copy_from_slice(&1u16.to_ne_bytes()),
+            _ => return Some(Err(Errno::EINVAL)),
+        }
+        Some(Ok(()))
+    }
+
     fn interface_ioctl(&self, n: &Notification, family: Family, request: u32) -> Reply {
         if request == 0x8912 {
             return self.interface_list(n, family);
@@ -1259,6 +1305,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         tri!(self.kernel.read_memory(n.pid, n.args[2], &mut ifr));
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
+        }
+        if let Some(r) = self.virtual_interface(request, &mut ifr) {
+            tri!(r);
+            tri!(self.kernel.write_memory(n.pid, n.args[2], &ifr));
+            return value(0);
         }
         let af = match family {
             Family::V4 => AddressFamily::Inet,
@@ -1884,6 +1935,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.give_up_reply(n, false)
     }
 }
+
+/// The interface name `SIOCGIFCONF` gives the virtual IPv4 addresses: address labels
+/// of `lo` (`lo:zt0`, `lo:zt1`, ...), where the netlink proxy shows them too (netlink.rs);
+/// `SIOCGIF*` on such a name answers from the address.
+const VIRTUAL_LABEL: &str = "lo:zt";
 
 /// Is `a` an IPv4 address written as IPv6 (`::ffff:a.b.c.d`)?
 fn is_v4_mapped(a: SocketAddr) -> bool {

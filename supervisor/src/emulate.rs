@@ -56,6 +56,8 @@ pub enum Kind {
     Dgram,
     /// ICMP echo (`SOCK_DGRAM` with `IPPROTO_ICMP`/`IPPROTO_ICMPV6`).
     Icmp,
+    /// A raw socket (`SOCK_RAW`), for callers with `CAP_NET_RAW` (raw.rs).
+    Raw,
 }
 
 impl Kind {
@@ -63,6 +65,7 @@ impl Kind {
         match self {
             Kind::Stream => libc::SOCK_STREAM,
             Kind::Dgram | Kind::Icmp => libc::SOCK_DGRAM,
+            Kind::Raw => libc::SOCK_RAW,
         }
     }
 }
@@ -576,21 +579,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let flags = raw_type & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         let kind = match (raw_type & !flags, protocol, family) {
             (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP, _) => Kind::Stream,
-            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP, _) => Kind::Dgram,
+            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE, _) => Kind::Dgram,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP, Family::V4)
             | (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, Family::V6) => Kind::Icmp,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _, _) => return errno(Errno::EPROTONOSUPPORT),
             // inet_create: a raw socket names its protocol; then it needs CAP_NET_RAW,
-            // which the supervisor does not lend.
+            // the caller's own (raw.rs).
             (libc::SOCK_RAW, 0, _) => return errno(Errno::EPROTONOSUPPORT),
-            (libc::SOCK_RAW, _, _) => return errno(Errno::EPERM),
+            (libc::SOCK_RAW, p, _) => {
+                tri!(self.raw_socket_allowed(n.pid, family, p));
+                Kind::Raw
+            }
             (libc::SOCK_SEQPACKET, _, _) => return errno(Errno::ESOCKTNOSUPPORT),
             _ => return errno(Errno::EINVAL),
         };
         let protocol = match (kind, protocol) {
             (Kind::Stream, _) => libc::IPPROTO_TCP,
+            (Kind::Dgram, libc::IPPROTO_UDPLITE) => libc::IPPROTO_UDPLITE,
             (Kind::Dgram, _) => libc::IPPROTO_UDP,
-            (Kind::Icmp, p) => p,
+            (Kind::Icmp | Kind::Raw, p) => p,
         };
         let (theirs, ours) = tri!(socketpair(kind, flags & libc::SOCK_NONBLOCK != 0));
         let ino = tri!(inode(theirs.as_fd()));
@@ -630,26 +637,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// whatever the program later does with it (`connect(AF_UNSPEC)` and a new
     /// `connect`, `sendto` with `MSG_FASTOPEN`), it can reach nothing beyond loopback.
     pub(crate) fn kernel_socket(&self, vs: &VSocket<B>, confine: bool) -> Result<OwnedFd, Errno> {
-        let family = match vs.family {
-            Family::V4 => AddressFamily::Inet,
-            Family::V6 => AddressFamily::Inet6,
-        };
-        let ty = match vs.kind {
-            Kind::Stream => SockType::Stream,
-            Kind::Dgram | Kind::Icmp => SockType::Datagram,
-        };
-        let proto = match vs.kind {
-            Kind::Stream => sock::SockProtocol::Tcp,
-            Kind::Dgram => sock::SockProtocol::Udp,
-            Kind::Icmp if vs.family == Family::V4 => sock::SockProtocol::Icmp,
-            Kind::Icmp => sock::SockProtocol::IcmpV6,
-        };
-        let r = sock::socket(
-            family,
-            ty,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            proto,
-        )?;
+        if confine && crate::raw::header_included(vs) {
+            // Its header could name any destination (raw.rs).
+            return Err(Errno::EPERM);
+        }
+        let r = sys::socket(vs.family.raw(), vs.kind.sock_type(), vs.protocol)?;
         for (level, name, val) in vs.options().iter() {
             if let Err(e) = sys::setsockopt_bytes(r.as_fd(), *level, *name, val) {
                 debug!(level, name, %e, "option not replayed on kernel socket");
@@ -953,6 +945,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let ip = crate::backend::canonical(local.ip());
         if self.backend.enabled()
             && vs.kind != Kind::Stream
+            && !crate::raw::not_on_virtual_network(&vs)
             && (ip.is_unspecified() || self.backend.is_local(ip))
         {
             tri!(self.udp_enter(n, ino, &vs, local));
@@ -1005,7 +998,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 vs.set_phase(Phase::KernelBound(Arc::new(r)));
                 value(0)
             }
-            Kind::Dgram | Kind::Icmp => {
+            Kind::Dgram | Kind::Icmp | Kind::Raw => {
                 tri!(self.swap_in(n, ino, r.as_fd()));
                 self.adopt_kernel_dgram(&vs, Arc::new(r));
                 value(0)
@@ -1281,6 +1274,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             );
             return value(0);
         }
+        if let Some(e) = crate::raw::refused_option(&vs, level, name, call.bytes()) {
+            return errno(e);
+        }
         if let Some(cap) = Self::option_capability(level, name, call.bytes()) {
             if !self.capable(n.pid, cap) {
                 return errno(options::refusal(level, name));
@@ -1433,6 +1429,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let mut phase = vs.phase();
                 let e = match &*phase {
                     Phase::Failed(e) => *e as i32,
+                    // A datagram socket's error from the network (udp.rs).
+                    Phase::Datagram(d) => match d.error() {
+                        Some(e) => {
+                            let r = patch(&(e as i32).to_ne_bytes())?;
+                            d.take_error();
+                            return Ok(r);
+                        }
+                        None => 0,
+                    },
                     _ => 0,
                 };
                 if e == 0 {
@@ -1676,7 +1681,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
 pub(crate) fn socketpair(kind: Kind, nonblocking: bool) -> Result<(OwnedFd, OwnedFd), Errno> {
     let ty = match kind {
         Kind::Stream => SockType::Stream,
-        Kind::Dgram | Kind::Icmp => SockType::SeqPacket,
+        Kind::Dgram | Kind::Icmp | Kind::Raw => SockType::SeqPacket,
     };
     let (theirs, ours) = sock::socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
     set_nonblocking(ours.as_fd(), true)?;

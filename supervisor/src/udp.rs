@@ -221,6 +221,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let weak = Arc::downgrade(&dgram);
         let sources = dgram.sources.clone();
         let weak_vs = Arc::downgrade(&next);
+        let raw = vs.kind == Kind::Raw;
         let rx = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_COPY];
             loop {
@@ -240,7 +241,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         continue;
                     }
                 };
-                if let Some(vs) = weak_vs.upgrade().filter(|vs| vs.kind == Kind::Raw) {
+                if raw {
+                    let Some(vs) = weak_vs.upgrade() else { return };
                     if !crate::raw::accepts(&vs, d.local, d.peer(), &buf[..len], from, to) {
                         continue;
                     }

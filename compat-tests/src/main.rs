@@ -451,6 +451,7 @@ fn run_conformance(args: ConformanceArgs) -> anyhow::Result<bool> {
         Some(UserArg::Nobody) => vec![User::Nobody],
         None => vec![User::Root, User::Nobody],
     };
+    let full = args.only.is_none() && args.mode.is_none() && args.user.is_none();
     let options = conformance::Options {
         binaries,
         modes,
@@ -461,7 +462,7 @@ fn run_conformance(args: ConformanceArgs) -> anyhow::Result<bool> {
     };
     let started = Instant::now();
     let report = conformance::run(&options)?;
-    let ok = conformance::print(&report, &allow, &mut std::io::stdout().lock())?;
+    let ok = conformance::print(&report, &allow, full, &mut std::io::stdout().lock())?;
     println!(
         "{}; {:.0} s",
         matrix::utc_date(std::time::SystemTime::now()),

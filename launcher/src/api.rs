@@ -17,6 +17,7 @@
 //! | GET | `/controller/network/{nwid}/member` | | `[`[`MemberJson`]`]` |
 //! | GET | `/controller/network/{nwid}/member/{node}` | | [`MemberJson`] |
 //! | POST | `/controller/network/{nwid}/member/{node}` | [`MemberChange`] | [`MemberJson`] |
+//! | DELETE | `/controller/network/{nwid}/member/{node}` | | the deleted [`MemberJson`] (deauthorized first) |
 //!
 //! Errors answer `{"error": "..."}` with 400 (malformed request), 401 (no or wrong token),
 //! 404 (unknown network, member or path), 405 (method), 408 (body not in within 10 s),
@@ -208,6 +209,10 @@ pub struct MemberJson {
     /// Its DNS name on the network (`<name>.<nwid>.zt` inside `ztrun`).
     #[serde(default)]
     pub name: Option<String>,
+    /// Whether it asked for its configuration within the last 65 s: members ask every
+    /// 30 s while they run, so this is what the controller knows of who is online.
+    #[serde(default)]
+    pub online: bool,
 }
 
 /// The body of `POST /controller/network/{nwid}/member/{node}`.

@@ -54,7 +54,7 @@ const MIN_CONNECTIONS: usize = 8;
 
 /// How many API connections fit in a descriptor limit of `nofile` with `in_use`
 /// descriptors already open: [`MAX_CONNECTIONS`], or fewer so that
-/// [`RESERVED_DESCRIPTORS`] stay free, never fewer than 8.
+/// `RESERVED_DESCRIPTORS` stay free, never fewer than 8.
 pub fn capacity(nofile: u64, in_use: usize) -> usize {
     let room = nofile.saturating_sub(in_use as u64 + RESERVED_DESCRIPTORS);
     usize::try_from(room)

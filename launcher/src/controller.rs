@@ -44,6 +44,9 @@ use crate::{home, identity, overlay, roots};
 /// Name of the controller database inside the controller's home.
 pub const STORE_FILE: &str = "controller.redb";
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// A member that asked for its configuration this recently is online ([`MemberJson`]):
+/// members ask every `Timing::config_refresh` (30 s), so this allows one lost request.
+pub const ONLINE_WITHIN: Duration = Duration::from_secs(65);
 
 /// How to run a controller.
 #[derive(Debug, Clone)]
@@ -122,8 +125,11 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let controller = store.load(id.clone(), unix_ms(), Instant::now())?;
     let networks = controller.networks().len();
 
+    // Without --root, the machine's default root: hosted here if nobody serves it yet,
+    // which the start-up line says (it goes when the controller stops).
+    let mut hosting_root = false;
     let root_args = if opts.roots.is_empty() {
-        overlay::host_default_root_if_free()?;
+        hosting_root = overlay::host_default_root_if_free()?;
         vec![RootArg {
             identity: None,
             endpoint: roots::DEFAULT_ROOT_ENDPOINT,
@@ -168,6 +174,14 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
         store_path.display(),
         opts.home.join(TOKEN_FILE).display()
     );
+    if hosting_root {
+        eprintln!(
+            "zt: this controller also hosts the machine's default root on {} (no process \
+             served it): ztruns and controllers without --root register with it, and it stops \
+             with the controller; pass --root to use another root",
+            roots::DEFAULT_ROOT_ENDPOINT
+        );
+    }
     ready(id.address(), api_addr);
 
     let saver = service.clone();
@@ -232,6 +246,12 @@ impl From<DriverError> for Failure {
         match e {
             DriverError::Controller(ControllerError::UnknownNetwork { nwid }) => {
                 Failure::not_found(format!("network {nwid} not found on this controller"))
+            }
+            DriverError::Controller(ControllerError::UnknownMember { nwid, member }) => {
+                Failure::not_found(format!(
+                    "{member} is not a member of network {nwid} (`zt member list {nwid}` \
+                     shows its members)"
+                ))
             }
             DriverError::Controller(
                 e @ (ControllerError::Settings { .. } | ControllerError::MemberName { .. }),
@@ -307,6 +327,9 @@ fn member_json(nwid: NetworkId, s: &NetworkSettings, a: Address, m: &Member) -> 
         ip_assignments: ips,
         last_request: m.last_request,
         name: m.name.clone(),
+        online: m
+            .last_request
+            .is_some_and(|t| unix_ms().saturating_sub(t) <= ONLINE_WITHIN.as_millis() as u64),
     }
 }
 
@@ -528,14 +551,14 @@ impl Service {
                             })
                             .await??;
                         self.save().await?;
+                        // Online members get the new settings now, not at their next refresh.
+                        self.node.push_configs(nwid).await?;
                         ok(net)
                     }
                     Method::DELETE => {
                         let net = self.network(nwid).await?;
-                        self.node
-                            .with_controller(move |c| c.delete_network(nwid))
-                            .await?
-                            .map_err(DriverError::from)?;
+                        // Members that asked are told at once that it is gone.
+                        self.node.delete_network(nwid).await?;
                         self.save().await?;
                         ok(net)
                     }
@@ -563,6 +586,16 @@ impl Service {
                 let (nwid, addr) = (nwid(n)?, member(a)?);
                 match m {
                     Method::GET => {}
+                    Method::DELETE => {
+                        let s = self
+                            .node
+                            .with_controller(move |c| settings_of(c, nwid))
+                            .await?
+                            .map_err(DriverError::from)?;
+                        let record = self.node.delete_member(nwid, addr).await?;
+                        self.save().await?;
+                        return ok(member_json(nwid, &s, addr, &record));
+                    }
                     Method::POST => {
                         let change: MemberChange = parse_body(body)?;
                         if let Some(name) = change.name {

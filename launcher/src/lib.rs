@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod connections;
 pub mod controller;
 pub mod home;
@@ -33,3 +34,12 @@ pub mod overlay;
 pub mod roots;
 pub mod status;
 pub mod sys;
+
+/// The version `ztrun --version` and `zt --version` print: the package version and the git
+/// commit the binaries were built from (`unknown` when built outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ZT_GIT_COMMIT"),
+    ")"
+);

@@ -26,6 +26,9 @@ pub struct Joined {
     pub ipv6: Option<std::net::Ipv6Addr>,
     /// How its members are named in DNS.
     pub names: crate::names::NetworkNames,
+    /// How long the controller refused this node (access denied) before the
+    /// configuration came: the time spent waiting for `zt member authorize`.
+    pub waited_for_authorization: Duration,
 }
 
 /// Host the embedded default root in this process if nobody serves its endpoint yet.
@@ -55,7 +58,7 @@ pub fn host_default_root_if_free() -> anyhow::Result<bool> {
     let (handle, _task) = spawn_root(root, sockets);
     // The root runs as long as this process; keep its handle alive with it.
     std::mem::forget(handle);
-    tracing::info!(endpoint = %roots::DEFAULT_ROOT_ENDPOINT, "hosting the default root");
+    tracing::debug!(endpoint = %roots::DEFAULT_ROOT_ENDPOINT, "hosting the default root");
     Ok(true)
 }
 
@@ -100,10 +103,12 @@ pub async fn join(
     nwid: NetworkId,
     me: zt_core::Address,
 ) -> anyhow::Result<Joined> {
-    let port = if nwid.is_adhoc() {
-        node.join(nwid)
+    let (port, waited_for_authorization) = if nwid.is_adhoc() {
+        let port = node
+            .join(nwid)
             .await
-            .with_context(|| format!("cannot join network {nwid}"))?
+            .with_context(|| format!("cannot join network {nwid}"))?;
+        (port, Duration::ZERO)
     } else {
         wait_for_config(node, nwid, me).await?
     };
@@ -152,6 +157,7 @@ pub async fn join(
         ipv4,
         ipv6,
         names,
+        waited_for_authorization,
     })
 }
 
@@ -159,12 +165,13 @@ pub async fn join(
 const SILENT_CONTROLLER: Duration = Duration::from_secs(5);
 
 /// Joins a controller network, telling the user why it waits (access denied, unknown
-/// network, silent controller) until the configuration arrives.
+/// network, silent controller) until the configuration arrives. Returns the port and how
+/// long access was denied (as seen at 200 ms polls).
 async fn wait_for_config(
     node: &NodeHandle,
     nwid: NetworkId,
     me: zt_core::Address,
-) -> anyhow::Result<NetworkPort> {
+) -> anyhow::Result<(NetworkPort, Duration)> {
     let ctl = nwid
         .controller()
         .map_or_else(|| "?".to_string(), |a| a.to_string());
@@ -172,14 +179,30 @@ async fn wait_for_config(
     tokio::pin!(join);
     let started = Instant::now();
     let mut said: Option<NetworkState> = None;
+    // Time spent denied so far, and since when it is denied now.
+    let mut denied = Duration::ZERO;
+    let mut denied_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
-            r = &mut join => return r.with_context(|| format!("cannot join network {nwid}")),
+            r = &mut join => {
+                let port = r.with_context(|| format!("cannot join network {nwid}"))?;
+                denied += denied_since.map_or(Duration::ZERO, |t| t.elapsed());
+                return Ok((port, denied));
+            }
             _ = tick.tick() => {
                 let Ok(st) = node.status().await else { continue };
                 let Some(state) = st.networks.into_iter().find(|n| n.nwid == nwid).map(|n| n.state)
                 else { continue };
+                let is_denied = state == NetworkState::Denied(ConfigDenied::AccessDenied);
+                match (is_denied, denied_since) {
+                    (true, None) => denied_since = Some(Instant::now()),
+                    (false, Some(t)) => {
+                        denied += t.elapsed();
+                        denied_since = None;
+                    }
+                    _ => {}
+                }
                 if said.as_ref() == Some(&state) {
                     continue;
                 }
@@ -224,17 +247,25 @@ fn watch_state(
                 names.update(config.directory.clone());
             }
             match now {
-                NetworkState::Denied(reason) if !denied => {
+                NetworkState::Denied(ConfigDenied::NotFound) if !denied => {
+                    denied = true;
+                    eprintln!(
+                        "ztrun: the controller deleted network {nwid}: this node has no address \
+                         on it any more and its traffic there stops; the program goes on \
+                         (ztrun picks the network up again if the controller recreates it)"
+                    );
+                }
+                NetworkState::Denied(ConfigDenied::AccessDenied) if !denied => {
                     denied = true;
                     eprintln!(
                         "ztrun: the controller withdrew network {nwid} from this node ({me}): \
-                         {reason}; its traffic is dropped until `zt member authorize {nwid} \
-                         {me}`"
+                         access denied; its traffic is dropped until `zt member authorize \
+                         {nwid} {me}`"
                     );
                 }
                 NetworkState::Ok(_) if denied => {
                     denied = false;
-                    eprintln!("ztrun: network {nwid} is authorized again");
+                    eprintln!("ztrun: network {nwid} is configured again");
                 }
                 _ => {}
             }

@@ -69,6 +69,10 @@ pub struct NetworkReport {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address on it.
     pub ipv6: Option<Ipv6Addr>,
+    /// The name the controller gives it, once configured (absent on ad-hoc networks and
+    /// in files written before it was reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One peer.
@@ -78,12 +82,52 @@ pub struct PeerReport {
     pub address: String,
     /// A root of this node.
     pub root: bool,
-    /// Session up.
+    /// Live: a session is up and the peer was heard from within 20 s (a keepalive
+    /// interval and a third), with no ping unanswered for over 2 s.
     pub up: bool,
     /// `direct IP:PORT`, `relayed` or `none`.
     pub path: String,
     /// Last round trip in milliseconds.
     pub latency_ms: Option<f64>,
+    /// Seconds since an authenticated packet last came from it (absent before its
+    /// session came up, and in files written before it was reported).
+    #[serde(default)]
+    pub last_heard_s: Option<f64>,
+}
+
+/// What `zt status --json` prints, whether or not a node runs: `running` says whether a
+/// process holds the state directory, `node` is its report when it could be read, and
+/// `reason` says why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusJson {
+    /// The state directory asked about.
+    pub home: PathBuf,
+    /// Whether a `ztrun` or `zt controller` holds it.
+    pub running: bool,
+    /// The node's report.
+    pub node: Option<Report>,
+    /// Why `node` is absent.
+    pub reason: Option<String>,
+}
+
+impl StatusJson {
+    /// The status of `home`, read as [`read`] does; errors become `reason`.
+    pub fn of(home: &Path) -> StatusJson {
+        match read(home) {
+            Ok(r) => StatusJson {
+                home: home.to_owned(),
+                running: true,
+                node: Some(r),
+                reason: None,
+            },
+            Err(e) => StatusJson {
+                home: home.to_owned(),
+                running: in_use(home),
+                node: None,
+                reason: Some(format!("{e:#}")),
+            },
+        }
+    }
 }
 
 /// The exclusive lock on a state directory, held while `ztrun` runs.
@@ -152,7 +196,7 @@ fn read_unchecked(home: &Path) -> anyhow::Result<Report> {
 pub fn read(home: &Path) -> anyhow::Result<Report> {
     let report = read_unchecked(home)?;
     // A ztrun killed without cleaning up leaves its status behind; the lock tells.
-    if !locked(home) {
+    if !in_use(home) {
         anyhow::bail!(
             "no ztrun is running with state directory {} ({} is left over from pid {}, \
              which is gone)",
@@ -164,9 +208,9 @@ pub fn read(home: &Path) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Whether some process holds the lock of `home` (a lock file nobody can open counts as
-/// held: do not call a running node dead for lack of permission).
-fn locked(home: &Path) -> bool {
+/// Whether some process holds the lock of `home` (a lock file that exists but cannot be
+/// opened counts as held: do not call a running node dead for lack of permission).
+pub fn in_use(home: &Path) -> bool {
     let Ok(file) = File::open(home.join(LOCK_FILE)) else {
         return false;
     };
@@ -209,11 +253,16 @@ pub fn network_report(me: zt_core::Address, n: &NetworkStatus) -> NetworkReport 
         NetworkState::Denied(ConfigDenied::AccessDenied) => ("access denied", None, None),
         NetworkState::Denied(ConfigDenied::NotFound) => ("not found", None, None),
     };
+    let name = match &n.state {
+        NetworkState::Ok(c) if !c.name.is_empty() => Some(c.name.clone()),
+        _ => None,
+    };
     NetworkReport {
         nwid: n.nwid.to_string(),
         state: state.to_string(),
         ipv4,
         ipv6,
+        name,
     }
 }
 
@@ -257,6 +306,7 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle) -> Refresh {
                         up: p.up,
                         path: path_text(&p.path),
                         latency_ms: p.latency.map(|d| d.as_secs_f64() * 1e3),
+                        last_heard_s: p.last_heard.map(|d| d.as_secs_f64()),
                     })
                     .collect(),
                 handshakes: Some(HandshakeReport {
@@ -300,7 +350,11 @@ pub fn render(r: &Report) -> String {
     for n in &r.networks {
         let v4 = n.ipv4.map(|a| a.to_string()).unwrap_or_default();
         let v6 = n.ipv6.map(|a| a.to_string()).unwrap_or_default();
-        let _ = writeln!(s, "network  {} {} {v4} {v6}", n.nwid, n.state);
+        let name = n
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" name {n}"));
+        let _ = writeln!(s, "network  {} {} {v4} {v6}{name}", n.nwid, n.state);
     }
     if let Some(h) = &r.handshakes {
         let _ = writeln!(
@@ -315,9 +369,12 @@ pub fn render(r: &Report) -> String {
         let lat = p
             .latency_ms
             .map_or("-".to_string(), |l| format!("{l:.2} ms"));
+        let heard = p
+            .last_heard_s
+            .map_or(String::new(), |h| format!(" heard {h:.0} s ago"));
         let _ = writeln!(
             s,
-            "  {} {:<5} {:<4} {:<28} {lat}",
+            "  {} {:<5} {:<4} {:<28} {lat}{heard}",
             p.address,
             if p.root { "root" } else { "leaf" },
             if p.up { "up" } else { "down" },
@@ -354,6 +411,7 @@ mod tests {
                 state: "ok".into(),
                 ipv4: Some(Ipv4Addr::new(100, 64, 1, 2)),
                 ipv6: None,
+                name: Some("lab".into()),
             }],
             peers: vec![PeerReport {
                 address: "0123456789".into(),
@@ -361,6 +419,7 @@ mod tests {
                 up: true,
                 path: "relayed".into(),
                 latency_ms: Some(1.5),
+                last_heard_s: Some(3.2),
             }],
             handshakes: Some(HandshakeReport {
                 initiations: 12,
@@ -377,7 +436,11 @@ mod tests {
         .unwrap();
         assert_eq!(read(dir.path()).unwrap(), r);
         let text = render(&r);
-        assert!(text.contains("ff00000000c0ffee ok 100.64.1.2"), "{text}");
+        assert!(
+            text.contains("ff00000000c0ffee ok 100.64.1.2  name lab"),
+            "{text}"
+        );
+        assert!(text.contains("heard 3 s ago"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");
         assert!(
@@ -401,6 +464,19 @@ mod tests {
             format!("{err:#}").contains("left over from pid 7"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn status_json_without_a_node_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StatusJson::of(dir.path());
+        assert!(!st.running && st.node.is_none(), "{st:?}");
+        assert!(st.reason.unwrap().contains("no ztrun is running"));
+        let lock = HomeLock::acquire(dir.path()).unwrap();
+        // Held but no report yet (a ztrun still joining).
+        let st = StatusJson::of(dir.path());
+        assert!(st.running && st.node.is_none(), "{st:?}");
+        drop(lock);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Process-wide settings of `ztrun` that need a direct libc call.
+//! Process-wide settings of `ztrun` and `zt` that need a direct libc call.
 #![allow(unsafe_code)]
 
 /// Allocations at or above this size get their own mapping, returned to the system when
@@ -64,4 +64,16 @@ pub fn nofile_soft_limit() -> Option<u64> {
         return None;
     }
     Some(lim.rlim_cur)
+}
+
+/// Restore the default action of SIGPIPE (end the process), which Rust's runtime sets to
+/// ignored: a command whose output goes to a reader that stopped early (`zt id show |
+/// head -1`) then ends as a Unix filter does, rather than panicking on the failed write.
+/// For commands that only print; not for `ztrun`, whose program inherits dispositions.
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called at start-up, before any
+    // thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

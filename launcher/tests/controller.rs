@@ -80,6 +80,18 @@ fn controller(home: &Path, root: &str) -> (Killed, String, SocketAddr) {
     (Killed(child), addr.to_string(), api.parse().unwrap())
 }
 
+/// The member `addr` of `nwid` as `zt member list --json` shows it.
+fn member_json(ctl_home: &Path, nwid: &str, addr: &str) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = serde_json::from_str(&ok_stdout(zt(
+        ctl_home,
+        &["member", "list", nwid, "--json"],
+    )))
+    .unwrap();
+    list.into_iter()
+        .find(|m| m["id"] == addr)
+        .unwrap_or_else(|| panic!("{addr} is not listed as a member of {nwid}"))
+}
+
 /// Runs `zt ARGS --home HOME` to completion.
 fn zt(home: &Path, args: &[&str]) -> Output {
     Command::new(ZT)
@@ -322,11 +334,9 @@ fn unauthorized_member_waits_then_joins_within_5s_of_authorization() {
     let status = wait_status(&server_home, "access denied", Duration::from_secs(5));
     assert!(status.contains(&nwid), "{status}");
     assert!(!server.seen_err.iter().any(|l| l.contains("joined")));
-    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    assert!(
-        members.contains(&me) && members.contains("not authorized"),
-        "{members}"
-    );
+    let m = member_json(&ctl_home, &nwid, &me);
+    assert_eq!(m["authorized"], false, "{m}");
+    assert_eq!(m["online"], true, "{m}");
 
     // Authorized: it has its address from the pool within 5 s.
     let t = Instant::now();
@@ -437,9 +447,8 @@ fn deauthorized_member_traffic_stops_within_10s() {
     }
     // The sender's ztrun says what happened; the sender is still running and sending.
     sender.wait_stderr("withdrew network", Duration::from_secs(1));
-    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    let line = members.lines().find(|l| l.starts_with(&addrs[1])).unwrap();
-    assert!(line.contains("not authorized"), "{members}");
+    let m = member_json(&ctl_home, &nwid, &addrs[1]);
+    assert_eq!(m["authorized"], false, "{m}");
 }
 
 #[test]
@@ -467,10 +476,9 @@ fn restart_keeps_networks_and_members() {
     let joined = format!("joined {nwid} as ");
     let first = joined_v4(&before.wait_stderr(&joined, Duration::from_secs(20)));
     drop(before);
-    ok_stdout(zt(
-        &ctl_home,
-        &["member", "deauthorize", &nwid, "0123456788"],
-    ));
+    for change in ["authorize", "deauthorize"] {
+        ok_stdout(zt(&ctl_home, &["member", change, &nwid, "0123456788"]));
+    }
     let token = std::fs::read_to_string(ctl_home.join("authtoken.secret")).unwrap();
     drop(ctl);
 
@@ -489,23 +497,17 @@ fn restart_keeps_networks_and_members() {
         std::fs::read_to_string(ctl_home.join("authtoken.secret")).unwrap(),
         token
     );
-    let nets = ok_stdout(zt(&ctl_home, &["net", "list"]));
-    let line = nets.lines().find(|l| l.starts_with(&nwid)).expect(&nets);
-    assert!(
-        line.contains("private") && line.contains("keep") && line.contains("mtu 1400"),
-        "{line}"
-    );
-    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    let has = |who: &str, what: &str| {
-        members
-            .lines()
-            .any(|l| l.starts_with(who) && l.contains(what))
-    };
-    assert!(
-        has(&member, &format!(" authorized     {first} ")),
-        "{members}"
-    );
-    assert!(has("0123456788", "not authorized"), "{members}");
+    let nets: Vec<serde_json::Value> =
+        serde_json::from_str(&ok_stdout(zt(&ctl_home, &["net", "list", "--json"]))).unwrap();
+    let net = nets.iter().find(|n| n["id"] == nwid.as_str()).unwrap();
+    assert_eq!(net["private"], true, "{net}");
+    assert_eq!(net["name"], "keep", "{net}");
+    assert_eq!(net["mtu"], 1400, "{net}");
+    let m = member_json(&ctl_home, &nwid, &member);
+    assert_eq!(m["authorized"], true, "{m}");
+    assert_eq!(m["ipAssignments"][0], first.as_str(), "{m}");
+    let refused = member_json(&ctl_home, &nwid, "0123456788");
+    assert_eq!(refused["authorized"], false, "{refused}");
     // The member is still authorized after the restart and gets the same address.
     let mut after = Member::start(&member_home, &nwid, &root_arg, &["true"]);
     let again = after.wait_stderr(&joined, Duration::from_secs(20));
@@ -799,9 +801,7 @@ fn members_named_on_the_controller_resolve_by_name() {
         "the new name took {:?} to resolve",
         at.duration_since(named)
     );
-    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
-    assert!(line.contains(" name web "), "{members}");
+    assert_eq!(member_json(&ctl_home, &nwid, &addrs[0])["name"], "web");
     // --clear takes a name away; the name is free for another member then.
     let out = ok_stdout(zt(
         &ctl_home,
@@ -813,9 +813,7 @@ fn members_named_on_the_controller_resolve_by_name() {
         out.contains(&format!("named {} on {nwid} web", addrs[1])),
         "{out}"
     );
-    let members = ok_stdout(zt(&ctl_home, &["member", "list", &nwid]));
-    let line = members.lines().find(|l| l.starts_with(&addrs[0])).unwrap();
-    assert!(!line.contains(" name "), "{members}");
+    assert!(member_json(&ctl_home, &nwid, &addrs[0])["name"].is_null());
 }
 
 #[test]

@@ -447,6 +447,20 @@ impl TcpStream {
         Poll::Pending
     }
 
+    /// Wait until the connection can no longer send: reset or timed out by the network
+    /// (or closed on our side). Lets a caller that has stopped reading (after the
+    /// peer's FIN) learn of a reset before its next write.
+    pub fn poll_send_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut core = self.inner.shared.lock();
+        let (shard, h) = (self.inner.shard, self.inner.handle);
+        let (s, c) = core.socket_and_conn(shard, h, &self.inner.key);
+        if !s.may_send() || c.aborted || c.write_closed {
+            return Poll::Ready(());
+        }
+        s.register_send_waker(cx.waker());
+        Poll::Pending
+    }
+
     /// Wait until writing would not block (room, or an error to report).
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut core = self.inner.shared.lock();

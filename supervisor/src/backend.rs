@@ -42,6 +42,21 @@ pub trait Backend: Send + Sync + 'static {
     /// A listening socket.
     type Listener: Send + Sync + 'static;
 
+    /// Ready once `stream` can no longer send (a reset or timeout on the network),
+    /// registering `cx` to be woken otherwise. Default: never.
+    fn poll_stream_closed(
+        _stream: &Self::Stream,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+
+    /// Is the connection over in both directions (closed, reset, or in TIME_WAIT), so
+    /// that Linux's socket would be in TCP_CLOSE? Default: no.
+    fn stream_closed(&self, _stream: &Self::Stream) -> bool {
+        false
+    }
+
     /// Is any virtual network joined? When not, wildcard binds go to loopback.
     fn enabled(&self) -> bool {
         true

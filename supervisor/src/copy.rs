@@ -9,7 +9,8 @@
 //! system call.
 //!
 //! Semantics follow tokio's: when one direction reads end-of-file, its writer is shut down
-//! and the other direction goes on; the first error from either direction ends both.
+//! and the other direction goes on; the first error from either direction ends both, and
+//! so does a reset of the network side after it sent its end of file ([`SendClosed`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -106,12 +107,22 @@ impl Half {
     }
 }
 
+/// A stream that can tell, without being read, that it can no longer send.
+pub(crate) trait SendClosed {
+    /// Ready once sending can only fail (a reset from the network); registers `cx`
+    /// otherwise.
+    fn poll_send_closed(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
 /// Copy `a` to `b` and `b` to `a` until both directions have ended; returns the bytes
-/// moved each way (`a` to `b`, `b` to `a`).
+/// moved each way (`a` to `b`, `b` to `a`). Once `b` has ended its direction, a `b`
+/// that can no longer send (reset) ends both with `BrokenPipe`.
 pub(crate) async fn bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + SendClosed + Unpin + ?Sized,
 {
     let mut up = Half::new();
     let mut down = Half::new();
@@ -128,6 +139,11 @@ where
                 down.done = true;
             }
         }
+        if down.done && !up.read_done && b.poll_send_closed(cx).is_ready() {
+            // `b` finished sending to `a` (its FIN) and then could no longer send (its
+            // reset): Linux fails the next write with EPIPE rather than accept it.
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         if up.done && down.done {
             Poll::Ready(Ok((up.moved, down.moved)))
         } else {
@@ -136,6 +152,9 @@ where
     })
     .await
 }
+
+#[cfg(test)]
+impl SendClosed for tokio::io::DuplexStream {}
 
 #[cfg(test)]
 mod tests {

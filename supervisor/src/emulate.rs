@@ -182,6 +182,16 @@ impl<B: Backend> VSocket<B> {
         *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     }
 
+    /// The connection was pumped and is over (both directions ended, or reset): the
+    /// kernel's socket would be in TCP_CLOSE.
+    fn stream_over(&self) -> bool {
+        self.stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|w| w.strong_count() == 0)
+    }
+
     fn live_stream(&self) -> Option<Arc<Mutex<B::Stream>>> {
         self.stream
             .lock()
@@ -233,6 +243,25 @@ impl<B: Backend> VSocket<B> {
     }
     fn options(&self) -> MutexGuard<'_, Vec<(i32, i32, Vec<u8>)>> {
         self.options.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// `IPV6_V6ONLY` set by the program on an IPv6 socket.
+    pub(crate) fn v6only(&self) -> bool {
+        self.family == Family::V6
+            && self
+                .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+                .is_some_and(|v| v != 0)
+    }
+    /// True once the program bound this socket to a device (`SO_BINDTODEVICE` with a
+    /// name, `SO_BINDTOIFINDEX` with an index).
+    pub(crate) fn device_bound(&self) -> bool {
+        self.options().iter().rev().any(|(l, o, v)| {
+            *l == libc::SOL_SOCKET
+                && match *o {
+                    libc::SO_BINDTODEVICE => v.first().is_some_and(|b| *b != 0),
+                    libc::SO_BINDTOIFINDEX => v.iter().take(4).any(|b| *b != 0),
+                    _ => false,
+                }
+        })
     }
     /// An int option as set by the program.
     pub(crate) fn option_int(&self, level: i32, name: i32) -> Option<i32> {
@@ -577,7 +606,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let raw_type = n.args[1] as u32 as i32;
         let protocol = n.args[2] as u32 as i32;
         let flags = raw_type & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-        let kind = match (raw_type & !flags, protocol, family) {
+        let ty = raw_type & !flags;
+        // `SOCK_MAX` (include/linux/net.h): types at or above it are EINVAL in
+        // __sock_create, before the family sees them.
+        const SOCK_MAX: i32 = 11;
+        if !(0..libc::IPPROTO_MAX).contains(&protocol) && (0..SOCK_MAX).contains(&ty) {
+            // inet_create checks the protocol number before it looks the type up.
+            return errno(Errno::EINVAL);
+        }
+        let kind = match (ty, protocol, family) {
             (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP, _) => Kind::Stream,
             (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE, _) => Kind::Dgram,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP, Family::V4)
@@ -590,7 +627,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 tri!(self.raw_socket_allowed(n.pid, family, p));
                 Kind::Raw
             }
-            (libc::SOCK_SEQPACKET, _, _) => return errno(Errno::ESOCKTNOSUPPORT),
+            // No inet protocol of the other types (inetsw[type] is empty): SCTP
+            // (SOCK_SEQPACKET) and DCCP are not emulated, and are modules most hosts
+            // never load.
+            (t, _, _) if (0..SOCK_MAX).contains(&t) => return errno(Errno::ESOCKTNOSUPPORT),
             _ => return errno(Errno::EINVAL),
         };
         let protocol = match (kind, protocol) {
@@ -643,6 +683,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let r = sys::socket(vs.family.raw(), vs.kind.sock_type(), vs.protocol)?;
         for (level, name, val) in vs.options().iter() {
+            // The program's device binding is its own and is answered from the record;
+            // a socket that serves loopback is bound to `lo` instead (below).
+            let device = *level == libc::SOL_SOCKET
+                && matches!(*name, libc::SO_BINDTODEVICE | libc::SO_BINDTOIFINDEX);
+            if device && confine {
+                continue;
+            }
             if let Err(e) = sys::setsockopt_bytes(r.as_fd(), *level, *name, val) {
                 debug!(level, name, %e, "option not replayed on kernel socket");
             }
@@ -754,6 +801,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             _ => {}
         }
         let parsed = tri!(vs.parse_destination(&bytes));
+        // tcp_v6_connect, ip6_datagram_connect: no IPv4 route for an IPv6-only socket.
+        if matches!(parsed, SockAddr::Inet(a) if is_v4_mapped(a)) && vs.v6only() {
+            return errno(Errno::ENETUNREACH);
+        }
         let datagram = match &*vs.phase() {
             Phase::Datagram(d) => Some(d.clone()),
             _ => None,
@@ -937,6 +988,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             SockAddr::Unspec => return errno(Errno::EAFNOSUPPORT),
             SockAddr::Inet(a) => a,
         };
+        // inet6_bind: a v4-mapped address on an IPV6_V6ONLY socket.
+        if vs.v6only() && is_v4_mapped(local) {
+            return errno(Errno::EINVAL);
+        }
         // Checked here for every place the socket may bind (the virtual network, or a
         // kernel socket made with the supervisor's rights): permit.rs.
         if !self.may_bind_port(n.pid, local.port()) {
@@ -1074,8 +1129,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
             return errno(Errno::EINVAL);
         }
+        let over = vs.stream_over()
+            || vs.live_stream().is_some_and(|s| {
+                self.backend
+                    .stream_closed(&s.lock().unwrap_or_else(|e| e.into_inner()))
+            });
         let mut phase = vs.phase();
         match &*phase {
+            // inet_shutdown: a connection that is over (TCP_CLOSE) is not connected.
+            Phase::Connected { .. } if over => errno(Errno::ENOTCONN),
             // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
             Phase::Connected { .. } => CONTINUE,
             // inet_shutdown on a listener: shutting its receive side stops listening
@@ -1087,7 +1149,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
                 value(0)
             }
-            Phase::Datagram(d) if d.peer().is_some() => value(0),
+            // The kernel shuts the program's end: its sends then fail with EPIPE and
+            // its receives see end of file, as udp's shutdown makes them.
+            Phase::Datagram(d) if d.peer().is_some() => CONTINUE,
             _ => errno(Errno::ENOTCONN),
         }
     }
@@ -1116,7 +1180,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             // udp_ioctl and ping sockets have no SIOCATMARK.
             (0x8905, _) => errno(Errno::ENOTTY),
-            // sock_get_timestamp: no packet timestamp recorded.
+            // sock_get_timestamp: the last datagram's arrival, if one was received.
+            (0x8906 | 0x8907, _) => {
+                let at = match &*vs.phase() {
+                    Phase::Datagram(d) => d.last_arrival(),
+                    _ => None,
+                };
+                let Some(at) = at else {
+                    return errno(Errno::ENOENT);
+                };
+                let stamp = wire::emit_timestamp(at, request == 0x8907);
+                tri!(self.kernel.write_memory(n.pid, n.args[2], &stamp));
+                value(0)
+            }
             _ => errno(Errno::ENOENT),
         }
     }
@@ -1126,7 +1202,52 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// gets what an internet socket answers (the `AF_UNIX` socket behind a virtual one
     /// answered `ENOTTY`). The interfaces are the host's: the virtual networks' are not
     /// listed here yet (their addresses are, through the netlink proxy).
+    /// `SIOCGIFCONF`: the host's list, with the virtual networks' IPv4 addresses on `lo`
+    /// (where the netlink proxy shows them too; netlink.rs). As `dev_ifconf`: a NULL
+    /// buffer asks for the length; a short one takes the entries that fit whole.
+    fn interface_list(&self, n: &Notification, family: Family) -> Reply {
+        let mut ifc = [0u8; 16];
+        tri!(self.kernel.read_memory(n.pid, n.args[2], &mut ifc));
+        let len = i32::from_ne_bytes(ifc[..4].try_into().unwrap_or_default());
+        let buf = u64::from_ne_bytes(ifc[8..].try_into().unwrap_or_default());
+        let af = match family {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        };
+        let model = tri!(sock::socket(
+            af,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None
+        ));
+        let mut list = tri!(sys::ifconf(model.as_fd()));
+        for (ip, _) in self.backend.local_addresses() {
+            let std::net::IpAddr::V4(ip) = ip else {
+                continue;
+            };
+            let mut entry = [0u8; sys::IFREQ_LEN];
+            entry[..2].copy_from_slice(b"lo");
+            entry[16..32].copy_from_slice(&wire::emit_sockaddr(SocketAddr::from((ip, 0))));
+            list.extend_from_slice(&entry);
+        }
+        let written = if buf == 0 {
+            list.len()
+        } else {
+            let room = usize::try_from(len).unwrap_or(0) / sys::IFREQ_LEN * sys::IFREQ_LEN;
+            let fit = room.min(list.len());
+            tri!(self.kernel.write_memory(n.pid, buf, &list[..fit]));
+            fit
+        };
+        tri!(self
+            .kernel
+            .write_memory(n.pid, n.args[2], &(written as i32).to_ne_bytes()));
+        value(0)
+    }
+
     fn interface_ioctl(&self, n: &Notification, family: Family, request: u32) -> Reply {
+        if request == 0x8912 {
+            return self.interface_list(n, family);
+        }
         let mut ifr = [0u8; sys::IFREQ_LEN];
         tri!(self.kernel.read_memory(n.pid, n.args[2], &mut ifr));
         if !self.kernel.id_valid(n.id) {
@@ -1164,7 +1285,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     Some(p) => Some(p),
                     None => return errno(Errno::ENOTCONN),
                 },
-                (Phase::Datagram(d), NameSide::Local) => Some(d.local),
+                // ip4_datagram_connect/ip6_datagram_connect: connecting an unbound
+                // (wildcard) socket gives it the source address of the route.
+                (Phase::Datagram(d), NameSide::Local) => Some(match d.peer() {
+                    Some(p) if d.local.ip().is_unspecified() => {
+                        let src = self.source_address(p.ip()).unwrap_or(d.local.ip());
+                        SocketAddr::new(src, d.local.port())
+                    }
+                    _ => d.local,
+                }),
                 (_, NameSide::Peer) => return errno(Errno::ENOTCONN),
                 (Phase::Connected { local, .. }, NameSide::Local) => Some(*local),
                 (Phase::VirtualBound(a), NameSide::Local) => Some(*a),
@@ -1187,6 +1316,29 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             true
         ));
         value(0)
+    }
+
+    /// The virtual address a datagram to `peer` leaves from: ours on the peer's subnet,
+    /// else our first of its family.
+    fn source_address(&self, peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        let peer = crate::backend::canonical(peer);
+        let ours = self.backend.local_addresses();
+        let same_family = |a: &std::net::IpAddr| a.is_ipv4() == peer.is_ipv4();
+        let on_subnet = |(a, len): &(std::net::IpAddr, u8)| match (a, peer) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(p)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+                u32::from(*a) & mask == u32::from(p) & mask
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(p)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+                u128::from(*a) & mask == u128::from(p) & mask
+            }
+            _ => false,
+        };
+        ours.iter()
+            .find(|x| on_subnet(x))
+            .or_else(|| ours.iter().find(|(a, _)| same_family(a)))
+            .map(|(a, _)| *a)
     }
 
     /// Is `local` (a virtual TCP address with a port) taken by another of the program's
@@ -1277,7 +1429,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if let Some(e) = crate::raw::refused_option(&vs, level, name, call.bytes()) {
             return errno(e);
         }
-        if let Some(cap) = Self::option_capability(level, name, call.bytes()) {
+        let device = level == libc::SOL_SOCKET
+            && matches!(name, libc::SO_BINDTODEVICE | libc::SO_BINDTOIFINDEX);
+        if device && vs.kernel_bound().is_some() {
+            // A kernel socket of ours is confined to loopback by a device binding
+            // (`confine_to_loopback`), which no program may undo.
+            return errno(Errno::EPERM);
+        }
+        // sock_bindtoindex_locked: a first device binding is anyone's (Linux 5.7), a
+        // change of it needs CAP_NET_RAW.
+        let first_binding = device && !vs.device_bound();
+        if let Some(cap) =
+            Self::option_capability(level, name, call.bytes()).filter(|_| !first_binding)
+        {
             if !self.capable(n.pid, cap) {
                 return errno(options::refusal(level, name));
             }
@@ -1529,7 +1693,64 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
+    /// `sendto`/`sendmsg` naming an address on a connected stream: tcp_sendmsg ignores
+    /// the address, but the program's end, an AF_UNIX stream socket, would answer
+    /// EISCONN. The data is written through a duplicate of that end (`Kernel::grab`),
+    /// in order with what the program wrote before; where no duplicate can be had
+    /// (`pidfd_getfd` denied), the call continues and the program sees EISCONN.
+    async fn stream_send_named(
+        &self,
+        n: &Notification,
+        ino: u64,
+        vs: &VSocket<B>,
+        data: &[u8],
+        flags: i32,
+    ) -> Reply {
+        let Ok(end) = self.kernel.grab(n.pid, ino) else {
+            return CONTINUE;
+        };
+        let blocking = flags & libc::MSG_DONTWAIT == 0 && !tri!(self.program_nonblocking(n));
+        let flags = (flags & libc::MSG_MORE) | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let timeout = vs.timeout(libc::SO_SNDTIMEO);
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            match sys::sendto_bytes(end.as_fd(), data, flags, &[]) {
+                Err(Errno::EAGAIN) if blocking => {
+                    let dup = tri!(end.try_clone().map_err(|_| Errno::ENOBUFS));
+                    let afd =
+                        tri!(sys::async_fd(dup, Interest::WRITABLE).map_err(|_| Errno::ENOBUFS));
+                    let expiry = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = afd.writable() => drop(r),
+                        () = expiry => return errno(Errno::EAGAIN),
+                        () = self.given_up(n) => return self.give_up_reply(n, timeout.is_some()),
+                    }
+                }
+                Ok(sent) => return value(sent as i64),
+                Err(e) => return errno(e),
+            }
+        }
+    }
+
     async fn sendto(self: &Arc<Self>, n: &Notification, ino: u64, vs: &Arc<VSocket<B>>) -> Reply {
+        if vs.kind == Kind::Stream
+            && n.args[4] != 0
+            && matches!(&*vs.phase(), Phase::Connected { .. })
+        {
+            let len = (n.args[2] as usize).min(MAX_COPY);
+            let data = tri!(tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len));
+            if !self.kernel.id_valid(n.id) {
+                return Reply::Done;
+            }
+            return self
+                .stream_send_named(n, ino, vs, &data, n.args[3] as u32 as i32)
+                .await;
+        }
         if let Some(r) = self.stream_data(vs, true) {
             return r;
         }
@@ -1538,6 +1759,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return Reply::Done;
         }
         let flags = n.args[3] as u32 as i32;
+        let Some(dest) = dest else {
+            // No address, on a socket with no peer (udp_sendmsg checks MSG_OOB first).
+            let oob = flags & libc::MSG_OOB != 0;
+            if oob && crate::udp::refuses_oob(vs.kind, vs.family.unspecified()) {
+                return errno(Errno::EOPNOTSUPP);
+            }
+            return errno(Errno::EDESTADDRREQ);
+        };
         self.send_datagram(n, ino, vs, &dest, &data, flags).await
     }
 
@@ -1588,49 +1817,34 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         vs: &Arc<VSocket<B>>,
         many: bool,
     ) -> Reply {
+        let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
+        if !many && vs.kind == Kind::Stream && matches!(&*vs.phase(), Phase::Connected { .. }) {
+            // The header alone tells whether the call names an address (rare: then
+            // the data is read and sent here); without one it is the kernel's.
+            let mut raw = [0u8; MSGHDR_LEN];
+            tri!(self.kernel.read_memory(n.pid, n.args[1], &mut raw));
+            if MsgHdr::parse(&raw).name == 0 {
+                return CONTINUE;
+            }
+            let (_, data) = tri!(self.read_msghdr_data(n.pid, n.args[1]));
+            if !self.kernel.id_valid(n.id) {
+                return Reply::Done;
+            }
+            return self.stream_send_named(n, ino, vs, &data, flags).await;
+        }
         if let Some(r) = self.stream_data(vs, true) {
             return r;
         }
         if many && n.args[2] as u32 == 0 {
             return value(0);
         }
-        let mut raw = [0u8; MSGHDR_LEN];
-        tri!(self.kernel.read_memory(n.pid, n.args[1], &mut raw));
-        let hdr = MsgHdr::parse(&raw);
-        if hdr.name == 0 {
+        let (_, dest, data) = tri!(self.read_send_msghdr(n.pid, n.args[1]));
+        let Some(dest) = dest else {
             return errno(Errno::EDESTADDRREQ);
-        }
-        let dest = tri!(tracee::read_sockaddr(
-            &*self.kernel,
-            n.pid,
-            hdr.name,
-            u64::from(hdr.namelen)
-        ));
-        if hdr.iovlen > 1024 {
-            return errno(Errno::EMSGSIZE);
-        }
-        let iov = tri!(tracee::read_bytes(
-            &*self.kernel,
-            n.pid,
-            hdr.iov,
-            hdr.iovlen as usize * 16
-        ));
-        let mut data = Vec::new();
-        for (base, len) in wire::parse_iovecs(&iov) {
-            if data.len() as u64 + len > MAX_COPY as u64 {
-                return errno(Errno::EMSGSIZE);
-            }
-            data.extend(tri!(tracee::read_bytes(
-                &*self.kernel,
-                n.pid,
-                base,
-                len as usize
-            )));
-        }
+        };
         if !self.kernel.id_valid(n.id) {
             return Reply::Done;
         }
-        let flags = n.args[if many { 3 } else { 2 }] as u32 as i32;
         let reply = self.send_datagram(n, ino, vs, &dest, &data, flags).await;
         match (many, reply) {
             (true, Reply::Answer(Response::Value(sent))) => {
@@ -1674,6 +1888,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.given_up(n).await;
         self.give_up_reply(n, false)
     }
+}
+
+/// Is `a` an IPv4 address written as IPv6 (`::ffff:a.b.c.d`)?
+fn is_v4_mapped(a: SocketAddr) -> bool {
+    matches!(a, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some())
 }
 
 /// A socketpair for a socket of `kind`: (program's end, supervisor's end). Both are

@@ -30,7 +30,9 @@
 //!    (`unshare`/`clone` with `CLONE_NEWNET`) start empty and stay allowed; sockets made
 //!    in them are the kernel's (see `permit`).
 //! 5. `sendto`/`recvfrom` → `USER_NOTIF` only when the address pointer (arg 4, all 64
-//!    bits) is not NULL, so plain `send`/`recv` never leave the kernel.
+//!    bits) is not NULL, so plain `send`/`recv` never leave the kernel; `sendto` also
+//!    with `MSG_OOB` in its flags (arg 3), which a virtual IPv6 UDP socket accepts and
+//!    the AF_UNIX end behind it would refuse.
 //! 6. `connect bind listen accept accept4 getsockname getpeername setsockopt getsockopt
 //!    shutdown sendmsg recvmsg sendmmsg recvmmsg` → `USER_NOTIF`.
 //! 7. `ioctl` with a socket request of [`TRAPPED_IOCTLS`] (low 32 bits of arg 1) →
@@ -67,6 +69,7 @@ pub const TRAPPED_IOCTLS: &[(&str, u64)] = &[
     ("SIOCGSTAMP", 0x8906),
     ("SIOCGSTAMPNS", 0x8907),
     ("SIOCGIFNAME", 0x8910),
+    ("SIOCGIFCONF", 0x8912),
     ("SIOCGIFFLAGS", 0x8913),
     ("SIOCGIFADDR", 0x8915),
     ("SIOCGIFBRDADDR", 0x8919),
@@ -164,6 +167,15 @@ fn rules() -> Result<ScmpFilterContext, FilterError> {
         )
         .map_err(err("sendto/recvfrom"))?;
     }
+    // Urgent data on a connected datagram socket: the AF_UNIX end behind a virtual one
+    // would refuse what IPv6 UDP accepts.
+    let oob = libc::MSG_OOB as u64;
+    ctx.add_rule_conditional(
+        ScmpAction::Notify,
+        ScmpSyscall::from(libc::SYS_sendto as i32),
+        &[ScmpArgCompare::new(3, ScmpCompareOp::MaskedEqual(oob), oob)],
+    )
+    .map_err(err("sendto MSG_OOB"))?;
     for &(_, nr) in TRAPPED {
         ctx.add_rule(ScmpAction::Notify, ScmpSyscall::from(nr as i32))
             .map_err(err("trapped call"))?;
@@ -435,6 +447,16 @@ mod tests {
             assert_eq!(run(nr, [3, 0x1000, 10, 0, 0x7fff_0000_0000, 16]), NOTIF);
             assert_eq!(run(nr, [3, 0x1000, 10, 0, 0x10, 16]), NOTIF);
         }
+        let oob = libc::MSG_OOB as u64;
+        assert_eq!(run(libc::SYS_sendto, [3, 0x1000, 1, oob, 0, 0]), NOTIF);
+        assert_eq!(
+            run(
+                libc::SYS_sendto,
+                [3, 0x1000, 1, libc::MSG_NOSIGNAL as u64, 0, 0]
+            ),
+            ALLOW
+        );
+        assert_eq!(run(libc::SYS_recvfrom, [3, 0x1000, 1, oob, 0, 0]), ALLOW);
     }
 
     #[test]

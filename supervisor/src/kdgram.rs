@@ -90,12 +90,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             libc::SYS_sendto => {
                 let (dest, data) = tri!(self.read_sendto(n));
-                self.kernel_send(n, vs, &r, Some(dest), &data, n.args[3] as u32 as i32)
+                self.kernel_send(n, vs, &r, dest, &data, n.args[3] as u32 as i32)
                     .await
             }
             libc::SYS_sendmsg => {
                 let flags = n.args[2] as u32 as i32;
-                let (_, dest, data) = tri!(self.read_send_msghdr(n.pid, n.args[1]));
+                let (hdr, dest, data) = tri!(self.read_send_msghdr(n.pid, n.args[1]));
+                // Checked as the virtual path checks them, then not applied: the
+                // program's control messages could choose an outgoing interface.
+                tri!(self.check_send_control(n.pid, &hdr, |ip| ip.is_loopback()));
                 self.kernel_send(n, vs, &r, dest, &data, flags).await
             }
             libc::SYS_sendmmsg => {
@@ -106,8 +109,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let mut count = 0u64;
                 while count < vlen {
                     let at = n.args[1] + count * MMSGHDR_LEN;
-                    let (dest, data) = match self.read_send_msghdr(n.pid, at) {
-                        Ok((_, dest, data)) => (dest, data),
+                    let read = self
+                        .read_send_msghdr(n.pid, at)
+                        .and_then(|(hdr, dest, data)| {
+                            self.check_send_control(n.pid, &hdr, |ip| ip.is_loopback())?;
+                            Ok((dest, data))
+                        });
+                    let (dest, data) = match read {
+                        Ok(x) => x,
                         Err(e) if count == 0 => return errno(e),
                         Err(_) => break,
                     };

@@ -436,6 +436,24 @@ impl Backend for Networks {
         self.bind_udp(local, v6only, true)
     }
 
+    fn poll_stream_closed(
+        stream: &NetStream,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match stream {
+            NetStream::Tcp(s) => s.poll_send_closed(cx),
+            NetStream::Dns(_) => std::task::Poll::Pending,
+        }
+    }
+
+    fn stream_closed(&self, stream: &NetStream) -> bool {
+        use netstack::TcpState::{Closed, TimeWait};
+        match stream {
+            NetStream::Tcp(s) => matches!(s.tcp_info().state, Closed | TimeWait),
+            NetStream::Dns(_) => false,
+        }
+    }
+
     fn stream_settled(&self, stream: &NetStream) -> bool {
         use netstack::TcpState::{Closed, FinWait2, TimeWait};
         let NetStream::Tcp(stream) = stream else {

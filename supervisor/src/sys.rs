@@ -364,6 +364,27 @@ pub(crate) fn ifreq_ioctl(
     cvt(ret as libc::c_long).map(drop)
 }
 
+/// `SIOCGIFCONF`: the host's `struct ifreq` entries (one per IPv4 address), as bytes.
+pub(crate) fn ifconf(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 256 * IFREQ_LEN];
+    // struct ifconf: int ifc_len, 4 bytes of padding, then the buffer pointer.
+    #[repr(C)]
+    struct IfConf {
+        len: libc::c_int,
+        buf: *mut u8,
+    }
+    let mut ifc = IfConf {
+        len: buf.len() as libc::c_int,
+        buf: buf.as_mut_ptr(),
+    };
+    // SAFETY: SIOCGIFCONF writes at most `len` bytes at `buf`, which `buf` holds for the
+    // call, and updates `ifc.len`; both live on this stack frame.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFCONF as libc::Ioctl, &mut ifc) };
+    cvt(ret as libc::c_long)?;
+    buf.truncate(usize::try_from(ifc.len).unwrap_or(0).min(buf.len()));
+    Ok(buf)
+}
+
 /// Everything the child needs, prepared in the parent so the child allocates nothing.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {

@@ -82,6 +82,9 @@ pub(crate) struct Dgram<B: Backend> {
     peer: Mutex<Option<SocketAddr>>,
     /// What we know of the datagrams queued towards the program, in order.
     sources: Arc<Mutex<VecDeque<Arrival>>>,
+    /// Arrival time of the last datagram handed to the program's end (`SIOCGSTAMP`: the
+    /// program may read it without a trapped call, so this is the newest one delivered).
+    last_arrival: Arc<Mutex<Option<std::time::Duration>>>,
     /// Duplicate of the program's end, registered for readiness.
     theirs: AsyncFd<OwnedFd>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -123,6 +126,10 @@ impl<B: Backend> Dgram<B> {
     fn set_error(&self, e: Errno) {
         *lock(&self.error) = Some(e);
         self.errored.notify_one();
+    }
+    /// When the last datagram handed to the program arrived (since the Unix epoch).
+    pub(crate) fn last_arrival(&self) -> Option<std::time::Duration> {
+        *lock(&self.last_arrival)
     }
 }
 
@@ -199,6 +206,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             local: actual,
             peer: Mutex::new(None),
             sources: Arc::new(Mutex::new(VecDeque::new())),
+            last_arrival: Arc::new(Mutex::new(None)),
             theirs: registered,
             tasks: Mutex::new(Vec::new()),
             error: Mutex::new(None),
@@ -222,6 +230,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let sources = dgram.sources.clone();
         let weak_vs = Arc::downgrade(&next);
         let raw = vs.kind == Kind::Raw;
+        let last_arrival = dgram.last_arrival.clone();
         let rx = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_COPY];
             loop {
@@ -257,6 +266,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     // The program's queue is full: UDP drops.
                     lock(&sources).pop_back();
                     trace!(%e, len, "datagram dropped: the program's queue is full");
+                } else {
+                    *lock(&last_arrival) = Some(at);
                 }
             }
         });
@@ -392,7 +403,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         match n.nr {
             libc::SYS_sendto => {
                 let (dest, data) = tri!(self.read_sendto(n));
-                match self.udp_deliver(n, vs, d, Some(dest), &data).await {
+                match self.udp_deliver(n, vs, d, dest, &data).await {
                     Ok(sent) => value(sent as i64),
                     Err(e) => self.send_failed(n, e),
                 }
@@ -445,7 +456,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         at: u64,
     ) -> Result<usize, Errno> {
         let (hdr, dest, data) = self.read_send_msghdr(n.pid, at)?;
-        self.check_send_control(n.pid, &hdr)?;
+        self.check_send_control(n.pid, &hdr, |ip| self.backend.is_local(ip))?;
         self.udp_deliver(n, vs, d, dest, &data).await
     }
 
@@ -498,7 +509,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// (the stack sends from its address of the family anyway, so a local one is what
     /// the datagram carries); `IP_TTL`, `IP_TOS`, `IPV6_HOPLIMIT`, `IPV6_TCLASS` and
     /// `IPV6_DONTFRAG` are accepted and not applied; anything else is `EINVAL`.
-    fn check_send_control(&self, pid: u32, hdr: &MsgHdr) -> Result<(), Errno> {
+    /// `local`: is this address one the socket could send from.
+    pub(crate) fn check_send_control(
+        &self,
+        pid: u32,
+        hdr: &MsgHdr,
+        local: impl Fn(IpAddr) -> bool,
+    ) -> Result<(), Errno> {
         if hdr.control == 0 || hdr.controllen == 0 {
             return Ok(());
         }
@@ -523,7 +540,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 _ => return Err(Errno::EINVAL),
             };
             if let Some(ip) = source.map(crate::backend::canonical) {
-                if !ip.is_unspecified() && !self.backend.is_local(ip) {
+                if !ip.is_unspecified() && !local(ip) {
                     return Err(Errno::EINVAL);
                 }
             }
@@ -532,12 +549,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// The destination and data of a `sendto` (bounded by `MAX_COPY`).
-    pub(crate) fn read_sendto(&self, n: &Notification) -> Result<(Vec<u8>, Vec<u8>), Errno> {
+    /// `None` for a NULL address (trapped for `MSG_OOB`, see filter.rs).
+    pub(crate) fn read_sendto(
+        &self,
+        n: &Notification,
+    ) -> Result<(Option<Vec<u8>>, Vec<u8>), Errno> {
         let len = n.args[2] as usize;
         if len > MAX_COPY {
             return Err(Errno::EMSGSIZE);
         }
-        let dest = tracee::read_sockaddr(&*self.kernel, n.pid, n.args[4], n.args[5])?;
+        let dest = match n.args[4] {
+            0 => None,
+            at => Some(tracee::read_sockaddr(&*self.kernel, n.pid, at, n.args[5])?),
+        };
         let data = tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)?;
         Ok((dest, data))
     }
@@ -781,8 +805,21 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         out
     }
 
+    /// ___sys_recvmsg copies the header and its iovec array in before the socket is
+    /// asked: a bad one faults with nothing taken from the queue.
+    fn check_recv_msghdr(&self, pid: u32, at: u64) -> Result<(), Errno> {
+        let mut raw = [0u8; MSGHDR_LEN];
+        self.kernel.read_memory(pid, at, &mut raw)?;
+        let hdr = MsgHdr::parse(&raw);
+        if hdr.iovlen > 1024 {
+            return Err(Errno::EMSGSIZE);
+        }
+        tracee::read_bytes(&*self.kernel, pid, hdr.iov, hdr.iovlen as usize * 16).map(drop)
+    }
+
     async fn udp_recvmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
         let flags = n.args[2] as u32 as i32;
+        tri!(self.check_recv_msghdr(n.pid, n.args[1]));
         let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
             return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some());
         };
@@ -792,6 +829,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     async fn udp_recvmmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
         let vlen = (n.args[2] as u32).min(1024) as u64;
         let flags = n.args[3] as u32 as i32;
+        // __sys_recvmmsg: the timeout is read and checked first; it is looked at after
+        // each datagram (a wait for one is not cut short by it, as on Linux).
+        let mut deadline = None;
+        if n.args[4] != 0 {
+            let mut ts = [0u8; 16];
+            tri!(self.kernel.read_memory(n.pid, n.args[4], &mut ts));
+            let sec = i64::from_ne_bytes(ts[..8].try_into().unwrap_or_default());
+            let nsec = i64::from_ne_bytes(ts[8..].try_into().unwrap_or_default());
+            if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                return errno(Errno::EINVAL);
+            }
+            let span = std::time::Duration::new(sec as u64, nsec as u32);
+            deadline = Some(tokio::time::Instant::now() + span);
+        }
+        if vlen > 0 {
+            tri!(self.check_recv_msghdr(n.pid, n.args[1]));
+        }
         let mut count = 0u64;
         while count < vlen {
             // recvmmsg(2): every datagram may wait, except after the first one with
@@ -816,6 +870,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 &(len as u32).to_ne_bytes()
             ));
             count += 1;
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
         }
         value(count as i64)
     }

@@ -932,6 +932,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let mut stream = Shared {
                 stream: shared.clone(),
                 failed: false,
+                closed: B::poll_stream_closed,
             };
             let mut ours = OurEnd(end);
             let reset = match crate::copy::bidirectional(&mut ours, &mut stream).await {
@@ -1123,6 +1124,18 @@ fn lock_stream<S>(m: &Mutex<S>) -> std::sync::MutexGuard<'_, S> {
 struct Shared<S> {
     stream: Arc<Mutex<S>>,
     failed: bool,
+    /// [`Backend::poll_stream_closed`] for `S`.
+    closed: fn(&S, &mut std::task::Context<'_>) -> Poll<()>,
+}
+
+impl<S> crate::copy::SendClosed for Shared<S> {
+    fn poll_send_closed(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let r = (self.closed)(&lock_stream(&self.stream), cx);
+        if r.is_ready() {
+            self.failed = true;
+        }
+        r
+    }
 }
 
 impl<S> Shared<S> {

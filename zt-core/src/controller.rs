@@ -51,6 +51,14 @@ pub enum ControllerError {
         /// The network.
         nwid: NetworkId,
     },
+    /// The network has no record of that member.
+    #[error("{member} is not a member of network {nwid}")]
+    UnknownMember {
+        /// The network.
+        nwid: NetworkId,
+        /// The address asked about.
+        member: Address,
+    },
     /// Settings that cannot be encoded in a configuration.
     #[error("invalid network settings: {reason}")]
     Settings {
@@ -347,6 +355,22 @@ impl Controller {
             .remove(&nwid)
             .map(|_| ())
             .ok_or(ControllerError::UnknownNetwork { nwid })
+    }
+
+    /// Removes a member's record (its address, name and authorization) and returns it.
+    /// Deauthorize it first ([`Controller::set_authorized`]) so that its certificate is
+    /// revoked. A node that asks again is recorded anew, as any newcomer.
+    pub fn delete_member(
+        &mut self,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Member, ControllerError> {
+        self.networks
+            .get_mut(&nwid)
+            .ok_or(ControllerError::UnknownNetwork { nwid })?
+            .members
+            .remove(&member)
+            .ok_or(ControllerError::UnknownMember { nwid, member })
     }
 
     /// The networks and their settings.
@@ -764,6 +788,36 @@ pub mod store {
 mod tests {
     use super::*;
     use crate::identity::tests::test_identity;
+
+    #[test]
+    fn a_deleted_member_is_gone_and_comes_back_as_a_newcomer() {
+        let now = Instant::now();
+        let mut c = Controller::new(test_identity(41), 0, now);
+        let nwid = c.create_network(1, NetworkSettings::default()).unwrap();
+        let typo = test_identity(42).address();
+        c.set_authorized(now, nwid, typo, true).unwrap();
+        c.set_member_name(nwid, typo, Some("web".into())).unwrap();
+        let gone = c.delete_member(nwid, typo).unwrap();
+        assert!(gone.authorized && gone.name.as_deref() == Some("web"));
+        assert!(c.members(nwid).unwrap().is_empty());
+        assert_eq!(
+            c.delete_member(nwid, typo),
+            Err(ControllerError::UnknownMember { nwid, member: typo })
+        );
+        let other = NetworkId(nwid.0 + 1);
+        assert_eq!(
+            c.delete_member(other, typo),
+            Err(ControllerError::UnknownNetwork { nwid: other })
+        );
+        // Asking again on a private network records it, not authorized, without its name.
+        assert_eq!(c.request(now, nwid, typo), Err(ConfigDenied::AccessDenied));
+        let again = &c.members(nwid).unwrap()[0].1;
+        assert!(!again.authorized && again.name.is_none());
+        // The name is free again.
+        let other_member = test_identity(43).address();
+        c.set_member_name(nwid, other_member, Some("web".into()))
+            .unwrap();
+    }
 
     #[cfg(feature = "store")]
     #[test]

@@ -40,7 +40,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::controller::{Controller, ControllerError};
+use crate::controller::{Controller, ControllerError, Member};
 use crate::identity::Address;
 use crate::node::{
     Event, JoinError, NetworkConfig, NetworkState, NetworkStatus, Node, PeerStatus, RelayStats,
@@ -620,6 +620,15 @@ enum Command {
     PushConfigs {
         nwid: NetworkId,
     },
+    DeleteNetwork {
+        nwid: NetworkId,
+        reply: oneshot::Sender<Result<(), DriverError>>,
+    },
+    DeleteMember {
+        nwid: NetworkId,
+        member: Address,
+        reply: oneshot::Sender<Result<Member, DriverError>>,
+    },
 }
 
 type ControllerJob = Box<dyn FnOnce(Option<&mut Controller>) + Send>;
@@ -699,6 +708,36 @@ impl NodeHandle {
             .send(Command::PushConfigs { nwid })
             .await
             .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Deletes a network of this node's controller; the members that asked for its
+    /// configuration are told at once ([`Node::delete_network`]).
+    pub async fn delete_network(&self, nwid: NetworkId) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::DeleteNetwork { nwid, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
+    }
+
+    /// Deauthorizes a member of a network of this node's controller and deletes its record
+    /// ([`Node::delete_member`]); returns the record as it was.
+    pub async fn delete_member(
+        &self,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Member, DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::DeleteMember {
+                nwid,
+                member,
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)?
     }
 
     /// Runs `f` on this node's controller (create networks, list members, save state).
@@ -932,6 +971,16 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                 }
                 Some(Command::Controller(job)) => job(node.controller_mut()),
                 Some(Command::PushConfigs { nwid }) => node.push_configs(Instant::now(), nwid, None),
+                Some(Command::DeleteNetwork { nwid, reply }) => {
+                    let r = node.delete_network(Instant::now(), nwid).map_err(DriverError::from);
+                    let _ = reply.send(r);
+                }
+                Some(Command::DeleteMember { nwid, member, reply }) => {
+                    let r = node
+                        .delete_member(Instant::now(), nwid, member)
+                        .map_err(DriverError::from);
+                    let _ = reply.send(r);
+                }
                 Some(Command::Attach { nwid, device, reply }) => {
                     let r = match ports.get_mut(&nwid) {
                         Some(p) => {

@@ -60,7 +60,7 @@ use rand_core::{Rng as _, SeedableRng as _};
 use crate::admission::{Admission, AdmissionStats, Source, Verdict, SECRET_LIFETIME};
 use crate::controller::{
     adhoc_addresses, certificates_agree, verify_certificate, verify_config, verify_revocation,
-    ConfigDenied, Controller, ControllerError,
+    ConfigDenied, Controller, ControllerError, Member,
 };
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::reassembly::Reassembler;
@@ -305,7 +305,11 @@ pub struct PeerStatus {
     pub address: Address,
     /// Whether it is one of this node's roots.
     pub is_root: bool,
-    /// Whether a session is up.
+    /// Whether the peer is live: a session is up, an authenticated packet came from it
+    /// within [`Node::live_within`] (a live peer sends at least a keepalive per
+    /// [`Timing::keepalive`]), and no ping to it has gone unanswered for more than
+    /// [`PING_ANSWER`]. A peer that exited shows as not up within that time, long before
+    /// [`Timing::peer_timeout`] ends its session.
     pub up: bool,
     /// The path in use.
     pub path: PathKind,
@@ -313,7 +317,14 @@ pub struct PeerStatus {
     pub latency: Option<Duration>,
     /// Handshakes completed with this peer (1 + number of rekeys, typically).
     pub handshakes: u64,
+    /// How long ago the last authenticated packet came from it, if one did since its
+    /// session came up.
+    pub last_heard: Option<Duration>,
 }
+
+/// A ping unanswered for this long means the peer is not live (for [`PeerStatus::up`]);
+/// round trips over the overlay, relayed ones included, take far less.
+pub const PING_ANSWER: Duration = Duration::from_secs(2);
 
 /// Relay counters of a [`Root`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -713,15 +724,28 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// How recently a peer must have been heard from to count as live in
+    /// [`PeerStatus::up`]: one keepalive interval and a third, as for
+    /// `silence_deadline`.
+    pub fn live_within(&self) -> Duration {
+        self.timing.keepalive + self.timing.keepalive / 3
+    }
+
     /// The status of every known peer, roots first.
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        let live_within = self.live_within();
         let mut v: Vec<PeerStatus> = self
             .peers
             .iter()
             .map(|(a, p)| PeerStatus {
                 address: *a,
                 is_root: p.is_root(),
-                up: p.up,
+                up: p.up
+                    && p.last_rx
+                        .is_some_and(|x| now.saturating_duration_since(x) <= live_within)
+                    && p.ping
+                        .is_none_or(|(_, sent)| now.saturating_duration_since(sent) <= PING_ANSWER),
+                last_heard: p.last_rx.map(|x| now.saturating_duration_since(x)),
                 path: match p.best_path(now, self.timing.path_timeout) {
                     Some(ep) => PathKind::Direct(ep),
                     None if p.current.is_some() && self.relay_root().is_some() => PathKind::Relayed,
@@ -857,6 +881,61 @@ impl Node {
             self.push_configs(now, nwid, Some(member));
         }
         Ok(())
+    }
+
+    /// Deletes a network of the hosted controller and tells every member that has asked
+    /// for its configuration at once ("network not found"), so that they drop it now
+    /// rather than at their next refresh.
+    pub fn delete_network(&mut self, now: Instant, nwid: NetworkId) -> Result<(), ControllerError> {
+        let Some(ctl) = self.controller.as_mut() else {
+            return Err(ControllerError::UnknownNetwork { nwid });
+        };
+        let asked: Vec<Address> = ctl
+            .members(nwid)?
+            .into_iter()
+            .filter(|(_, m)| m.last_request.is_some())
+            .map(|(a, _)| a)
+            .collect();
+        ctl.delete_network(nwid)?;
+        let me = self.address();
+        let bytes = Message::ConfigError {
+            nwid,
+            code: ConfigDenied::NotFound.code(),
+        }
+        .to_vec();
+        for m in asked.into_iter().filter(|m| *m != me) {
+            self.send_message(now, m, bytes.clone());
+        }
+        if self.networks.contains_key(&nwid) {
+            self.request_config(now, nwid);
+        }
+        Ok(())
+    }
+
+    /// Deletes a member's record from a network of the hosted controller, deauthorizing
+    /// it first ([`Node::set_member_authorized`]: its certificate is revoked). Returns
+    /// the record as it was.
+    pub fn delete_member(
+        &mut self,
+        now: Instant,
+        nwid: NetworkId,
+        member: Address,
+    ) -> Result<Member, ControllerError> {
+        let Some(ctl) = self.controller.as_ref() else {
+            return Err(ControllerError::UnknownNetwork { nwid });
+        };
+        let Some((_, record)) = ctl.members(nwid)?.into_iter().find(|(a, _)| *a == member) else {
+            return Err(ControllerError::UnknownMember { nwid, member });
+        };
+        self.set_member_authorized(now, nwid, member, false)?;
+        if let Some(ctl) = self.controller.as_mut() {
+            ctl.delete_member(nwid, member)?;
+        }
+        if record.name.is_some() {
+            // Its name leaves the others' member directories.
+            self.push_configs(now, nwid, Some(member));
+        }
+        Ok(record)
     }
 
     /// As the controller of `nwid`, sends a fresh configuration to every member that is

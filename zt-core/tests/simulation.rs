@@ -2203,3 +2203,37 @@ fn restarted_member_of_a_private_network_gets_the_survivors_certificate_again() 
     eprintln!("request and answer after the restart took {took:?}");
     assert!(took <= Duration::from_millis(500), "took {took:?}");
 }
+
+/// `zt status` must not call a peer that exited "up" for the minute its session lingers:
+/// a peer is live while it was heard from within a keepalive interval and a third, with
+/// no ping unanswered for over 2 s.
+#[test]
+fn a_silent_peer_is_not_shown_up_long_before_its_session_ends() {
+    let mut w = world(31, None, None, Timing::default());
+    w.introduce();
+    let (a, b, addr_b) = (w.a, w.b, w.addr_b);
+    let status_of_b = |w: &mut World| {
+        let now = w.sim.now;
+        w.sim
+            .node(a)
+            .peers(now)
+            .into_iter()
+            .find(|p| p.address == addr_b)
+            .expect("A knows B")
+    };
+    // Idle but alive: keepalives keep it up.
+    w.sim.run_for(Duration::from_secs(40));
+    let st = status_of_b(&mut w);
+    assert!(st.up, "{st:?}");
+    assert!(st.last_heard.unwrap() <= Duration::from_secs(16), "{st:?}");
+    // B exits: within the keepalive interval, a third and a ping's answer time it is not
+    // shown up, though its session is only ended after the 60 s peer timeout.
+    w.sim.hosts[b].offline = true;
+    let live = w.sim.node(a).live_within() + zt_core::node::PING_ANSWER;
+    w.sim.run_for(live);
+    let st = status_of_b(&mut w);
+    assert!(!st.up, "{st:?}");
+    assert!(!w.sim.hosts[a]
+        .events
+        .contains(&Event::PeerDown { address: addr_b }));
+}

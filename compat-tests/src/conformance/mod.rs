@@ -658,15 +658,19 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Print the differences and the summary; returns true when every difference is allowed.
+/// Print the differences and the summary; returns true when every difference is allowed
+/// or a known open one and, on a full run (`full`), every open one still differs.
 pub(crate) fn print(
     report: &Report,
     allow: &Allowlist,
+    full: bool,
     out: &mut impl std::io::Write,
 ) -> std::io::Result<bool> {
     let mut same = 0;
     let mut differ = 0;
     let mut allowed = 0;
+    let mut known = 0;
+    let mut still_open = std::collections::HashSet::new();
     let mut failed = 0;
     let mut unstable = 0;
     for c in &report.cases {
@@ -678,6 +682,10 @@ pub(crate) fn print(
                 let word = if allow.allows(&c.case) {
                     allowed += 1;
                     "ALLOWED"
+                } else if allow.is_open(&c.case) {
+                    known += 1;
+                    still_open.insert(c.case.as_str());
+                    "OPEN"
                 } else {
                     "DIFF"
                 };
@@ -742,17 +750,30 @@ pub(crate) fn print(
     if failed > 0 {
         writeln!(out, "{failed} cases not compared: their native run failed to set up or timed out (SETUP lines)")?;
     }
+    let mut fixed = 0;
+    if full {
+        for (case, _) in &allow.open {
+            if !still_open.contains(case.as_str()) {
+                fixed += 1;
+                writeln!(
+                    out,
+                    "FIXED {case}: listed as an open difference in docs/COMPAT.md but the same everywhere; remove it from the list"
+                )?;
+            }
+        }
+    }
     writeln!(
         out,
-        "{same} same, {differ} differ{}",
-        if allowed > 0 {
-            format!(" ({allowed} allowed by docs/COMPAT.md)")
+        "{same} same, {differ} differ ({allowed} allowed, {known} open, {} new, by docs/COMPAT.md){}",
+        differ - allowed - known,
+        if fixed > 0 {
+            format!("; {fixed} open entries no longer differ")
         } else {
             String::new()
         }
     )?;
     out.flush()?;
-    Ok(differ == allowed)
+    Ok(differ == allowed + known && fixed == 0)
 }
 
 #[cfg(test)]
@@ -790,17 +811,48 @@ mod tests {
         };
         let allow = Allowlist::parse("## Conformance allowlist\n- `b`: known\n").unwrap();
         let mut out = Vec::new();
-        assert!(print(&report, &allow, &mut out).unwrap());
+        assert!(print(&report, &allow, true, &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("ALLOWED loopback nobody b: native=ret=-1 errno=EISCONN ztrun=ret=0"));
         assert!(text.contains("SETUP loopback nobody c: native=setup-failed"));
-        assert!(text.contains("1 same, 1 differ (1 allowed by docs/COMPAT.md)"));
+        assert!(text.contains("1 same, 1 differ (1 allowed, 0 open, 0 new"));
 
         report.cases.push(case("d", differ("ret=2", "ret=1")));
         let mut out = Vec::new();
-        assert!(!print(&report, &allow, &mut out).unwrap());
+        assert!(!print(&report, &allow, true, &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("DIFF loopback nobody d: native=ret=2 ztrun=ret=1\n"));
-        assert!(text.contains("1 same, 2 differ (1 allowed by docs/COMPAT.md)"));
+        assert!(text.contains("1 same, 2 differ (1 allowed, 0 open, 1 new"));
+    }
+
+    #[test]
+    fn open_differences_pass_but_say_so_and_fixed_ones_must_leave_the_list() {
+        let differ = Verdict::Differ {
+            native: "ret=-1 errno=EPIPE".into(),
+            ztrun: "ret=1".into(),
+        };
+        let report = Report {
+            cases: vec![case("a", Verdict::Same), case("b", differ)],
+            runs: vec![],
+        };
+        let doc = "## Conformance allowlist\n\n## Conformance: open differences\n- `b`: bug\n";
+        let allow = Allowlist::parse(doc).unwrap();
+        let mut out = Vec::new();
+        assert!(print(&report, &allow, true, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("OPEN loopback nobody b: native=ret=-1 errno=EPIPE ztrun=ret=1"));
+        assert!(text.contains("1 same, 1 differ (0 allowed, 1 open, 0 new"));
+
+        let doc = format!("{doc}- `a`: fixed since\n");
+        let allow = Allowlist::parse(&doc).unwrap();
+        let mut out = Vec::new();
+        assert!(!print(&report, &allow, true, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("FIXED a: listed as an open difference"),
+            "{text}"
+        );
+        // A partial run (--only, one mode or user) cannot tell.
+        assert!(print(&report, &allow, false, &mut Vec::new()).unwrap());
     }
 }

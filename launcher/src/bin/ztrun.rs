@@ -1,6 +1,5 @@
 //! `ztrun`: run a program with its IPv4/IPv6 sockets on a virtual network.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,36 +13,7 @@ use std::time::{Duration, Instant};
 use supervisor::network::Networks;
 use zt_core::NetworkId;
 
-/// Run a program so that its sockets live on an encrypted virtual network.
-///
-/// Every process and thread the program starts is on the network too. Without
-/// `--nwid` the program reaches loopback only (and the host network with
-/// `--fallthrough`).
-#[derive(Debug, Parser)]
-#[command(name = "ztrun", version, about, long_about = None)]
-struct Args {
-    /// Network to join (16 hex digits); repeat to join several.
-    #[arg(long = "nwid", value_name = "NWID")]
-    nwids: Vec<String>,
-    /// State directory for the node identity (default: $ZTRUN_HOME,
-    /// $XDG_DATA_HOME/ztrun or ~/.local/share/ztrun).
-    #[arg(long, value_name = "DIR")]
-    home: Option<PathBuf>,
-    /// A root to register with: `IP:PORT` (the default root identity) or
-    /// `IDENTITY@IP:PORT`; repeat for several. Default: the embedded root on
-    /// 127.0.0.1:9993, hosted by the first `ztrun` on this machine.
-    #[arg(long = "root", value_name = "ROOT")]
-    roots: Vec<launcher::roots::RootArg>,
-    /// Let connections to addresses outside the virtual networks use the host network.
-    #[arg(long)]
-    fallthrough: bool,
-    /// Print nothing but errors.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Program to run, and its arguments.
-    #[arg(last = true, required = true, value_name = "PROGRAM")]
-    program: Vec<String>,
-}
+use launcher::cli::Ztrun as Args;
 
 fn main() -> ExitCode {
     launcher::sys::tune_allocator();
@@ -60,14 +30,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    launcher::cli::init_tracing(if quiet { "error" } else { "warn" });
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
@@ -181,10 +144,22 @@ async fn join_all(
                 None if joined.names.addresses(me).is_empty() => String::new(),
                 None => format!("; name {me}.{nwid}.zt"),
             };
+            // Time spent waiting for `zt member authorize` is the administrator's, not
+            // the join's: say both.
+            let total = started.elapsed();
+            let waited = joined.waited_for_authorization.min(total);
+            let took = if waited.is_zero() {
+                format!("in {} ms", total.as_millis())
+            } else {
+                format!(
+                    "in {} ms after {} ms waiting for authorization",
+                    (total - waited).as_millis(),
+                    waited.as_millis()
+                )
+            };
             eprintln!(
-                "ztrun: joined {nwid} as {} in {} ms{name}",
-                overlay::describe(&joined),
-                started.elapsed().as_millis()
+                "ztrun: joined {nwid} as {} {took}{name}",
+                overlay::describe(&joined)
             );
         }
         stacks.push(joined.stack);

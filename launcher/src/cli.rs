@@ -1,0 +1,51 @@
+//! The command lines of `ztrun` (here, so that `zt completions` and `zt man` can describe
+//! it too) and what both commands set up alike: logging and `--version`.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Run a program so that its sockets live on an encrypted virtual network.
+///
+/// Every process and thread the program starts is on the network too. Without
+/// `--nwid` the program reaches loopback only (and the host network with
+/// `--fallthrough`).
+#[derive(Debug, Parser)]
+#[command(name = "ztrun", version = crate::VERSION)]
+pub struct Ztrun {
+    /// Network to join (16 hex digits); repeat to join several.
+    #[arg(long = "nwid", value_name = "NWID")]
+    pub nwids: Vec<String>,
+    /// State directory for the node identity (default: $ZTRUN_HOME,
+    /// $XDG_DATA_HOME/ztrun or ~/.local/share/ztrun).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// A root to register with: `IP:PORT` (the default root identity) or
+    /// `IDENTITY@IP:PORT`; repeat for several. Default: the embedded root on
+    /// 127.0.0.1:9993, hosted by the first `ztrun` on this machine.
+    #[arg(long = "root", value_name = "ROOT")]
+    pub roots: Vec<crate::roots::RootArg>,
+    /// Let connections to addresses outside the virtual networks use the host network.
+    #[arg(long)]
+    pub fallthrough: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Program to run, and its arguments.
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    pub program: Vec<String>,
+}
+
+/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise, in colour only
+/// when stderr is a terminal (a log file gets no ANSI escape codes).
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -860,7 +860,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 Ok(None) if count > 0 => break,
                 Ok(None) => return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some()),
                 Err(e) if count == 0 => return errno(e),
-                Err(_) => break,
+                // do_recvmmsg: an error after some datagrams is kept for the next call.
+                Err(e) => {
+                    if reported_by_network(e) {
+                        d.set_error(e);
+                    }
+                    break;
+                }
             };
             let at = n.args[1] + count * MMSGHDR_LEN;
             let len = tri!(self.store_msg(n, vs, at, &t, flags));

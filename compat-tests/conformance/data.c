@@ -432,6 +432,81 @@ static void d_tcp(void)
 	}
 }
 
+/* Raw ICMP (root: CAP_NET_RAW; uid 65534: EPERM): an echo request to the peer, whose
+ * network stack answers; IPv4 replies carry their IP header, an ICMPv6 request's checksum
+ * is the kernel's to compute; ICMP_FILTER hides the replies. */
+static unsigned short icmp_csum(const unsigned char *p, size_t n)
+{
+	unsigned long a = 0;
+	for (size_t i = 0; i + 1 < n; i += 2)
+		a += (p[i] << 8) | p[i + 1];
+	if (n & 1)
+		a += p[n - 1] << 8;
+	while (a >> 16)
+		a = (a & 0xffff) + (a >> 16);
+	return htons(~a & 0xffff);
+}
+
+/* The echo reply with identifier 0x7a7a and sequence SEQ, within MS: its length, or -1. */
+static int raw_reply(int s, int v6, int seq, int ms, unsigned char *buf, size_t cap,
+                     struct sockaddr_storage *from, socklen_t *fl)
+{
+	for (;;) {
+		if (!readable(s, ms))
+			return -1;
+		*fl = sizeof *from;
+		ssize_t n = recvfrom(s, buf, cap, MSG_DONTWAIT, (struct sockaddr *)from, fl);
+		if (n < 0)
+			return -1;
+		int at = v6 ? 0 : (buf[0] & 0x0f) * 4;
+		if (n >= at + 8 && buf[at] == (v6 ? 129 : 0) && buf[at + 4] == 0x7a &&
+		    buf[at + 5] == 0x7a && buf[at + 7] == seq)
+			return (int)n;
+	}
+}
+
+static void d_raw(void)
+{
+	int fam = FAM, v6 = fam == 6;
+	char n[64];
+	int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+	snprintf(n, sizeof n, "raw.socket.icmp%d", fam);
+	out(n, "%s", rstr(s, errno, 1));
+	if (s < 0)
+		return;
+	struct sockaddr_storage ss, from;
+	socklen_t len = peer_addr(fam, 0, &ss), fl;
+	unsigned char m[16] = {v6 ? 128 : 8, 0, 0, 0, 0x7a, 0x7a, 0, 1, 'r', 'a', 'w', 'p', 'r', 'o', 'b', 'e'};
+	unsigned char buf[512];
+	if (!v6) {
+		unsigned short c = icmp_csum(m, sizeof m);
+		memcpy(m + 2, &c, 2);
+	}
+	snprintf(n, sizeof n, "raw.sendto.icmp%d", fam);
+	R(n, sendto(s, m, sizeof m, 0, (struct sockaddr *)&ss, len));
+	int r = raw_reply(s, v6, 1, 3000, buf, sizeof buf, &from, &fl);
+	int at = v6 ? 0 : (buf[0] & 0x0f) * 4;
+	snprintf(n, sizeof n, "raw.reply.icmp%d", fam);
+	if (r < 0)
+		out(n, "got=0");
+	else
+		out(n, "got=1 len=%d iphdr=%d data=%s from=%s", r - at, !v6 && buf[0] >> 4 == 4,
+		    memcmp(buf + at + 8, "rawprobe", 8) ? "bad" : "ok", addr_str(&from, fl, 0));
+	if (!v6) {
+		unsigned int mask = 1u << 0; /* echo replies */
+		snprintf(n, sizeof n, "raw.filter.icmp%d", fam);
+		R(n, setsockopt(s, SOL_RAW, 1 /* ICMP_FILTER */, &mask, sizeof mask));
+		m[7] = 2;
+		m[2] = m[3] = 0;
+		unsigned short c = icmp_csum(m, sizeof m);
+		memcpy(m + 2, &c, 2);
+		sendto(s, m, sizeof m, 0, (struct sockaddr *)&ss, len);
+		snprintf(n, sizeof n, "raw.filtered.icmp%d", fam);
+		out(n, "got=%d", raw_reply(s, v6, 2, 500, buf, sizeof buf, &from, &fl) >= 0);
+	}
+	close(s);
+}
+
 #define BOTH(name, fn)                                  \
 	static void fn##4(void) { FAM = 4; fn(); }      \
 	static void fn##6(void) { FAM = 6; fn(); }
@@ -439,10 +514,12 @@ BOTH(udp, d_udp)
 BOTH(msg, d_msg)
 BOTH(mmsg, d_mmsg)
 BOTH(tcp, d_tcp)
+BOTH(raw, d_raw)
 
 static const struct probe_case cases[] = {
 	{"data-udp4", d_udp4}, {"data-udp6", d_udp6},   {"data-msg4", d_msg4},
 	{"data-msg6", d_msg6}, {"data-mmsg4", d_mmsg4}, {"data-mmsg6", d_mmsg6},
-	{"data-tcp4", d_tcp4}, {"data-tcp6", d_tcp6},
+	{"data-tcp4", d_tcp4}, {"data-tcp6", d_tcp6}, {"data-raw4", d_raw4},
+	{"data-raw6", d_raw6},
 };
 PROBE_MAIN(cases)

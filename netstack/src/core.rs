@@ -149,6 +149,19 @@ pub(crate) struct UdpState {
     pub(crate) rx_bytes: usize,
     pub(crate) rx_cap: usize,
     pub(crate) waker: Option<Waker>,
+    /// An error an ICMP message reported for this connected socket (Linux `sk_err`):
+    /// the next receive reports it, once.
+    pub(crate) error: Option<crate::Error>,
+}
+
+/// A raw socket (raw.rs): every packet of its protocol addressed to the stack.
+#[derive(Debug)]
+pub(crate) struct RawState {
+    pub(crate) v6: bool,
+    pub(crate) protocol: u8,
+    pub(crate) rx: VecDeque<(IpAddr, Vec<u8>)>,
+    pub(crate) rx_bytes: usize,
+    pub(crate) waker: Option<Waker>,
 }
 
 #[derive(Debug)]
@@ -554,6 +567,7 @@ pub(crate) struct Core {
     udp_ports: HashMap<u16, Vec<u64>>,
     pub(crate) icmp: HashMap<u64, IcmpState>,
     icmp_idents: HashMap<(bool, u16), u64>,
+    pub(crate) raw: HashMap<u64, RawState>,
     next_id: u64,
     timers: BTreeSet<(SmolInstant, u32)>,
     dirty: Vec<u32>,
@@ -635,6 +649,7 @@ impl Shared {
             udp_ports: HashMap::new(),
             icmp: HashMap::new(),
             icmp_idents: HashMap::new(),
+            raw: HashMap::new(),
             next_id: 1,
             timers: BTreeSet::new(),
             dirty: Vec::new(),
@@ -1038,6 +1053,12 @@ impl Core {
         }
     }
 
+    pub(crate) fn add_raw(&mut self, s: RawState) -> u64 {
+        let id = self.new_id();
+        self.raw.insert(id, s);
+        id
+    }
+
     pub(crate) fn random_u16(&mut self) -> u16 {
         self.rand() as u16
     }
@@ -1407,10 +1428,12 @@ impl Core {
                 self.egress.recycle(frame);
             }
             wire::PROTO_ICMP if for_us => {
+                self.deliver_raw(&ip, &frame[ETH_HEADER..ETH_HEADER + ip.total_len]);
                 self.receive_icmp(&ip, &frame[ETH_HEADER..]);
                 self.egress.recycle(frame);
             }
             wire::PROTO_ICMPV6 => {
+                self.deliver_raw(&ip, ip.payload(&frame[ETH_HEADER..]));
                 self.receive_icmpv6(eth, &ip, &frame[ETH_HEADER..]);
                 self.egress.recycle(frame);
             }
@@ -1663,7 +1686,61 @@ impl Core {
         match (h.ty, h.code) {
             (wire::ICMPV4_ECHO_REQUEST, 0) => self.echo_reply(ip, msg, wire::ICMPV4_ECHO_REPLY),
             (wire::ICMPV4_ECHO_REPLY, 0) => self.deliver_icmp(false, h.ident, ip.src, msg),
-            _ => {}
+            (ty, code) => self.udp_icmp_error(false, ty, code, msg),
+        }
+    }
+
+    /// Give a copy of a received packet to the raw sockets of its family and protocol
+    /// (raw(7)): IPv4 ones get the whole packet, IP header included; IPv6 ones the
+    /// payload (ipv6(7), "raw sockets"). The stack goes on processing it as usual.
+    fn deliver_raw(&mut self, ip: &Ip, data: &[u8]) {
+        if self.raw.is_empty() {
+            return;
+        }
+        let v6 = ip.dst.is_ipv6();
+        for s in self.raw.values_mut() {
+            if s.v6 != v6 || s.protocol != ip.proto {
+                continue;
+            }
+            if s.rx_bytes + data.len() > crate::icmp::RX_CAP {
+                continue; // receive buffer full: dropped, as the kernel does
+            }
+            s.rx_bytes += data.len();
+            s.rx.push_back((ip.src, data.to_vec()));
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// An ICMP error about a UDP datagram we sent: a connected socket of that flow keeps
+    /// the error for its next receive, when Linux would report it (a hard error,
+    /// [`wire::udp_hard_error`]; `__udp4_lib_err` looks the socket up by the quoted
+    /// addresses and ignores unconnected ones without `IP_RECVERR`).
+    fn udp_icmp_error(&mut self, v6: bool, ty: u8, code: u8, msg: &[u8]) {
+        let Some((local, remote)) = wire::quoted_udp(msg) else {
+            return;
+        };
+        let Some(err) = wire::udp_hard_error(v6, ty, code, remote) else {
+            return;
+        };
+        let Some(ids) = self.udp_ports.get(&local.port()) else {
+            return;
+        };
+        for id in ids {
+            let Some(s) = self.udp.get_mut(id) else {
+                continue;
+            };
+            let connected = s.peer.is_some_and(|p| {
+                crate::config::unmap(p.ip()) == remote.ip() && p.port() == remote.port()
+            });
+            if !connected {
+                continue;
+            }
+            s.error = Some(err.clone());
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
         }
     }
 
@@ -1707,6 +1784,7 @@ impl Core {
                 self.echo_reply(ip, msg, wire::ICMPV6_ECHO_REPLY)
             }
             wire::ICMPV6_ECHO_REPLY if h.code == 0 => self.deliver_icmp(true, h.ident, ip.src, msg),
+            ty @ 1..=4 => self.udp_icmp_error(true, ty, h.code, msg),
             _ => {}
         }
     }

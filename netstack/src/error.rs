@@ -86,6 +86,37 @@ pub enum Error {
     /// (`ENETDOWN`).
     #[error("network is down")]
     NetworkDown,
+    /// A raw socket of a protocol the stack does not carry (`EPROTONOSUPPORT`).
+    #[error("protocol {protocol} not supported")]
+    ProtocolNotSupported {
+        /// The IP protocol number asked for.
+        protocol: u8,
+    },
+    /// An ICMP error reported a datagram's destination as unreachable for a reason that
+    /// the variants above do not name (`icmp_err_convert`, `icmpv6_err_convert` in
+    /// Linux); each reason is its own errno value.
+    #[error("destination unreachable: {reason:?}")]
+    Unreachable {
+        /// Why.
+        reason: Unreachable,
+    },
+}
+
+/// Reasons an ICMP error gives for a datagram that did not arrive, beyond "port", "network"
+/// and "host" unreachable (which are [`Error::ConnectionRefused`],
+/// [`Error::NetworkUnreachable`] and [`Error::HostUnreachable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Protocol unreachable (`ENOPROTOOPT`).
+    Protocol,
+    /// Communication administratively prohibited (IPv6 codes 1, 5, 6: `EACCES`).
+    Prohibited,
+    /// Destination host unknown (`EHOSTDOWN`).
+    HostDown,
+    /// Source host isolated (`ENONET`).
+    Isolated,
+    /// Parameter problem (`EPROTO`).
+    ParameterProblem,
 }
 
 impl Error {
@@ -107,6 +138,14 @@ impl Error {
             Error::InvalidInput { .. } => libc::EINVAL,
             Error::WouldBlock => libc::EAGAIN,
             Error::NetworkDown => libc::ENETDOWN,
+            Error::ProtocolNotSupported { .. } => libc::EPROTONOSUPPORT,
+            Error::Unreachable { reason } => match reason {
+                Unreachable::Protocol => libc::ENOPROTOOPT,
+                Unreachable::Prohibited => libc::EACCES,
+                Unreachable::HostDown => libc::EHOSTDOWN,
+                Unreachable::Isolated => libc::ENONET,
+                Unreachable::ParameterProblem => libc::EPROTO,
+            },
         }
     }
 }
@@ -142,6 +181,22 @@ mod tests {
             Error::InvalidInput { what: "x" },
             Error::WouldBlock,
             Error::NetworkDown,
+            Error::ProtocolNotSupported { protocol: 99 },
+            Error::Unreachable {
+                reason: Unreachable::Protocol,
+            },
+            Error::Unreachable {
+                reason: Unreachable::Prohibited,
+            },
+            Error::Unreachable {
+                reason: Unreachable::HostDown,
+            },
+            Error::Unreachable {
+                reason: Unreachable::Isolated,
+            },
+            Error::Unreachable {
+                reason: Unreachable::ParameterProblem,
+            },
         ];
         let mut seen = std::collections::HashSet::new();
         for e in &all {

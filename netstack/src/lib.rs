@@ -38,8 +38,13 @@
 //! # What it refuses
 //!
 //! No IP fragmentation (datagrams beyond the MTU fail with `EMSGSIZE`; received IPv4
-//! fragments are dropped), no SACK, no IP options, no multicast group membership, no raw
-//! sockets. Received checksums are not verified: the overlay authenticates every frame.
+//! fragments are dropped), no SACK, no IP options, no multicast group membership. Raw
+//! sockets only for ICMP, ICMPv6 and sending whole IPv4 packets ([`Stack::raw_bind`]).
+//! Received checksums are not verified: the overlay authenticates every frame.
+//!
+//! ICMP errors about UDP datagrams are reported as Linux reports them to a socket without
+//! `IP_RECVERR`: a hard error (port unreachable and the like) to a connected socket of that
+//! flow, once, by its next receive.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -47,6 +52,7 @@ mod core;
 mod error;
 mod icmp;
 mod link;
+mod raw;
 mod tcp;
 mod udp;
 mod wire;
@@ -55,9 +61,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use crate::config::{Route, StackConfig, DEFAULT_MTU};
-pub use crate::error::Error;
+pub use crate::error::{Error, Unreachable};
 pub use crate::icmp::{IcmpSocket, IpFamily};
 pub use crate::link::FrameLink;
+pub use crate::raw::{RawSocket, PROTO_RAW};
 pub use crate::tcp::{Congestion, TcpInfo, TcpListener, TcpOptions, TcpState, TcpStream};
 pub use crate::udp::UdpSocket;
 
@@ -184,6 +191,14 @@ impl Stack {
     /// `EADDRINUSE` if the identifier is taken in that family.
     pub fn icmp_bind(&self, family: IpFamily, ident: Option<u16>) -> Result<IcmpSocket, Error> {
         icmp::bind(&self.shared, family, ident)
+    }
+
+    /// Open a raw socket of `family` for IP protocol `protocol`: `IPPROTO_ICMP` (1) on
+    /// IPv4, `IPPROTO_ICMPV6` (58) on IPv6, or [`PROTO_RAW`] on IPv4 (send only); see
+    /// [`RawSocket`]. Anything else is `EPROTONOSUPPORT`. Whether the caller may have one
+    /// (`CAP_NET_RAW`) is the caller's check.
+    pub fn raw_bind(&self, family: IpFamily, protocol: u8) -> Result<RawSocket, Error> {
+        raw::bind(&self.shared, family, protocol)
     }
 
     /// A human-readable snapshot of the stack's queues, timers and connections, for

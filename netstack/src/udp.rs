@@ -56,6 +56,7 @@ pub(crate) fn bind(
         rx: Default::default(),
         rx_bytes: 0,
         rx_cap: RX_CAP,
+        error: None,
         waker: None,
     });
     Ok(UdpSocket {
@@ -212,6 +213,11 @@ impl UdpSocket {
     /// larger when truncated, for `MSG_TRUNC`, sender). A sender reached through a
     /// dual-stack socket is reported as a plain IPv4 address. With `peek`, the datagram
     /// stays queued (`MSG_PEEK`).
+    ///
+    /// A connected socket whose datagram drew a hard ICMP error (port unreachable:
+    /// `ECONNREFUSED`, and the others Linux reports, see [`Error::Unreachable`]) gets that
+    /// error from its next receive, once, before any queued datagram, as `recv(2)` on
+    /// Linux reports `sk_err`.
     pub fn poll_recv_from(
         &self,
         cx: Option<&mut Context<'_>>,
@@ -222,6 +228,10 @@ impl UdpSocket {
         let Some(s) = core.udp.get_mut(&self.id) else {
             return Poll::Ready(Err(Error::NetworkDown));
         };
+        // An error an ICMP message reported comes first, once (`__skb_recv_udp`).
+        if let Some(e) = s.error.take() {
+            return Poll::Ready(Err(e));
+        }
         let Some((from, d)) = s.rx.front() else {
             if let Some(cx) = cx {
                 s.waker = Some(cx.waker().clone());

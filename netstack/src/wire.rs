@@ -4,7 +4,9 @@
 //! Every parser checks lengths before reading, so no accessor can panic on untrusted input;
 //! TCP segments themselves are parsed and built by smoltcp.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::Error;
 
 /// Length of an Ethernet II header (no VLAN tag: the overlay carries none).
 pub(crate) const ETH_HEADER: usize = 14;
@@ -311,6 +313,114 @@ pub(crate) const ICMPV6_ECHO_REPLY: u8 = 129;
 pub(crate) const ICMPV6_NS: u8 = 135;
 pub(crate) const ICMPV6_NA: u8 = 136;
 
+pub(crate) const ICMPV4_PARAMETER_PROBLEM: u8 = 12;
+pub(crate) const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+
+/// The UDP datagram an ICMP or ICMPv6 error message `msg` quotes (RFC 792: the IP header
+/// and at least 8 bytes of the datagram; RFC 4443 2.4: as much as fits): its source and
+/// destination. The quote is usually truncated, so only the fields needed are checked;
+/// IPv6 extension headers are not walked. `None` if it quotes no UDP datagram.
+pub(crate) fn quoted_udp(msg: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let inner = msg.get(8..)?;
+    let (src, dst, proto, at): (IpAddr, IpAddr, u8, usize) = match inner.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(inner[0] & 0x0f) * 4;
+            let h = inner.get(..IPV4_HEADER)?;
+            if ihl < IPV4_HEADER {
+                return None;
+            }
+            let src: [u8; 4] = h[12..16].try_into().ok()?;
+            let dst: [u8; 4] = h[16..20].try_into().ok()?;
+            (src.into(), dst.into(), h[9], ihl)
+        }
+        6 => {
+            let h = inner.get(..IPV6_HEADER)?;
+            let src: [u8; 16] = h[8..24].try_into().ok()?;
+            let dst: [u8; 16] = h[24..40].try_into().ok()?;
+            (src.into(), dst.into(), h[6], IPV6_HEADER)
+        }
+        _ => return None,
+    };
+    if proto != PROTO_UDP {
+        return None;
+    }
+    let ports = inner.get(at..at + 4)?;
+    Some((
+        SocketAddr::new(src, be16(ports, 0)),
+        SocketAddr::new(dst, be16(ports, 2)),
+    ))
+}
+
+/// What an ICMP (`v6` false) or ICMPv6 error of `ty` and `code` about a datagram sent to
+/// `remote` means for a connected UDP socket: the "hard" errors Linux reports to a socket
+/// without `IP_RECVERR` (`__udp4_lib_err` with `icmp_err_convert`, `__udp6_lib_err` with
+/// `icmpv6_err_convert`). `None`: not reported (soft errors such as time exceeded or
+/// network unreachable; fragmentation needed and packet too big, which set the path MTU
+/// this stack does not track).
+pub(crate) fn udp_hard_error(v6: bool, ty: u8, code: u8, remote: SocketAddr) -> Option<Error> {
+    use crate::error::Unreachable as U;
+    let ip = remote.ip();
+    let unreachable = |reason| Error::Unreachable { reason };
+    if v6 {
+        return match (ty, code) {
+            (ICMPV6_DEST_UNREACH, 1 | 5 | 6) => Some(unreachable(U::Prohibited)),
+            (ICMPV6_DEST_UNREACH, 4) => Some(Error::ConnectionRefused { remote }),
+            (ICMPV6_DEST_UNREACH, 0 | 2 | 3) => None,
+            (ICMPV6_DEST_UNREACH, _) | (ICMPV6_PARAMETER_PROBLEM, _) => {
+                Some(unreachable(U::ParameterProblem))
+            }
+            _ => None,
+        };
+    }
+    match (ty, code) {
+        (ICMPV4_DEST_UNREACH, 2) => Some(unreachable(U::Protocol)),
+        (ICMPV4_DEST_UNREACH, 3) => Some(Error::ConnectionRefused { remote }),
+        (ICMPV4_DEST_UNREACH, 6 | 9) => Some(Error::NetworkUnreachable { addr: ip }),
+        (ICMPV4_DEST_UNREACH, 7) => Some(unreachable(U::HostDown)),
+        (ICMPV4_DEST_UNREACH, 8) => Some(unreachable(U::Isolated)),
+        (ICMPV4_DEST_UNREACH, 10 | 13..=15) => Some(Error::HostUnreachable { addr: ip }),
+        (ICMPV4_PARAMETER_PROBLEM, _) => Some(unreachable(U::ParameterProblem)),
+        _ => None,
+    }
+}
+
+/// Complete an IPv4 packet a program built itself (`IPPROTO_RAW`, raw(7) "IP_HDRINCL"):
+/// as Linux's `raw_send_hdrinc` does, the total length and header checksum are always
+/// filled in, the source when it is 0 (with `source(destination)`), the identification
+/// when it is 0 (with `id`). Returns the destination the header names. `EINVAL` for a
+/// packet shorter than a header, not IPv4, or whose header is longer than the packet.
+pub(crate) fn complete_ipv4_header(
+    pkt: &mut [u8],
+    source: impl FnOnce(Ipv4Addr) -> Option<Ipv4Addr>,
+    id: u16,
+) -> Result<Ipv4Addr, Error> {
+    let bad = |what| Error::InvalidInput { what };
+    if pkt.len() < IPV4_HEADER || pkt[0] >> 4 != 4 {
+        return Err(bad("not an IPv4 header"));
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    if ihl < IPV4_HEADER || ihl > pkt.len() {
+        return Err(bad("IPv4 header length beyond the packet"));
+    }
+    let total = u16::try_from(pkt.len()).map_err(|_| Error::MessageTooLong {
+        len: pkt.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+    if pkt[12..16] == [0; 4] {
+        let src = source(dst).ok_or(Error::NetworkUnreachable { addr: dst.into() })?;
+        pkt[12..16].copy_from_slice(&src.octets());
+    }
+    pkt[2..4].copy_from_slice(&total.to_be_bytes());
+    if pkt[4..6] == [0, 0] {
+        pkt[4..6].copy_from_slice(&id.to_be_bytes());
+    }
+    pkt[10..12].copy_from_slice(&[0, 0]);
+    let c = fold(sum(0, &pkt[..ihl]));
+    pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    Ok(dst)
+}
+
 /// Header of an ICMP or ICMPv6 message (type, code, and for echo the identifier).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Icmp {
@@ -583,5 +693,58 @@ mod tests {
                 && a.sender_ip == Ipv4Addr::new(10, 0, 0, 1)
                 && a.target_ip == Ipv4Addr::new(10, 0, 0, 2)
         );
+    }
+
+    #[test]
+    fn icmp_errors_quote_their_udp_datagram() {
+        // Port unreachable from 10.0.0.2 quoting 10.0.0.1:40000 -> 10.0.0.2:7109, cut
+        // right after the UDP ports (a quote may be that short).
+        let msg = [
+            3, 3, 0, 0, 0, 0, 0, 0, // ICMP header
+            0x45, 0, 0, 30, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // IPv4
+            0x9c, 0x40, 0x1b, 0xc5, // ports
+        ];
+        let (local, remote) = quoted_udp(&msg).unwrap();
+        assert_eq!(local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(remote, "10.0.0.2:7109".parse().unwrap());
+        assert_eq!(quoted_udp(&msg[..msg.len() - 1]), None, "ports cut off");
+        let mut tcp = msg;
+        tcp[17] = 6;
+        assert_eq!(quoted_udp(&tcp), None, "not UDP");
+        let refused = udp_hard_error(false, 3, 3, remote).unwrap();
+        assert_eq!(refused.errno(), libc::ECONNREFUSED);
+        assert_eq!(
+            udp_hard_error(false, 3, 1, remote),
+            None,
+            "host unreachable: soft"
+        );
+        assert_eq!(
+            udp_hard_error(false, 11, 0, remote),
+            None,
+            "time exceeded: soft"
+        );
+        let v6 = udp_hard_error(true, ICMPV6_DEST_UNREACH, 4, remote).unwrap();
+        assert_eq!(v6.errno(), libc::ECONNREFUSED);
+        let prohibited = udp_hard_error(true, ICMPV6_DEST_UNREACH, 1, remote).unwrap();
+        assert_eq!(prohibited.errno(), libc::EACCES);
+    }
+
+    #[test]
+    fn a_hand_built_ipv4_header_is_completed_as_linux_does() {
+        let mut pkt = [
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2, 8, 0, 0, 0,
+        ];
+        let dst =
+            complete_ipv4_header(&mut pkt, |_| Some(Ipv4Addr::new(10, 0, 0, 1)), 0x1234).unwrap();
+        assert_eq!(dst, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(&pkt[2..4], &[0, 24], "total length");
+        assert_eq!(&pkt[4..6], &[0x12, 0x34], "identification");
+        assert_eq!(&pkt[12..16], &[10, 0, 0, 1], "source");
+        assert_eq!(fold(sum(0, &pkt[..20])), 0, "header checksum");
+        let mut short = [
+            0x46, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
+        ];
+        assert!(complete_ipv4_header(&mut short, |_| None, 0).is_err());
+        assert!(complete_ipv4_header(&mut [0x60; 20], |_| None, 0).is_err());
     }
 }

@@ -220,3 +220,112 @@ async fn icmp_echo_round_trip_v4_and_v6() {
     a.icmp_bind(IpFamily::V6, Some(777))
         .expect("identifiers are per family");
 }
+
+/// Raw ICMP sockets (raw(7)): an IPv4 one receives replies with their IP header and sends
+/// the message as built (checksum included); an ICMPv6 one gets no header and has its
+/// checksum computed; an `IPPROTO_RAW` one sends a whole IPv4 packet. The peer's stack
+/// answers each echo request itself.
+#[tokio::test]
+async fn raw_icmp_round_trips_v4_v6_and_header_included() {
+    let (a, _b) = pair(LinkParams::clean(), LinkParams::clean());
+    let mut buf = [0u8; 256];
+
+    let v4 = a.raw_bind(IpFamily::V4, 1).unwrap();
+    let mut req = echo_request(false, 7, b"raw four");
+    let c = checksum(&req);
+    req[2..4].copy_from_slice(&c.to_be_bytes());
+    v4.send_to(&req, B4.into()).await.unwrap();
+    let (n, from) = timeout(T, v4.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(from, IpAddr::from(B4));
+    assert_eq!(buf[0] >> 4, 4, "IPv4 header first");
+    let hl = usize::from(buf[0] & 0x0f) * 4;
+    assert_eq!(&buf[12..16], &B4.octets(), "header source");
+    assert_eq!(buf[9], 1, "protocol ICMP");
+    assert_eq!(buf[hl], 0, "an echo reply");
+    assert_eq!(
+        &buf[hl + 4..hl + 6],
+        &[0x12, 0x34],
+        "identifier kept as sent"
+    );
+    assert_eq!(&buf[hl + 8..n], b"raw four");
+
+    // IPPROTO_RAW: the program's own header (source, length, checksum, id left at 0).
+    let hdrincl = a.raw_bind(IpFamily::V4, netstack::PROTO_RAW).unwrap();
+    let mut pkt = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0];
+    pkt.extend_from_slice(&B4.octets());
+    let mut req = echo_request(false, 8, b"hdrincl");
+    let c = checksum(&req);
+    req[2..4].copy_from_slice(&c.to_be_bytes());
+    pkt.extend_from_slice(&req);
+    assert_eq!(hdrincl.send_to(&pkt, B4.into()).await.unwrap(), pkt.len());
+    let (n, _) = timeout(T, v4.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(
+        &buf[hl + 8..n],
+        b"hdrincl",
+        "the reply to the hand-built packet"
+    );
+    assert_eq!(
+        hdrincl
+            .send_to(&[0x45, 0], B4.into())
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+
+    let v6 = a.raw_bind(IpFamily::V6, 58).unwrap();
+    v6.send_to(&echo_request(true, 9, b"raw six"), b6().into())
+        .await
+        .unwrap();
+    loop {
+        let (n, from) = timeout(T, v6.recv_from(&mut buf)).await.unwrap().unwrap();
+        if buf[0] != 129 {
+            continue; // neighbor discovery reaches ICMPv6 raw sockets too
+        }
+        assert_eq!(from, IpAddr::from(b6()));
+        assert_eq!(&buf[8..n], b"raw six");
+        break;
+    }
+    assert_eq!(
+        a.raw_bind(IpFamily::V6, 17).unwrap_err().errno(),
+        libc::EPROTONOSUPPORT
+    );
+}
+
+/// A connected UDP socket whose datagram met a closed port learns it from the peer's ICMP
+/// port unreachable: its next receive fails with `ECONNREFUSED`, once.
+#[tokio::test]
+async fn a_closed_port_refuses_a_connected_udp_socket_once() {
+    let (a, _b) = pair(LinkParams::clean(), LinkParams::clean());
+    for (dst, any) in [
+        (IpAddr::from(B4), IpAddr::from([0u8; 4])),
+        (b6().into(), std::net::Ipv6Addr::UNSPECIFIED.into()),
+    ] {
+        let s = a.udp_bind(sa(any, 0), true).unwrap();
+        s.connect(sa(dst, 7109)).unwrap();
+        s.send(b"anyone?").await.unwrap();
+        let mut buf = [0u8; 16];
+        let e = timeout(T, s.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ECONNREFUSED);
+        assert_eq!(s.try_recv_from(&mut buf).unwrap_err().errno(), libc::EAGAIN);
+        // Unconnected sockets are not told (no IP_RECVERR).
+        let u = a.udp_bind(sa(any, 0), true).unwrap();
+        u.send_to(b"anyone?", sa(dst, 7109)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(u.try_recv_from(&mut buf).unwrap_err().errno(), libc::EAGAIN);
+    }
+}
+
+fn checksum(m: &[u8]) -> u16 {
+    let mut acc = 0u32;
+    for c in m.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}

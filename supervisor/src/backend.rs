@@ -149,6 +149,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(Self::Udp, SocketAddr), Errno> {
         Err(Errno::EPROTONOSUPPORT)
     }
+    /// Open a raw socket of `family` for IP protocol `protocol` (`IPPROTO_ICMP`,
+    /// `IPPROTO_ICMPV6`, or `IPPROTO_RAW` on IPv4; the caller checked `CAP_NET_RAW`),
+    /// driven through the same datagram calls: IPv4 packets are received with their IP
+    /// header, the source's port is 0. Default: `EPROTONOSUPPORT`.
+    fn raw_bind(&self, _family: crate::Family, _protocol: i32) -> Result<Self::Udp, Errno> {
+        Err(Errno::EPROTONOSUPPORT)
+    }
     /// Send one datagram.
     fn udp_send_to(
         &self,

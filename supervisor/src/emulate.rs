@@ -56,6 +56,8 @@ pub enum Kind {
     Dgram,
     /// ICMP echo (`SOCK_DGRAM` with `IPPROTO_ICMP`/`IPPROTO_ICMPV6`).
     Icmp,
+    /// A raw socket (`SOCK_RAW`), for callers with `CAP_NET_RAW` (raw.rs).
+    Raw,
 }
 
 impl Kind {
@@ -63,6 +65,7 @@ impl Kind {
         match self {
             Kind::Stream => libc::SOCK_STREAM,
             Kind::Dgram | Kind::Icmp => libc::SOCK_DGRAM,
+            Kind::Raw => libc::SOCK_RAW,
         }
     }
 }
@@ -613,14 +616,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let kind = match (ty, protocol, family) {
             (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP, _) => Kind::Stream,
-            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP, _) => Kind::Dgram,
+            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE, _) => Kind::Dgram,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP, Family::V4)
             | (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, Family::V6) => Kind::Icmp,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _, _) => return errno(Errno::EPROTONOSUPPORT),
             // inet_create: a raw socket names its protocol; then it needs CAP_NET_RAW,
-            // which the supervisor does not lend.
+            // the caller's own (raw.rs).
             (libc::SOCK_RAW, 0, _) => return errno(Errno::EPROTONOSUPPORT),
-            (libc::SOCK_RAW, _, _) => return errno(Errno::EPERM),
+            (libc::SOCK_RAW, p, _) => {
+                tri!(self.raw_socket_allowed(n.pid, family, p));
+                Kind::Raw
+            }
             // No inet protocol of the other types (inetsw[type] is empty): SCTP
             // (SOCK_SEQPACKET) and DCCP are not emulated, and are modules most hosts
             // never load.
@@ -629,8 +635,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let protocol = match (kind, protocol) {
             (Kind::Stream, _) => libc::IPPROTO_TCP,
+            (Kind::Dgram, libc::IPPROTO_UDPLITE) => libc::IPPROTO_UDPLITE,
             (Kind::Dgram, _) => libc::IPPROTO_UDP,
-            (Kind::Icmp, p) => p,
+            (Kind::Icmp | Kind::Raw, p) => p,
         };
         let (theirs, ours) = tri!(socketpair(kind, flags & libc::SOCK_NONBLOCK != 0));
         let ino = tri!(inode(theirs.as_fd()));
@@ -670,26 +677,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     /// whatever the program later does with it (`connect(AF_UNSPEC)` and a new
     /// `connect`, `sendto` with `MSG_FASTOPEN`), it can reach nothing beyond loopback.
     pub(crate) fn kernel_socket(&self, vs: &VSocket<B>, confine: bool) -> Result<OwnedFd, Errno> {
-        let family = match vs.family {
-            Family::V4 => AddressFamily::Inet,
-            Family::V6 => AddressFamily::Inet6,
-        };
-        let ty = match vs.kind {
-            Kind::Stream => SockType::Stream,
-            Kind::Dgram | Kind::Icmp => SockType::Datagram,
-        };
-        let proto = match vs.kind {
-            Kind::Stream => sock::SockProtocol::Tcp,
-            Kind::Dgram => sock::SockProtocol::Udp,
-            Kind::Icmp if vs.family == Family::V4 => sock::SockProtocol::Icmp,
-            Kind::Icmp => sock::SockProtocol::IcmpV6,
-        };
-        let r = sock::socket(
-            family,
-            ty,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            proto,
-        )?;
+        if confine && crate::raw::header_included(vs) {
+            // Its header could name any destination (raw.rs).
+            return Err(Errno::EPERM);
+        }
+        let r = sys::socket(vs.family.raw(), vs.kind.sock_type(), vs.protocol)?;
         for (level, name, val) in vs.options().iter() {
             // The program's device binding is its own and is answered from the record;
             // a socket that serves loopback is bound to `lo` instead (below).
@@ -1008,6 +1000,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let ip = crate::backend::canonical(local.ip());
         if self.backend.enabled()
             && vs.kind != Kind::Stream
+            && !crate::raw::not_on_virtual_network(&vs)
             && (ip.is_unspecified() || self.backend.is_local(ip))
         {
             tri!(self.udp_enter(n, ino, &vs, local));
@@ -1060,7 +1053,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 vs.set_phase(Phase::KernelBound(Arc::new(r)));
                 value(0)
             }
-            Kind::Dgram | Kind::Icmp => {
+            Kind::Dgram | Kind::Icmp | Kind::Raw => {
                 tri!(self.swap_in(n, ino, r.as_fd()));
                 self.adopt_kernel_dgram(&vs, Arc::new(r));
                 value(0)
@@ -1484,6 +1477,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             );
             return value(0);
         }
+        if let Some(e) = crate::raw::refused_option(&vs, level, name, call.bytes()) {
+            return errno(e);
+        }
         let device = level == libc::SOL_SOCKET
             && matches!(name, libc::SO_BINDTODEVICE | libc::SO_BINDTOIFINDEX);
         if device && vs.kernel_bound().is_some() {
@@ -1648,6 +1644,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let mut phase = vs.phase();
                 let e = match &*phase {
                     Phase::Failed(e) => *e as i32,
+                    // A datagram socket's error from the network (udp.rs).
+                    Phase::Datagram(d) => match d.error() {
+                        Some(e) => {
+                            let r = patch(&(e as i32).to_ne_bytes())?;
+                            d.take_error();
+                            return Ok(r);
+                        }
+                        None => 0,
+                    },
                     _ => 0,
                 };
                 if e == 0 {
@@ -1951,7 +1956,7 @@ fn is_v4_mapped(a: SocketAddr) -> bool {
 pub(crate) fn socketpair(kind: Kind, nonblocking: bool) -> Result<(OwnedFd, OwnedFd), Errno> {
     let ty = match kind {
         Kind::Stream => SockType::Stream,
-        Kind::Dgram | Kind::Icmp => SockType::SeqPacket,
+        Kind::Dgram | Kind::Icmp | Kind::Raw => SockType::SeqPacket,
     };
     let (theirs, ours) = sock::socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
     set_nonblocking(ours.as_fd(), true)?;

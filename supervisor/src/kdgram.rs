@@ -19,8 +19,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::backend::{route, Backend, Route};
-use crate::emulate::{errno, inode, tri, value, Phase, Reply, Supervisor, VSocket, CONTINUE};
+use crate::emulate::{errno, inode, tri, value, Kind, Phase, Reply, Supervisor, VSocket, CONTINUE};
 use crate::kernel::{Kernel, Notification, Response};
+use crate::options::SetCall;
 use crate::sys;
 use crate::tracee;
 use crate::udp::MMSGHDR_LEN;
@@ -133,6 +134,32 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     }
                 }
                 value(count as i64)
+            }
+            // A raw socket's header option is decided here, on our copy (raw.rs).
+            libc::SYS_setsockopt
+                if vs.kind == Kind::Raw
+                    && matches!(
+                        (n.args[1] as u32 as i32, n.args[2] as u32 as i32),
+                        (libc::IPPROTO_IP, libc::IP_HDRINCL)
+                            | (libc::IPPROTO_IPV6, libc::IPV6_HDRINCL)
+                    ) =>
+            {
+                let call = tri!(SetCall::read(&*self.kernel, n.pid, &n.args));
+                if !self.kernel.id_valid(n.id) {
+                    return Reply::Done;
+                }
+                if let Some(e) = crate::raw::refused_option(vs, call.level, call.name, call.bytes())
+                {
+                    return errno(e);
+                }
+                tri!(sys::setsockopt_as(
+                    r.as_fd(),
+                    call.level,
+                    call.name,
+                    call.arg(),
+                    call.len
+                ));
+                value(0)
             }
             // Receives, names, options, close: the kernel socket answers itself.
             _ => CONTINUE,

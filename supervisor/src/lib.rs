@@ -21,8 +21,9 @@
 //!   is plain code that unit tests drive with a recording fake.
 //! - `emulate`: one function per system call, with Linux's errno values; `virt` (TCP on
 //!   the virtual network: pumps, listener tokens, non-blocking connect edges), `udp`
-//!   (UDP and ICMP echo on the virtual network), `kdgram` (kernel datagram sockets kept
-//!   under emulation).
+//!   (UDP and ICMP echo on the virtual network), `raw` (raw ICMP sockets for programs
+//!   holding `CAP_NET_RAW`, UDP-Lite), `kdgram` (kernel datagram sockets kept under
+//!   emulation).
 //! - [`dns`]: names of the virtual networks' members, answered for queries the program
 //!   sends to the host's nameservers; other names forwarded with fall-through.
 //! - [`backend`]: routing policy: loopback and (with fall-through) host destinations use
@@ -46,8 +47,8 @@
 //! # What it refuses
 //!
 //! i386 and x32 system calls fail with `ENOSYS` (so a 32-bit binary cannot open sockets
-//! behind the filter), `io_uring_setup` fails with `ENOSYS`, raw sockets and packet
-//! sockets fail with `EPERM`, every other family it does not emulate (but `AF_UNIX` and
+//! behind the filter), `io_uring_setup` fails with `ENOSYS`, packet sockets fail with
+//! `EPERM` and so do raw sockets for a program without `CAP_NET_RAW`, every other family it does not emulate (but `AF_UNIX` and
 //! `AF_ALG`) with `EAFNOSUPPORT`. Permission checks are made against the calling thread's
 //! credentials (`permit`); see `docs/SECURITY.md` for what it promises. It contains no protocol or crypto code. See `docs/SUPERVISOR.md` for the
 //! decisions, the traps and what is not done yet.
@@ -68,6 +69,7 @@ pub mod network;
 pub mod notify;
 mod options;
 mod permit;
+mod raw;
 mod sys;
 mod tracee;
 mod udp;

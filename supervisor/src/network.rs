@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use netstack::{IcmpSocket, IpFamily, Stack, TcpListener, TcpOptions, TcpStream, UdpSocket};
+use netstack::{
+    IcmpSocket, IpFamily, RawSocket, Stack, TcpListener, TcpOptions, TcpStream, UdpSocket,
+};
 use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
@@ -248,6 +250,7 @@ async fn forward_tcp(
 enum Datagram {
     Udp(UdpSocket),
     Icmp(IcmpSocket),
+    Raw(RawSocket),
 }
 
 fn errno(e: netstack::Error) -> Errno {
@@ -509,7 +512,8 @@ impl Backend for Networks {
         dest: SocketAddr,
     ) -> Result<usize, Errno> {
         let dest = SocketAddr::new(canonical(dest.ip()), dest.port());
-        if let Some(resolver) = self.resolver.as_ref().filter(|r| r.serves(dest)) {
+        let raw = set.socks.iter().any(|(_, s)| matches!(s, Datagram::Raw(_)));
+        if let Some(resolver) = self.resolver.as_ref().filter(|r| !raw && r.serves(dest)) {
             if !self.is_virtual(dest.ip()) {
                 match resolver.answer(data) {
                     Answer::Reply(reply) => set.inbox.push(reply, dest),
@@ -536,7 +540,25 @@ impl Backend for Networks {
         match sock {
             Datagram::Udp(s) => s.send_to(data, dest).await.map_err(errno),
             Datagram::Icmp(s) => s.send_to(data, dest.ip()).await.map_err(errno),
+            Datagram::Raw(s) => s.send_to(data, dest.ip()).await.map_err(errno),
         }
+    }
+
+    fn raw_bind(&self, family: crate::Family, protocol: i32) -> Result<UdpSet, Errno> {
+        let fam = match family {
+            crate::Family::V4 => IpFamily::V4,
+            crate::Family::V6 => IpFamily::V6,
+        };
+        let protocol = u8::try_from(protocol).map_err(|_| Errno::EPROTONOSUPPORT)?;
+        let mut socks = Vec::new();
+        for stack in &self.stacks {
+            let s = stack.raw_bind(fam, protocol).map_err(errno)?;
+            socks.push((stack.clone(), Datagram::Raw(s)));
+        }
+        if socks.is_empty() {
+            return Err(Errno::ENETUNREACH);
+        }
+        Ok(UdpSet::new(socks))
     }
 
     fn icmp_bind(
@@ -580,6 +602,11 @@ impl Backend for Networks {
                         Some(s.local_addr().ip()),
                     ),
                     Datagram::Icmp(s) => (
+                        s.poll_recv_from(Some(&mut *cx), buf)
+                            .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+                        None,
+                    ),
+                    Datagram::Raw(s) => (
                         s.poll_recv_from(Some(&mut *cx), buf)
                             .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
                         None,

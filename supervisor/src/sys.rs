@@ -151,6 +151,17 @@ pub(crate) const LINGER_ZERO: [u8; 8] = {
     [on[0], on[1], on[2], on[3], 0, 0, 0, 0]
 };
 
+/// `socket(2)` for any protocol number (nix names only some: UDP-Lite and `IPPROTO_RAW`
+/// raw sockets are not among them), non-blocking and close-on-exec.
+pub(crate) fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd, Errno> {
+    let ty = ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe { libc::socket(domain, ty, protocol) };
+    let fd = cvt(fd as libc::c_long)? as i32;
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `setsockopt` with the option value as raw bytes (replaying what the program set).
 pub(crate) fn setsockopt_bytes(
     fd: BorrowedFd<'_>,

@@ -45,7 +45,25 @@ pub(crate) const MMSGHDR_LEN: u64 = 64;
 /// socket's IPv4 or v4-mapped destination) and the ping sockets refuse it
 /// (`EOPNOTSUPP`); `udpv6_sendmsg` ignores the flag for IPv6 destinations.
 pub(crate) fn refuses_oob(kind: Kind, to: SocketAddr) -> bool {
-    kind == Kind::Icmp || crate::backend::canonical(to.ip()).is_ipv4()
+    // raw_sendmsg and rawv6_sendmsg refuse it too.
+    matches!(kind, Kind::Icmp | Kind::Raw) || crate::backend::canonical(to.ip()).is_ipv4()
+}
+
+/// Is `e`, from a receive on the network, an error an ICMP message reported for the
+/// socket (netstack's hard ICMP errors: Linux's `sk_err`) rather than a failure to
+/// receive?
+fn reported_by_network(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::ECONNREFUSED
+            | Errno::ENETUNREACH
+            | Errno::EHOSTUNREACH
+            | Errno::ENOPROTOOPT
+            | Errno::EACCES
+            | Errno::EHOSTDOWN
+            | Errno::ENONET
+            | Errno::EPROTO
+    )
 }
 
 /// A send's `msghdr`, its destination address bytes (if it names one) and its data.
@@ -70,6 +88,11 @@ pub(crate) struct Dgram<B: Backend> {
     /// Duplicate of the program's end, registered for readiness.
     theirs: AsyncFd<OwnedFd>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The error the network reported for this socket and no call has reported yet
+    /// (Linux `sk_err`: an ICMP port unreachable for a connected socket, say).
+    error: Mutex<Option<Errno>>,
+    /// Wakes a receive waiting for a datagram when [`Dgram::error`] is set.
+    errored: tokio::sync::Notify,
 }
 
 impl<B: Backend> Drop for Dgram<B> {
@@ -90,6 +113,19 @@ impl<B: Backend> Dgram<B> {
     }
     pub(crate) fn set_peer(&self, peer: Option<SocketAddr>) {
         *lock(&self.peer) = peer;
+    }
+    /// The pending error, left pending.
+    pub(crate) fn error(&self) -> Option<Errno> {
+        *lock(&self.error)
+    }
+    /// The pending error, cleared: the call that reports it consumes it, as
+    /// `sock_error` does.
+    pub(crate) fn take_error(&self) -> Option<Errno> {
+        lock(&self.error).take()
+    }
+    fn set_error(&self, e: Errno) {
+        *lock(&self.error) = Some(e);
+        self.errored.notify_one();
     }
     /// When the last datagram handed to the program arrived (since the Unix epoch).
     pub(crate) fn last_arrival(&self) -> Option<std::time::Duration> {
@@ -135,7 +171,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .option_int(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
             .unwrap_or(0)
             != 0;
+        if crate::raw::not_on_virtual_network(vs) {
+            return Err(Errno::ENETUNREACH);
+        }
         let (sock, actual) = match vs.kind {
+            // getsockname of a raw socket shows its protocol as the port (inet_create).
+            Kind::Raw => (
+                self.backend.raw_bind(vs.family, vs.protocol)?,
+                SocketAddr::new(local.ip(), vs.protocol as u16),
+            ),
             Kind::Icmp => {
                 let ident = (local.port() != 0).then_some(local.port());
                 self.backend.icmp_bind(vs.family, ident)?
@@ -165,6 +209,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             last_arrival: Arc::new(Mutex::new(None)),
             theirs: registered,
             tasks: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            errored: tokio::sync::Notify::new(),
         });
         let writer = ours.try_clone().map_err(|_| Errno::EMFILE)?;
         let reader = ours.try_clone().map_err(|_| Errno::EMFILE)?;
@@ -182,6 +228,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let backend = self.backend.clone();
         let weak = Arc::downgrade(&dgram);
         let sources = dgram.sources.clone();
+        let weak_vs = Arc::downgrade(&next);
+        let raw = vs.kind == Kind::Raw;
         let last_arrival = dgram.last_arrival.clone();
         let rx = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_COPY];
@@ -190,6 +238,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let Some(d) = weak.upgrade() else { return };
                 let (len, from, to) = match got {
                     Ok(x) => x,
+                    Err(e) if reported_by_network(e) => {
+                        debug!(%e, "the network reported an error for a virtual UDP socket");
+                        d.set_error(e);
+                        continue;
+                    }
                     Err(e) => {
                         debug!(%e, "virtual UDP receive failed");
                         drop(d);
@@ -197,7 +250,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         continue;
                     }
                 };
-                if d.peer().is_some_and(|p| p != from) {
+                if raw {
+                    let Some(vs) = weak_vs.upgrade() else { return };
+                    if !crate::raw::accepts(&vs, d.local, d.peer(), &buf[..len], from, to) {
+                        continue;
+                    }
+                } else if d.peer().is_some_and(|p| p != from) {
                     continue;
                 }
                 let at = std::time::SystemTime::now()
@@ -232,6 +290,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         }
                         let Some(d) = weak.upgrade() else { return };
                         let Some(peer) = d.peer() else { continue };
+                        if let Some(e) = d.take_error() {
+                            // On Linux this send would have failed with the pending
+                            // error and sent nothing; it was not trapped, so the program
+                            // saw it succeed, but it is not sent either and the error
+                            // is consumed (docs/SUPERVISOR.md).
+                            debug!(%e, "a native send on a virtual UDP socket met its pending error");
+                            continue;
+                        }
                         let sock = d.sock.clone();
                         drop(d);
                         if let Err(e) = backend.udp_send_to(&sock, &buf[..len], peer).await {
@@ -417,9 +483,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if send_flags(n) & libc::MSG_OOB != 0 && refuses_oob(vs.kind, to) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let to = crate::backend::canonical_addr(to);
-        if !self.backend.is_virtual_dgram(to) {
+        let mut to = crate::backend::canonical_addr(to);
+        if vs.kind == Kind::Raw {
+            to.set_port(0);
+        }
+        let reachable = if vs.kind == Kind::Raw {
+            // A raw socket has no ports: a nameserver's address is not a DNS query.
+            self.backend.is_virtual(to.ip())
+        } else {
+            self.backend.is_virtual_dgram(to)
+        };
+        if !reachable {
             return Err(Errno::ENETUNREACH);
+        }
+        // The network's pending error fails this send, which sends nothing
+        // (sock_alloc_send_pskb's sock_error).
+        if let Some(e) = d.take_error() {
+            return Err(e);
         }
         self.backend.udp_send_to(&d.sock, data, to).await
     }
@@ -540,6 +620,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .map(|t| tokio::time::Instant::now() + t);
         let mut buf = vec![0u8; MAX_COPY];
         loop {
+            // The network's pending error comes before any datagram (__skb_recv_udp).
+            if let Some(e) = d.take_error() {
+                return Err(e);
+            }
             let mut f = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
             if peek {
                 f |= MsgFlags::MSG_PEEK;
@@ -578,6 +662,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                                 g.clear_ready();
                             }
                         }
+                        _ = d.errored.notified() => {}
                         _ = self.given_up(n) => return Ok(None),
                         _ = expiry => return Err(Errno::EAGAIN),
                     }
@@ -775,7 +860,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 Ok(None) if count > 0 => break,
                 Ok(None) => return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some()),
                 Err(e) if count == 0 => return errno(e),
-                Err(_) => break,
+                // do_recvmmsg: an error after some datagrams is kept for the next call.
+                Err(e) => {
+                    if reported_by_network(e) {
+                        d.set_error(e);
+                    }
+                    break;
+                }
             };
             let at = n.args[1] + count * MMSGHDR_LEN;
             let len = tri!(self.store_msg(n, vs, at, &t, flags));

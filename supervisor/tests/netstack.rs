@@ -712,3 +712,92 @@ async fn a_port_conflict_is_reported_at_bind_on_a_netstack() {
     let status = run_on_one_stack(&s, "misc", &["bindinuse", "10.7.0.1"]).await;
     assert_ok(&s, status, &["bind conflicts as on Linux"]);
 }
+
+/// A connected UDP socket learns from the peer stack's ICMP port unreachable that the
+/// peer's port is closed (issue 14 point 6): recvfrom, SO_ERROR and sendto report ECONNREFUSED
+/// once, as Linux does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_udp_port_is_reported_as_econnrefused_on_a_netstack() {
+    let net = joined();
+    let s = Scratch::new();
+    let status = serve_on(&net.a, &s, "refused", &["10.7.0.2", "fd7a::2"])
+        .await
+        .unwrap();
+    assert_ok(&s, status, &["refused v4 ok", "refused v6 ok", "done"]);
+}
+
+/// Raw ICMP sockets for a program holding CAP_NET_RAW (root), on the virtual network and
+/// on loopback; a program without it gets EPERM; UDP-Lite has a socket, loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_icmp_sockets_for_capable_programs_on_a_netstack() {
+    let s = Scratch::new();
+    let exe = s.compile("raw");
+    let nobody = run_on_one_stack(&s, "raw", &["10.7.0.1", "fd7a::1", "nobody"]).await;
+    if is_root() {
+        assert_ok(&s, nobody, &["udplite ok", "raw refused", "done"]);
+    } else {
+        eprintln!("skipped: raw sockets need a root test run (CAP_NET_RAW)");
+        return;
+    }
+    let s = Scratch::new();
+    let (st, link) = stack(1);
+    let cmd = supervisor::launch::Command::new(&exe)
+        .arg(s.output())
+        .args(["10.7.0.1", "fd7a::1", "root"]);
+    let status = run_with(&cmd, Policy::default(), Arc::new(Networks::new(vec![st]))).await;
+    drop(link);
+    assert_ok(
+        &s,
+        status,
+        &[
+            "raw icmp ok",
+            "icmp filter ok",
+            "ipproto_raw ok",
+            "raw loopback ok",
+            "raw icmpv6 ok",
+            "done",
+        ],
+    );
+}
+
+/// iputils `ping -e 0` as root, IPv4 and IPv6, reaching a peer stack over a link:
+/// identifier 0 makes it open a raw socket straight away (checked with strace: no ICMP
+/// datagram socket is tried), so the IPv4 reply's TTL is read from the IP header the raw
+/// socket receives (with an ICMP datagram socket ping prints `ttl=0`: `IP_RECVTTL` is not
+/// produced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_with_a_raw_socket_as_root_reaches_a_peer_stack() {
+    if !is_root() {
+        eprintln!("skipped: raw sockets need a root test run (CAP_NET_RAW)");
+        return;
+    }
+    let Ok(ping) = which("ping") else {
+        eprintln!("skipped: ping (iputils-ping) is not installed");
+        return;
+    };
+    let net = joined();
+    for (target, want) in [("10.7.0.2", "ttl=64"), ("fd7a::2", "icmp_seq=2")] {
+        let s = Scratch::new();
+        let sh = format!(
+            "exec {} -n -e 0 -c 2 -i 0.2 -W 5 {target} > {} 2>&1",
+            ping.display(),
+            s.output().display()
+        );
+        let cmd = supervisor::launch::Command::new("/bin/sh").args(["-c", &sh]);
+        let networks = Arc::new(Networks::new(vec![net.a.clone()]));
+        let status = run_with(&cmd, Policy::default(), networks).await;
+        let out = s.read_output();
+        assert_eq!(status, supervisor::launch::ExitStatus::Exited(0), "{out}");
+        assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+        assert!(out.contains(want), "{out}");
+    }
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

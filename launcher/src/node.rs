@@ -231,7 +231,19 @@ pub async fn attach(
 ) -> anyhow::Result<(Link, u32)> {
     let link = match connect(home) {
         Ok(l) => l,
-        Err(_) => start(home, roots).await?,
+        Err(_) => {
+            // The home's identity, checked (or made) here so that its errors reach the
+            // user as they are, not through the node's log.
+            let (id, created) = crate::identity::load_or_create(home)?;
+            if created {
+                say(&format!(
+                    "ztrun: new identity {} in {}",
+                    id.address(),
+                    home.display()
+                ));
+            }
+            start(home, roots).await?
+        }
     };
     link.send(
         &ToNode::Attach {
@@ -248,8 +260,9 @@ pub async fn attach(
             Ok(Some((FromNode::Ready { pid }, _))) => return Ok((link, pid)),
             Ok(Some((FromNode::Error(e), _))) => anyhow::bail!("{e}"),
             Ok(None) | Err(_) => anyhow::bail!(
-                "the node of {} stopped while joining; its log is {}",
+                "the node of {} stopped while joining{}; its log is {}",
                 home.display(),
+                last_error(home),
                 home.join(LOG_FILE).display()
             ),
         }
@@ -303,13 +316,28 @@ async fn start(home: &Path, roots: &[RootArg]) -> anyhow::Result<Link> {
                 return Ok(l);
             }
             anyhow::bail!(
-                "the node of {} exited ({status}) before it listened; its log is {}",
+                "the node of {} exited ({status}) before it listened{}; its log is {}",
                 home.display(),
+                last_error(home),
                 log_path.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `: MESSAGE` of the last error the node logged, or nothing.
+pub fn last_error(home: &Path) -> String {
+    let Ok(log) = std::fs::read_to_string(home.join(LOG_FILE)) else {
+        return String::new();
+    };
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            l.split_once(" ERROR ")
+                .map(|(_, m)| format!(": {}", m.trim()))
+        })
+        .unwrap_or_default()
 }
 
 /// A joined network, shared by the programs on it.
@@ -630,7 +658,12 @@ async fn serve_client(
         let nwid: NetworkId = text
             .parse()
             .map_err(|e| anyhow::anyhow!("--nwid {text}: {e}"))?;
-        let (m, joined_now) = node.member(nwid).await?;
+        // The ztrun may give up while the node waits (Ctrl-C while not authorized): it
+        // sends nothing until Ready, so anything from it, or its end, ends the wait.
+        let (m, joined_now) = tokio::select! {
+            r = node.member(nwid) => r?,
+            _ = link.recv::<ToNode>() => return Ok(()),
+        };
         let shared = node
             .attached
             .lock()

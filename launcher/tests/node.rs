@@ -272,18 +272,77 @@ fn an_ephemeral_program_gets_a_node_of_its_own() {
     );
 }
 
+/// `ztrun ARGS`, itself as uid 65534 when the test runs as root (a root program may
+/// inspect any process: the promise is to programs of the node's own unprivileged user).
+fn ztrun_as_user(args: &[&str]) -> Command {
+    let mut c;
+    if nix::unistd::geteuid().is_root() {
+        c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            ZTRUN,
+        ]);
+    } else {
+        c = Command::new(ZTRUN);
+    }
+    c.args(args);
+    c
+}
+
 #[test]
 fn a_wrapped_program_cannot_attach_to_its_node() {
     let (_root, root) = root();
     let dir = home();
-    let h = dir.path();
-    // The program runs as ztrun's own user (root under CI): the uid check would refuse
-    // any other, and this is about a program that passes it.
-    let (_server, server_err) = ztrun(h, &root, &[python(), "-c", SERVE]);
+    let h = dir.path().join("home");
+    let h = h.as_path();
+    std::fs::create_dir(h).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(h, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // ztrun, its node and the programs all run as one unprivileged user: the uid check
+    // would refuse any other, and this is about a program that passes it.
+    let home_arg = h.to_str().unwrap();
+    let mut server = ztrun_as_user(&[
+        "--home",
+        home_arg,
+        "--nwid",
+        NWID,
+        "--root",
+        &root,
+        "--",
+        python(),
+        "-c",
+        SERVE,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (tx, server_err) = mpsc::channel();
+    let err = server.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let _server = Killed(server);
     wait_line(&server_err, "joined");
     let sock = h.join("node.sock");
+    let node_pid = wait_status(h, "the node's pid", |s| s["node"]["pid"].is_u64())["node"]["pid"]
+        .as_u64()
+        .unwrap();
     let probe = format!(
-        "import socket\n\
+        "import ctypes, socket\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         pidfd = libc.syscall(434, {node_pid}, 0)\n\
+         taken = sum(1 for fd in range(64) if pidfd >= 0 and libc.syscall(438, pidfd, fd, 0) >= 0)\n\
+         print('pidfd_getfd taken', taken)\n\
          s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
          s.connect({sock:?})\n\
          s.settimeout(5)\n\
@@ -293,25 +352,28 @@ fn a_wrapped_program_cannot_attach_to_its_node() {
          except (ConnectionResetError, BrokenPipeError): got=b''\n\
          print('answer', got)\n"
     );
-    let out = Command::new(ZTRUN)
-        .args([
-            "--ephemeral",
-            "--nwid",
-            NWID,
-            "--root",
-            &root,
-            "--",
-            python(),
-            "-c",
-            &probe,
-        ])
-        .output()
-        .unwrap();
+    let out = ztrun_as_user(&[
+        "--ephemeral",
+        "--nwid",
+        NWID,
+        "--root",
+        &root,
+        "--",
+        python(),
+        "-c",
+        &probe,
+    ])
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("answer b''"),
         "the node answered a wrapped program: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pidfd_getfd taken 0"),
+        "the node's descriptors are within a program's reach: {stdout}"
     );
     let log = std::fs::read_to_string(h.join("node.log")).unwrap();
     assert!(log.contains("may not attach"), "{log}");

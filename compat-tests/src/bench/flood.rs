@@ -203,6 +203,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
     let wrapped = |host: Host<'_>, home: &FsPath, args: &[String]| -> Command {
         let mut argv: Vec<std::ffi::OsString> = vec![
             wrap.ztrun.clone().into(),
+            // The node in the measured process.
+            "--own-node".into(),
             "--nwid".into(),
             wrap.nwid.clone().into(),
             "--home".into(),

@@ -401,7 +401,12 @@ impl<'n> Lab<'n> {
             On::Native => (Wrap::Native, self.state.path()),
             On::Ztrun(home) => (Wrap::Ztrun(self.wrap.clone()), home),
         };
-        let argv = wrap.argv(home, program.as_ref(), &args);
+        let mut argv = wrap.argv(home, program.as_ref(), &args);
+        if matches!(on, On::Ztrun(_)) {
+            // The node in the ztrun process measured (its CPU and RSS), not in a
+            // background process of the home.
+            argv.insert(1, "--own-node".into());
+        }
         let mut cmd = host.command_as_user(&argv[0]);
         cmd.args(&argv[1..]);
         if self.options.verbose {

@@ -358,6 +358,21 @@ impl<'n> Lab<'n> {
                 set_up.elapsed().as_secs_f64()
             );
         }
+        // The homes joined as uid 65534 (the probes' user). A home is its owner's alone
+        // (`ztrun` refuses another's), so the root runs' homes go back to root once the
+        // node the join started there has ended (it releases the home when idle).
+        for (k, user) in options.users.iter().enumerate() {
+            if *user != User::Root {
+                continue;
+            }
+            for home in &paths[2 * k..2 * k + 2] {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while home.join("status.json").exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                chown_tree(home, 0)?;
+            }
+        }
         let mut homes = Vec::new();
         for (k, user) in options.users.iter().enumerate() {
             let (a1, a2) = (addrs[2 * k], addrs[2 * k + 1]);
@@ -774,6 +789,18 @@ pub(crate) fn print(
     )?;
     out.flush()?;
     Ok(differ == allowed + known && fixed == 0)
+}
+
+/// `chown -R uid:uid path`.
+fn chown_tree(path: &std::path::Path, uid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

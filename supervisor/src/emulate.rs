@@ -401,6 +401,9 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     sockets: Mutex<HashMap<u64, Arc<VSocket<B>>>>,
     /// Threads that made trapped calls (for the listener sweep).
     seen: Mutex<HashSet<u32>>,
+    /// The socket inodes the program held at the last listing, and when (virt.rs
+    /// `still_held`): one listing serves every socket's close check in a sweep.
+    pub(crate) held: Mutex<Option<(std::time::Instant, Option<HashSet<u64>>)>>,
     /// Whether any kernel datagram socket was ever adopted (skips a lookup otherwise).
     pub(crate) kernel_dgrams: std::sync::atomic::AtomicBool,
     /// Proxied route netlink sockets by the inode of the program's end (netlink.rs).
@@ -437,6 +440,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             policy,
             sockets: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashSet::new()),
+            held: Mutex::new(None),
             kernel_dgrams: std::sync::atomic::AtomicBool::new(false),
             netlinks: Mutex::new(HashMap::new()),
             netlink_seen: std::sync::atomic::AtomicBool::new(false),

@@ -152,9 +152,14 @@ fn on_event<K: Kernel, B: Backend>(
 
 /// Drop sockets that are gone or no longer idle, and forget fresh TCP sockets that no
 /// traced process holds any more.
+///
+/// The program's descriptors are listed once per sweep, not once per socket
+/// (`Supervisor::still_held`): with thousands of fresh sockets a per-socket scan of
+/// `/proc/PID/fd` cost most of a core.
 fn sweep_set<K: Kernel, B: Backend>(me: &Arc<Supervisor<K, B>>, set: &IdleSet<B>) {
     let entries: Vec<(u64, Weak<VSocket<B>>)> =
         set.watched().iter().map(|(i, w)| (*i, w.clone())).collect();
+
     for (ino, weak) in entries {
         let Some(vs) = weak.upgrade() else {
             set.watched().remove(&ino);
@@ -162,7 +167,7 @@ fn sweep_set<K: Kernel, B: Backend>(me: &Arc<Supervisor<K, B>>, set: &IdleSet<B>
         };
         if !vs.phase().idle() {
             set.unwatch(ino, &vs);
-        } else if vs.holds_program_end() && !me.held_by_program(ino) {
+        } else if vs.holds_program_end() && !me.still_held(ino) {
             set.unwatch(ino, &vs);
             me.forget(ino, &vs);
         }

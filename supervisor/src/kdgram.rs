@@ -46,7 +46,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let (Some(me), Some(entry)) = (me.upgrade(), weak.upgrade()) else {
                     return;
                 };
-                if !me.held_by_program(ino) {
+                if !me.still_held(ino) {
                     me.forget(ino, &entry);
                     return;
                 }

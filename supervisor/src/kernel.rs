@@ -121,6 +121,11 @@ pub trait Kernel: Send + Sync + 'static {
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno>;
     /// Does thread `pid`'s fd table hold socket inode `ino`? `None`: the thread is gone.
     fn holds(&self, pid: u32, ino: u64) -> Option<bool>;
+    /// Every socket inode thread `pid`'s fd table holds, in one pass (`None`: the thread
+    /// is gone, or the kernel cannot list them: ask [`Kernel::holds`] per inode).
+    fn held_sockets(&self, _pid: u32) -> Option<std::collections::HashSet<u64>> {
+        None
+    }
     /// The network namespace of thread `pid` (inode of `/proc/<tid>/ns/net`). Reading it
     /// needs the access `ptrace` would: a program that made itself non-dumpable answers
     /// `EACCES`. Default: `ENOSYS` (the fakes: the supervisor's own).
@@ -262,6 +267,22 @@ impl Kernel for LinuxKernel {
 
     fn holds(&self, pid: u32, ino: u64) -> Option<bool> {
         fd_of(pid, ino).map(|fd| fd.is_some())
+    }
+
+    fn held_sockets(&self, pid: u32) -> Option<std::collections::HashSet<u64>> {
+        let dir = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        Some(
+            dir.flatten()
+                .filter_map(|e| {
+                    match parse_fd_link(
+                        fs::read_link(e.path()).ok()?.as_os_str().as_encoded_bytes(),
+                    ) {
+                        FdTarget::Socket(ino) => Some(ino),
+                        FdTarget::Other => None,
+                    }
+                })
+                .collect(),
+        )
     }
 
     fn net_namespace(&self, pid: u32) -> Result<u64, Errno> {

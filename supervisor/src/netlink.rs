@@ -257,7 +257,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             loop {
                 tokio::time::sleep(SWEEP).await;
                 let Some(me) = me.upgrade() else { return };
-                if !me.held_by_program(ino) {
+                if !me.still_held(ino) {
                     me.netlinks().remove(&ino);
                     return;
                 }

@@ -318,7 +318,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
                     return;
                 };
-                if !me.held_by_program(new_ino) {
+                if !me.still_held(new_ino) {
                     me.forget(new_ino, &sock);
                     return;
                 }

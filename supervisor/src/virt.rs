@@ -577,7 +577,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
                     return;
                 };
-                if !me.held_by_program(new_ino) {
+                if !me.still_held(new_ino) {
                     me.forget(new_ino, &sock);
                     return;
                 }
@@ -741,6 +741,47 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// Does any process we have seen still hold socket inode `ino`?
+    /// Every socket inode the traced processes hold (`None`: the kernel cannot list
+    /// them). Threads that are gone leave the set of those seen.
+    pub(crate) fn held_sockets(&self) -> Option<HashSet<u64>> {
+        let pids: Vec<u32> = self.seen().iter().copied().collect();
+        let mut gone = HashSet::new();
+        let mut all = HashSet::new();
+        // Threads of one process share a table: one listing per process would do, but
+        // a thread id is what notifications carry, and a gone one lists nothing.
+        for pid in pids {
+            match self.kernel.held_sockets(pid) {
+                Some(s) => all.extend(s),
+                None if self.kernel.holds(pid, 0).is_none() => {
+                    gone.insert(pid);
+                }
+                None => return None,
+            }
+        }
+        self.seen().retain(|p| !gone.contains(p));
+        Some(all)
+    }
+
+    /// Does the program still hold `ino`? For the periodic close checks of sockets
+    /// that raise no event: answered from one listing of the program's descriptors
+    /// shared by all checks within half a sweep, and confirmed by a scan of its own
+    /// before a socket is called closed (a socket made after the listing is not in it).
+    pub(crate) fn still_held(&self, ino: u64) -> bool {
+        let listed = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = held
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < SWEEP / 2);
+            if !fresh {
+                *held = Some((std::time::Instant::now(), self.held_sockets()));
+            }
+            held.as_ref()
+                .and_then(|(_, set)| set.as_ref())
+                .map(|set| set.contains(&ino))
+        };
+        listed == Some(true) || self.held_by_program(ino)
+    }
+
     pub(crate) fn held_by_program(&self, ino: u64) -> bool {
         let pids: Vec<u32> = self.seen().iter().copied().collect();
         let mut gone = HashSet::new();

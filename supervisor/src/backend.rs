@@ -163,13 +163,13 @@ pub trait Backend: Send + Sync + 'static {
         data: &[u8],
         dest: SocketAddr,
     ) -> impl Future<Output = Result<usize, Errno>> + Send;
-    /// Receive one datagram into `buf`: (length, source, the local address it was sent
-    /// to when known; what `IP_PKTINFO` reports).
+    /// Receive one datagram: (its bytes, source, the local address it was sent to when
+    /// known; what `IP_PKTINFO` reports). The bytes are the datagram's own allocation, so
+    /// that an idle socket holds no receive buffer.
     fn udp_recv_from(
         &self,
         sock: &Self::Udp,
-        buf: &mut [u8],
-    ) -> impl Future<Output = Result<(usize, SocketAddr, Option<IpAddr>), Errno>> + Send;
+    ) -> impl Future<Output = Result<(Vec<u8>, SocketAddr, Option<IpAddr>), Errno>> + Send;
 }
 
 /// No virtual network: only loopback (and, with fall-through, the host network).
@@ -214,11 +214,7 @@ impl Backend for NoNetwork {
     async fn udp_send_to(&self, _s: &(), _d: &[u8], _to: SocketAddr) -> Result<usize, Errno> {
         Err(Errno::ENETUNREACH)
     }
-    async fn udp_recv_from(
-        &self,
-        _s: &(),
-        _b: &mut [u8],
-    ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
+    async fn udp_recv_from(&self, _s: &()) -> Result<(Vec<u8>, SocketAddr, Option<IpAddr>), Errno> {
         std::future::pending().await
     }
 }
@@ -323,8 +319,7 @@ mod tests {
         async fn udp_recv_from(
             &self,
             _s: &(),
-            _b: &mut [u8],
-        ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
+        ) -> Result<(Vec<u8>, SocketAddr, Option<IpAddr>), Errno> {
             Err(Errno::EINVAL)
         }
     }

@@ -2390,8 +2390,7 @@ mod virtual_tests {
         async fn udp_recv_from(
             &self,
             _s: &(),
-            _b: &mut [u8],
-        ) -> Result<(usize, SocketAddr, Option<std::net::IpAddr>), Errno> {
+        ) -> Result<(Vec<u8>, SocketAddr, Option<std::net::IpAddr>), Errno> {
             std::future::pending().await
         }
     }

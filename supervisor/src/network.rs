@@ -587,42 +587,53 @@ impl Backend for Networks {
     async fn udp_recv_from(
         &self,
         set: &UdpSet,
-        buf: &mut [u8],
-    ) -> Result<(usize, SocketAddr, Option<IpAddr>), Errno> {
+    ) -> Result<(Vec<u8>, SocketAddr, Option<IpAddr>), Errno> {
         poll_fn(|cx| {
             if let Some((data, from)) = set.inbox.poll(cx) {
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                return Poll::Ready(Ok((n, from, None)));
+                return Poll::Ready(Ok((data, from, None)));
             }
-            for (stack, s) in &set.socks {
-                let (ready, bound) = match s {
-                    Datagram::Udp(s) => (
-                        s.poll_recv_from(Some(&mut *cx), buf, false),
-                        Some(s.local_addr().ip()),
-                    ),
-                    Datagram::Icmp(s) => (
-                        s.poll_recv_from(Some(&mut *cx), buf)
-                            .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
-                        None,
-                    ),
-                    Datagram::Raw(s) => (
-                        s.poll_recv_from(Some(&mut *cx), buf)
-                            .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
-                        None,
-                    ),
-                };
-                if let Poll::Ready(r) = ready {
-                    return Poll::Ready(
-                        r.map(|(n, _, from)| (n, from, destination(stack, bound, from.ip()))),
-                    );
+            // Datagrams land in this thread's scratch buffer and leave it in one of their
+            // own size: a socket waiting for one holds no buffer.
+            SCRATCH.with_borrow_mut(|scratch| {
+                let buf = &mut scratch[..];
+                for (stack, s) in &set.socks {
+                    let (ready, bound) = match s {
+                        Datagram::Udp(s) => (
+                            s.poll_recv_from(Some(&mut *cx), buf, false),
+                            Some(s.local_addr().ip()),
+                        ),
+                        Datagram::Icmp(s) => (
+                            s.poll_recv_from(Some(&mut *cx), buf)
+                                .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+                            None,
+                        ),
+                        Datagram::Raw(s) => (
+                            s.poll_recv_from(Some(&mut *cx), buf)
+                                .map(|r| r.map(|(n, full, ip)| (n, full, SocketAddr::new(ip, 0)))),
+                            None,
+                        ),
+                    };
+                    if let Poll::Ready(r) = ready {
+                        return Poll::Ready(r.map(|(n, _, from)| {
+                            (
+                                buf[..n].to_vec(),
+                                from,
+                                destination(stack, bound, from.ip()),
+                            )
+                        }));
+                    }
                 }
-            }
-            Poll::Pending
+                Poll::Pending
+            })
         })
         .await
         .map_err(errno)
     }
+}
+
+thread_local! {
+    /// Where a datagram is received before it is copied out at its own size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65_536]);
 }
 
 /// The local address a datagram from `from` reached on `stack`: the socket's own address

@@ -142,6 +142,12 @@ struct Arrival {
     at: std::time::Duration,
 }
 
+thread_local! {
+    /// Where a datagram the program sends natively is received before it is copied out
+    /// at its own size.
+    static TX_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_COPY]);
+}
+
 /// The interface index reported in `IP_PKTINFO`/`IPV6_PKTINFO` for the virtual network.
 /// Decision: the virtual network has no kernel interface, and programs resolve the index
 /// with `SIOCGIFNAME`/`if_indextoname` (dnsmasq drops a query whose index does not
@@ -232,11 +238,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let raw = vs.kind == Kind::Raw;
         let last_arrival = dgram.last_arrival.clone();
         let rx = tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_COPY];
             loop {
-                let got = backend.udp_recv_from(&sock, &mut buf).await;
+                let got = backend.udp_recv_from(&sock).await;
                 let Some(d) = weak.upgrade() else { return };
-                let (len, from, to) = match got {
+                let (buf, from, to) = match got {
                     Ok(x) => x,
                     Err(e) if reported_by_network(e) => {
                         debug!(%e, "the network reported an error for a virtual UDP socket");
@@ -252,7 +257,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 };
                 if raw {
                     let Some(vs) = weak_vs.upgrade() else { return };
-                    if !crate::raw::accepts(&vs, d.local, d.peer(), &buf[..len], from, to) {
+                    if !crate::raw::accepts(&vs, d.local, d.peer(), &buf, from, to) {
                         continue;
                     }
                 } else if d.peer().is_some_and(|p| p != from) {
@@ -262,10 +267,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 lock(&sources).push_back(Arrival { from, to, at });
-                if let Err(e) = send(writer.as_raw_fd(), &buf[..len], MsgFlags::MSG_DONTWAIT) {
+                if let Err(e) = send(writer.as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
                     // The program's queue is full: UDP drops.
                     lock(&sources).pop_back();
-                    trace!(%e, len, "datagram dropped: the program's queue is full");
+                    trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
                 } else {
                     *lock(&last_arrival) = Some(at);
                 }
@@ -278,13 +283,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let Ok(afd) = crate::sys::async_fd(reader, Interest::READABLE) else {
                 return;
             };
-            let mut buf = vec![0u8; MAX_COPY];
             loop {
                 let Ok(mut guard) = afd.readable().await else {
                     return;
                 };
-                match recv(afd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                    Ok(len) => {
+                // Received in this thread's scratch buffer and copied out at its own
+                // size before the send waits: a quiet socket holds no buffer.
+                let got = TX_SCRATCH.with_borrow_mut(|scratch| {
+                    recv(afd.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
+                        .map(|len| scratch[..len].to_vec())
+                });
+                match got {
+                    Ok(buf) => {
+                        let len = buf.len();
                         if len == 0 && guard.ready().is_read_closed() {
                             return;
                         }

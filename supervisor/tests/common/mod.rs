@@ -187,10 +187,11 @@ impl Backend for LoopbackNet {
     async fn udp_recv_from(
         &self,
         sock: &CarrierUdp,
-        buf: &mut [u8],
-    ) -> Result<(usize, std::net::SocketAddr, Option<std::net::IpAddr>), nix::errno::Errno> {
-        let (n, from) = sock.0.recv_from(buf).await.map_err(io_errno)?;
-        Ok((n, Self::carried(from), Some(VIRTUAL_IP.into())))
+    ) -> Result<(Vec<u8>, std::net::SocketAddr, Option<std::net::IpAddr>), nix::errno::Errno> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = sock.0.recv_from(&mut buf).await.map_err(io_errno)?;
+        buf.truncate(n);
+        Ok((buf, Self::carried(from), Some(VIRTUAL_IP.into())))
     }
 }
 

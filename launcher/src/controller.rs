@@ -39,6 +39,7 @@ use zt_core::controller::{
     rfc4193_address, sixplane_address, Controller, ControllerError, Member, NetworkSettings,
 };
 use zt_core::driver::{spawn_node, DriverError, NodeHandle, Sockets};
+use zt_core::node::RootSpec;
 use zt_core::wire::credential::Route;
 use zt_core::{Address, NetworkId, Node, NodeConfig};
 
@@ -49,6 +50,9 @@ use crate::api::{
 use crate::connections::{self, Connections, Proof};
 use crate::roots::RootArg;
 use crate::{home, identity, overlay, roots};
+
+pub mod postgres;
+mod replica;
 
 /// Name of the controller database inside the controller's home.
 pub const STORE_FILE: &str = "controller.redb";
@@ -70,6 +74,9 @@ pub struct Options {
     pub api: SocketAddr,
     /// Move an existing database aside and start with no networks.
     pub reset: bool,
+    /// A PostgreSQL database (`postgres://…`) instead of the embedded store; replicas
+    /// with the same identity and database take turns on the overlay.
+    pub store: Option<String>,
 }
 
 /// The controller's home directory: `--home`, else `controller/` inside the directory
@@ -139,9 +146,21 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let lock = crate::status::HomeLock::acquire(&opts.home)?;
     let store_path = opts.home.join(STORE_FILE);
     if opts.reset {
+        if opts.store.is_some() {
+            anyhow::bail!(
+                "--reset moves the embedded database aside; a controller on PostgreSQL starts \
+                 anew with an empty database"
+            );
+        }
         reset(&store_path)?;
     }
-    let (id, store, controller) = open_state(&opts.home, &store_path)?;
+    let (id, store, controller, shared) = match &opts.store {
+        Some(url) => open_postgres(&opts.home, url)?,
+        None => {
+            let (id, store, controller) = open_state(&opts.home, &store_path)?;
+            (id, store, controller, None)
+        }
+    };
     let token = load_or_create_token(&opts.home)?;
     let api_file = opts.home.join(API_FILE);
     let _ = std::fs::remove_file(&api_file);
@@ -159,33 +178,29 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     } else {
         opts.roots.clone()
     };
-    let sockets = match opts.listen {
-        Some(a) => Sockets::bind_addrs(&[a]).await,
-        None => Sockets::bind(0).await,
-    }
-    .context("cannot open the controller node's UDP socket")?;
-    let mut node = Node::new(
-        NodeConfig::new(id.clone(), roots::specs(&root_args), identity::os_seed()?),
-        Instant::now(),
-    );
-    node.attach_controller(controller);
-    let (handle, _task) = spawn_node(node, sockets);
-    let _status = crate::status::spawn_writer(&lock, handle.clone(), Default::default());
+    let overlay = Overlay {
+        id: id.clone(),
+        roots: roots::specs(&root_args),
+        listen: opts.listen,
+        lock: &lock,
+    };
+    // On PostgreSQL the node goes on the overlay once this replica holds the lock.
+    let node = overlay.start(controller, shared.is_none()).await?;
 
     let api_addr = listener.local_addr().context("API socket")?;
     home::write_private(&api_file, format!("{api_addr}\n").as_bytes())
         .with_context(|| format!("cannot write {}", api_file.display()))?;
+    let location = store.location().to_string();
     let service = Arc::new(Service {
-        node: handle,
+        node: std::sync::RwLock::new(node),
         store,
         token,
         address: id.address(),
     });
     eprintln!(
-        "zt: controller {} with {networks} network(s) from {}; API on http://{api_addr} \
-         (token in {})",
+        "zt: controller {} with {networks} network(s) from {location}; API on \
+         http://{api_addr} (token in {})",
         id.address(),
-        store_path.display(),
         opts.home.join(TOKEN_FILE).display()
     );
     if hosting_root {
@@ -200,13 +215,15 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
 
     let saver = service.clone();
     let periodic = service.clone();
+    let replicas = service.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SAVE_EVERY).await;
             match periodic.save_pending().await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the controller state"),
-                Err(DriverError::Stopped) => break,
+                // A replica replacing its node; at exit the process ends this task.
+                Err(DriverError::Stopped) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot save the controller state"),
             }
         }
@@ -219,14 +236,198 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
         let svc = service.clone();
         async move { svc.serve(req, &proof).await }
     });
+    let replicas = async {
+        match &shared {
+            Some(db) => {
+                tokio::join!(
+                    replica::hold_active(&replicas, &overlay, db),
+                    replica::follow(&replicas, db)
+                );
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = api => {}
+        () = replicas => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     let _ = std::fs::remove_file(&api_file);
     saver.save_pending().await??;
     Ok(())
+}
+
+/// How the controller's node is made: on the overlay (with its roots), or, for a replica
+/// standing by, with no roots (it serves the API and reaches nobody).
+struct Overlay<'a> {
+    id: zt_core::SecretIdentity,
+    roots: Vec<RootSpec>,
+    listen: Option<SocketAddr>,
+    lock: &'a crate::status::HomeLock,
+}
+
+/// A running node and its driver's task.
+struct Running {
+    handle: NodeHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Overlay<'_> {
+    /// Starts a node hosting `controller`, on the overlay or not.
+    async fn start(&self, controller: Controller, online: bool) -> anyhow::Result<Running> {
+        let sockets = if online {
+            let mut tries = 0;
+            loop {
+                // A node this process just stopped may hold the port for a moment.
+                let bound = match self.listen {
+                    Some(a) => Sockets::bind_addrs(&[a]).await,
+                    None => Sockets::bind(0).await,
+                };
+                match bound {
+                    Ok(s) => break s,
+                    Err(e) if tries < 20 && self.listen.is_some() => {
+                        tracing::debug!(error = %e, "UDP address busy; trying again");
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => {
+                        return Err(e).context("cannot open the controller node's UDP socket")
+                    }
+                }
+            }
+        } else {
+            Sockets::bind_addrs(&[SocketAddr::from(([127, 0, 0, 1], 0))])
+                .await
+                .context("cannot open the standby node's UDP socket")?
+        };
+        let roots = if online {
+            self.roots.clone()
+        } else {
+            Vec::new()
+        };
+        let mut node = Node::new(
+            NodeConfig::new(self.id.clone(), roots, identity::os_seed()?),
+            Instant::now(),
+        );
+        node.attach_controller(controller);
+        let (handle, task) = spawn_node(node, sockets);
+        if online {
+            // Ends when the node stops.
+            let _ = crate::status::spawn_writer(self.lock, handle.clone(), Default::default());
+        }
+        Ok(Running { handle, task })
+    }
+}
+
+/// The identity of `home` and the state in the PostgreSQL database `url`, checked against
+/// each other (the database records whose networks it holds).
+type Opened = (
+    zt_core::SecretIdentity,
+    Arc<dyn Store>,
+    Controller,
+    Option<replica::Shared>,
+);
+
+fn open_postgres(home: &Path, url: &str) -> anyhow::Result<Opened> {
+    let (id, _) = identity::load_or_create(home)?;
+    let (store, state, _) = postgres::PgStore::open(url, Some(id.address()))
+        .map_err(|e| anyhow::anyhow!("{e}; the controller did not start"))?;
+    if let Some(other) = state
+        .networks
+        .keys()
+        .find(|n| n.controller() != Some(id.address()))
+    {
+        anyhow::bail!(
+            "{} holds network {other}, which is not run by this controller ({})",
+            store.location(),
+            id.address()
+        );
+    }
+    let shared = replica::Shared {
+        cfg: postgres::config(url)?,
+        location: store.location().to_string(),
+        replica: store.replica(),
+    };
+    let controller = Controller::from_state(id.clone(), unix_ms(), Instant::now(), state);
+    Ok((id, Arc::new(store), controller, Some(shared)))
+}
+
+/// The identity of `home`, which must exist.
+fn existing_identity(home: &Path) -> anyhow::Result<zt_core::SecretIdentity> {
+    let path = home.join(identity::SECRET_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (the controller's identity; export and import need it)",
+            path.display()
+        )
+    })?;
+    identity::parse(&text, &path)
+}
+
+/// `zt controller export`: the state of the controller in `home` (or in the PostgreSQL
+/// database `store`) as JSON ([`zt_core::controller::store::export_json`]).
+pub fn export(home: &Path, store: Option<&str>) -> anyhow::Result<String> {
+    let (address, state) = match store {
+        Some(url) => {
+            let (_, state, owner) = postgres::PgStore::open(url, None)?;
+            let address = match owner {
+                Some(a) => a,
+                None if state.networks.is_empty() => existing_identity(home)?.address(),
+                None => anyhow::bail!("{}: no controller address recorded", postgres::redact(url)),
+            };
+            (address, state)
+        }
+        None => {
+            let path = home.join(STORE_FILE);
+            if std::fs::symlink_metadata(&path).is_err() {
+                anyhow::bail!("{} does not exist: nothing to export", path.display());
+            }
+            let id = existing_identity(home)?;
+            let (_, state) = open_store(&path).context(
+                "cannot open the controller database (a running controller keeps it open: \
+                 stop it first, or run it on PostgreSQL)",
+            )?;
+            (id.address(), state)
+        }
+    };
+    Ok(zt_core::controller::store::export_json(address, &state))
+}
+
+/// `zt controller import`: writes an export into the embedded store of `home` or into the
+/// PostgreSQL database `store`, which must hold no networks. The identity in `home` must
+/// be the exported controller's (it signs the networks' configurations). Returns the
+/// number of networks and members imported.
+pub fn import(home: &Path, store: Option<&str>, text: &str) -> anyhow::Result<(usize, usize)> {
+    use zt_core::controller::store::{changes_of, import_json};
+    let (address, state) = import_json(text)?;
+    let id = existing_identity(home)?;
+    if id.address() != address {
+        anyhow::bail!(
+            "the export is of controller {address}, and the identity in {} is {}: copy the \
+             exported controller's identity.secret and identity.public there first",
+            home.display(),
+            id.address()
+        );
+    }
+    let target: Box<dyn Store> = match store {
+        Some(url) => Box::new(postgres::PgStore::open(url, Some(address))?.0),
+        None => {
+            home::prepare(home)?;
+            Box::new(open_store(&home.join(STORE_FILE))?.0)
+        }
+    };
+    let held = target.load()?;
+    if !held.networks.is_empty() {
+        anyhow::bail!(
+            "{} already holds {} network(s); import only into an empty store",
+            target.location(),
+            held.networks.len()
+        );
+    }
+    target.apply(&changes_of(&state))?;
+    let members = state.networks.values().map(|n| n.members.len()).sum();
+    Ok((state.networks.len(), members))
 }
 
 /// What to do about a database that does not load.
@@ -397,7 +598,8 @@ fn ok(v: impl Serialize) -> Answer {
 
 /// The API's state: the node that hosts the controller, the store and the token.
 struct Service {
-    node: NodeHandle,
+    /// Replaced when a replica goes on or off the overlay.
+    node: std::sync::RwLock<Running>,
     store: Arc<dyn Store>,
     token: String,
     address: Address,
@@ -499,6 +701,27 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
 }
 
 impl Service {
+    /// The node that hosts the controller now.
+    fn node(&self) -> NodeHandle {
+        self.node
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .handle
+            .clone()
+    }
+
+    /// Hosts the controller on `node` from now on; the previous node stops.
+    fn replace_node(&self, node: Running) {
+        let old = std::mem::replace(
+            &mut *self
+                .node
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            node,
+        );
+        old.task.abort();
+    }
+
     /// Answers one request; tells `proof` when it carries the token. Answers to requests
     /// without the token, or whose body is too large or too slow, close the connection.
     async fn serve(&self, req: Request<Incoming>, proof: &Proof) -> Response<Full<Bytes>> {
@@ -592,7 +815,7 @@ impl Service {
         match (segs.as_slice(), m) {
             (["controller"], Method::GET) => {
                 let clock = self
-                    .node
+                    .node()
                     .with_controller(|c| c.clock(Instant::now()))
                     .await?;
                 ok(ControllerInfo {
@@ -604,7 +827,7 @@ impl Service {
             }
             (["controller", "network"], Method::GET) => {
                 let list = self
-                    .node
+                    .node()
                     .with_controller(|c| {
                         c.networks()
                             .into_iter()
@@ -621,7 +844,7 @@ impl Service {
                 let settings = apply(NetworkSettings::default(), change)?;
                 let seed = identity::os_seed().map_err(|e| Failure::internal(e.to_string()))?;
                 let net = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let taken: Vec<u32> = c
                             .networks()
@@ -657,7 +880,7 @@ impl Service {
                         }
                         let change: NetworkChange = parse_body(body)?;
                         let net = self
-                            .node
+                            .node()
                             .with_controller(move |c| {
                                 let old = c
                                     .networks()
@@ -677,13 +900,13 @@ impl Service {
                             .await??;
                         self.save().await?;
                         // Online members get the new settings now, not at their next refresh.
-                        self.node.push_configs(nwid).await?;
+                        self.node().push_configs(nwid).await?;
                         ok(net)
                     }
                     Method::DELETE => {
                         let net = self.network(nwid).await?;
                         // Members that asked are told at once that it is gone.
-                        self.node.delete_network(nwid).await?;
+                        self.node().delete_network(nwid).await?;
                         self.save().await?;
                         ok(net)
                     }
@@ -693,7 +916,7 @@ impl Service {
             (["controller", "network", n, "member"], Method::GET) => {
                 let nwid = nwid(n)?;
                 let list = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let s = settings_of(c, nwid)?;
                         Ok::<_, ControllerError>(
@@ -713,11 +936,11 @@ impl Service {
                     Method::GET => {}
                     Method::DELETE => {
                         let s = self
-                            .node
+                            .node()
                             .with_controller(move |c| settings_of(c, nwid))
                             .await?
                             .map_err(DriverError::from)?;
-                        let record = self.node.delete_member(nwid, addr).await?;
+                        let record = self.node().delete_member(nwid, addr).await?;
                         self.save().await?;
                         return ok(member_json(nwid, &s, addr, &record));
                     }
@@ -726,20 +949,20 @@ impl Service {
                         if let Some(name) = change.name {
                             // Named before authorized is fine: the name waits with the
                             // member's record.
-                            self.node
+                            self.node()
                                 .with_controller(move |c| c.set_member_name(nwid, addr, name))
                                 .await?
                                 .map_err(DriverError::from)?;
                             // Members resolve the name at once, not at their next refresh.
-                            self.node.push_configs(nwid).await?;
+                            self.node().push_configs(nwid).await?;
                         }
                         match change.authorized {
                             Some(auth) => {
-                                self.node.set_member_authorized(nwid, addr, auth).await?;
+                                self.node().set_member_authorized(nwid, addr, auth).await?;
                             }
                             None => {
                                 // Record the member (not authorized) if it is new.
-                                self.node
+                                self.node()
                                     .with_controller(move |c| {
                                         if c.member(nwid, addr)?.is_some() {
                                             return Ok(None);
@@ -755,7 +978,7 @@ impl Service {
                     _ => return Err(not_allowed(method, path)),
                 }
                 let found = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let s = settings_of(c, nwid)?;
                         Ok::<_, ControllerError>(
@@ -783,7 +1006,7 @@ impl Service {
 
     async fn network(&self, nwid: NetworkId) -> Result<NetworkJson, Failure> {
         Ok(self
-            .node
+            .node()
             .with_controller(move |c| {
                 let s = settings_of(c, nwid)?;
                 Ok::<_, ControllerError>(network_json(nwid, &s, c.member_count(nwid)?))
@@ -803,7 +1026,7 @@ impl Service {
     /// As [`Service::save`], keeping the driver's and the store's errors apart.
     async fn save_pending(&self) -> Result<Result<(), StoreError>, DriverError> {
         let store = self.store.clone();
-        self.node
+        self.node()
             .with_controller(move |c| {
                 if !c.has_changes() {
                     return Ok(());
@@ -843,9 +1066,9 @@ mod tests {
         let sockets = Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
             .await
             .unwrap();
-        let (handle, _task) = spawn_node(node, sockets);
+        let (handle, task) = spawn_node(node, sockets);
         Service {
-            node: handle,
+            node: std::sync::RwLock::new(Running { handle, task }),
             store: Arc::new(store),
             token: "secret".into(),
             address: id.address(),
@@ -987,7 +1210,7 @@ mod tests {
             .await
             .unwrap();
         let nwid: NetworkId = net["id"].as_str().unwrap().parse().unwrap();
-        svc.node
+        svc.node()
             .with_controller(move |c| {
                 for i in 0..MEMBERS {
                     let a = Address::new(0x01_0000_0000 + i).unwrap();

@@ -433,6 +433,71 @@ impl Controller {
         }
     }
 
+    /// Installs a record as another writer stored it (a replica sharing this controller's
+    /// database): the network's settings (`Some`, creating the network) or its deletion
+    /// with its members (`None`). Nothing is marked changed, and a network whose own
+    /// changes wait to be stored keeps them ([`Controller::is_pending`]).
+    pub fn install_network(&mut self, nwid: NetworkId, settings: Option<NetworkSettings>) {
+        match settings {
+            Some(settings) => match self.networks.get_mut(&nwid) {
+                Some(n) => n.settings = settings,
+                None => {
+                    self.networks.insert(
+                        nwid,
+                        ControlledNetwork {
+                            settings,
+                            members: BTreeMap::new(),
+                        },
+                    );
+                }
+            },
+            None => {
+                self.networks.remove(&nwid);
+                self.changed.retain(|d| match d {
+                    Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
+                    Dirty::LastIssued => true,
+                });
+            }
+        }
+    }
+
+    /// Installs a member record as another writer stored it (`None`: removed), without
+    /// marking it changed. A member of an unknown network is ignored (its network's record
+    /// comes first in a store's order).
+    pub fn install_member(&mut self, nwid: NetworkId, member: Address, record: Option<Member>) {
+        let Some(net) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        match record {
+            Some(m) => {
+                net.members.insert(member, m);
+            }
+            None => {
+                net.members.remove(&member);
+            }
+        }
+    }
+
+    /// Takes a stored issue counter into account: later configurations are issued after
+    /// it.
+    pub fn install_last_issued(&mut self, last_issued: u64) {
+        self.last_issued = self.last_issued.max(last_issued);
+    }
+
+    /// Whether the record `change` names has changes of this controller waiting to be
+    /// stored (they are newer than what the store holds).
+    pub fn is_pending(&self, change: &Change) -> bool {
+        match change {
+            Change::Network { nwid, .. } => {
+                self.changed.contains(&Dirty::Network(*nwid)) || self.deleted.contains(nwid)
+            }
+            Change::Member { nwid, member, .. } => {
+                self.changed.contains(&Dirty::Member(*nwid, *member)) || self.deleted.contains(nwid)
+            }
+            Change::LastIssued(_) => false,
+        }
+    }
+
     /// Whether changes wait for [`Controller::take_changes`].
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty() || !self.deleted.is_empty()
@@ -574,16 +639,31 @@ impl Controller {
         m.authorized = authorized;
         self.changed.insert(Dirty::Member(nwid, member));
         if was && !authorized {
-            let mut rev = Revocation {
-                nwid,
-                member,
-                threshold: clock,
-                signature: [0; 64],
-            };
-            rev.signature = self.identity.sign(&signed(REVOCATION_CONTEXT, &rev.body()));
-            return Ok(Some(rev));
+            return Ok(Some(self.revocation_at(clock, nwid, member)));
         }
         Ok(None)
+    }
+
+    /// A signed revocation of every certificate `member` of `nwid` holds, for a
+    /// deauthorization another writer stored ([`Controller::install_member`]).
+    pub fn revocation(&self, now: Instant, nwid: NetworkId, member: Address) -> Revocation {
+        self.revocation_at(self.clock(now).max(self.last_issued), nwid, member)
+    }
+
+    fn revocation_at(&self, threshold: u64, nwid: NetworkId, member: Address) -> Revocation {
+        let mut rev = Revocation {
+            nwid,
+            member,
+            threshold,
+            signature: [0; 64],
+        };
+        rev.signature = self.identity.sign(&signed(REVOCATION_CONTEXT, &rev.body()));
+        rev
+    }
+
+    /// A network's settings.
+    pub fn settings(&self, nwid: NetworkId) -> Option<&NetworkSettings> {
+        self.networks.get(&nwid).map(|n| &n.settings)
     }
 
     /// Names a member in DNS (`None` removes its name). The other members learn it with

@@ -40,6 +40,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::controller::store::Change;
 use crate::controller::{Controller, ControllerError, Member};
 use crate::identity::Address;
 use crate::node::{
@@ -620,6 +621,10 @@ enum Command {
     PushConfigs {
         nwid: NetworkId,
     },
+    ApplyStored {
+        changes: Vec<Change>,
+        reply: oneshot::Sender<()>,
+    },
     DeleteNetwork {
         nwid: NetworkId,
         reply: oneshot::Sender<Result<(), DriverError>>,
@@ -708,6 +713,17 @@ impl NodeHandle {
             .send(Command::PushConfigs { nwid })
             .await
             .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Applies records another writer stored to this node's controller and tells the
+    /// members ([`Node::apply_stored`]).
+    pub async fn apply_stored(&self, changes: Vec<Change>) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::ApplyStored { changes, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
     }
 
     /// Deletes a network of this node's controller; the members that asked for its
@@ -971,6 +987,10 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                 }
                 Some(Command::Controller(job)) => job(node.controller_mut()),
                 Some(Command::PushConfigs { nwid }) => node.push_configs(Instant::now(), nwid, None),
+                Some(Command::ApplyStored { changes, reply }) => {
+                    node.apply_stored(Instant::now(), &changes);
+                    let _ = reply.send(());
+                }
                 Some(Command::DeleteNetwork { nwid, reply }) => {
                     let r = node.delete_network(Instant::now(), nwid).map_err(DriverError::from);
                     let _ = reply.send(r);

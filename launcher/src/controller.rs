@@ -38,7 +38,7 @@ use zt_core::controller::store::{ControllerState, RedbStore, Store, StoreError};
 use zt_core::controller::{
     rfc4193_address, sixplane_address, Controller, ControllerError, Member, NetworkSettings,
 };
-use zt_core::driver::{spawn_node, DriverError, NodeHandle, Sockets};
+use zt_core::driver::{DriverError, NodeHandle, Sockets};
 use zt_core::node::RootSpec;
 use zt_core::wire::credential::Route;
 use zt_core::{Address, NetworkId, Node, NodeConfig};
@@ -57,6 +57,9 @@ mod replica;
 /// Name of the controller database inside the controller's home.
 pub const STORE_FILE: &str = "controller.redb";
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// As [`SAVE_EVERY`] for replicas on PostgreSQL: an address assigned to a member must be
+/// in the database before a standby that takes over hands out addresses.
+const SAVE_EVERY_SHARED: Duration = Duration::from_millis(250);
 /// A member that asked for its configuration this recently is online ([`MemberJson`]):
 /// members ask every `Timing::config_refresh` (30 s), so this allows one lost request.
 pub const ONLINE_WITHIN: Duration = Duration::from_secs(65);
@@ -180,6 +183,7 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     };
     let overlay = Overlay {
         id: id.clone(),
+        store: store.clone(),
         roots: roots::specs(&root_args),
         listen: opts.listen,
         lock: &lock,
@@ -216,9 +220,14 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let saver = service.clone();
     let periodic = service.clone();
     let replicas = service.clone();
+    let save_every = if shared.is_some() {
+        SAVE_EVERY_SHARED
+    } else {
+        SAVE_EVERY
+    };
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(SAVE_EVERY).await;
+            tokio::time::sleep(save_every).await;
             match periodic.save_pending().await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the controller state"),
@@ -262,6 +271,7 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
 /// standing by, with no roots (it serves the API and reaches nobody).
 struct Overlay<'a> {
     id: zt_core::SecretIdentity,
+    store: Arc<dyn Store>,
     roots: Vec<RootSpec>,
     listen: Option<SocketAddr>,
     lock: &'a crate::status::HomeLock,
@@ -311,7 +321,17 @@ impl Overlay<'_> {
             Instant::now(),
         );
         node.attach_controller(controller);
-        let (handle, task) = spawn_node(node, sockets);
+        // Addresses assigned go to the database before the configurations carrying
+        // them: a standby taking over must not hand them out again.
+        let store = self.store.clone();
+        let before_send: zt_core::driver::BeforeSend = Box::new(move |c| {
+            let changes = c.take_changes();
+            if let Err(e) = store.apply(&changes) {
+                tracing::warn!(error = %e, "cannot store an assigned address");
+                c.unsaved(&changes);
+            }
+        });
+        let (handle, task) = zt_core::driver::spawn_node_with(node, sockets, Some(before_send));
         if online {
             // Ends when the node stops.
             let _ = crate::status::spawn_writer(self.lock, handle.clone(), Default::default());
@@ -1056,6 +1076,7 @@ fn not_allowed(method: &Method, path: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zt_core::driver::spawn_node;
 
     async fn service(dir: &Path) -> Service {
         let id = identity::generate().unwrap();
@@ -1242,6 +1263,7 @@ mod tests {
                     authorized: true,
                     ..Member::default()
                 }),
+                by: zt_core::controller::store::Writer::Administrator,
             }]]
         );
         let saved = recording.load().unwrap();

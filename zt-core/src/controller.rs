@@ -39,7 +39,7 @@ use crate::wire::credential::{
 pub mod record;
 pub mod store;
 
-use store::{Change, ControllerState, StoredNetwork};
+use store::{Change, ControllerState, StoredNetwork, Writer};
 
 /// Default `max_delta` of certificates.
 pub const DEFAULT_MAX_DELTA: Duration = Duration::from_secs(120);
@@ -220,6 +220,10 @@ pub struct Controller {
     changed: BTreeSet<Dirty>,
     /// Networks deleted since then (their records and members go first).
     deleted: BTreeSet<NetworkId>,
+    /// The members of `changed` that an administrator changed ([`Writer`]).
+    by_administrator: BTreeSet<(NetworkId, Address)>,
+    /// An address was assigned since the last [`Controller::take_changes`].
+    assigned: bool,
 }
 
 /// A record that changed and must be stored.
@@ -327,6 +331,8 @@ impl Controller {
             last_issued: 0,
             changed: BTreeSet::new(),
             deleted: BTreeSet::new(),
+            by_administrator: BTreeSet::new(),
+            assigned: false,
         }
     }
 
@@ -381,6 +387,7 @@ impl Controller {
     /// order: deleted networks first, then settings, members and the issue counter. If the
     /// store fails, give them back with [`Controller::unsaved`] so the next save retries.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        self.assigned = false;
         let mut out: Vec<Change> = std::mem::take(&mut self.deleted)
             .into_iter()
             .map(|nwid| Change::Network {
@@ -402,6 +409,11 @@ impl Controller {
                         .get(&nwid)
                         .and_then(|n| n.members.get(&member))
                         .cloned(),
+                    by: if self.by_administrator.remove(&(nwid, member)) {
+                        Writer::Administrator
+                    } else {
+                        Writer::Controller
+                    },
                 },
                 Dirty::LastIssued => Change::LastIssued(self.last_issued),
             });
@@ -423,8 +435,13 @@ impl Controller {
                 Change::Network { nwid, .. } => {
                     self.changed.insert(Dirty::Network(*nwid));
                 }
-                Change::Member { nwid, member, .. } => {
+                Change::Member {
+                    nwid, member, by, ..
+                } => {
                     self.changed.insert(Dirty::Member(*nwid, *member));
+                    if *by == Writer::Administrator {
+                        self.by_administrator.insert((*nwid, *member));
+                    }
                 }
                 Change::LastIssued(_) => {
                     self.changed.insert(Dirty::LastIssued);
@@ -457,6 +474,7 @@ impl Controller {
                     Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
                     Dirty::LastIssued => true,
                 });
+                self.by_administrator.retain(|(n, _)| *n != nwid);
             }
         }
     }
@@ -496,6 +514,25 @@ impl Controller {
             }
             Change::LastIssued(_) => false,
         }
+    }
+
+    /// Whether an address was assigned since the last [`Controller::take_changes`]: a
+    /// host whose controller may be replaced by another process (replicas on one
+    /// database) stores the changes before the configuration carrying it goes out.
+    pub fn must_store(&self) -> bool {
+        self.assigned
+    }
+
+    /// Who changed a member whose record waits to be stored (`None`: nothing waits).
+    pub fn pending_member(&self, nwid: NetworkId, member: Address) -> Option<Writer> {
+        if !self.changed.contains(&Dirty::Member(nwid, member)) {
+            return None;
+        }
+        Some(if self.by_administrator.contains(&(nwid, member)) {
+            Writer::Administrator
+        } else {
+            Writer::Controller
+        })
     }
 
     /// Whether changes wait for [`Controller::take_changes`].
@@ -579,6 +616,7 @@ impl Controller {
             Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
             Dirty::LastIssued => true,
         });
+        self.by_administrator.retain(|(n, _)| *n != nwid);
         self.deleted.insert(nwid);
         Ok(())
     }
@@ -599,6 +637,7 @@ impl Controller {
             .ok_or(ControllerError::UnknownMember { nwid, member })
             .inspect(|_| {
                 self.changed.insert(Dirty::Member(nwid, member));
+                self.by_administrator.insert((nwid, member));
             })
     }
 
@@ -638,6 +677,7 @@ impl Controller {
         let was = m.authorized;
         m.authorized = authorized;
         self.changed.insert(Dirty::Member(nwid, member));
+        self.by_administrator.insert((nwid, member));
         if was && !authorized {
             return Ok(Some(self.revocation_at(clock, nwid, member)));
         }
@@ -698,6 +738,7 @@ impl Controller {
         }
         net.members.entry(member).or_default().name = name;
         self.changed.insert(Dirty::Member(nwid, member));
+        self.by_administrator.insert((nwid, member));
         Ok(())
     }
 
@@ -769,6 +810,7 @@ impl Controller {
                     .map(Ipv4Addr::from)
                     .find(|a| !taken.contains(a));
                 self.changed.insert(Dirty::Member(nwid, member));
+                self.assigned |= m.ipv4.is_some();
             }
         }
         let mut addresses = Vec::new();

@@ -787,8 +787,22 @@ impl NodeHandle {
 
 /// Starts driving `node` on `sockets` in a tokio task.
 pub fn spawn_node(node: Node, sockets: Sockets) -> (NodeHandle, JoinHandle<()>) {
+    spawn_node_with(node, sockets, None)
+}
+
+/// Called with the hosted controller before datagrams go out whenever
+/// [`Controller::must_store`] says that records must be stored first (an address was
+/// assigned in a configuration about to be sent).
+pub type BeforeSend = Box<dyn FnMut(&mut Controller) + Send>;
+
+/// As [`spawn_node`], calling `before_send` as [`BeforeSend`] says.
+pub fn spawn_node_with(
+    node: Node,
+    sockets: Sockets,
+    before_send: Option<BeforeSend>,
+) -> (NodeHandle, JoinHandle<()>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let task = tokio::spawn(run_node(node, sockets, cmd_rx));
+    let task = tokio::spawn(run_node(node, sockets, cmd_rx, before_send));
     (NodeHandle { cmd: cmd_tx }, task)
 }
 
@@ -854,7 +868,12 @@ fn poll_devices(
 
 type JoinReply = oneshot::Sender<Result<NetworkPort, DriverError>>;
 
-async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<Command>) {
+async fn run_node(
+    mut node: Node,
+    sockets: Sockets,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    mut before_send: Option<BeforeSend>,
+) {
     let (frames_tx, mut frames_rx) = mpsc::channel::<(NetworkId, Vec<u8>)>(FRAME_QUEUE);
     let mut ports: std::collections::HashMap<NetworkId, Port> = std::collections::HashMap::new();
     let mut batch4 = RecvBatch::new(sockets.v4.as_ref());
@@ -864,6 +883,11 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
     let mut from_devices: Vec<(NetworkId, Vec<u8>)> = Vec::new();
     let mut device_scratch: Vec<Vec<u8>> = Vec::new();
     loop {
+        if let (Some(hook), Some(c)) = (before_send.as_mut(), node.controller_mut()) {
+            if c.must_store() {
+                hook(c);
+            }
+        }
         outgoing.clear();
         while let Some(t) = node.poll_transmit() {
             outgoing.push(t);

@@ -59,8 +59,10 @@ use rand_core::{Rng as _, SeedableRng as _};
 
 use crate::admission::{Admission, AdmissionStats, Source, Verdict, SECRET_LIFETIME};
 use crate::controller::{
-    adhoc_addresses, certificates_agree, store::Change, verify_certificate, verify_config,
-    verify_revocation, ConfigDenied, Controller, ControllerError, Member,
+    adhoc_addresses, certificates_agree,
+    store::{Change, Writer},
+    verify_certificate, verify_config, verify_revocation, ConfigDenied, Controller,
+    ControllerError, Member,
 };
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::reassembly::Reassembler;
@@ -906,7 +908,7 @@ impl Node {
             let Some(ctl) = self.controller.as_mut() else {
                 return;
             };
-            if ctl.is_pending(c) {
+            if !matches!(c, Change::Member { .. }) && ctl.is_pending(c) {
                 continue;
             }
             match c {
@@ -947,9 +949,24 @@ impl Node {
                     nwid,
                     member,
                     record,
+                    ..
                 } => {
                     let Ok(old) = ctl.member(*nwid, *member).map(|m| m.cloned()) else {
                         continue;
+                    };
+                    let record = &match (ctl.pending_member(*nwid, *member), &old, record) {
+                        // An administrator's change here goes to the store next: it wins.
+                        (Some(Writer::Administrator), _, _) => continue,
+                        // The controller's own bookkeeping waits: the administrator's
+                        // fields from the store, the address and request time from here
+                        // (as the store merges them).
+                        (Some(Writer::Controller), Some(mine), Some(theirs)) => Some(Member {
+                            authorized: theirs.authorized,
+                            name: theirs.name.clone(),
+                            ipv4: mine.ipv4.or(theirs.ipv4),
+                            last_request: mine.last_request.max(theirs.last_request),
+                        }),
+                        _ => record.clone(),
                     };
                     if old == *record {
                         continue;

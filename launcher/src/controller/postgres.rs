@@ -23,7 +23,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, NoTls};
 use zt_core::controller::record;
-use zt_core::controller::store::{Change, ControllerState, Store, StoreError, StoredNetwork};
+use zt_core::controller::store::{
+    Change, ControllerState, Store, StoreError, StoredNetwork, Writer,
+};
 use zt_core::{Address, NetworkId};
 
 /// The notification channel of controller writes.
@@ -397,6 +399,7 @@ pub async fn read_keys(
                     nwid,
                     member,
                     record,
+                    by: Writer::Administrator,
                 }
             }
         });
@@ -551,11 +554,30 @@ impl Store for PgStore {
                 )
                 .await
                 .map_err(db)?;
-            let put_member = tx
+            // Each writer's fields win over the row (see `Writer`): an administrator's
+            // write keeps the stored address (once assigned) and the later request time,
+            // the controller's keeps the stored authorization and name.
+            let put_member_admin = tx
                 .prepare(
-                    "INSERT INTO zt_members (nwid, member, record) \
+                    "INSERT INTO zt_members AS old (nwid, member, record) \
                      VALUES ($1, $2, $3::text::jsonb) \
-                     ON CONFLICT (nwid, member) DO UPDATE SET record = excluded.record",
+                     ON CONFLICT (nwid, member) DO UPDATE SET record = excluded.record \
+                     || jsonb_build_object( \
+                        'ipv4', CASE WHEN old.record->'ipv4' = 'null'::jsonb \
+                                THEN excluded.record->'ipv4' ELSE old.record->'ipv4' END, \
+                        'last_request', coalesce(to_jsonb(greatest( \
+                            (old.record->>'last_request')::bigint, \
+                            (excluded.record->>'last_request')::bigint)), 'null'::jsonb))",
+                )
+                .await
+                .map_err(db)?;
+            let put_member_controller = tx
+                .prepare(
+                    "INSERT INTO zt_members AS old (nwid, member, record) \
+                     VALUES ($1, $2, $3::text::jsonb) \
+                     ON CONFLICT (nwid, member) DO UPDATE SET record = excluded.record \
+                     || jsonb_build_object('authorized', old.record->'authorized', \
+                                           'name', old.record->'name')",
                 )
                 .await
                 .map_err(db)?;
@@ -585,19 +607,22 @@ impl Store for PgStore {
                         nwid,
                         member,
                         record: Some(m),
+                        by,
                     } => {
                         let rec = record::encode_member(m);
-                        tx.execute(
-                            &put_member,
-                            &[&(nwid.0 as i64), &(member.to_u64() as i64), &rec],
-                        )
-                        .await
-                        .map_err(db)?;
+                        let put = match by {
+                            Writer::Administrator => &put_member_admin,
+                            Writer::Controller => &put_member_controller,
+                        };
+                        tx.execute(put, &[&(nwid.0 as i64), &(member.to_u64() as i64), &rec])
+                            .await
+                            .map_err(db)?;
                     }
                     Change::Member {
                         nwid,
                         member,
                         record: None,
+                        ..
                     } => {
                         tx.execute(
                             "DELETE FROM zt_members WHERE nwid = $1 AND member = $2",
@@ -642,6 +667,7 @@ mod tests {
                 nwid,
                 member,
                 record: None,
+                by: Writer::Administrator,
             },
             Change::LastIssued(3),
         ];
@@ -663,6 +689,7 @@ mod tests {
                 nwid,
                 member: Address::new(0x0100000000 + i).unwrap(),
                 record: None,
+                by: Writer::Administrator,
             })
             .collect();
         assert_eq!(

@@ -154,10 +154,14 @@ async fn stand_by(svc: &Arc<Service>, overlay: &Overlay<'_>) -> anyhow::Result<(
 
 /// Makes the controller's state the stored one (what differs is applied as a change
 /// another replica made).
+///
+/// The state held is taken before the database is read: a change made here meanwhile is
+/// then in neither or (saved) in the database only, and is left alone, where the other
+/// order would take a network created here after the read for one deleted elsewhere.
 async fn resync(svc: &Service, client: &Client, location: &str) -> anyhow::Result<()> {
-    let stored = postgres::read_all(client, location).await?;
     let node: NodeHandle = svc.node();
     let held = node.with_controller(|c| c.state()).await?;
+    let stored = postgres::read_all(client, location).await?;
     let changes = store::diff(&held, &stored);
     if !changes.is_empty() {
         tracing::debug!(changes = changes.len(), "caught up with the database");

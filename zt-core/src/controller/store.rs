@@ -61,9 +61,26 @@ pub enum Change {
         member: Address,
         /// Its record, or `None` when removed.
         record: Option<Member>,
+        /// Who changed it.
+        by: Writer,
     },
     /// The timestamp of the last configuration issued.
     LastIssued(u64),
+}
+
+/// Who changed a member record. A store that several replicas of a controller write
+/// keeps each side's fields from its own writers: an administrator's write (through the
+/// API: authorization, name, removal) keeps the address and request time the database
+/// holds, and the controller's (a request's time, an assigned address) keeps the
+/// authorization and name, so neither undoes the other's concurrent change. A store with
+/// one writer stores the record as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// An administrator's change, or a copy of a whole state (import).
+    #[default]
+    Administrator,
+    /// The controller's own bookkeeping.
+    Controller,
 }
 
 /// Errors of a store. Each names where the state lives.
@@ -166,6 +183,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             nwid,
             member,
             record: Some(record.clone()),
+            by: Writer::Administrator,
         }])
     }
 
@@ -175,6 +193,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             nwid,
             member,
             record: None,
+            by: Writer::Administrator,
         }])
     }
 }
@@ -293,6 +312,7 @@ pub fn changes_of(state: &ControllerState) -> Vec<Change> {
                 nwid: *nwid,
                 member: *a,
                 record: Some(m.clone()),
+                by: Writer::Administrator,
             });
         }
     }
@@ -328,6 +348,7 @@ pub fn diff(from: &ControllerState, to: &ControllerState) -> Vec<Change> {
                 nwid: *nwid,
                 member: *a,
                 record: None,
+                by: Writer::Administrator,
             });
         }
         for (a, m) in &n.members {
@@ -336,6 +357,7 @@ pub fn diff(from: &ControllerState, to: &ControllerState) -> Vec<Change> {
                     nwid: *nwid,
                     member: *a,
                     record: Some(m.clone()),
+                    by: Writer::Administrator,
                 });
             }
         }
@@ -715,6 +737,7 @@ mod redb_store {
                             nwid,
                             member,
                             record: Some(m),
+                            ..
                         } => {
                             let rec = record::encode_member(m);
                             members
@@ -725,6 +748,7 @@ mod redb_store {
                             nwid,
                             member,
                             record: None,
+                            ..
                         } => {
                             members
                                 .remove((nwid.0, member.to_u64()))

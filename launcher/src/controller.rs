@@ -758,7 +758,10 @@ impl Service {
             given.is_some_and(|t| same_secret(t.trim().as_bytes(), self.token.as_bytes()))
         };
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
         if authorized {
             proof.token_shown();
         }
@@ -822,6 +825,7 @@ impl Service {
 
     /// Routes one authorized request.
     async fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Answer {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let nwid = |s: &str| {
             s.parse::<NetworkId>()
@@ -935,6 +939,7 @@ impl Service {
             }
             (["controller", "network", n, "member"], Method::GET) => {
                 let nwid = nwid(n)?;
+                let page = Page::parse(query)?;
                 let list = self
                     .node()
                     .with_controller(move |c| {
@@ -942,6 +947,8 @@ impl Service {
                         Ok::<_, ControllerError>(
                             c.members(nwid)?
                                 .iter()
+                                .skip(page.offset)
+                                .take(page.limit)
                                 .map(|(a, m)| member_json(nwid, &s, *a, m))
                                 .collect::<Vec<_>>(),
                         )
@@ -1058,6 +1065,39 @@ impl Service {
     }
 }
 
+/// A page of a list: `?offset=N&limit=M` (members in address order; the network's
+/// `memberCount` says how many there are). Without them, the whole list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn parse(query: &str) -> Result<Page, Failure> {
+        let mut page = Page {
+            offset: 0,
+            limit: usize::MAX,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let n: usize = v.parse().map_err(|_| {
+                Failure::bad(format!("{k}={v:?}: a page is ?offset=N&limit=M (numbers)"))
+            })?;
+            match k {
+                "offset" => page.offset = n,
+                "limit" => page.limit = n,
+                _ => {
+                    return Err(Failure::bad(format!(
+                        "unknown parameter {k:?}: a page is ?offset=N&limit=M"
+                    )))
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
 fn settings_of(c: &Controller, nwid: NetworkId) -> Result<NetworkSettings, ControllerError> {
     c.networks()
         .into_iter()
@@ -1125,6 +1165,41 @@ mod tests {
         let m: MemberJson = serde_json::from_value(m).unwrap();
         assert!(m.authorized);
         assert_eq!(m.ip_assignments.len(), 1, "{m:?}");
+        // Member lists come in pages.
+        for a in ["0123456790", "0123456791"] {
+            svc.handle(
+                &Method::POST,
+                &format!("/controller/network/{nwid}/member/{a}"),
+                b"{}",
+            )
+            .await
+            .unwrap();
+        }
+        let page = |q: &str| {
+            let path = format!("/controller/network/{nwid}/member{q}");
+            let svc = &svc;
+            async move { svc.handle(&Method::GET, &path, b"").await }
+        };
+        let ids = |v: serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(page("").await.unwrap().1).len(), 3);
+        assert_eq!(
+            ids(page("?offset=1&limit=1").await.unwrap().1),
+            ["0123456790"]
+        );
+        assert_eq!(ids(page("?offset=5").await.unwrap().1).len(), 0);
+        for bad in ["?limit=x", "?sort=id"] {
+            assert_eq!(
+                page(bad).await.unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
         // Errors a client can act on.
         let status = |r: Answer| r.err().map(|f| f.status);
         let unknown = format!("/controller/network/{}ffffff", svc.address);

@@ -992,6 +992,61 @@ mod tests {
     use super::*;
     use crate::identity::tests::test_identity;
 
+    /// Changes say who made them; records installed from a store mark nothing; an
+    /// assigned address asks to be stored before it goes out.
+    #[test]
+    fn writers_installs_and_assigned_addresses() {
+        let now = Instant::now();
+        let mut c = Controller::new(test_identity(41), 1_000, now);
+        let settings = NetworkSettings {
+            ipv4_pool: Some((Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9), 24)),
+            ..NetworkSettings::default()
+        };
+        let nwid = c.create_network(1, settings).unwrap();
+        let (a, b) = (test_identity(42).address(), test_identity(43).address());
+        c.set_authorized(now, nwid, a, true).unwrap();
+        let _ = c.take_changes();
+        assert!(!c.must_store());
+        // The member asks: its address is assigned, the controller wrote the record.
+        c.request(now, nwid, a).unwrap();
+        assert!(c.must_store());
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Controller));
+        let changes = c.take_changes();
+        assert!(!c.must_store());
+        assert!(changes.iter().any(|ch| matches!(ch,
+            Change::Member { member, by: Writer::Controller, record: Some(m), .. }
+                if *member == a && m.ipv4.is_some())));
+        c.set_member_name(nwid, a, Some("db".into())).unwrap();
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Administrator));
+        let changes = c.take_changes();
+        assert!(matches!(
+            changes[0],
+            Change::Member {
+                by: Writer::Administrator,
+                ..
+            }
+        ));
+        // Given back unsaved, the writer stays.
+        c.unsaved(&changes);
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Administrator));
+        let _ = c.take_changes();
+        // Another writer's records: installed, nothing pending.
+        let theirs = Member {
+            authorized: true,
+            name: Some("web".into()),
+            ..Member::default()
+        };
+        c.install_member(nwid, b, Some(theirs.clone()));
+        c.install_last_issued(u64::MAX / 2);
+        assert!(!c.has_changes());
+        assert_eq!(c.member(nwid, b).unwrap(), Some(&theirs));
+        assert!(c.issue(now, nwid, b).unwrap().timestamp > u64::MAX / 2);
+        c.install_network(nwid, None);
+        assert!(c.networks().is_empty());
+        c.install_member(nwid, b, Some(theirs));
+        assert!(c.networks().is_empty());
+    }
+
     #[test]
     fn a_deleted_member_is_gone_and_comes_back_as_a_newcomer() {
         let now = Instant::now();

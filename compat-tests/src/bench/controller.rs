@@ -134,7 +134,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     for store in ["redb", "postgresql"] {
         eprintln!("controller-bench: {store}");
-        rows.push(run_store(opts, store, &zt, &ztrun).with_context(|| format!("{store}"))?);
+        rows.push(run_store(opts, store, &zt, &ztrun).context(store)?);
     }
     Ok(Report {
         members: opts.members,
@@ -547,6 +547,8 @@ fn run_store(opts: &Options, store: &'static str, zt: &Path, ztrun: &Path) -> an
         let addr = new_identity(zt, &mhome)?;
         let mut m = member(ztrun, &mhome, &nwid, &root_arg)?;
         m.wait_stderr("is not authorized", Duration::from_secs(30))?;
+        // The API closes connections idle for a few seconds: a fresh one, opened first.
+        conn = BufReader::new(TcpStream::connect(api)?);
         let t = Instant::now();
         let (code, body) = request(
             &mut conn,

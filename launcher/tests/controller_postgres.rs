@@ -139,6 +139,20 @@ impl Postgres {
     fn url(&self) -> String {
         format!("postgres://zt@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// Runs `sql` with psql; returns its unaligned output.
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new(postgres_bin().join("psql"))
+            .args(["-X", "-A", "-t", "-d", &self.url(), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
 
 impl Drop for Postgres {
@@ -665,4 +679,55 @@ fn export_from_redb_import_into_postgres_keeps_members() {
     let mut m = member(&m_home, &nwid, &root_arg, &["true"]);
     let (_, line) = m.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(20));
     assert_eq!(joined_v4(&line), v4);
+}
+
+#[test]
+fn active_replica_that_loses_the_database_stands_by_and_the_standby_takes_over() {
+    let pg = Postgres::start();
+    let (_root, root_arg) = root();
+    let dir = scratch();
+    let (a_home, b_home) = (dir.path().join("a"), dir.path().join("b"));
+    let (mut a, _) = replica(&a_home, &root_arg, &pg.url());
+    a.wait_stderr("active:", Duration::from_secs(10));
+    copy_identity(&a_home, &b_home);
+    let (mut b, _) = replica(&b_home, &root_arg, &pg.url());
+    b.wait_stderr("standing by", Duration::from_secs(10));
+    let nwid = ok_stdout(zt(
+        &a_home,
+        &["net", "create", "--ipv4-pool", "10.147.43.0/24"],
+    ))
+    .trim()
+    .to_string();
+
+    // The server ends the connection that holds the lock (as a network cut or a restart
+    // of the database would): A stands by, B takes over.
+    let holder = pg.sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted");
+    let holder = holder.trim();
+    assert!(!holder.is_empty() && !holder.contains('\n'), "{holder:?}");
+    let cut = Instant::now();
+    pg.sql(&format!("SELECT pg_terminate_backend({holder})"));
+    let (at, _) = a.wait_stderr("standing by", Duration::from_secs(5));
+    eprintln!("A stood by after {:?}", at.duration_since(cut));
+    let (at, _) = b.wait_stderr("active:", Duration::from_secs(5));
+    eprintln!("B active after {:?}", at.duration_since(cut));
+    // A waits for the lock again, B holds it: one holder.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            .trim(),
+        "1"
+    );
+    // A member joins through B within 5 s, authorized through A (which still serves the
+    // API).
+    let m_home = dir.path().join("m");
+    let addr = new_identity(&m_home);
+    ok_stdout(zt(&a_home, &["member", "authorize", &nwid, &addr]));
+    let started = Instant::now();
+    let mut m = member(&m_home, &nwid, &root_arg, &["sleep", "30"]);
+    let (at, line) = m.wait_stderr(&format!("joined {nwid} as "), Duration::from_secs(10));
+    assert!(
+        at.duration_since(started) < Duration::from_secs(5),
+        "{:?}: {line}",
+        at.duration_since(started)
+    );
 }

@@ -571,7 +571,41 @@ fn standby_takes_over_after_sigkill_and_members_keep_talking() {
         worst < Duration::from_secs(2),
         "traffic stopped for {worst:?}"
     );
+
+    // The members that joined before the kill get renewed configurations from the new
+    // active replica without rejoining: a new network name reaches them.
+    let t = Instant::now();
+    ok_stdout(zt(
+        &b_home,
+        &["net", "set", &nwid, "--name", "after-takeover"],
+    ));
+    for home in [&rx_home, &tx_home] {
+        wait_status(home, "after-takeover", Duration::from_secs(3));
+    }
+    eprintln!(
+        "renamed network seen by both old members in {:?}",
+        t.elapsed()
+    );
     drop(sender);
+}
+
+/// Waits until `zt status --home HOME` shows `needle`.
+fn wait_status(home: &Path, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(ZT)
+            .args(["status", "--home"])
+            .arg(home)
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if last.contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("zt status never showed {needle:?}; last:\n{last}");
 }
 
 #[test]

@@ -833,19 +833,30 @@ impl Controller {
         certificate.signature = self
             .identity
             .sign(&signed(CERTIFICATE_CONTEXT, &certificate.body()));
-        // The directory: authorized members with an address or a name (the first
-        // MAX_DIRECTORY of them, in address order).
-        let directory = net
+        // The directory: authorized members with an address or a name, at most
+        // MAX_DIRECTORY of them (docs/CONTROLLER.md): the named ones first (the names an
+        // administrator gave are what members look up), then those with an address
+        // only, each in address order.
+        let entry = |(a, m): (&Address, &Member)| DirectoryEntry {
+            member: *a,
+            ipv4: m.ipv4,
+            name: m.name.clone().unwrap_or_default(),
+        };
+        let mut directory: Vec<DirectoryEntry> = net
             .members
             .iter()
-            .filter(|(_, m)| m.authorized && (m.ipv4.is_some() || m.name.is_some()))
+            .filter(|(_, m)| m.authorized && m.name.is_some())
             .take(MAX_DIRECTORY)
-            .map(|(a, m)| DirectoryEntry {
-                member: *a,
-                ipv4: m.ipv4,
-                name: m.name.clone().unwrap_or_default(),
-            })
+            .map(&entry)
             .collect();
+        let room = MAX_DIRECTORY - directory.len();
+        directory.extend(
+            net.members
+                .iter()
+                .filter(|(_, m)| m.authorized && m.name.is_none() && m.ipv4.is_some())
+                .take(room)
+                .map(entry),
+        );
         let mut config = SignedConfig {
             nwid,
             issued_to: member,
@@ -991,6 +1002,44 @@ impl Controller {
 mod tests {
     use super::*;
     use crate::identity::tests::test_identity;
+
+    /// Past MAX_DIRECTORY entries, named members stay in the directory and members with
+    /// only an address make room.
+    #[test]
+    fn the_directory_is_bounded_and_keeps_named_members() {
+        let now = Instant::now();
+        let mut c = Controller::new(test_identity(44), 1_000, now);
+        let settings = NetworkSettings {
+            ipv4_pool: Some((
+                Ipv4Addr::new(10, 1, 0, 1),
+                Ipv4Addr::new(10, 1, 255, 254),
+                16,
+            )),
+            ..NetworkSettings::default()
+        };
+        let nwid = c.create_network(1, settings).unwrap();
+        let addr = |i: u64| Address::new(0x01_0000_0000 + i).unwrap();
+        let total = MAX_DIRECTORY as u64 + 100;
+        for i in 0..total {
+            c.set_authorized(now, nwid, addr(i), true).unwrap();
+            c.request(now, nwid, addr(i)).unwrap();
+        }
+        // Two named members at the end of the address order.
+        for i in [total - 2, total - 1] {
+            c.set_member_name(nwid, addr(i), Some(format!("host-{i}")))
+                .unwrap();
+        }
+        let config = c.issue(now, nwid, addr(0)).unwrap();
+        assert_eq!(config.directory.len(), MAX_DIRECTORY);
+        assert_eq!(config.directory[0].member, addr(total - 2));
+        assert_eq!(config.directory[1].name, format!("host-{}", total - 1));
+        assert_eq!(config.directory[2].member, addr(0));
+        // It encodes and decodes (the wire refuses more than MAX_DIRECTORY entries).
+        assert_eq!(
+            SignedConfig::parse(&config.to_vec()).unwrap().directory,
+            config.directory
+        );
+    }
 
     /// Changes say who made them; records installed from a store mark nothing; an
     /// assigned address asks to be stored before it goes out.

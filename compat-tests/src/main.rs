@@ -54,6 +54,9 @@ enum Commands {
     Bench(BenchArgs),
     /// Flood a node and a root with junk handshakes; measure joins and echoes meanwhile.
     Flood(FloodArgs),
+    /// A controller with 10,000 members on redb and on PostgreSQL: time to create and
+    /// authorize them, RSS, push latency, takeover, configuration size (docs/CONTROLLER.md).
+    ControllerBench(ControllerBenchArgs),
     /// Run the C probes natively and under ztrun (loopback and two hosts, root and uid
     /// 65534) and print every difference.
     Conformance(ConformanceArgs),
@@ -102,6 +105,28 @@ struct BenchArgs {
     #[arg(long)]
     keep: bool,
     /// Print each step and command.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ControllerBenchArgs {
+    /// Members of the network.
+    #[arg(long, default_value_t = 10_000)]
+    members: u32,
+    /// Push-latency samples per store (a real member each).
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// Write the Markdown table to this file too.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// The ztrun binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    ztrun: Option<PathBuf>,
+    /// The zt binary (default: beside this runner, then PATH).
+    #[arg(long, value_name = "PATH")]
+    zt: Option<PathBuf>,
+    /// Print progress.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -239,6 +264,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("compat-tests flood: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::ControllerBench(args) => match run_controller_bench(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("compat-tests controller-bench: {e:#}");
                 ExitCode::from(2)
             }
         },
@@ -392,6 +424,43 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         markdown_path.display(),
         svg_path.display()
     );
+    Ok(())
+}
+
+/// Runs the controller benchmark and prints its table.
+fn run_controller_bench(args: ControllerBenchArgs) -> anyhow::Result<()> {
+    let binaries = ZtrunBinaries {
+        ztrun: args.ztrun,
+        zt: args.zt,
+    };
+    build_binaries_beside_runner(&binaries)?;
+    let options = bench::controller::Options {
+        binaries: binaries.clone(),
+        members: args.members,
+        samples: args.samples,
+        verbose: args.verbose,
+    };
+    let load_before = bench::load_average();
+    let started = Instant::now();
+    let report = bench::controller::run(&options)?;
+    let footer = format!(
+        "{}; load average {load_before} before, {} after; {}; {}; {:.0} s",
+        bench::machine(),
+        bench::load_average(),
+        bench::source_version(&binaries),
+        matrix::utc_date(std::time::SystemTime::now()),
+        started.elapsed().as_secs_f64()
+    );
+    let text = format!(
+        "{}
+{footer}
+",
+        report.markdown()
+    );
+    println!("{text}");
+    if let Some(out) = args.out {
+        std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+    }
     Ok(())
 }
 

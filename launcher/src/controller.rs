@@ -38,7 +38,8 @@ use zt_core::controller::store::{ControllerState, RedbStore, Store, StoreError};
 use zt_core::controller::{
     rfc4193_address, sixplane_address, Controller, ControllerError, Member, NetworkSettings,
 };
-use zt_core::driver::{spawn_node, DriverError, NodeHandle, Sockets};
+use zt_core::driver::{DriverError, NodeHandle, Sockets};
+use zt_core::node::RootSpec;
 use zt_core::wire::credential::Route;
 use zt_core::{Address, NetworkId, Node, NodeConfig};
 
@@ -50,9 +51,15 @@ use crate::connections::{self, Connections, Proof};
 use crate::roots::RootArg;
 use crate::{home, identity, overlay, roots};
 
+pub mod postgres;
+mod replica;
+
 /// Name of the controller database inside the controller's home.
 pub const STORE_FILE: &str = "controller.redb";
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// As [`SAVE_EVERY`] for replicas on PostgreSQL: an address assigned to a member must be
+/// in the database before a standby that takes over hands out addresses.
+const SAVE_EVERY_SHARED: Duration = Duration::from_millis(250);
 /// A member that asked for its configuration this recently is online ([`MemberJson`]):
 /// members ask every `Timing::config_refresh` (30 s), so this allows one lost request.
 pub const ONLINE_WITHIN: Duration = Duration::from_secs(65);
@@ -70,6 +77,9 @@ pub struct Options {
     pub api: SocketAddr,
     /// Move an existing database aside and start with no networks.
     pub reset: bool,
+    /// A PostgreSQL database (`postgres://…`) instead of the embedded store; replicas
+    /// with the same identity and database take turns on the overlay.
+    pub store: Option<String>,
 }
 
 /// The controller's home directory: `--home`, else `controller/` inside the directory
@@ -139,9 +149,21 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     let lock = crate::status::HomeLock::acquire(&opts.home)?;
     let store_path = opts.home.join(STORE_FILE);
     if opts.reset {
+        if opts.store.is_some() {
+            anyhow::bail!(
+                "--reset moves the embedded database aside; a controller on PostgreSQL starts \
+                 anew with an empty database"
+            );
+        }
         reset(&store_path)?;
     }
-    let (id, store, controller) = open_state(&opts.home, &store_path)?;
+    let (id, store, controller, shared) = match &opts.store {
+        Some(url) => open_postgres(&opts.home, url)?,
+        None => {
+            let (id, store, controller) = open_state(&opts.home, &store_path)?;
+            (id, store, controller, None)
+        }
+    };
     let token = load_or_create_token(&opts.home)?;
     let api_file = opts.home.join(API_FILE);
     let _ = std::fs::remove_file(&api_file);
@@ -159,33 +181,30 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
     } else {
         opts.roots.clone()
     };
-    let sockets = match opts.listen {
-        Some(a) => Sockets::bind_addrs(&[a]).await,
-        None => Sockets::bind(0).await,
-    }
-    .context("cannot open the controller node's UDP socket")?;
-    let mut node = Node::new(
-        NodeConfig::new(id.clone(), roots::specs(&root_args), identity::os_seed()?),
-        Instant::now(),
-    );
-    node.attach_controller(controller);
-    let (handle, _task) = spawn_node(node, sockets);
-    let _status = crate::status::spawn_writer(&lock, handle.clone(), Default::default());
+    let overlay = Overlay {
+        id: id.clone(),
+        store: store.clone(),
+        roots: roots::specs(&root_args),
+        listen: opts.listen,
+        lock: &lock,
+    };
+    // On PostgreSQL the node goes on the overlay once this replica holds the lock.
+    let node = overlay.start(controller, shared.is_none()).await?;
 
     let api_addr = listener.local_addr().context("API socket")?;
     home::write_private(&api_file, format!("{api_addr}\n").as_bytes())
         .with_context(|| format!("cannot write {}", api_file.display()))?;
+    let location = store.location().to_string();
     let service = Arc::new(Service {
-        node: handle,
+        node: std::sync::RwLock::new(node),
         store,
         token,
         address: id.address(),
     });
     eprintln!(
-        "zt: controller {} with {networks} network(s) from {}; API on http://{api_addr} \
-         (token in {})",
+        "zt: controller {} with {networks} network(s) from {location}; API on \
+         http://{api_addr} (token in {})",
         id.address(),
-        store_path.display(),
         opts.home.join(TOKEN_FILE).display()
     );
     if hosting_root {
@@ -200,13 +219,20 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
 
     let saver = service.clone();
     let periodic = service.clone();
+    let replicas = service.clone();
+    let save_every = if shared.is_some() {
+        SAVE_EVERY_SHARED
+    } else {
+        SAVE_EVERY
+    };
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(SAVE_EVERY).await;
+            tokio::time::sleep(save_every).await;
             match periodic.save_pending().await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the controller state"),
-                Err(DriverError::Stopped) => break,
+                // A replica replacing its node; at exit the process ends this task.
+                Err(DriverError::Stopped) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot save the controller state"),
             }
         }
@@ -219,14 +245,209 @@ pub async fn run(opts: Options, ready: impl FnOnce(Address, SocketAddr)) -> anyh
         let svc = service.clone();
         async move { svc.serve(req, &proof).await }
     });
+    let replicas = async {
+        match &shared {
+            Some(db) => {
+                tokio::join!(
+                    replica::hold_active(&replicas, &overlay, db),
+                    replica::follow(&replicas, db)
+                );
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = api => {}
+        () = replicas => {}
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     let _ = std::fs::remove_file(&api_file);
     saver.save_pending().await??;
     Ok(())
+}
+
+/// How the controller's node is made: on the overlay (with its roots), or, for a replica
+/// standing by, with no roots (it serves the API and reaches nobody).
+struct Overlay<'a> {
+    id: zt_core::SecretIdentity,
+    store: Arc<dyn Store>,
+    roots: Vec<RootSpec>,
+    listen: Option<SocketAddr>,
+    lock: &'a crate::status::HomeLock,
+}
+
+/// A running node and its driver's task.
+struct Running {
+    handle: NodeHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Overlay<'_> {
+    /// Starts a node hosting `controller`, on the overlay or not.
+    async fn start(&self, controller: Controller, online: bool) -> anyhow::Result<Running> {
+        let sockets = if online {
+            let mut tries = 0;
+            loop {
+                // A node this process just stopped may hold the port for a moment.
+                let bound = match self.listen {
+                    Some(a) => Sockets::bind_addrs(&[a]).await,
+                    None => Sockets::bind(0).await,
+                };
+                match bound {
+                    Ok(s) => break s,
+                    Err(e) if tries < 20 && self.listen.is_some() => {
+                        tracing::debug!(error = %e, "UDP address busy; trying again");
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => {
+                        return Err(e).context("cannot open the controller node's UDP socket")
+                    }
+                }
+            }
+        } else {
+            Sockets::bind_addrs(&[SocketAddr::from(([127, 0, 0, 1], 0))])
+                .await
+                .context("cannot open the standby node's UDP socket")?
+        };
+        let roots = if online {
+            self.roots.clone()
+        } else {
+            Vec::new()
+        };
+        let mut node = Node::new(
+            NodeConfig::new(self.id.clone(), roots, identity::os_seed()?),
+            Instant::now(),
+        );
+        node.attach_controller(controller);
+        // Addresses assigned go to the database before the configurations carrying
+        // them: a standby taking over must not hand them out again.
+        let store = self.store.clone();
+        let before_send: zt_core::driver::BeforeSend = Box::new(move |c| {
+            let changes = c.take_changes();
+            if let Err(e) = store.apply(&changes) {
+                tracing::warn!(error = %e, "cannot store an assigned address");
+                c.unsaved(&changes);
+            }
+        });
+        let (handle, task) = zt_core::driver::spawn_node_with(node, sockets, Some(before_send));
+        if online {
+            // Ends when the node stops.
+            let _ = crate::status::spawn_writer(self.lock, handle.clone(), Default::default());
+        }
+        Ok(Running { handle, task })
+    }
+}
+
+/// The identity of `home` and the state in the PostgreSQL database `url`, checked against
+/// each other (the database records whose networks it holds).
+type Opened = (
+    zt_core::SecretIdentity,
+    Arc<dyn Store>,
+    Controller,
+    Option<replica::Shared>,
+);
+
+fn open_postgres(home: &Path, url: &str) -> anyhow::Result<Opened> {
+    let (id, _) = identity::load_or_create(home)?;
+    let (store, state, _) = postgres::PgStore::open(url, Some(id.address()))
+        .map_err(|e| anyhow::anyhow!("{e}; the controller did not start"))?;
+    if let Some(other) = state
+        .networks
+        .keys()
+        .find(|n| n.controller() != Some(id.address()))
+    {
+        anyhow::bail!(
+            "{} holds network {other}, which is not run by this controller ({})",
+            store.location(),
+            id.address()
+        );
+    }
+    let shared = replica::Shared {
+        cfg: postgres::config(url)?,
+        location: store.location().to_string(),
+        replica: store.replica(),
+    };
+    let controller = Controller::from_state(id.clone(), unix_ms(), Instant::now(), state);
+    Ok((id, Arc::new(store), controller, Some(shared)))
+}
+
+/// The identity of `home`, which must exist.
+fn existing_identity(home: &Path) -> anyhow::Result<zt_core::SecretIdentity> {
+    let path = home.join(identity::SECRET_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (the controller's identity; export and import need it)",
+            path.display()
+        )
+    })?;
+    identity::parse(&text, &path)
+}
+
+/// `zt controller export`: the state of the controller in `home` (or in the PostgreSQL
+/// database `store`) as JSON ([`zt_core::controller::store::export_json`]).
+pub fn export(home: &Path, store: Option<&str>) -> anyhow::Result<String> {
+    let (address, state) = match store {
+        Some(url) => {
+            let (_, state, owner) = postgres::PgStore::open(url, None)?;
+            let address = match owner {
+                Some(a) => a,
+                None if state.networks.is_empty() => existing_identity(home)?.address(),
+                None => anyhow::bail!("{}: no controller address recorded", postgres::redact(url)),
+            };
+            (address, state)
+        }
+        None => {
+            let path = home.join(STORE_FILE);
+            if std::fs::symlink_metadata(&path).is_err() {
+                anyhow::bail!("{} does not exist: nothing to export", path.display());
+            }
+            let id = existing_identity(home)?;
+            let (_, state) = open_store(&path).context(
+                "cannot open the controller database (a running controller keeps it open: \
+                 stop it first, or run it on PostgreSQL)",
+            )?;
+            (id.address(), state)
+        }
+    };
+    Ok(zt_core::controller::store::export_json(address, &state))
+}
+
+/// `zt controller import`: writes an export into the embedded store of `home` or into the
+/// PostgreSQL database `store`, which must hold no networks. The identity in `home` must
+/// be the exported controller's (it signs the networks' configurations). Returns the
+/// number of networks and members imported.
+pub fn import(home: &Path, store: Option<&str>, text: &str) -> anyhow::Result<(usize, usize)> {
+    use zt_core::controller::store::{changes_of, import_json};
+    let (address, state) = import_json(text)?;
+    let id = existing_identity(home)?;
+    if id.address() != address {
+        anyhow::bail!(
+            "the export is of controller {address}, and the identity in {} is {}: copy the \
+             exported controller's identity.secret and identity.public there first",
+            home.display(),
+            id.address()
+        );
+    }
+    let target: Box<dyn Store> = match store {
+        Some(url) => Box::new(postgres::PgStore::open(url, Some(address))?.0),
+        None => {
+            home::prepare(home)?;
+            Box::new(open_store(&home.join(STORE_FILE))?.0)
+        }
+    };
+    let held = target.load()?;
+    if !held.networks.is_empty() {
+        anyhow::bail!(
+            "{} already holds {} network(s); import only into an empty store",
+            target.location(),
+            held.networks.len()
+        );
+    }
+    target.apply(&changes_of(&state))?;
+    let members = state.networks.values().map(|n| n.members.len()).sum();
+    Ok((state.networks.len(), members))
 }
 
 /// What to do about a database that does not load.
@@ -397,7 +618,8 @@ fn ok(v: impl Serialize) -> Answer {
 
 /// The API's state: the node that hosts the controller, the store and the token.
 struct Service {
-    node: NodeHandle,
+    /// Replaced when a replica goes on or off the overlay.
+    node: std::sync::RwLock<Running>,
     store: Arc<dyn Store>,
     token: String,
     address: Address,
@@ -499,6 +721,27 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
 }
 
 impl Service {
+    /// The node that hosts the controller now.
+    fn node(&self) -> NodeHandle {
+        self.node
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .handle
+            .clone()
+    }
+
+    /// Hosts the controller on `node` from now on; the previous node stops.
+    fn replace_node(&self, node: Running) {
+        let old = std::mem::replace(
+            &mut *self
+                .node
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            node,
+        );
+        old.task.abort();
+    }
+
     /// Answers one request; tells `proof` when it carries the token. Answers to requests
     /// without the token, or whose body is too large or too slow, close the connection.
     async fn serve(&self, req: Request<Incoming>, proof: &Proof) -> Response<Full<Bytes>> {
@@ -515,7 +758,10 @@ impl Service {
             given.is_some_and(|t| same_secret(t.trim().as_bytes(), self.token.as_bytes()))
         };
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
         if authorized {
             proof.token_shown();
         }
@@ -579,6 +825,7 @@ impl Service {
 
     /// Routes one authorized request.
     async fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Answer {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let nwid = |s: &str| {
             s.parse::<NetworkId>()
@@ -592,7 +839,7 @@ impl Service {
         match (segs.as_slice(), m) {
             (["controller"], Method::GET) => {
                 let clock = self
-                    .node
+                    .node()
                     .with_controller(|c| c.clock(Instant::now()))
                     .await?;
                 ok(ControllerInfo {
@@ -604,7 +851,7 @@ impl Service {
             }
             (["controller", "network"], Method::GET) => {
                 let list = self
-                    .node
+                    .node()
                     .with_controller(|c| {
                         c.networks()
                             .into_iter()
@@ -621,7 +868,7 @@ impl Service {
                 let settings = apply(NetworkSettings::default(), change)?;
                 let seed = identity::os_seed().map_err(|e| Failure::internal(e.to_string()))?;
                 let net = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let taken: Vec<u32> = c
                             .networks()
@@ -657,7 +904,7 @@ impl Service {
                         }
                         let change: NetworkChange = parse_body(body)?;
                         let net = self
-                            .node
+                            .node()
                             .with_controller(move |c| {
                                 let old = c
                                     .networks()
@@ -677,13 +924,13 @@ impl Service {
                             .await??;
                         self.save().await?;
                         // Online members get the new settings now, not at their next refresh.
-                        self.node.push_configs(nwid).await?;
+                        self.node().push_configs(nwid).await?;
                         ok(net)
                     }
                     Method::DELETE => {
                         let net = self.network(nwid).await?;
                         // Members that asked are told at once that it is gone.
-                        self.node.delete_network(nwid).await?;
+                        self.node().delete_network(nwid).await?;
                         self.save().await?;
                         ok(net)
                     }
@@ -692,13 +939,16 @@ impl Service {
             }
             (["controller", "network", n, "member"], Method::GET) => {
                 let nwid = nwid(n)?;
+                let page = Page::parse(query)?;
                 let list = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let s = settings_of(c, nwid)?;
                         Ok::<_, ControllerError>(
                             c.members(nwid)?
                                 .iter()
+                                .skip(page.offset)
+                                .take(page.limit)
                                 .map(|(a, m)| member_json(nwid, &s, *a, m))
                                 .collect::<Vec<_>>(),
                         )
@@ -713,11 +963,11 @@ impl Service {
                     Method::GET => {}
                     Method::DELETE => {
                         let s = self
-                            .node
+                            .node()
                             .with_controller(move |c| settings_of(c, nwid))
                             .await?
                             .map_err(DriverError::from)?;
-                        let record = self.node.delete_member(nwid, addr).await?;
+                        let record = self.node().delete_member(nwid, addr).await?;
                         self.save().await?;
                         return ok(member_json(nwid, &s, addr, &record));
                     }
@@ -726,20 +976,20 @@ impl Service {
                         if let Some(name) = change.name {
                             // Named before authorized is fine: the name waits with the
                             // member's record.
-                            self.node
+                            self.node()
                                 .with_controller(move |c| c.set_member_name(nwid, addr, name))
                                 .await?
                                 .map_err(DriverError::from)?;
                             // Members resolve the name at once, not at their next refresh.
-                            self.node.push_configs(nwid).await?;
+                            self.node().push_configs(nwid).await?;
                         }
                         match change.authorized {
                             Some(auth) => {
-                                self.node.set_member_authorized(nwid, addr, auth).await?;
+                                self.node().set_member_authorized(nwid, addr, auth).await?;
                             }
                             None => {
                                 // Record the member (not authorized) if it is new.
-                                self.node
+                                self.node()
                                     .with_controller(move |c| {
                                         if c.member(nwid, addr)?.is_some() {
                                             return Ok(None);
@@ -755,7 +1005,7 @@ impl Service {
                     _ => return Err(not_allowed(method, path)),
                 }
                 let found = self
-                    .node
+                    .node()
                     .with_controller(move |c| {
                         let s = settings_of(c, nwid)?;
                         Ok::<_, ControllerError>(
@@ -783,7 +1033,7 @@ impl Service {
 
     async fn network(&self, nwid: NetworkId) -> Result<NetworkJson, Failure> {
         Ok(self
-            .node
+            .node()
             .with_controller(move |c| {
                 let s = settings_of(c, nwid)?;
                 Ok::<_, ControllerError>(network_json(nwid, &s, c.member_count(nwid)?))
@@ -803,7 +1053,7 @@ impl Service {
     /// As [`Service::save`], keeping the driver's and the store's errors apart.
     async fn save_pending(&self) -> Result<Result<(), StoreError>, DriverError> {
         let store = self.store.clone();
-        self.node
+        self.node()
             .with_controller(move |c| {
                 if !c.has_changes() {
                     return Ok(());
@@ -812,6 +1062,39 @@ impl Service {
                 store.apply(&changes).inspect_err(|_| c.unsaved(&changes))
             })
             .await
+    }
+}
+
+/// A page of a list: `?offset=N&limit=M` (members in address order; the network's
+/// `memberCount` says how many there are). Without them, the whole list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    offset: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn parse(query: &str) -> Result<Page, Failure> {
+        let mut page = Page {
+            offset: 0,
+            limit: usize::MAX,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let n: usize = v.parse().map_err(|_| {
+                Failure::bad(format!("{k}={v:?}: a page is ?offset=N&limit=M (numbers)"))
+            })?;
+            match k {
+                "offset" => page.offset = n,
+                "limit" => page.limit = n,
+                _ => {
+                    return Err(Failure::bad(format!(
+                        "unknown parameter {k:?}: a page is ?offset=N&limit=M"
+                    )))
+                }
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -833,6 +1116,7 @@ fn not_allowed(method: &Method, path: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zt_core::driver::spawn_node;
 
     async fn service(dir: &Path) -> Service {
         let id = identity::generate().unwrap();
@@ -843,9 +1127,9 @@ mod tests {
         let sockets = Sockets::bind_addrs(&["127.0.0.1:0".parse().unwrap()])
             .await
             .unwrap();
-        let (handle, _task) = spawn_node(node, sockets);
+        let (handle, task) = spawn_node(node, sockets);
         Service {
-            node: handle,
+            node: std::sync::RwLock::new(Running { handle, task }),
             store: Arc::new(store),
             token: "secret".into(),
             address: id.address(),
@@ -881,6 +1165,41 @@ mod tests {
         let m: MemberJson = serde_json::from_value(m).unwrap();
         assert!(m.authorized);
         assert_eq!(m.ip_assignments.len(), 1, "{m:?}");
+        // Member lists come in pages.
+        for a in ["0123456790", "0123456791"] {
+            svc.handle(
+                &Method::POST,
+                &format!("/controller/network/{nwid}/member/{a}"),
+                b"{}",
+            )
+            .await
+            .unwrap();
+        }
+        let page = |q: &str| {
+            let path = format!("/controller/network/{nwid}/member{q}");
+            let svc = &svc;
+            async move { svc.handle(&Method::GET, &path, b"").await }
+        };
+        let ids = |v: serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(page("").await.unwrap().1).len(), 3);
+        assert_eq!(
+            ids(page("?offset=1&limit=1").await.unwrap().1),
+            ["0123456790"]
+        );
+        assert_eq!(ids(page("?offset=5").await.unwrap().1).len(), 0);
+        for bad in ["?limit=x", "?sort=id"] {
+            assert_eq!(
+                page(bad).await.unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
         // Errors a client can act on.
         let status = |r: Answer| r.err().map(|f| f.status);
         let unknown = format!("/controller/network/{}ffffff", svc.address);
@@ -987,7 +1306,7 @@ mod tests {
             .await
             .unwrap();
         let nwid: NetworkId = net["id"].as_str().unwrap().parse().unwrap();
-        svc.node
+        svc.node()
             .with_controller(move |c| {
                 for i in 0..MEMBERS {
                     let a = Address::new(0x01_0000_0000 + i).unwrap();
@@ -1019,6 +1338,7 @@ mod tests {
                     authorized: true,
                     ..Member::default()
                 }),
+                by: zt_core::controller::store::Writer::Administrator,
             }]]
         );
         let saved = recording.load().unwrap();

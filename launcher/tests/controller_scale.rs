@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zt_core::controller::store::{Change, RedbStore, Store as _};
+use zt_core::controller::store::{Change, RedbStore, Store as _, Writer};
 use zt_core::controller::{Member, NetworkSettings};
 use zt_core::{Address, NetworkId};
 
@@ -96,6 +96,7 @@ fn authorize_at_10000_members_is_under_2_ms() {
                 authorized: true,
                 ..Member::default()
             }),
+            by: Writer::Administrator,
         }));
         store.apply(&changes).unwrap();
     }

@@ -39,7 +39,7 @@ use crate::wire::credential::{
 pub mod record;
 pub mod store;
 
-use store::{Change, ControllerState, StoredNetwork};
+use store::{Change, ControllerState, StoredNetwork, Writer};
 
 /// Default `max_delta` of certificates.
 pub const DEFAULT_MAX_DELTA: Duration = Duration::from_secs(120);
@@ -220,6 +220,10 @@ pub struct Controller {
     changed: BTreeSet<Dirty>,
     /// Networks deleted since then (their records and members go first).
     deleted: BTreeSet<NetworkId>,
+    /// The members of `changed` that an administrator changed ([`Writer`]).
+    by_administrator: BTreeSet<(NetworkId, Address)>,
+    /// An address was assigned since the last [`Controller::take_changes`].
+    assigned: bool,
 }
 
 /// A record that changed and must be stored.
@@ -327,6 +331,8 @@ impl Controller {
             last_issued: 0,
             changed: BTreeSet::new(),
             deleted: BTreeSet::new(),
+            by_administrator: BTreeSet::new(),
+            assigned: false,
         }
     }
 
@@ -381,6 +387,7 @@ impl Controller {
     /// order: deleted networks first, then settings, members and the issue counter. If the
     /// store fails, give them back with [`Controller::unsaved`] so the next save retries.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        self.assigned = false;
         let mut out: Vec<Change> = std::mem::take(&mut self.deleted)
             .into_iter()
             .map(|nwid| Change::Network {
@@ -402,6 +409,11 @@ impl Controller {
                         .get(&nwid)
                         .and_then(|n| n.members.get(&member))
                         .cloned(),
+                    by: if self.by_administrator.remove(&(nwid, member)) {
+                        Writer::Administrator
+                    } else {
+                        Writer::Controller
+                    },
                 },
                 Dirty::LastIssued => Change::LastIssued(self.last_issued),
             });
@@ -423,14 +435,104 @@ impl Controller {
                 Change::Network { nwid, .. } => {
                     self.changed.insert(Dirty::Network(*nwid));
                 }
-                Change::Member { nwid, member, .. } => {
+                Change::Member {
+                    nwid, member, by, ..
+                } => {
                     self.changed.insert(Dirty::Member(*nwid, *member));
+                    if *by == Writer::Administrator {
+                        self.by_administrator.insert((*nwid, *member));
+                    }
                 }
                 Change::LastIssued(_) => {
                     self.changed.insert(Dirty::LastIssued);
                 }
             }
         }
+    }
+
+    /// Installs a record as another writer stored it (a replica sharing this controller's
+    /// database): the network's settings (`Some`, creating the network) or its deletion
+    /// with its members (`None`). Nothing is marked changed, and a network whose own
+    /// changes wait to be stored keeps them ([`Controller::is_pending`]).
+    pub fn install_network(&mut self, nwid: NetworkId, settings: Option<NetworkSettings>) {
+        match settings {
+            Some(settings) => match self.networks.get_mut(&nwid) {
+                Some(n) => n.settings = settings,
+                None => {
+                    self.networks.insert(
+                        nwid,
+                        ControlledNetwork {
+                            settings,
+                            members: BTreeMap::new(),
+                        },
+                    );
+                }
+            },
+            None => {
+                self.networks.remove(&nwid);
+                self.changed.retain(|d| match d {
+                    Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
+                    Dirty::LastIssued => true,
+                });
+                self.by_administrator.retain(|(n, _)| *n != nwid);
+            }
+        }
+    }
+
+    /// Installs a member record as another writer stored it (`None`: removed), without
+    /// marking it changed. A member of an unknown network is ignored (its network's record
+    /// comes first in a store's order).
+    pub fn install_member(&mut self, nwid: NetworkId, member: Address, record: Option<Member>) {
+        let Some(net) = self.networks.get_mut(&nwid) else {
+            return;
+        };
+        match record {
+            Some(m) => {
+                net.members.insert(member, m);
+            }
+            None => {
+                net.members.remove(&member);
+            }
+        }
+    }
+
+    /// Takes a stored issue counter into account: later configurations are issued after
+    /// it.
+    pub fn install_last_issued(&mut self, last_issued: u64) {
+        self.last_issued = self.last_issued.max(last_issued);
+    }
+
+    /// Whether the record `change` names has changes of this controller waiting to be
+    /// stored (they are newer than what the store holds).
+    pub fn is_pending(&self, change: &Change) -> bool {
+        match change {
+            Change::Network { nwid, .. } => {
+                self.changed.contains(&Dirty::Network(*nwid)) || self.deleted.contains(nwid)
+            }
+            Change::Member { nwid, member, .. } => {
+                self.changed.contains(&Dirty::Member(*nwid, *member)) || self.deleted.contains(nwid)
+            }
+            Change::LastIssued(_) => false,
+        }
+    }
+
+    /// Whether an address was assigned since the last [`Controller::take_changes`]: a
+    /// host whose controller may be replaced by another process (replicas on one
+    /// database) stores the changes before the configuration carrying it goes out.
+    pub fn must_store(&self) -> bool {
+        self.assigned
+    }
+
+    /// Who changed a member whose record waits to be stored (`None`: nothing waits).
+    pub fn pending_member(&self, nwid: NetworkId, member: Address) -> Option<Writer> {
+        if !self.changed.contains(&Dirty::Member(nwid, member)) {
+            return None;
+        }
+        Some(if self.by_administrator.contains(&(nwid, member)) {
+            Writer::Administrator
+        } else {
+            Writer::Controller
+        })
     }
 
     /// Whether changes wait for [`Controller::take_changes`].
@@ -514,6 +616,7 @@ impl Controller {
             Dirty::Network(n) | Dirty::Member(n, _) => *n != nwid,
             Dirty::LastIssued => true,
         });
+        self.by_administrator.retain(|(n, _)| *n != nwid);
         self.deleted.insert(nwid);
         Ok(())
     }
@@ -534,6 +637,7 @@ impl Controller {
             .ok_or(ControllerError::UnknownMember { nwid, member })
             .inspect(|_| {
                 self.changed.insert(Dirty::Member(nwid, member));
+                self.by_administrator.insert((nwid, member));
             })
     }
 
@@ -573,17 +677,33 @@ impl Controller {
         let was = m.authorized;
         m.authorized = authorized;
         self.changed.insert(Dirty::Member(nwid, member));
+        self.by_administrator.insert((nwid, member));
         if was && !authorized {
-            let mut rev = Revocation {
-                nwid,
-                member,
-                threshold: clock,
-                signature: [0; 64],
-            };
-            rev.signature = self.identity.sign(&signed(REVOCATION_CONTEXT, &rev.body()));
-            return Ok(Some(rev));
+            return Ok(Some(self.revocation_at(clock, nwid, member)));
         }
         Ok(None)
+    }
+
+    /// A signed revocation of every certificate `member` of `nwid` holds, for a
+    /// deauthorization another writer stored ([`Controller::install_member`]).
+    pub fn revocation(&self, now: Instant, nwid: NetworkId, member: Address) -> Revocation {
+        self.revocation_at(self.clock(now).max(self.last_issued), nwid, member)
+    }
+
+    fn revocation_at(&self, threshold: u64, nwid: NetworkId, member: Address) -> Revocation {
+        let mut rev = Revocation {
+            nwid,
+            member,
+            threshold,
+            signature: [0; 64],
+        };
+        rev.signature = self.identity.sign(&signed(REVOCATION_CONTEXT, &rev.body()));
+        rev
+    }
+
+    /// A network's settings.
+    pub fn settings(&self, nwid: NetworkId) -> Option<&NetworkSettings> {
+        self.networks.get(&nwid).map(|n| &n.settings)
     }
 
     /// Names a member in DNS (`None` removes its name). The other members learn it with
@@ -618,6 +738,7 @@ impl Controller {
         }
         net.members.entry(member).or_default().name = name;
         self.changed.insert(Dirty::Member(nwid, member));
+        self.by_administrator.insert((nwid, member));
         Ok(())
     }
 
@@ -689,6 +810,7 @@ impl Controller {
                     .map(Ipv4Addr::from)
                     .find(|a| !taken.contains(a));
                 self.changed.insert(Dirty::Member(nwid, member));
+                self.assigned |= m.ipv4.is_some();
             }
         }
         let mut addresses = Vec::new();
@@ -711,19 +833,30 @@ impl Controller {
         certificate.signature = self
             .identity
             .sign(&signed(CERTIFICATE_CONTEXT, &certificate.body()));
-        // The directory: authorized members with an address or a name (the first
-        // MAX_DIRECTORY of them, in address order).
-        let directory = net
+        // The directory: authorized members with an address or a name, at most
+        // MAX_DIRECTORY of them (docs/CONTROLLER.md): the named ones first (the names an
+        // administrator gave are what members look up), then those with an address
+        // only, each in address order.
+        let entry = |(a, m): (&Address, &Member)| DirectoryEntry {
+            member: *a,
+            ipv4: m.ipv4,
+            name: m.name.clone().unwrap_or_default(),
+        };
+        let mut directory: Vec<DirectoryEntry> = net
             .members
             .iter()
-            .filter(|(_, m)| m.authorized && (m.ipv4.is_some() || m.name.is_some()))
+            .filter(|(_, m)| m.authorized && m.name.is_some())
             .take(MAX_DIRECTORY)
-            .map(|(a, m)| DirectoryEntry {
-                member: *a,
-                ipv4: m.ipv4,
-                name: m.name.clone().unwrap_or_default(),
-            })
+            .map(&entry)
             .collect();
+        let room = MAX_DIRECTORY - directory.len();
+        directory.extend(
+            net.members
+                .iter()
+                .filter(|(_, m)| m.authorized && m.name.is_none() && m.ipv4.is_some())
+                .take(room)
+                .map(entry),
+        );
         let mut config = SignedConfig {
             nwid,
             issued_to: member,
@@ -869,6 +1002,99 @@ impl Controller {
 mod tests {
     use super::*;
     use crate::identity::tests::test_identity;
+
+    /// Past MAX_DIRECTORY entries, named members stay in the directory and members with
+    /// only an address make room.
+    #[test]
+    fn the_directory_is_bounded_and_keeps_named_members() {
+        let now = Instant::now();
+        let mut c = Controller::new(test_identity(44), 1_000, now);
+        let settings = NetworkSettings {
+            ipv4_pool: Some((
+                Ipv4Addr::new(10, 1, 0, 1),
+                Ipv4Addr::new(10, 1, 255, 254),
+                16,
+            )),
+            ..NetworkSettings::default()
+        };
+        let nwid = c.create_network(1, settings).unwrap();
+        let addr = |i: u64| Address::new(0x01_0000_0000 + i).unwrap();
+        let total = MAX_DIRECTORY as u64 + 100;
+        for i in 0..total {
+            c.set_authorized(now, nwid, addr(i), true).unwrap();
+            c.request(now, nwid, addr(i)).unwrap();
+        }
+        // Two named members at the end of the address order.
+        for i in [total - 2, total - 1] {
+            c.set_member_name(nwid, addr(i), Some(format!("host-{i}")))
+                .unwrap();
+        }
+        let config = c.issue(now, nwid, addr(0)).unwrap();
+        assert_eq!(config.directory.len(), MAX_DIRECTORY);
+        assert_eq!(config.directory[0].member, addr(total - 2));
+        assert_eq!(config.directory[1].name, format!("host-{}", total - 1));
+        assert_eq!(config.directory[2].member, addr(0));
+        // It encodes and decodes (the wire refuses more than MAX_DIRECTORY entries).
+        assert_eq!(
+            SignedConfig::parse(&config.to_vec()).unwrap().directory,
+            config.directory
+        );
+    }
+
+    /// Changes say who made them; records installed from a store mark nothing; an
+    /// assigned address asks to be stored before it goes out.
+    #[test]
+    fn writers_installs_and_assigned_addresses() {
+        let now = Instant::now();
+        let mut c = Controller::new(test_identity(41), 1_000, now);
+        let settings = NetworkSettings {
+            ipv4_pool: Some((Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9), 24)),
+            ..NetworkSettings::default()
+        };
+        let nwid = c.create_network(1, settings).unwrap();
+        let (a, b) = (test_identity(42).address(), test_identity(43).address());
+        c.set_authorized(now, nwid, a, true).unwrap();
+        let _ = c.take_changes();
+        assert!(!c.must_store());
+        // The member asks: its address is assigned, the controller wrote the record.
+        c.request(now, nwid, a).unwrap();
+        assert!(c.must_store());
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Controller));
+        let changes = c.take_changes();
+        assert!(!c.must_store());
+        assert!(changes.iter().any(|ch| matches!(ch,
+            Change::Member { member, by: Writer::Controller, record: Some(m), .. }
+                if *member == a && m.ipv4.is_some())));
+        c.set_member_name(nwid, a, Some("db".into())).unwrap();
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Administrator));
+        let changes = c.take_changes();
+        assert!(matches!(
+            changes[0],
+            Change::Member {
+                by: Writer::Administrator,
+                ..
+            }
+        ));
+        // Given back unsaved, the writer stays.
+        c.unsaved(&changes);
+        assert_eq!(c.pending_member(nwid, a), Some(Writer::Administrator));
+        let _ = c.take_changes();
+        // Another writer's records: installed, nothing pending.
+        let theirs = Member {
+            authorized: true,
+            name: Some("web".into()),
+            ..Member::default()
+        };
+        c.install_member(nwid, b, Some(theirs.clone()));
+        c.install_last_issued(u64::MAX / 2);
+        assert!(!c.has_changes());
+        assert_eq!(c.member(nwid, b).unwrap(), Some(&theirs));
+        assert!(c.issue(now, nwid, b).unwrap().timestamp > u64::MAX / 2);
+        c.install_network(nwid, None);
+        assert!(c.networks().is_empty());
+        c.install_member(nwid, b, Some(theirs));
+        assert!(c.networks().is_empty());
+    }
 
     #[test]
     fn a_deleted_member_is_gone_and_comes_back_as_a_newcomer() {

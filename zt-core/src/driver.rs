@@ -40,6 +40,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::controller::store::Change;
 use crate::controller::{Controller, ControllerError, Member};
 use crate::identity::Address;
 use crate::node::{
@@ -620,6 +621,10 @@ enum Command {
     PushConfigs {
         nwid: NetworkId,
     },
+    ApplyStored {
+        changes: Vec<Change>,
+        reply: oneshot::Sender<()>,
+    },
     DeleteNetwork {
         nwid: NetworkId,
         reply: oneshot::Sender<Result<(), DriverError>>,
@@ -710,6 +715,17 @@ impl NodeHandle {
             .map_err(|_| DriverError::Stopped)
     }
 
+    /// Applies records another writer stored to this node's controller and tells the
+    /// members ([`Node::apply_stored`]).
+    pub async fn apply_stored(&self, changes: Vec<Change>) -> Result<(), DriverError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::ApplyStored { changes, reply })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
     /// Deletes a network of this node's controller; the members that asked for its
     /// configuration are told at once ([`Node::delete_network`]).
     pub async fn delete_network(&self, nwid: NetworkId) -> Result<(), DriverError> {
@@ -771,8 +787,22 @@ impl NodeHandle {
 
 /// Starts driving `node` on `sockets` in a tokio task.
 pub fn spawn_node(node: Node, sockets: Sockets) -> (NodeHandle, JoinHandle<()>) {
+    spawn_node_with(node, sockets, None)
+}
+
+/// Called with the hosted controller before datagrams go out whenever
+/// [`Controller::must_store`] says that records must be stored first (an address was
+/// assigned in a configuration about to be sent).
+pub type BeforeSend = Box<dyn FnMut(&mut Controller) + Send>;
+
+/// As [`spawn_node`], calling `before_send` as [`BeforeSend`] says.
+pub fn spawn_node_with(
+    node: Node,
+    sockets: Sockets,
+    before_send: Option<BeforeSend>,
+) -> (NodeHandle, JoinHandle<()>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let task = tokio::spawn(run_node(node, sockets, cmd_rx));
+    let task = tokio::spawn(run_node(node, sockets, cmd_rx, before_send));
     (NodeHandle { cmd: cmd_tx }, task)
 }
 
@@ -838,7 +868,12 @@ fn poll_devices(
 
 type JoinReply = oneshot::Sender<Result<NetworkPort, DriverError>>;
 
-async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<Command>) {
+async fn run_node(
+    mut node: Node,
+    sockets: Sockets,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    mut before_send: Option<BeforeSend>,
+) {
     let (frames_tx, mut frames_rx) = mpsc::channel::<(NetworkId, Vec<u8>)>(FRAME_QUEUE);
     let mut ports: std::collections::HashMap<NetworkId, Port> = std::collections::HashMap::new();
     let mut batch4 = RecvBatch::new(sockets.v4.as_ref());
@@ -848,6 +883,11 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
     let mut from_devices: Vec<(NetworkId, Vec<u8>)> = Vec::new();
     let mut device_scratch: Vec<Vec<u8>> = Vec::new();
     loop {
+        if let (Some(hook), Some(c)) = (before_send.as_mut(), node.controller_mut()) {
+            if c.must_store() {
+                hook(c);
+            }
+        }
         outgoing.clear();
         while let Some(t) = node.poll_transmit() {
             outgoing.push(t);
@@ -971,6 +1011,10 @@ async fn run_node(mut node: Node, sockets: Sockets, mut cmd_rx: mpsc::Receiver<C
                 }
                 Some(Command::Controller(job)) => job(node.controller_mut()),
                 Some(Command::PushConfigs { nwid }) => node.push_configs(Instant::now(), nwid, None),
+                Some(Command::ApplyStored { changes, reply }) => {
+                    node.apply_stored(Instant::now(), &changes);
+                    let _ = reply.send(());
+                }
                 Some(Command::DeleteNetwork { nwid, reply }) => {
                     let r = node.delete_network(Instant::now(), nwid).map_err(DriverError::from);
                     let _ = reply.send(r);

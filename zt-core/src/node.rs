@@ -59,8 +59,10 @@ use rand_core::{Rng as _, SeedableRng as _};
 
 use crate::admission::{Admission, AdmissionStats, Source, Verdict, SECRET_LIFETIME};
 use crate::controller::{
-    adhoc_addresses, certificates_agree, verify_certificate, verify_config, verify_revocation,
-    ConfigDenied, Controller, ControllerError, Member,
+    adhoc_addresses, certificates_agree,
+    store::{Change, Writer},
+    verify_certificate, verify_config, verify_revocation, ConfigDenied, Controller,
+    ControllerError, Member,
 };
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::reassembly::Reassembler;
@@ -69,7 +71,7 @@ use crate::vl2::{Mac, NetworkId, DEFAULT_MTU};
 use crate::wire::cookie::{
     CookieInitPacket, CookieInitRepr, CookieReplyPacket, CookieReplyRepr, COOKIE_LEN,
 };
-use crate::wire::credential::{Certificate, DirectoryEntry, Route, SignedConfig};
+use crate::wire::credential::{Certificate, DirectoryEntry, Revocation, Route, SignedConfig};
 use crate::wire::data::{DataPacket, DataRepr, DATA_PREFIX_LEN, TAG_LEN};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
 use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
@@ -850,18 +852,7 @@ impl Node {
         };
         let me = self.address();
         if let Some(revocation) = revocation {
-            let bytes = Message::Revoke {
-                revocation: revocation.clone(),
-            }
-            .to_vec();
-            for m in members.iter().chain(std::iter::once(&member)) {
-                if *m != me {
-                    self.send_message(now, *m, bytes.clone());
-                }
-            }
-            if self.networks.contains_key(&nwid) {
-                self.on_message(now, None, me, Message::Revoke { revocation });
-            }
+            self.send_revocation(now, &members, revocation);
         } else if authorized {
             if member == me {
                 self.request_config(now, nwid);
@@ -882,6 +873,142 @@ impl Node {
             self.push_configs(now, nwid, Some(member));
         }
         Ok(())
+    }
+
+    /// Sends `revocation` to `members` and to the member it revokes (and applies it here
+    /// when this node is a member of the network).
+    fn send_revocation(&mut self, now: Instant, members: &[Address], revocation: Revocation) {
+        let me = self.address();
+        let (nwid, member) = (revocation.nwid, revocation.member);
+        let bytes = Message::Revoke {
+            revocation: revocation.clone(),
+        }
+        .to_vec();
+        for m in members.iter().chain(std::iter::once(&member)) {
+            if *m != me {
+                self.send_message(now, *m, bytes.clone());
+            }
+        }
+        if self.networks.contains_key(&nwid) {
+            self.on_message(now, None, me, Message::Revoke { revocation });
+        }
+    }
+
+    /// Applies records that another writer stored (a replica of this controller sharing
+    /// its database) to the hosted controller, and tells the members as if the change had
+    /// been made here: a deauthorized or removed member is revoked, a newly authorized
+    /// member that asked before gets its configuration, a deleted network is announced,
+    /// and a network whose settings or member directory changed gets fresh
+    /// configurations. A record with changes of this controller waiting to be stored is
+    /// left as it is (those are newer); a record equal to the one held changes nothing.
+    pub fn apply_stored(&mut self, now: Instant, changes: &[Change]) {
+        let me = self.address();
+        let mut push = BTreeSet::new();
+        for c in changes {
+            let Some(ctl) = self.controller.as_mut() else {
+                return;
+            };
+            if !matches!(c, Change::Member { .. }) && ctl.is_pending(c) {
+                continue;
+            }
+            match c {
+                Change::LastIssued(t) => ctl.install_last_issued(*t),
+                Change::Network {
+                    nwid,
+                    settings: Some(s),
+                } => {
+                    if ctl.settings(*nwid) != Some(s) {
+                        ctl.install_network(*nwid, Some(s.clone()));
+                        push.insert(*nwid);
+                    }
+                }
+                Change::Network {
+                    nwid,
+                    settings: None,
+                } => {
+                    let Ok(members) = ctl.members(*nwid) else {
+                        continue;
+                    };
+                    ctl.install_network(*nwid, None);
+                    push.remove(nwid);
+                    let bytes = Message::ConfigError {
+                        nwid: *nwid,
+                        code: ConfigDenied::NotFound.code(),
+                    }
+                    .to_vec();
+                    for (m, _) in members.iter().filter(|(_, m)| m.last_request.is_some()) {
+                        if *m != me {
+                            self.send_message(now, *m, bytes.clone());
+                        }
+                    }
+                    if self.networks.contains_key(nwid) {
+                        self.request_config(now, *nwid);
+                    }
+                }
+                Change::Member {
+                    nwid,
+                    member,
+                    record,
+                    ..
+                } => {
+                    let Ok(old) = ctl.member(*nwid, *member).map(|m| m.cloned()) else {
+                        continue;
+                    };
+                    let record = &match (ctl.pending_member(*nwid, *member), &old, record) {
+                        // An administrator's change here goes to the store next: it wins.
+                        (Some(Writer::Administrator), _, _) => continue,
+                        // The controller's own bookkeeping waits: the administrator's
+                        // fields from the store, the address and request time from here
+                        // (as the store merges them).
+                        (Some(Writer::Controller), Some(mine), Some(theirs)) => Some(Member {
+                            authorized: theirs.authorized,
+                            name: theirs.name.clone(),
+                            ipv4: mine.ipv4.or(theirs.ipv4),
+                            last_request: mine.last_request.max(theirs.last_request),
+                        }),
+                        _ => record.clone(),
+                    };
+                    if old == *record {
+                        continue;
+                    }
+                    let was = old.as_ref().is_some_and(|m| m.authorized);
+                    let is = record.as_ref().is_some_and(|m| m.authorized);
+                    let asked = record.as_ref().is_some_and(|m| m.last_request.is_some());
+                    let directory = |m: &Option<Member>| {
+                        m.as_ref()
+                            .filter(|m| m.authorized)
+                            .map(|m| (m.ipv4, m.name.clone()))
+                    };
+                    if directory(&old) != directory(record) {
+                        push.insert(*nwid);
+                    }
+                    // The revocation is made while the member is still held as authorized
+                    // (its threshold covers every configuration issued to it).
+                    let revocation = (was && !is).then(|| ctl.revocation(now, *nwid, *member));
+                    let active = ctl.active_members(*nwid);
+                    ctl.install_member(*nwid, *member, record.clone());
+                    if let Some(revocation) = revocation {
+                        self.send_revocation(now, &active, revocation);
+                    } else if is && !was && asked {
+                        if *member == me {
+                            self.request_config(now, *nwid);
+                        } else if let Some(Ok(config)) = self
+                            .controller
+                            .as_mut()
+                            .map(|c| c.issue(now, *nwid, *member))
+                        {
+                            let msg = Message::Config {
+                                config: Box::new(config),
+                            };
+                            self.send_message(now, *member, msg.to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        for nwid in push {
+            self.push_configs(now, nwid, None);
+        }
     }
 
     /// Deletes a network of the hosted controller and tells every member that has asked

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng as _, SeedableRng as _};
-use zt_core::controller::{ConfigDenied, Controller, NetworkSettings};
+use zt_core::controller::store::{Change, Writer};
+use zt_core::controller::{ConfigDenied, Controller, Member, NetworkSettings};
 use zt_core::node::{
     Event, NetworkState, Node, NodeConfig, PathKind, RelayStats, Root, RootSpec, SendError, Timing,
 };
@@ -1014,6 +1015,124 @@ fn a_second_root_takes_over_when_the_first_is_unreachable() {
         .collect();
     assert_eq!(up_roots.len(), 1);
     assert_eq!(up_roots[0].address, specs[1 - first].identity.address());
+}
+
+/// A change another replica of the controller stored (`Node::apply_stored`) acts as one
+/// made here: members waiting unauthorized get their configuration, a deauthorized one
+/// its revocation, and nothing the store already holds is written back.
+#[test]
+fn changes_stored_by_another_replica_authorize_and_revoke() {
+    let mut sim = Sim::new(15);
+    let root_id = identity(151);
+    let root_ep: SocketAddr = "198.51.100.1:9993".parse().unwrap();
+    let spec = RootSpec {
+        identity: root_id.public().clone(),
+        endpoints: vec![root_ep],
+    };
+    sim.add_host(
+        Agent::Root(Box::new(Root::new(
+            root_id,
+            seed(1),
+            Timing::default(),
+            sim.now,
+        ))),
+        root_ep,
+        None,
+    );
+    let ctl_id = identity(152);
+    let mut controller = Controller::new(ctl_id.clone(), 1_700_000_000_000, sim.now);
+    let settings = NetworkSettings {
+        ipv4_pool: Some((
+            "10.147.18.1".parse().unwrap(),
+            "10.147.18.9".parse().unwrap(),
+            24,
+        )),
+        ..NetworkSettings::default()
+    };
+    let nwid = controller.create_network(1, settings).unwrap();
+    let _ = controller.take_changes();
+    let mut ctl_node = Node::new(
+        NodeConfig::new(ctl_id, vec![spec.clone()], seed(3)),
+        sim.now,
+    );
+    ctl_node.attach_controller(controller);
+    let c = sim.add_host(
+        Agent::Node(Box::new(ctl_node)),
+        "198.51.100.5:9993".parse().unwrap(),
+        None,
+    );
+    let mut members = Vec::new();
+    for n in 0..2u8 {
+        let id = identity(153 + u64::from(n));
+        let address = id.address();
+        let node = Node::new(
+            NodeConfig::new(id, vec![spec.clone()], seed(4 + n)),
+            sim.now,
+        );
+        let ep: SocketAddr = format!("198.51.100.{}:9993", 10 + n).parse().unwrap();
+        members.push((sim.add_host(Agent::Node(Box::new(node)), ep, None), address));
+    }
+    let now = sim.now;
+    for (h, _) in &members {
+        sim.node(*h).join(now, nwid).unwrap();
+    }
+    let denied = Event::NetworkDenied {
+        nwid,
+        reason: ConfigDenied::AccessDenied,
+    };
+    assert!(sim.run_until(Duration::from_secs(5), |s| members
+        .iter()
+        .all(|(h, _)| s.hosts[*h].events.contains(&denied))));
+    // The requests wait to be stored (the controller's own writes) when the other
+    // replica's authorizations arrive: those win, the request times stay.
+    let authorized = |member: Address, authorized: bool| Change::Member {
+        nwid,
+        member,
+        record: Some(Member {
+            authorized,
+            ..Member::default()
+        }),
+        by: Writer::Administrator,
+    };
+    let now = sim.now;
+    let (a, addr_a) = members[0];
+    let (b, addr_b) = members[1];
+    sim.node(c)
+        .apply_stored(now, &[authorized(addr_a, true), authorized(addr_b, true)]);
+    let configured = |s: &Sim, h: usize| {
+        s.hosts[h]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::NetworkConfig(cfg) if cfg.nwid == nwid))
+    };
+    assert!(sim.run_until(Duration::from_secs(1), |s| configured(s, a)
+        && configured(s, b)));
+    let ctl = sim.node(c).controller_mut().unwrap();
+    let held = ctl.member(nwid, addr_a).unwrap().cloned().unwrap();
+    assert!(held.authorized && held.last_request.is_some() && held.ipv4.is_some());
+    // Only the controller's own bookkeeping is left to store.
+    for change in ctl.take_changes() {
+        assert!(
+            !matches!(
+                change,
+                Change::Member {
+                    by: Writer::Administrator,
+                    ..
+                }
+            ),
+            "{change:?}"
+        );
+    }
+    // Deauthorized by the other replica: B is revoked at once.
+    let now = sim.now;
+    sim.node(c).apply_stored(now, &[authorized(addr_b, false)]);
+    let revoked = |s: &Sim| s.hosts[b].events.iter().filter(|e| **e == denied).count() >= 2;
+    assert!(sim.run_until(Duration::from_secs(2), revoked));
+    // The same record again changes nothing.
+    let now = sim.now;
+    let _ = sim.node(c).controller_mut().unwrap().take_changes();
+    sim.node(c).apply_stored(now, &[authorized(addr_b, false)]);
+    assert!(!sim.node(c).controller().unwrap().has_changes());
 }
 
 #[test]

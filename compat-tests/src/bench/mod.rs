@@ -31,6 +31,7 @@
 //! Every step has a deadline and every loop a bound. A measurement that fails does not end
 //! the run: its cell says why, and a target that depends on it is not met.
 
+pub(crate) mod controller;
 pub(crate) mod flood;
 mod machine;
 mod parse;

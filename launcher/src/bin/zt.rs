@@ -66,6 +66,13 @@ enum Command {
         /// (`controller.redb.reset-UNIXTIME`), e.g. when it cannot be read.
         #[arg(long)]
         reset: bool,
+        /// Keep the state in PostgreSQL (`postgres://USER@HOST/DB`) instead of
+        /// `HOME/controller.redb`. Replicas with the same identity and database take turns:
+        /// one is on the overlay, the others stand by and take over; all serve the API.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        #[command(subcommand)]
+        action: Option<ControllerCommand>,
     },
     /// Networks of a running controller (through its management API).
     #[command(subcommand)]
@@ -143,6 +150,34 @@ struct ApiArgs {
     /// The API token (default: the controller's authtoken.secret).
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+}
+
+/// What `zt controller` does besides running.
+#[derive(Debug, Subcommand)]
+enum ControllerCommand {
+    /// Print the controller's networks and members as JSON (from `--store`, else from
+    /// `HOME/controller.redb`, which no running controller may hold).
+    Export {
+        /// The controller's home (its identity).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Export from this PostgreSQL database.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+    },
+    /// Load an export into an empty store (`--store`, else `HOME/controller.redb`); the
+    /// home must hold the exported controller's identity.
+    Import {
+        /// The controller's home (its identity).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Import into this PostgreSQL database.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// The export (`-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,11 +407,37 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Controller {
+            action: Some(ControllerCommand::Export { home, store }),
+            ..
+        } => {
+            let home = launcher::controller::resolve_home(home.as_deref())?;
+            let text = launcher::controller::export(&home, store.as_deref())?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Controller {
+            action: Some(ControllerCommand::Import { home, store, file }),
+            ..
+        } => {
+            let home = launcher::controller::resolve_home(home.as_deref())?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let (networks, members) = launcher::controller::import(&home, store.as_deref(), &text)?;
+            eprintln!("zt: imported {networks} network(s) with {members} member(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Controller {
             home,
             listen,
             roots,
             api,
             reset,
+            store,
+            action: None,
         } => {
             let home = launcher::controller::resolve_home(home.as_deref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -390,6 +451,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 roots,
                 api,
                 reset,
+                store,
             };
             rt.block_on(launcher::controller::run(opts, |address, api| {
                 // Scripts (and the tests) wait for this line: the API is up.

@@ -61,9 +61,26 @@ pub enum Change {
         member: Address,
         /// Its record, or `None` when removed.
         record: Option<Member>,
+        /// Who changed it.
+        by: Writer,
     },
     /// The timestamp of the last configuration issued.
     LastIssued(u64),
+}
+
+/// Who changed a member record. A store that several replicas of a controller write
+/// keeps each side's fields from its own writers: an administrator's write (through the
+/// API: authorization, name, removal) keeps the address and request time the database
+/// holds, and the controller's (a request's time, an assigned address) keeps the
+/// authorization and name, so neither undoes the other's concurrent change. A store with
+/// one writer stores the record as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// An administrator's change, or a copy of a whole state (import).
+    #[default]
+    Administrator,
+    /// The controller's own bookkeeping.
+    Controller,
 }
 
 /// Errors of a store. Each names where the state lives.
@@ -166,6 +183,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             nwid,
             member,
             record: Some(record.clone()),
+            by: Writer::Administrator,
         }])
     }
 
@@ -175,8 +193,179 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             nwid,
             member,
             record: None,
+            by: Writer::Administrator,
         }])
     }
+}
+
+/// The name in an export's `format` field ([`export_json`]).
+pub const EXPORT_FORMAT: &str = "zt-controller-export";
+
+/// Why an export cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a controller export: {reason}")]
+pub struct ExportError {
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A controller's whole state as one JSON document, the same in every store, for moving
+/// it from one store to another (`zt controller export`): the controller's address, the
+/// issue counter and every network with its members, each record in its stored form
+/// ([`super::record`]).
+pub fn export_json(controller: Address, state: &ControllerState) -> String {
+    use serde_json::{json, Map, Value};
+    let record = |text: String| serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+    let networks: Vec<Value> = state
+        .networks
+        .iter()
+        .map(|(nwid, n)| {
+            let members: Map<String, Value> = n
+                .members
+                .iter()
+                .map(|(a, m)| (a.to_string(), record(super::record::encode_member(m))))
+                .collect();
+            json!({
+                "id": nwid.to_string(),
+                "settings": record(super::record::encode_network(&n.settings)),
+                "members": members,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "format": EXPORT_FORMAT,
+        "version": 1,
+        "controller": controller.to_string(),
+        "last_issued": state.last_issued,
+        "networks": networks,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Reads an [`export_json`] document: the controller's address and its state. Every
+/// record is checked as a store checks it; anything unreadable is an error.
+pub fn import_json(text: &str) -> Result<(Address, ControllerState), ExportError> {
+    use serde_json::Value;
+    let bad = |reason: String| ExportError { reason };
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if v["format"] != EXPORT_FORMAT {
+        return Err(bad(format!("no \"format\": \"{EXPORT_FORMAT}\"")));
+    }
+    if v["version"] != 1 {
+        return Err(bad(format!("version {} (this zt reads 1)", v["version"])));
+    }
+    let controller: Address = v["controller"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad \"controller\" address".into()))?;
+    let mut state = ControllerState {
+        last_issued: v["last_issued"]
+            .as_u64()
+            .ok_or_else(|| bad("bad \"last_issued\"".into()))?,
+        ..ControllerState::default()
+    };
+    let networks = v["networks"]
+        .as_array()
+        .ok_or_else(|| bad("no \"networks\" list".into()))?;
+    for n in networks {
+        let nwid: NetworkId = n["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad network id {}", n["id"])))?;
+        if nwid.controller() != Some(controller) {
+            return Err(bad(format!("network {nwid} is not run by {controller}")));
+        }
+        let settings = super::record::decode_network(n["settings"].to_string().as_bytes())
+            .map_err(|e| bad(format!("{e} ({nwid})")))?;
+        let mut stored = StoredNetwork {
+            settings,
+            ..StoredNetwork::default()
+        };
+        let members = n["members"]
+            .as_object()
+            .ok_or_else(|| bad(format!("no members object in {nwid}")))?;
+        for (a, m) in members {
+            let addr: Address = a
+                .parse()
+                .map_err(|_| bad(format!("member {a:?} of {nwid} is no address")))?;
+            let m = super::record::decode_member(m.to_string().as_bytes())
+                .map_err(|e| bad(format!("{e} ({nwid}/{addr})")))?;
+            stored.members.insert(addr, m);
+        }
+        if state.networks.insert(nwid, stored).is_some() {
+            return Err(bad(format!("network {nwid} appears twice")));
+        }
+    }
+    Ok((controller, state))
+}
+
+/// Every record of `state` as changes that make an empty store hold it.
+pub fn changes_of(state: &ControllerState) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (nwid, n) in &state.networks {
+        out.push(Change::Network {
+            nwid: *nwid,
+            settings: Some(n.settings.clone()),
+        });
+        for (a, m) in &n.members {
+            out.push(Change::Member {
+                nwid: *nwid,
+                member: *a,
+                record: Some(m.clone()),
+                by: Writer::Administrator,
+            });
+        }
+    }
+    out.push(Change::LastIssued(state.last_issued));
+    out
+}
+
+/// The changes that turn `from` into `to` (a replica catching up with its database).
+pub fn diff(from: &ControllerState, to: &ControllerState) -> Vec<Change> {
+    let mut out = Vec::new();
+    for nwid in from
+        .networks
+        .keys()
+        .filter(|n| !to.networks.contains_key(n))
+    {
+        out.push(Change::Network {
+            nwid: *nwid,
+            settings: None,
+        });
+    }
+    let empty = BTreeMap::new();
+    for (nwid, n) in &to.networks {
+        let old = from.networks.get(nwid);
+        if old.map(|o| &o.settings) != Some(&n.settings) {
+            out.push(Change::Network {
+                nwid: *nwid,
+                settings: Some(n.settings.clone()),
+            });
+        }
+        let old_members = old.map_or(&empty, |o| &o.members);
+        for a in old_members.keys().filter(|a| !n.members.contains_key(a)) {
+            out.push(Change::Member {
+                nwid: *nwid,
+                member: *a,
+                record: None,
+                by: Writer::Administrator,
+            });
+        }
+        for (a, m) in &n.members {
+            if old_members.get(a) != Some(m) {
+                out.push(Change::Member {
+                    nwid: *nwid,
+                    member: *a,
+                    record: Some(m.clone()),
+                    by: Writer::Administrator,
+                });
+            }
+        }
+    }
+    if to.last_issued > from.last_issued {
+        out.push(Change::LastIssued(to.last_issued));
+    }
+    out
 }
 
 #[cfg(feature = "store")]
@@ -548,6 +737,7 @@ mod redb_store {
                             nwid,
                             member,
                             record: Some(m),
+                            ..
                         } => {
                             let rec = record::encode_member(m);
                             members
@@ -558,6 +748,7 @@ mod redb_store {
                             nwid,
                             member,
                             record: None,
+                            ..
                         } => {
                             members
                                 .remove((nwid.0, member.to_u64()))
@@ -603,6 +794,34 @@ mod tests {
         store.apply(&c.take_changes()).unwrap();
         assert!(!c.has_changes());
         (c, nwid)
+    }
+
+    #[test]
+    fn export_import_round_trip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, nwid) = sample(&dir);
+        let text = export_json(c.address(), &c.state());
+        let (addr, state) = import_json(&text).unwrap();
+        assert_eq!((addr, &state), (c.address(), &c.state()));
+        assert_eq!(diff(&ControllerState::default(), &state), {
+            let mut all = changes_of(&state);
+            all.retain(|ch| !matches!(ch, Change::LastIssued(0)));
+            all
+        });
+        assert!(diff(&state, &state).is_empty());
+        let member = test_identity(32).address().to_string();
+        let id = format!("\"id\": \"{nwid}\"");
+        for (from, to, want) in [
+            ("\"authorized\": true", "\"authorized\": 1", "member record"),
+            ("zt-controller-export", "other", "format"),
+            (id.as_str(), "\"id\": \"0000000001000003\"", "not run by"),
+            (&member, "xyz", "no address"),
+        ] {
+            let broken = text.replacen(from, to, 1);
+            assert_ne!(broken, text, "{from}");
+            let e = import_json(&broken).unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -34,8 +34,13 @@ pub struct Ztrun {
     pub quiet: bool,
     /// Give the program a node of its own, with a new identity in a temporary home that
     /// goes with it, instead of the home's node shared by every ztrun of that home.
-    #[arg(long, conflicts_with = "home")]
+    #[arg(long, conflicts_with_all = ["home", "own_node"])]
     pub ephemeral: bool,
+    /// Run the home's node inside this ztrun rather than in the background, for this
+    /// program alone (the home must not be in use): for the single program of a
+    /// container, or to measure the node with its program.
+    #[arg(long)]
+    pub own_node: bool,
     /// Program to run, and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM")]
     pub program: Vec<String>,

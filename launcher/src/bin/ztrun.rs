@@ -81,12 +81,21 @@ fn run(args: Args) -> anyhow::Result<i32> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        if args.ephemeral {
-            let dir = tempfile::Builder::new()
-                .prefix("ztrun-ephemeral-")
-                .tempdir()
-                .context("cannot make a temporary home")?;
-            let home = dir.path().to_path_buf();
+        if args.ephemeral || args.own_node {
+            let dir = if args.ephemeral {
+                Some(
+                    tempfile::Builder::new()
+                        .prefix("ztrun-ephemeral-")
+                        .tempdir()
+                        .context("cannot make a temporary home")?,
+                )
+            } else {
+                None
+            };
+            let home = match &dir {
+                Some(d) => d.path().to_path_buf(),
+                None => launcher::home::resolve(args.home.as_deref())?,
+            };
             launcher::home::prepare(&home)?;
             let lock = launcher::status::HomeLock::acquire(&home)?;
             let networks = tokio::select! {

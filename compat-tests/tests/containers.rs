@@ -36,6 +36,8 @@ const LOCKED_DOWN: &[&str] = &[
     "65534:65534",
     "--tmpfs",
     "/var/lib/ztrun:uid=65534,gid=65534,mode=0700",
+    "--tmpfs",
+    "/tmp",
 ];
 
 fn workspace() -> PathBuf {
@@ -206,6 +208,12 @@ echo "redis-get $(redis-cli -h {web} get greeting)"
     )
 }
 
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
@@ -313,7 +321,7 @@ fn run() -> Result<()> {
         &net_client,
     ];
     args.extend_from_slice(LOCKED_DOWN);
-    args.extend_from_slice(&["--tmpfs", "/tmp:size=160m", "ztrun/debian"]);
+    args.push("ztrun/debian");
     args.extend(client_cmd.iter().map(String::as_str));
     args.push(&script);
     let started = Instant::now();
@@ -327,7 +335,7 @@ fn run() -> Result<()> {
             "client said:\n{stdout}{stderr}\nserver:\n{}\nweb:\n{}\nroot:\n{}",
             lab.logs(&server),
             lab.logs(&web),
-            lab.logs(&root)
+            tail(&lab.logs(&root), 5)
         )
     };
     ensure!(out.status.success(), "the client failed: {}", context());

@@ -3,7 +3,8 @@
 //! `--read-only` with a tmpfs for the ztrun home, `--user 65534`, no `/dev/net/tun`.
 //!
 //! A root (`zt root`, the `FROM scratch` image) sits on a Docker network of its own and
-//! is connected to the networks of the others; a static Go server (`FROM scratch`), nginx
+//! is connected to the networks of the others under the alias `root`; a static Go server
+//! (in an image built from the README's `Dockerfile`, `FROM scratch`), nginx
 //! and redis (the Debian image), and a client (the Debian image, curl and redis-cli) each
 //! run on their own user-defined `--internal` network, so no two of them share a Docker
 //! network: the client reaches the servers only through the overlay, relayed by the root.
@@ -11,7 +12,11 @@
 //! - 100 MiB each way between the client and the Go server are SHA-256-equal, and the
 //!   root's relay counters grow by at least that much;
 //! - nginx and redis in the Debian image answer the client by their `.zt` member name;
-//! - the Go server is not reachable from the client's Docker network at all.
+//! - the Go server is not reachable from the client's Docker network at all;
+//! - a Go server with `ztrun --publish 8080`, started with `docker run -p`, answers from
+//!   the host through Docker's port and the client through the overlay by name;
+//! - `curl --socks5-hostname` on the host, through `ztrun --socks5` on the host, fetches
+//!   a page from a member by its `.zt` name.
 //!
 //! It needs root (the Docker socket) and a running Docker Engine, and fails saying so
 //! without them. The images come from `scripts/image` (run here; CI runs it first).
@@ -112,16 +117,36 @@ impl Lab {
 
     /// A user-defined `--internal` network: no route out of this machine.
     fn network(&mut self, what: &str) -> Result<String> {
+        self.network_with(what, &["--internal"])
+    }
+
+    fn network_with(&mut self, what: &str, opts: &[&str]) -> Result<String> {
         let name = self.name(what);
-        docker_ok(&["network", "create", "--internal", &name])?;
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(opts);
+        args.push(&name);
+        docker_ok(&args)?;
         self.networks.push(name.clone());
         Ok(name)
     }
 
     /// `docker run -d` of a locked-down container named `what` on `network`.
     fn start(&mut self, what: &str, network: &str, image: &str, cmd: &[&str]) -> Result<String> {
+        self.start_with(what, network, &[], image, cmd)
+    }
+
+    /// [`Lab::start`] with more `docker run` options.
+    fn start_with(
+        &mut self,
+        what: &str,
+        network: &str,
+        opts: &[&str],
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<String> {
         let name = self.name(what);
         let mut args = vec!["run", "-d", "--name", &name, "--network", network];
+        args.extend_from_slice(opts);
         args.extend_from_slice(LOCKED_DOWN);
         args.push(image);
         args.extend_from_slice(cmd);
@@ -184,7 +209,47 @@ impl Drop for Lab {
         for n in &self.networks {
             let _ = docker(&["network", "rm", n]);
         }
+        let _ = docker(&["rmi", &format!("{}-readme", self.prefix)]);
     }
+}
+
+/// The image of the README's `Dockerfile` (its "Containers" section), with the static
+/// ztrun and the static Go server as `server` in the build context.
+fn build_readme_image(lab: &Lab) -> Result<String> {
+    let readme = std::fs::read_to_string(workspace().join("README.md"))?;
+    let dockerfile = readme
+        .split("```Dockerfile\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .context("README.md has no ```Dockerfile block")?;
+    ensure!(
+        dockerfile.contains(NWID),
+        "the README's Dockerfile no longer joins {NWID}: update this test"
+    );
+    let ctx = tempfile::tempdir()?;
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    for (from, to) in [
+        ("x86_64-unknown-linux-gnu/static/ztrun", "ztrun"),
+        ("image/scratch/goserver", "server"),
+    ] {
+        std::fs::copy(target.join(from), ctx.path().join(to))
+            .with_context(|| format!("cannot copy {from} (scripts/image makes it)"))?;
+    }
+    let tag = format!("{}-readme", lab.prefix);
+    let ctx_path = ctx.path().to_string_lossy().to_string();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", &tag, &ctx_path])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "docker build of the README's Dockerfile failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(tag)
 }
 
 /// The client's script: each result on a line of its own, `KEY VALUE`.
@@ -255,11 +320,11 @@ fn run() -> Result<()> {
         ],
     )?;
     for net in [&net_server, &net_web, &net_client] {
-        docker_ok(&["network", "connect", net, &root])?;
+        docker_ok(&["network", "connect", "--alias", "root", net, &root])?;
     }
-    // Each member finds the root by its container name, through Docker's DNS.
-    let root_arg = format!("{root}:9993");
-    let ztrun = |program: &'static [&'static str]| -> Vec<String> {
+    // Each member finds the root by its alias, through Docker's DNS.
+    let root_arg = "root:9993".to_owned();
+    let ztrun = move |program: &'static [&'static str]| -> Vec<String> {
         let mut v: Vec<String> = ["ztrun", "--own-node", "--nwid", NWID, "--root", &root_arg]
             .iter()
             .map(|s| s.to_string())
@@ -268,9 +333,8 @@ fn run() -> Result<()> {
         v.extend(program.iter().map(|s| s.to_string()));
         v
     };
-    let server_cmd = ztrun(&["goserver"]);
-    let server_cmd: Vec<&str> = server_cmd.iter().map(String::as_str).collect();
-    let server = lab.start("server", &net_server, "ztrun/scratch", &server_cmd)?;
+    let readme_image = build_readme_image(&lab)?;
+    let server = lab.start("server", &net_server, &readme_image, &[])?;
     let web_cmd = ztrun(&[
         "bash",
         "-c",
@@ -380,5 +444,103 @@ fn run() -> Result<()> {
         "the root relayed only {relayed} bytes for 2 × {MIB} MiB: {}",
         context()
     );
+    doors(&mut lab, &root, &ztrun)
+}
+
+/// A port on the host's loopback that nothing holds now.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `curl ARGS` on the host: its stdout, or why it failed.
+fn curl(args: &[&str]) -> Result<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--retry",
+            "5",
+            "--retry-all-errors",
+        ])
+        .args(args)
+        .output()
+        .context("cannot run curl")?;
+    ensure!(
+        out.status.success(),
+        "curl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `--publish` through `docker run -p`, and the SOCKS5 door on the host.
+fn doors(
+    lab: &mut Lab,
+    root: &str,
+    ztrun: &dyn Fn(&'static [&'static str]) -> Vec<String>,
+) -> Result<()> {
+    // A network with Docker's port mapping (an --internal one has none).
+    let net_pub = lab.network_with("pub", &[])?;
+    docker_ok(&["network", "connect", "--alias", "root", &net_pub, root])?;
+    let host_port = free_port()?;
+    let mapping = format!("127.0.0.1:{host_port}:8080");
+    let mut cmd = ztrun(&["goserver"]);
+    // ztrun's own options go before the "--".
+    let dashes = cmd.iter().position(|a| a == "--").unwrap_or(cmd.len());
+    cmd.splice(dashes..dashes, ["--publish".to_owned(), "8080".to_owned()]);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let published = lab.start_with(
+        "published",
+        &net_pub,
+        &["-p", &mapping],
+        "ztrun/scratch",
+        &cmd,
+    )?;
+    let published_name = lab.joined(&published)?;
+    let from_host =
+        curl(&[&format!("http://127.0.0.1:{host_port}/")]).with_context(|| lab.logs(&published))?;
+    ensure!(
+        from_host == "hello from a static Go server on the virtual network",
+        "the published port answered {from_host:?}"
+    );
+    println!("--publish 8080 with docker -p {mapping}: the host got {from_host:?}");
+
+    // SOCKS5 on the host, with the root's address on the mapped network.
+    let root_ip = docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net_pub}\").IPAddress}}}}"),
+        root,
+    ])?;
+    let socks_port = free_port()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let mut door = Command::new(target.join("x86_64-unknown-linux-gnu/static/ztrun"))
+        .args(["--ephemeral", "--nwid", NWID, "--root"])
+        .arg(format!("{root_ip}:9993"))
+        .arg("--socks5")
+        .arg(format!("127.0.0.1:{socks_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start ztrun --socks5 on the host")?;
+    let page = curl(&[
+        "--socks5-hostname",
+        &format!("127.0.0.1:{socks_port}"),
+        &format!("http://{published_name}:8080/"),
+    ]);
+    let _ = door.kill();
+    let _ = door.wait();
+    let page = page?;
+    ensure!(
+        page == "hello from a static Go server on the virtual network",
+        "through SOCKS5: {page:?}"
+    );
+    println!("curl --socks5-hostname on the host fetched http://{published_name}:8080/: {page:?}");
     Ok(())
 }

@@ -16,7 +16,9 @@
 //! - a Go server with `ztrun --publish 8080`, started with `docker run -p`, answers from
 //!   the host through Docker's port and the client through the overlay by name;
 //! - `curl --socks5-hostname` on the host, through `ztrun --socks5` on the host, fetches
-//!   a page from a member by its `.zt` name.
+//!   a page from a member by its `.zt` name;
+//! - the compose example (`examples/compose`) comes up and answers, from the host and
+//!   from its client by name.
 //!
 //! It needs root (the Docker socket) and a running Docker Engine, and fails saying so
 //! without them. The images come from `scripts/image` (run here; CI runs it first).
@@ -444,7 +446,76 @@ fn run() -> Result<()> {
         "the root relayed only {relayed} bytes for 2 × {MIB} MiB: {}",
         context()
     );
-    doors(&mut lab, &root, &ztrun)
+    doors(&mut lab, &root, &ztrun)?;
+    compose(&lab)
+}
+
+/// `docker-compose down` of a project on drop.
+struct ComposeDown<'a>(&'a dyn Fn(&[&str]) -> Result<Output>);
+
+impl Drop for ComposeDown<'_> {
+    fn drop(&mut self) {
+        let _ = (self.0)(&["down", "--volumes", "--timeout", "2"]);
+    }
+}
+
+/// The compose example comes up; its server answers the host through the published
+/// port and its client (on another network) by the server's `.zt` name.
+fn compose(lab: &Lab) -> Result<()> {
+    let project = lab.name("compose");
+    let file = workspace().join("examples/compose/docker-compose.yml");
+    let port = free_port()?.to_string();
+    let server_name = std::cell::RefCell::new(String::new());
+    let dc = |args: &[&str]| -> Result<Output> {
+        Command::new("docker-compose")
+            .arg("-p")
+            .arg(&project)
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .env("ZT_PORT", &port)
+            .env("SERVER", server_name.borrow().as_str())
+            .output()
+            .context("cannot run docker-compose (Debian's docker-compose package)")
+    };
+    let _down = ComposeDown(&dc);
+    let up = dc(&["up", "-d", "root", "server"])?;
+    ensure!(
+        up.status.success(),
+        "docker-compose up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let name = loop {
+        let logs = dc(&["logs", "--no-color", "server"])?;
+        let text = String::from_utf8_lossy(&logs.stdout).to_string();
+        if let Some(n) = text
+            .lines()
+            .find_map(|l| l.split_once("; name ").map(|(_, n)| n.trim().to_owned()))
+        {
+            break n;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the compose server did not join:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let from_host = curl(&[&format!("http://127.0.0.1:{port}/")])?;
+    ensure!(
+        from_host == "hello from a static Go server on the virtual network",
+        "compose server from the host: {from_host:?}"
+    );
+    *server_name.borrow_mut() = name.clone();
+    let client = dc(&["run", "--rm", "client"])?;
+    let said = String::from_utf8_lossy(&client.stdout).trim().to_owned();
+    ensure!(
+        client.status.success() && said == "hello from a static Go server on the virtual network",
+        "the compose client said {said:?}: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    println!("compose example: up, the host and the client (by {name}) got {said:?}");
+    Ok(())
 }
 
 /// A port on the host's loopback that nothing holds now.

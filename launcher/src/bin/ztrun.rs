@@ -73,6 +73,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 }
                 None => None,
             };
+            if !listen.ip().is_loopback() && credentials.is_none() {
+                // Said before joining, not after.
+                return Err(launcher::doors::DoorError::NeedsCredentials(listen).into());
+            }
             Some(launcher::doors::SocksConfig {
                 listen,
                 credentials,

@@ -52,6 +52,11 @@ pub struct Ztrun {
     /// then. Implies --own-node.
     #[arg(long, value_name = "IP:PORT")]
     pub socks5: Option<std::net::SocketAddr>,
+    /// Serve an HTTP proxy on IP:PORT (loopback only) that tunnels CONNECT requests to
+    /// members by address or `.zt` name (`https_proxy=http://IP:PORT`, `curl -p -x`).
+    /// No program is needed then. Implies --own-node.
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_proxy: Option<std::net::SocketAddr>,
     /// Username SOCKS5 clients must give, with the password in $ZTRUN_SOCKS5_PASSWORD;
     /// required when --socks5 is not on a loopback address.
     #[arg(long, value_name = "NAME", requires = "socks5")]
@@ -59,7 +64,7 @@ pub struct Ztrun {
     /// Program to run, and its arguments.
     #[arg(
         last = true,
-        required_unless_present = "socks5",
+        required_unless_present_any = ["socks5", "http_proxy"],
         value_name = "PROGRAM"
     )]
     pub program: Vec<String>,

@@ -1,7 +1,8 @@
 //! The doors of issue 16 as a person uses them on one machine, no Docker needed:
 //! `ztrun --publish` (TCP and UDP) reaches a wrapped server from an unwrapped client, and
 //! `ztrun --socks5` lets an unwrapped client CONNECT to a member by its `.zt` name, with
-//! and without the RFC 1929 username/password.
+//! and without the RFC 1929 username/password, and `ztrun --http-proxy` tunnels an HTTP
+//! CONNECT to it.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, UdpSocket};
@@ -274,6 +275,42 @@ fn published_ports_and_the_socks5_door_reach_a_wrapped_server() {
     let (code, stream) = socks_connect(door, Some(("alice", "s3cret")), &name, port);
     assert_eq!(code, 0);
     assert_eq!(read_all(stream), "tcp hello\n");
+
+    // HTTP CONNECT: a tunnel to the member by name; other methods are refused.
+    let proxy = free_port();
+    let (_http, http_err) = ztrun(
+        &[
+            "--ephemeral",
+            "--nwid",
+            NWID,
+            "--root",
+            &root_arg,
+            "--http-proxy",
+            &format!("127.0.0.1:{proxy}"),
+        ],
+        &[],
+    );
+    wait_line(&http_err, "HTTP CONNECT proxy on");
+    let mut s = connect(proxy);
+    write!(
+        s,
+        "CONNECT {name}:{port} HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let answer = read_all(s);
+    assert_eq!(
+        answer, "HTTP/1.1 200 Connection Established\r\n\r\ntcp hello\n",
+        "through the HTTP CONNECT tunnel"
+    );
+    let mut s = connect(proxy);
+    write!(s, "GET http://{name}:{port}/ HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_all(s).starts_with("HTTP/1.1 405 "));
+    let mut s = connect(proxy);
+    write!(s, "CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").unwrap();
+    assert!(
+        read_all(s).starts_with("HTTP/1.1 403 "),
+        "the host is not a member"
+    );
 }
 
 #[test]
@@ -293,6 +330,19 @@ fn a_socks5_door_off_loopback_needs_credentials() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("not a loopback address"), "{err}");
+    let out = Command::new(ZTRUN)
+        .args([
+            "--ephemeral",
+            "--nwid",
+            NWID,
+            "--http-proxy",
+            "0.0.0.0:3128",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("no authentication"), "{err}");
     let out = Command::new(ZTRUN)
         .args(["--socks5", "127.0.0.1:1080"])
         .output()

@@ -58,9 +58,13 @@ fn run(args: Args) -> anyhow::Result<i32> {
             &n.to_string()[..10]
         );
     }
-    let doors_wanted = !args.publish.is_empty() || args.socks5.is_some();
+    let doors_wanted =
+        !args.publish.is_empty() || args.socks5.is_some() || args.http_proxy.is_some();
     if doors_wanted && nwids.is_empty() {
-        anyhow::bail!("--publish and --socks5 are doors into a network: give --nwid");
+        anyhow::bail!("--publish, --socks5 and --http-proxy are doors into a network: give --nwid");
+    }
+    if let Some(listen) = args.http_proxy.filter(|l| !l.ip().is_loopback()) {
+        return Err(launcher::doors::DoorError::HttpOffLoopback(listen).into());
     }
     let socks5 = match args.socks5 {
         Some(listen) => {
@@ -87,7 +91,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let policy = Policy {
         fallthrough: args.fallthrough,
     };
-    // Only --socks5 may come without a program (clap checks it).
+    // Only a door may come without a program (clap checks it).
     let program = args.program.first().cloned().unwrap_or_default();
     let mut cmd = launch::Command::new(&program).args(args.program.iter().skip(1));
     if let Some((soft, hard)) = launcher::sys::raise_nofile_limit() {
@@ -144,6 +148,14 @@ fn run(args: Args) -> anyhow::Result<i32> {
                 let at = launcher::doors::serve_socks5(&doors, config).await?;
                 if !args.quiet {
                     eprintln!("ztrun: SOCKS5 on {at} (CONNECT to members by address or .zt name)");
+                }
+            }
+            if let Some(listen) = args.http_proxy {
+                let at = launcher::doors::serve_http_connect(&doors, listen).await?;
+                if !args.quiet {
+                    eprintln!(
+                        "ztrun: HTTP CONNECT proxy on {at} (to members by address or .zt name)"
+                    );
                 }
             }
             if args.program.is_empty() {

@@ -13,8 +13,13 @@
 //!   supported". Only virtual destinations are reached: the door is no way around
 //!   `--fallthrough`.
 //!
-//! Both use the stacks of the node in this process, so they need `--own-node` (implied).
+//! - **HTTP CONNECT** (`ztrun --http-proxy ADDR`, RFC 9110 section 9.3.6, loopback
+//!   only): the same reach for programs that speak to an HTTP proxy (`https_proxy=`,
+//!   `curl -p -x`). Other methods are answered 405: a tunnel only.
+//!
+//! All use the stacks of the node in this process, so they need `--own-node` (implied).
 
+mod http;
 mod publish;
 mod socks;
 pub(crate) mod wire;
@@ -24,6 +29,7 @@ use std::str::FromStr;
 
 use supervisor::dns::{Directory as _, Lookup};
 
+pub use http::serve_http_connect;
 pub use publish::publish;
 pub use socks::{serve_socks5, SocksConfig};
 
@@ -84,6 +90,9 @@ pub enum DoorError {
         #[source]
         source: std::io::Error,
     },
+    /// The HTTP CONNECT door off loopback.
+    #[error("--http-proxy {0} is not a loopback address: the HTTP door has no authentication")]
+    HttpOffLoopback(SocketAddr),
     /// A SOCKS5 door off loopback without credentials.
     #[error(
         "--socks5 {0} is not a loopback address: anyone who reaches it would reach the \
@@ -93,6 +102,52 @@ pub enum DoorError {
     /// The node has no address of its own to publish on.
     #[error("the node has no virtual address to publish on")]
     NoAddress,
+}
+
+/// Why a door could not reach a target.
+#[derive(Debug)]
+pub(crate) enum Unreached {
+    /// A name no member has.
+    UnknownName,
+    /// Not on a virtual network: doors reach members only.
+    NotVirtual,
+    /// The stack's answer (refused, timed out, ...).
+    Failed(netstack::Error),
+}
+
+impl Doors {
+    /// A TCP connection to `target` (a member's virtual address or `.zt` name), trying
+    /// each address of a name in turn.
+    pub(crate) async fn connect(
+        &self,
+        target: &wire::Target,
+    ) -> Result<netstack::TcpStream, Unreached> {
+        let targets: Vec<SocketAddr> = match target {
+            wire::Target::Addr(a) => vec![*a],
+            wire::Target::Name(name, port) => self
+                .resolve(name)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, *port))
+                .collect(),
+        };
+        if targets.is_empty() {
+            return Err(Unreached::UnknownName);
+        }
+        let mut why = Unreached::NotVirtual;
+        for t in targets {
+            let Some(stack) = self.stack_for(t.ip()) else {
+                continue;
+            };
+            match stack
+                .tcp_connect(None, t, netstack::TcpOptions::default())
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => why = Unreached::Failed(e),
+            }
+        }
+        Err(why)
+    }
 }
 
 /// A `--publish` argument: `[HOSTADDR:]PORT[/udp]` (or `/tcp`, the default).

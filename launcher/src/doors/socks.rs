@@ -6,10 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::wire::{
-    self, method, reply, Command, Credentials, Greeting, Request, Target, WireError,
-};
-use super::{DoorError, Doors};
+use super::wire::{self, method, reply, Command, Credentials, Greeting, Request, WireError};
+use super::{DoorError, Doors, Unreached};
 
 /// The greeting, authentication and request must arrive within this time.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -171,33 +169,16 @@ async fn handshake(
             .await?;
         return Err(SessionError::Refused("only CONNECT is supported"));
     }
-    let targets: Vec<SocketAddr> = match &request.target {
-        Target::Addr(a) => vec![*a],
-        Target::Name(name, port) => doors
-            .resolve(name)
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, *port))
-            .collect(),
-    };
-    let mut code = reply::HOST_UNREACHABLE;
-    for target in targets {
-        let Some(stack) = doors.stack_for(target.ip()) else {
-            // Not on a virtual network: the door reaches members only.
-            code = reply::NOT_ALLOWED;
-            continue;
-        };
-        match stack
-            .tcp_connect(None, target, netstack::TcpOptions::default())
-            .await
-        {
-            Ok(v) => {
-                conn.write_all(&wire::reply(reply::SUCCEEDED, v.local_addr()))
-                    .await?;
-                return Ok(v);
-            }
-            Err(e) => code = reply_code(&e),
+    let code = match doors.connect(&request.target).await {
+        Ok(v) => {
+            conn.write_all(&wire::reply(reply::SUCCEEDED, v.local_addr()))
+                .await?;
+            return Ok(v);
         }
-    }
+        Err(Unreached::UnknownName) => reply::HOST_UNREACHABLE,
+        Err(Unreached::NotVirtual) => reply::NOT_ALLOWED,
+        Err(Unreached::Failed(e)) => reply_code(&e),
+    };
     conn.write_all(&wire::reply(code, UNSPECIFIED)).await?;
     Err(SessionError::Refused("no target reachable"))
 }

@@ -1,5 +1,5 @@
-//! SOCKS5 messages (RFC 1928) and its username/password sub-negotiation (RFC 1929), as
-//! bytes. Each `parse` takes what has arrived so far and answers `Ok(None)` while a
+//! SOCKS5 messages (RFC 1928) and its username/password sub-negotiation (RFC 1929), and
+//! the head of an HTTP `CONNECT` request (RFC 9110, section 9.3.6), as bytes. Each `parse` takes what has arrived so far and answers `Ok(None)` while a
 //! message is incomplete, `Ok(Some((message, length)))` once it is whole, and an error
 //! for bytes no client may send; nothing here panics on any input.
 
@@ -240,9 +240,100 @@ pub(crate) fn reply(code: u8, bound: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// The longest HTTP request head the proxy reads.
+pub(crate) const MAX_HTTP_HEAD: usize = 8192;
+
+/// An HTTP request head the CONNECT proxy does not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HttpError {
+    /// Not a request line of three parts, or not text.
+    #[error("malformed request line")]
+    Malformed,
+    /// A method other than CONNECT (answered 405).
+    #[error("method {0} is not CONNECT")]
+    Method(String),
+    /// The target is not `host:port` (answered 400).
+    #[error("target {0:?} is not host:port")]
+    Target(String),
+    /// No end of the head within [`MAX_HTTP_HEAD`] bytes.
+    #[error("request head longer than {MAX_HTTP_HEAD} bytes")]
+    TooLong,
+}
+
+/// `CONNECT host:port HTTP/1.x` and its header fields up to the empty line: the target,
+/// and the length of the head (what follows belongs to the tunnel).
+pub(crate) fn parse_connect(b: &[u8]) -> Result<Option<(Target, usize)>, HttpError> {
+    let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if b.len() >= MAX_HTTP_HEAD {
+            Err(HttpError::TooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    let head = std::str::from_utf8(&b[..end]).map_err(|_| HttpError::Malformed)?;
+    let line = head.split("\r\n").next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::Malformed);
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(HttpError::Malformed);
+    }
+    if method != "CONNECT" {
+        return Err(HttpError::Method(method.to_owned()));
+    }
+    let bad = || HttpError::Target(target.to_owned());
+    let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    let target = match host.parse::<IpAddr>() {
+        Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+        Err(_) => Target::Name(host.to_owned(), port),
+    };
+    Ok(Some((target, end + 4)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_connect_heads() {
+        let b = b"CONNECT web.zt:443 HTTP/1.1\r\nHost: web.zt:443\r\n\r\nTLS";
+        let (t, n) = parse_connect(b).unwrap().unwrap();
+        assert_eq!((t, n), (Target::Name("web.zt".into(), 443), b.len() - 3));
+        for cut in 0..b.len() - 3 {
+            assert_eq!(parse_connect(&b[..cut]), Ok(None), "{cut}");
+        }
+        let (t, _) = parse_connect(b"CONNECT [fd00::1]:80 HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t, Target::Addr("[fd00::1]:80".parse().unwrap()));
+        assert_eq!(
+            parse_connect(b"GET http://x/ HTTP/1.1\r\n\r\n"),
+            Err(HttpError::Method("GET".into()))
+        );
+        for bad in [
+            &b"CONNECT x HTTP/1.1\r\n\r\n"[..],
+            b"CONNECT :80 HTTP/1.1\r\n\r\n",
+            b"CONNECT x:0 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(parse_connect(bad), Err(HttpError::Target(_))));
+        }
+        assert_eq!(parse_connect(b"CONNECT\r\n\r\n"), Err(HttpError::Malformed));
+        assert_eq!(
+            parse_connect(&[b'a'; MAX_HTTP_HEAD]),
+            Err(HttpError::TooLong)
+        );
+    }
 
     #[test]
     fn greeting_parses_when_whole() {

@@ -41,8 +41,32 @@ pub struct Ztrun {
     /// container, or to measure the node with its program.
     #[arg(long)]
     pub own_node: bool,
+    /// Serve the program's virtual listener on PORT on the host side of ztrun too
+    /// (`[HOSTADDR:]PORT[/udp]`, default address 0.0.0.0, TCP; in a container, its
+    /// interfaces, so that `docker run -p` reaches it); repeat for several. Implies
+    /// --own-node.
+    #[arg(long = "publish", value_name = "[HOSTADDR:]PORT[/udp]")]
+    pub publish: Vec<crate::doors::PublishArg>,
+    /// Serve a SOCKS5 proxy (RFC 1928, CONNECT) into the virtual networks on IP:PORT,
+    /// e.g. 127.0.0.1:1080: members by address or `.zt` name. No program is needed
+    /// then. Implies --own-node.
+    #[arg(long, value_name = "IP:PORT")]
+    pub socks5: Option<std::net::SocketAddr>,
+    /// Serve an HTTP proxy on IP:PORT (loopback only) that tunnels CONNECT requests to
+    /// members by address or `.zt` name (`https_proxy=http://IP:PORT`, `curl -p -x`).
+    /// No program is needed then. Implies --own-node.
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_proxy: Option<std::net::SocketAddr>,
+    /// Username SOCKS5 clients must give, with the password in $ZTRUN_SOCKS5_PASSWORD;
+    /// required when --socks5 is not on a loopback address.
+    #[arg(long, value_name = "NAME", requires = "socks5")]
+    pub socks5_user: Option<String>,
     /// Program to run, and its arguments.
-    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    #[arg(
+        last = true,
+        required_unless_present_any = ["socks5", "http_proxy"],
+        value_name = "PROGRAM"
+    )]
     pub program: Vec<String>,
 }
 

@@ -26,6 +26,7 @@ pub mod api;
 pub mod cli;
 pub mod connections;
 pub mod controller;
+pub mod doors;
 pub mod home;
 pub mod identity;
 pub mod names;

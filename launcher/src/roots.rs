@@ -1,6 +1,8 @@
 //! Which roots a node registers with, and the embedded default root.
 //!
-//! `--root ADDR` or `--root IDENTITY@ADDR` (repeatable) names roots. With no `--root`,
+//! `--root ADDR` or `--root IDENTITY@ADDR` (repeatable) names roots; ADDR is `IP:PORT` or
+//! `HOST:PORT`, a name resolved once when the argument is read (a container's name on a
+//! Docker network, say). With no `--root`,
 //! the node uses the **embedded default root** on `127.0.0.1:9993`, and the first `ztrun`
 //! on a machine hosts it in-process when nobody serves that port yet, so two programs on
 //! one machine meet with nothing else running. `zt root` serves the same identity for a
@@ -44,9 +46,20 @@ pub struct RootArg {
 /// Why a `--root` argument was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RootArgError {
-    /// The endpoint is not `IP:PORT`.
-    #[error("root endpoint {0:?} is not IP:PORT (e.g. 198.18.0.2:9993 or [fd00::2]:9993)")]
+    /// The endpoint is neither `IP:PORT` nor `HOST:PORT`.
+    #[error(
+        "root endpoint {0:?} is not IP:PORT or HOST:PORT (e.g. 198.18.0.2:9993, [fd00::2]:9993 or root:9993)"
+    )]
     Endpoint(String),
+    /// `HOST:PORT` did not resolve to an address.
+    #[error("root endpoint {endpoint:?} does not resolve: {source}")]
+    Resolve {
+        /// The argument as given.
+        endpoint: String,
+        /// The resolver's error (or "no address").
+        #[source]
+        source: std::io::Error,
+    },
     /// The identity does not parse or does not verify.
     #[error("root identity is invalid: {0}")]
     Identity(#[source] zt_core::IdentityError),
@@ -63,11 +76,45 @@ impl FromStr for RootArg {
             }
             None => (None, s),
         };
-        let endpoint = endpoint
-            .parse()
-            .map_err(|_| RootArgError::Endpoint(endpoint.to_owned()))?;
+        let endpoint = match endpoint.parse() {
+            Ok(ep) => ep,
+            Err(_) => resolve(endpoint)?,
+        };
         Ok(RootArg { identity, endpoint })
     }
+}
+
+/// `HOST:PORT` through the system's resolver (`/etc/hosts`, DNS), IPv4 first: a root
+/// is named once, at start; a name that later moves needs a restart.
+fn resolve(endpoint: &str) -> Result<SocketAddr, RootArgError> {
+    use std::net::ToSocketAddrs as _;
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(RootArgError::Endpoint(endpoint.to_owned()));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| RootArgError::Endpoint(endpoint.to_owned()))?;
+    let hostname_like = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !hostname_like {
+        return Err(RootArgError::Endpoint(endpoint.to_owned()));
+    }
+    let resolve_err = |source| RootArgError::Resolve {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(resolve_err)?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| resolve_err(std::io::Error::other("no address")))
 }
 
 /// The form [`FromStr`] reads.
@@ -122,6 +169,10 @@ mod tests {
             default_root_secret().address()
         );
         assert!("nonsense".parse::<RootArg>().is_err());
+        assert!("bad host:9993".parse::<RootArg>().is_err());
+        assert!("localhost:99999".parse::<RootArg>().is_err());
+        let r: RootArg = "localhost:9993".parse().unwrap();
+        assert_eq!(r.endpoint, "127.0.0.1:9993".parse().unwrap());
         let err = "x@1.2.3.4:5".parse::<RootArg>().unwrap_err();
         assert!(err.to_string().contains("identity"), "{err}");
     }

@@ -10,11 +10,23 @@ use std::fs;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
 use crate::sys;
+
+/// The errno of a failed `open` of `/proc/PID/mem`: `ESRCH` when the thread is gone,
+/// `EFAULT` otherwise (as the `process_vm_*` calls answer an unreadable address).
+fn proc_mem_errno(e: std::io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Errno::ESRCH,
+        _ => Errno::EFAULT,
+    }
+}
 
 /// One trapped system call, as `SECCOMP_IOCTL_NOTIF_RECV` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,15 +168,55 @@ pub trait Kernel: Send + Sync + 'static {
 }
 
 /// The real kernel behind a seccomp listener fd.
+///
+/// The program's memory is read and written with `process_vm_readv(2)` and
+/// `process_vm_writev(2)`. Docker's default seccomp profile denies both to a container
+/// without `CAP_SYS_PTRACE` (`EPERM`), while `/proc/PID/mem` (proc(5)), guarded by the
+/// same ptrace access check, stays open; after the first refusal every access goes
+/// through it (one `open` and `pread`/`pwrite` per access instead of one call).
 #[derive(Debug)]
 pub struct LinuxKernel {
     listener: OwnedFd,
+    vm_calls_denied: AtomicBool,
 }
 
 impl LinuxKernel {
     /// Wrap the listener returned by the launch sequence.
     pub fn new(listener: OwnedFd) -> Self {
-        Self { listener }
+        Self {
+            listener,
+            vm_calls_denied: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `process_vm_readv`/`writev` were refused and `/proc/PID/mem` is used.
+    pub fn uses_proc_mem(&self) -> bool {
+        self.vm_calls_denied.load(Ordering::Relaxed)
+    }
+
+    /// Note that the `process_vm_*` calls are refused here (said once, in the log).
+    fn deny_vm_calls(&self, errno: Errno) {
+        if !self.vm_calls_denied.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                "process_vm_readv/writev refused ({errno}, e.g. Docker's default seccomp \
+                 profile): reading the program's memory through /proc/PID/mem"
+            );
+        }
+    }
+
+    /// `len` bytes at `addr` of `pid`'s memory through `/proc/PID/mem`.
+    fn proc_mem_read(pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let file = fs::File::open(format!("/proc/{pid}/mem")).map_err(proc_mem_errno)?;
+        file.read_exact_at(buf, addr).map_err(|_| Errno::EFAULT)
+    }
+
+    /// `data` into `pid`'s memory at `addr` through `/proc/PID/mem`.
+    fn proc_mem_write(pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(proc_mem_errno)?;
+        file.write_all_at(data, addr).map_err(|_| Errno::EFAULT)
     }
 
     /// The listener, for readiness polling.
@@ -203,6 +255,9 @@ impl Kernel for LinuxKernel {
         if buf.is_empty() {
             return Ok(());
         }
+        if self.uses_proc_mem() {
+            return Self::proc_mem_read(pid, addr, buf);
+        }
         let len = buf.len();
         let remote = [RemoteIoVec {
             base: addr as usize,
@@ -216,6 +271,10 @@ impl Kernel for LinuxKernel {
             Ok(n) if n == len => Ok(()),
             Ok(_) => Err(Errno::EFAULT),
             Err(Errno::ESRCH) => Err(Errno::ESRCH),
+            Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                self.deny_vm_calls(e);
+                Self::proc_mem_read(pid, addr, buf)
+            }
             Err(_) => Err(Errno::EFAULT),
         }
     }
@@ -223,6 +282,9 @@ impl Kernel for LinuxKernel {
     fn write_memory(&self, pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
         if data.is_empty() {
             return Ok(());
+        }
+        if self.uses_proc_mem() {
+            return Self::proc_mem_write(pid, addr, data);
         }
         let remote = [RemoteIoVec {
             base: addr as usize,
@@ -232,6 +294,10 @@ impl Kernel for LinuxKernel {
             Ok(n) if n == data.len() => Ok(()),
             Ok(_) => Err(Errno::EFAULT),
             Err(Errno::ESRCH) => Err(Errno::ESRCH),
+            Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                self.deny_vm_calls(e);
+                Self::proc_mem_write(pid, addr, data)
+            }
             Err(_) => Err(Errno::EFAULT),
         }
     }

@@ -687,6 +687,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             });
             match made {
                 Ok(fd) => out.push(fd),
+                // No ::1 at all (IPv6 off, as in Docker's default networks): nothing
+                // could have reached it natively either.
+                Err(Errno::EADDRNOTAVAIL) => {
+                    tracing::debug!(%addr, "no loopback half: the address does not exist here")
+                }
                 Err(e) => {
                     tracing::warn!(%addr, %e, "wildcard listener serves the virtual network only: loopback half unavailable")
                 }

@@ -1,8 +1,10 @@
 //! The supervisor itself needs no privilege, and works inside what Docker's default
 //! seccomp profile allows. When the tests run as root, this test re-runs itself as uid
 //! 65534 (through `setpriv`); the inner run installs an outer filter like Docker's
-//! (`pidfd_getfd`, `kcmp`, `process_madvise` → EPERM, `clone3` → ENOSYS) on itself and
-//! then supervises programs.
+//! (`pidfd_getfd`, `kcmp`, `process_madvise`, `process_vm_readv`, `process_vm_writev` →
+//! EPERM, `clone3` → ENOSYS, as Docker 20.10's profile does without `CAP_SYS_PTRACE`) on
+//! itself and then supervises programs, whose memory it then reads through
+//! `/proc/PID/mem`.
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -41,9 +43,11 @@ fn install_docker_like_filter() {
         jeq(ARCH_X86_64, 1, 0),
         ret(libc::SECCOMP_RET_KILL_PROCESS),
         ld(0),
-        jeq(libc::SYS_pidfd_getfd as u32, 4, 0),
-        jeq(libc::SYS_kcmp as u32, 3, 0),
-        jeq(libc::SYS_process_madvise as u32, 2, 0),
+        jeq(libc::SYS_pidfd_getfd as u32, 6, 0),
+        jeq(libc::SYS_kcmp as u32, 5, 0),
+        jeq(libc::SYS_process_madvise as u32, 4, 0),
+        jeq(libc::SYS_process_vm_readv as u32, 3, 0),
+        jeq(libc::SYS_process_vm_writev as u32, 2, 0),
         jeq(libc::SYS_clone3 as u32, 2, 0),
         ret(libc::SECCOMP_RET_ALLOW),
         ret(eperm),

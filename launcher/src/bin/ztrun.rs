@@ -58,10 +58,42 @@ fn run(args: Args) -> anyhow::Result<i32> {
             &n.to_string()[..10]
         );
     }
+    let doors_wanted =
+        !args.publish.is_empty() || args.socks5.is_some() || args.http_proxy.is_some();
+    if doors_wanted && nwids.is_empty() {
+        anyhow::bail!("--publish, --socks5 and --http-proxy are doors into a network: give --nwid");
+    }
+    if let Some(listen) = args.http_proxy.filter(|l| !l.ip().is_loopback()) {
+        return Err(launcher::doors::DoorError::HttpOffLoopback(listen).into());
+    }
+    let socks5 = match args.socks5 {
+        Some(listen) => {
+            let credentials = match &args.socks5_user {
+                Some(user) => {
+                    let password = std::env::var("ZTRUN_SOCKS5_PASSWORD").map_err(|_| {
+                        anyhow::anyhow!("--socks5-user needs the password in ZTRUN_SOCKS5_PASSWORD")
+                    })?;
+                    Some((user.clone(), password))
+                }
+                None => None,
+            };
+            if !listen.ip().is_loopback() && credentials.is_none() {
+                // Said before joining, not after.
+                return Err(launcher::doors::DoorError::NeedsCredentials(listen).into());
+            }
+            Some(launcher::doors::SocksConfig {
+                listen,
+                credentials,
+            })
+        }
+        None => None,
+    };
     let policy = Policy {
         fallthrough: args.fallthrough,
     };
-    let mut cmd = launch::Command::new(&args.program[0]).args(&args.program[1..]);
+    // Only a door may come without a program (clap checks it).
+    let program = args.program.first().cloned().unwrap_or_default();
+    let mut cmd = launch::Command::new(&program).args(args.program.iter().skip(1));
     if let Some((soft, hard)) = launcher::sys::raise_nofile_limit() {
         cmd = cmd.nofile_limit(soft, hard);
     }
@@ -74,14 +106,14 @@ fn run(args: Args) -> anyhow::Result<i32> {
         if nwids.is_empty() {
             return launch::run(&cmd, policy, Arc::new(NoNetwork))
                 .await
-                .with_context(|| format!("cannot run `{}`", args.program[0]));
+                .with_context(|| format!("cannot run `{}`", program));
         }
         // Joining can wait for a controller for a long time: a signal ends the wait
         // cleanly (the home is released).
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        if args.ephemeral || args.own_node {
+        if args.ephemeral || args.own_node || doors_wanted {
             let dir = if args.ephemeral {
                 Some(
                     tempfile::Builder::new()
@@ -98,14 +130,45 @@ fn run(args: Args) -> anyhow::Result<i32> {
             };
             launcher::home::prepare(&home)?;
             let lock = launcher::status::HomeLock::acquire(&home)?;
-            let networks = tokio::select! {
+            let (networks, doors) = tokio::select! {
                 r = join_all(&args, &home, &lock, &nwids) => r?,
                 _ = int.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGINT)),
                 _ = term.recv() => return Ok(interrupted(nix::sys::signal::Signal::SIGTERM)),
             };
+            for p in &args.publish {
+                launcher::doors::publish(&doors, *p).await?;
+                if !args.quiet {
+                    eprintln!(
+                        "ztrun: published {p} (to port {} on the virtual network)",
+                        p.host.port()
+                    );
+                }
+            }
+            if let Some(config) = socks5 {
+                let at = launcher::doors::serve_socks5(&doors, config).await?;
+                if !args.quiet {
+                    eprintln!("ztrun: SOCKS5 on {at} (CONNECT to members by address or .zt name)");
+                }
+            }
+            if let Some(listen) = args.http_proxy {
+                let at = launcher::doors::serve_http_connect(&doors, listen).await?;
+                if !args.quiet {
+                    eprintln!(
+                        "ztrun: HTTP CONNECT proxy on {at} (to members by address or .zt name)"
+                    );
+                }
+            }
+            if args.program.is_empty() {
+                // A door alone: it serves until a signal.
+                let sig = tokio::select! {
+                    _ = int.recv() => nix::sys::signal::Signal::SIGINT,
+                    _ = term.recv() => nix::sys::signal::Signal::SIGTERM,
+                };
+                return Ok(launch::ExitStatus::Signaled(sig as i32));
+            }
             return launch::run(&cmd, policy, Arc::new(networks))
                 .await
-                .with_context(|| format!("cannot run `{}`", args.program[0]));
+                .with_context(|| format!("cannot run `{}`", program));
         }
         let home = launcher::home::resolve(args.home.as_deref())?;
         launcher::home::prepare(&home)?;
@@ -197,7 +260,7 @@ async fn join_all(
     home: &std::path::Path,
     lock: &launcher::status::HomeLock,
     nwids: &[NetworkId],
-) -> anyhow::Result<Networks> {
+) -> anyhow::Result<(Networks, launcher::doors::Doors)> {
     let started = Instant::now();
     let (id, created) = identity::load_or_create(home)?;
     if created && !args.quiet {
@@ -262,10 +325,12 @@ async fn join_all(
     }
     // The node runs as long as this process; its handle must outlive the program.
     std::mem::forget(node);
+    let names = launcher::names::MemberNames::new(names);
+    let doors = launcher::doors::Doors::new(stacks.clone(), names.clone());
     let resolver = supervisor::dns::Resolver::new(
         supervisor::dns::system_nameservers(),
-        launcher::names::MemberNames::new(names),
+        names,
         args.fallthrough,
     );
-    Ok(Networks::new(stacks).with_resolver(resolver))
+    Ok((Networks::new(stacks).with_resolver(resolver), doors))
 }

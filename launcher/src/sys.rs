@@ -155,11 +155,19 @@ pub fn own_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
 
 /// Start `cmd` in a session of its own (`setsid` before `execve`): a terminal's Ctrl-C
 /// and hang-up do not reach it, as they must not reach a node that other programs use.
+/// Descriptors above stderr that `ztrun` inherited without close-on-exec (a build
+/// tool's jobserver pipe, a caller's stray pipe) are closed at `execve`: a node outlives
+/// its first `ztrun` and must not hold a pipe its caller waits on.
 pub fn own_session(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid and close_range are async-signal-safe system calls on integers and
+    // touch no memory of the parent; std's own pipe is close-on-exec already.
     unsafe {
         cmd.pre_exec(|| {
+            // CLOSE_RANGE_CLOEXEC (Linux 5.11): marked, not closed, so std's exec-error
+            // pipe still works; older kernels refuse it and nothing changes.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
             nix::unistd::setsid()
                 .map(drop)
                 .map_err(std::io::Error::from)

@@ -405,11 +405,7 @@ impl Node {
                 joined_now = true;
                 let j = overlay::join(&self.node, nwid, self.me, self.say_to_all()).await?;
                 self.refresh.now();
-                let name = match j.names.name_of(self.me) {
-                    Some(n) => format!("; name {n}.{nwid}.zt"),
-                    None if j.names.addresses(self.me).is_empty() => String::new(),
-                    None => format!("; name {}.{nwid}.zt", self.me),
-                };
+                let name = overlay::name_suffix(&j, self.me);
                 anyhow::Ok(Member {
                     waited: j.waited_for_authorization,
                     description: overlay::describe(&j),
@@ -672,19 +668,7 @@ async fn serve_client(
             .filter(|n| n.contains(text))
             .count();
         let how = if joined_now {
-            // Time spent waiting for `zt member authorize` is the administrator's, not
-            // the join's: say both.
-            let total = started.elapsed();
-            let waited = m.waited.min(total);
-            if waited.is_zero() {
-                format!("in {} ms", total.as_millis())
-            } else {
-                format!(
-                    "in {} ms after {} ms waiting for authorization",
-                    (total - waited).as_millis(),
-                    waited.as_millis()
-                )
-            }
+            overlay::join_time(started.elapsed(), m.waited)
         } else {
             format!(
                 "(node {}, shared with {shared} other program{})",

@@ -327,6 +327,32 @@ async fn attach(
         .with_context(|| format!("cannot attach the stack of network {nwid}"))
 }
 
+/// `; name NODE.NWID.zt` (or the member's name) as the joined line ends: the name other
+/// programs on the network can use for this node, when it resolves; empty otherwise.
+pub fn name_suffix(j: &Joined, me: zt_core::Address) -> String {
+    let nwid = j.nwid;
+    match j.names.name_of(me) {
+        Some(n) => format!("; name {n}.{nwid}.zt"),
+        None if j.names.addresses(me).is_empty() => String::new(),
+        None => format!("; name {me}.{nwid}.zt"),
+    }
+}
+
+/// `in N ms` of the joined line, or `in N ms after M ms waiting for authorization`: time
+/// spent waiting for `zt member authorize` is the administrator's, not the join's.
+pub fn join_time(total: Duration, waited_for_authorization: Duration) -> String {
+    let waited = waited_for_authorization.min(total);
+    if waited.is_zero() {
+        format!("in {} ms", total.as_millis())
+    } else {
+        format!(
+            "in {} ms after {} ms waiting for authorization",
+            (total - waited).as_millis(),
+            waited.as_millis()
+        )
+    }
+}
+
 /// The addresses to show for a joined network.
 pub fn describe(j: &Joined) -> String {
     let mut parts: Vec<String> = Vec::new();

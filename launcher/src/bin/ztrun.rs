@@ -296,28 +296,11 @@ async fn join_all(
         // `zt status` shows the network from the moment ztrun says it joined.
         status.now();
         if !args.quiet {
-            // The member name other programs on the network can use, when it resolves.
-            let name = match joined.names.name_of(me) {
-                Some(n) => format!("; name {n}.{nwid}.zt"),
-                None if joined.names.addresses(me).is_empty() => String::new(),
-                None => format!("; name {me}.{nwid}.zt"),
-            };
-            // Time spent waiting for `zt member authorize` is the administrator's, not
-            // the join's: say both.
-            let total = started.elapsed();
-            let waited = joined.waited_for_authorization.min(total);
-            let took = if waited.is_zero() {
-                format!("in {} ms", total.as_millis())
-            } else {
-                format!(
-                    "in {} ms after {} ms waiting for authorization",
-                    (total - waited).as_millis(),
-                    waited.as_millis()
-                )
-            };
             eprintln!(
-                "ztrun: joined {nwid} as {} {took}{name}",
-                overlay::describe(&joined)
+                "ztrun: joined {nwid} as {} {}{}",
+                overlay::describe(&joined),
+                overlay::join_time(started.elapsed(), joined.waited_for_authorization),
+                overlay::name_suffix(&joined, me)
             );
         }
         stacks.push(joined.stack);

@@ -6,31 +6,12 @@
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{root, StopOnDrop as Killed, ZT, ZTRUN};
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap()
@@ -183,31 +164,6 @@ fn a_closed_pipe_ends_zt_quietly() {
         status.success() || status.signal() == Some(libc::SIGPIPE),
         "{status:?} {err}"
     );
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A root on a free loopback port; returns it and its `--root` argument.
-fn root() -> (Killed, String) {
-    let endpoint = format!("127.0.0.1:{}", free_udp_port());
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(':'), "zt root printed no identity: {line:?}");
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
 }
 
 /// `zt controller` with its home in `home` and its API on a free port.

@@ -3,59 +3,14 @@
 //! loopback. Wrapped programs run as uid 65534 when the test runs as root.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SIGTERM first, so ztrun forwards it to the program and cleans up.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A root on a free loopback port; returns it and its `--root` argument.
-fn root() -> (Killed, String) {
-    let endpoint = format!("127.0.0.1:{}", free_udp_port());
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(':'), "zt root printed no identity: {line:?}");
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
-}
+mod common;
+use common::{as_user, python, root, StopOnDrop as Killed, ZT, ZTRUN};
 
 /// `zt controller` with its home in `home`; returns it, its address and its API address.
 fn controller(home: &Path, root: &str) -> (Killed, String, SocketAddr) {
@@ -110,37 +65,6 @@ fn ok_stdout(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// The wrapped program's command line: as uid 65534 through setpriv when running as root.
-fn as_user(program: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    if is_root() {
-        v.extend(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-            ]
-            .map(String::from),
-        );
-    }
-    v.extend(program.iter().map(|s| s.to_string()));
-    v
 }
 
 /// A `ztrun` whose stdout and stderr lines arrive on channels with their arrival time.

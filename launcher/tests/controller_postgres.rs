@@ -9,18 +9,14 @@
 //! machine without the server binaries fails these tests with what to install.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+mod common;
+use common::{is_root, python, root, StopOnDrop as Killed, ZT, ZTRUN};
 
 /// `program` run as uid 65534 when this test runs as root.
 fn unprivileged(program: &[&str]) -> Command {
@@ -174,50 +170,6 @@ impl Drop for Postgres {
     }
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A root on a free loopback port; returns it and its `--root` argument.
-fn root() -> (Killed, String) {
-    let endpoint = format!("127.0.0.1:{}", free_udp_port());
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(':'), "zt root printed no identity: {line:?}");
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
-}
-
 fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(Instant, String)> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -327,14 +279,6 @@ fn ok_stdout(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
 }
 
 /// A `ztrun` member running `program` (as uid 65534 when root).

@@ -3,74 +3,15 @@
 //! cannot attach to it. Wrapped programs run as uid 65534 when the test runs as root.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
+mod common;
+use common::{as_user, python, root, KillOnDrop as Killed, ZT, ZTRUN};
+
 const NWID: &str = "ff00000000c0ffee";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A root on a free loopback port; returns it and its `--root` argument.
-fn root() -> (Killed, String) {
-    let endpoint = format!("127.0.0.1:{}", free_udp_port());
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
-}
-
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-/// The wrapped program's command line: as uid 65534 through setpriv when running as root.
-fn as_user(program: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    if nix::unistd::geteuid().is_root() {
-        v.extend(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-            ]
-            .map(String::from),
-        );
-    }
-    v.extend(program.iter().map(|s| s.to_string()));
-    v
-}
 
 /// `ztrun --home HOME --nwid NWID --root ROOT -- PROGRAM`, its stderr lines on a channel.
 fn ztrun(home: &Path, root: &str, program: &[&str]) -> (Killed, mpsc::Receiver<String>) {

@@ -2,51 +2,13 @@
 //! each its own process, talking over the overlay on loopback.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
+mod common;
+use common::{python, root, KillOnDrop as Killed, ZT, ZTRUN};
+
 const NWID: &str = "ff0000000000e2e0";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A root on a free loopback port; returns it and its `--root` argument.
-fn root() -> (Killed, String) {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("127.0.0.1:{port}");
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains(':'), "zt root printed no identity: {line:?}");
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
-}
-
-fn python() -> &'static str {
-    if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
 
 #[test]
 fn a_client_reaches_a_server_over_the_overlay() {

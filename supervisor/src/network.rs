@@ -594,8 +594,7 @@ impl Backend for Networks {
             }
             // Datagrams land in this thread's scratch buffer and leave it in one of their
             // own size: a socket waiting for one holds no buffer.
-            SCRATCH.with_borrow_mut(|scratch| {
-                let buf = &mut scratch[..];
+            crate::udp::with_scratch(|buf| {
                 for (stack, s) in &set.socks {
                     let (ready, bound) = match s {
                         Datagram::Udp(s) => (
@@ -629,11 +628,6 @@ impl Backend for Networks {
         .await
         .map_err(errno)
     }
-}
-
-thread_local! {
-    /// Where a datagram is received before it is copied out at its own size.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65_536]);
 }
 
 /// The local address a datagram from `from` reached on `stack`: the socket's own address

@@ -143,9 +143,15 @@ struct Arrival {
 }
 
 thread_local! {
-    /// Where a datagram the program sends natively is received before it is copied out
-    /// at its own size.
-    static TX_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_COPY]);
+    /// Where a datagram is received, in either direction, before it is copied out at
+    /// its own size: a socket waiting for one holds no buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_COPY]);
+}
+
+/// Run `f` on this thread's datagram scratch buffer (`MAX_COPY` bytes). `f` must not
+/// call it again.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|scratch| f(scratch))
 }
 
 /// The interface index reported in `IP_PKTINFO`/`IPV6_PKTINFO` for the virtual network.
@@ -289,7 +295,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 };
                 // Received in this thread's scratch buffer and copied out at its own
                 // size before the send waits: a quiet socket holds no buffer.
-                let got = TX_SCRATCH.with_borrow_mut(|scratch| {
+                let got = with_scratch(|scratch| {
                     recv(afd.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
                         .map(|len| scratch[..len].to_vec())
                 });

@@ -55,7 +55,7 @@ impl StackConfig {
 }
 
 /// Does `prefix/len` contain `addr`? Families must match.
-pub(crate) fn prefix_contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
+pub fn prefix_contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
     match (prefix, addr) {
         (IpAddr::V4(p), IpAddr::V4(a)) => {
             let len = u32::from(len.min(32));

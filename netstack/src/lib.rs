@@ -60,7 +60,7 @@ mod wire;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub use crate::config::{Route, StackConfig, DEFAULT_MTU};
+pub use crate::config::{prefix_contains, Route, StackConfig, DEFAULT_MTU};
 pub use crate::error::{Error, Unreachable};
 pub use crate::icmp::{IcmpSocket, IpFamily};
 pub use crate::link::FrameLink;

@@ -1274,7 +1274,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let Some(&(ip, len)) = self.virtual_v4().get(index) else {
             return Some(Err(Errno::ENODEV));
         };
-        let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0));
+        let mask = std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0),
+        );
         let broadcast = std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(mask));
         let sockaddr = |a: std::net::Ipv4Addr| wire::emit_sockaddr(SocketAddr::from((a, 0)));
         let data = &mut ifr[16..];
@@ -1379,17 +1383,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let peer = crate::backend::canonical(peer);
         let ours = self.backend.local_addresses();
         let same_family = |a: &std::net::IpAddr| a.is_ipv4() == peer.is_ipv4();
-        let on_subnet = |(a, len): &(std::net::IpAddr, u8)| match (a, peer) {
-            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(p)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-                u32::from(*a) & mask == u32::from(p) & mask
-            }
-            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(p)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
-                u128::from(*a) & mask == u128::from(p) & mask
-            }
-            _ => false,
-        };
+        let on_subnet =
+            |(a, len): &(std::net::IpAddr, u8)| netstack::prefix_contains(*a, *len, peer);
         ours.iter()
             .find(|x| on_subnet(x))
             .or_else(|| ours.iter().find(|(a, _)| same_family(a)))

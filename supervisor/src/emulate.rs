@@ -232,6 +232,16 @@ impl<B: Backend> VSocket<B> {
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
     }
+    /// Does the supervisor hold a duplicate of the program's end of this socket (which
+    /// hides the program's close from our end)?
+    pub(crate) fn holds_program_dup(&self) -> bool {
+        self.holds_program_end()
+            || match &*self.phase() {
+                Phase::Listening(l) => l.holds_program_end(),
+                Phase::Datagram(d) => d.holds_program_end(),
+                _ => false,
+            }
+    }
     /// A sibling for a new socketpair that replaces this one in the program.
     pub(crate) fn successor(&self, ours: OwnedFd, phase: Phase<B>) -> Self {
         let s = Self::new(self.family, self.kind, self.protocol, ours, phase);
@@ -420,6 +430,9 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     port_groups: Mutex<HashMap<SocketAddr, Weak<crate::virt::PortGroup<B>>>>,
     /// Whether the "cannot inspect the program" warning was given.
     warned_uninspectable: std::sync::atomic::AtomicBool,
+    /// Whether `pidfd_getfd` works on the program (0 not known yet, 1 yes, 2 no): see
+    /// [`Supervisor::may_grab`].
+    grabs: std::sync::atomic::AtomicU8,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -449,6 +462,36 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             host: crate::permit::HostNet::read(),
             port_groups: Mutex::new(HashMap::new()),
             warned_uninspectable: std::sync::atomic::AtomicBool::new(false),
+            grabs: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Can the supervisor take a duplicate of the program's descriptors when it needs
+    /// one (`pidfd_getfd`)? Then it holds none of the program's ends between calls: a
+    /// listener's or a UDP socket's close shows as a hang-up of our end, at once and
+    /// without listing the program's descriptors (idle.rs), and costs one descriptor
+    /// less. Docker's default profile denies the call; there the duplicate is held and
+    /// a sweep finds the close. Found out once, on the descriptor `fd` (socket `ino`) of
+    /// the call `n` in progress.
+    pub(crate) fn may_grab(&self, n: &Notification, fd: i32, ino: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        match self.grabs.load(Ordering::Relaxed) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        match self.kernel.grab_at(n.pid, fd, ino) {
+            Ok(_) => {
+                self.grabs.store(1, Ordering::Relaxed);
+                true
+            }
+            // Gone meanwhile: try again at the next socket.
+            Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF) => false,
+            Err(e) => {
+                debug!(%e, "pidfd_getfd refused: program ends are held, closes found by a sweep");
+                self.grabs.store(2, Ordering::Relaxed);
+                false
+            }
         }
     }
 
@@ -506,6 +549,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
 
     pub(crate) fn seen(&self) -> MutexGuard<'_, HashSet<u32>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Does `ino` still map to `vs`?
+    pub(crate) fn holds_socket(&self, ino: u64, vs: &Arc<VSocket<B>>) -> bool {
+        self.table()
+            .get(&ino)
+            .is_some_and(|cur| Arc::ptr_eq(cur, vs))
     }
 
     /// Remove `ino` if it still maps to `vs`.
@@ -646,8 +696,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let (theirs, ours) = tri!(socketpair(kind, flags & libc::SOCK_NONBLOCK != 0));
         let ino = tri!(inode(theirs.as_fd()));
         let vs = Arc::new(VSocket::new(family, kind, protocol, ours, Phase::Fresh));
-        if kind == Kind::Stream {
-            // Without it a non-blocking connect falls back to replacing the program's end.
+        let grabs = self.grabs.load(std::sync::atomic::Ordering::Relaxed);
+        if kind == Kind::Stream && grabs != 1 {
+            // A non-blocking connect needs the program's end (virt.rs); where it cannot
+            // be taken then, it is held from now on (without it a non-blocking connect
+            // falls back to replacing the program's end).
             *vs.program_end.lock().unwrap_or_else(|e| e.into_inner()) = theirs.try_clone().ok();
         }
         self.table().insert(ino, vs.clone());
@@ -657,6 +710,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         match self.kernel.add_fd(n.id, theirs.as_fd(), how) {
             Ok(fd) => {
                 debug!(pid = n.pid, fd, ino, ?family, ?kind, "socket");
+                if grabs == 0 {
+                    self.may_grab(n, fd, ino);
+                }
                 self.watch(ino, vs);
                 Reply::Done
             }
@@ -704,12 +760,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(r)
     }
 
-    /// Replace the program's fd (still our socketpair end `ino`) with `r`, keeping the
-    /// program's `O_NONBLOCK` and close-on-exec.
+    /// Replace the program's fd (still our socketpair end `ino`, the socket `old`) with
+    /// `r`, keeping the program's `O_NONBLOCK` and close-on-exec.
+    ///
+    /// The program's copy of the old end goes with the swap, so a duplicate of it that
+    /// `old` holds is let go at once: our end of the old pair then hangs up, and the
+    /// socket leaves the table at that event instead of at a sweep (a loop of loopback
+    /// connects otherwise piles up two descriptors per connect until the sweep).
     pub(crate) fn swap_in(
         &self,
         n: &Notification,
-        ino: u64,
+        (ino, old): (u64, &VSocket<B>),
         r: BorrowedFd<'_>,
     ) -> Result<(), Errno> {
         let fd = n.args[0] as u32 as i32;
@@ -722,7 +783,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             target: fd,
             cloexec: flags & libc::O_CLOEXEC != 0,
         };
-        self.kernel.add_fd(n.id, r, how).map(drop)
+        self.kernel.add_fd(n.id, r, how)?;
+        drop(old.take_program_end());
+        Ok(())
     }
 
     /// The live `O_NONBLOCK` of the program's fd argument 0.
@@ -905,7 +968,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 &wire::emit_sockaddr(dest),
                 false
             ));
-            tri!(self.swap_in(n, ino, r.as_fd()));
+            tri!(self.swap_in(n, (ino, vs), r.as_fd()));
             self.adopt_kernel_dgram(vs, r);
             return value(0);
         }
@@ -915,7 +978,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Ok(()) => {}
             Err(Errno::EINPROGRESS) if nonblocking => {
                 // The kernel socket gives the program its own writable edge.
-                tri!(self.swap_in(n, ino, r.as_fd()));
+                tri!(self.swap_in(n, (ino, vs), r.as_fd()));
                 vs.set_phase(Phase::Fresh);
                 return errno(Errno::EINPROGRESS);
             }
@@ -932,7 +995,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         // The kernel goes on connecting: the program's socket is now
                         // that one (a restarted connect waits on it, a later one gets
                         // EALREADY, as on Linux).
-                        if self.swap_in(n, ino, r.as_fd()).is_ok() {
+                        if self.swap_in(n, (ino, vs), r.as_fd()).is_ok() {
                             vs.set_phase(Phase::Fresh);
                         }
                         return self.give_up_reply(n, vs.timeout(libc::SO_SNDTIMEO).is_some());
@@ -956,7 +1019,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
             Err(e) => return errno(e),
         }
-        tri!(self.swap_in(n, ino, r.as_fd()));
+        tri!(self.swap_in(n, (ino, vs), r.as_fd()));
         vs.set_phase(Phase::Fresh);
         value(0)
     }
@@ -1058,7 +1121,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 value(0)
             }
             Kind::Dgram | Kind::Icmp | Kind::Raw => {
-                tri!(self.swap_in(n, ino, r.as_fd()));
+                tri!(self.swap_in(n, (ino, &vs), r.as_fd()));
                 self.adopt_kernel_dgram(&vs, Arc::new(r));
                 value(0)
             }
@@ -1101,13 +1164,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         };
         let backlog = sock::Backlog::new(backlog).unwrap_or(sock::Backlog::MAXCONN);
         tri!(sock::listen(&r.as_fd(), backlog));
-        tri!(self.swap_in(n, ino, r.as_fd()));
+        tri!(self.swap_in(n, (ino, &vs), r.as_fd()));
         vs.set_phase(Phase::Fresh);
         value(0)
     }
 
     async fn accept(self: &Arc<Self>, n: &Notification) -> Reply {
-        let (_, vs) = match self.lookup(n) {
+        let (ino, vs) = match self.lookup(n) {
             Ok(Some(x)) => x,
             Ok(None) => return CONTINUE,
             Err(r) => return r,
@@ -1120,7 +1183,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Phase::Listening(l) => l.clone(),
             _ => return errno(Errno::EINVAL),
         };
-        self.accept_virtual(n, &vs, listening).await
+        self.accept_virtual(n, (ino, &vs), listening).await
     }
 
     fn shutdown(&self, n: &Notification) -> Reply {
@@ -1853,7 +1916,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     flags | libc::MSG_NOSIGNAL,
                     &wire::emit_sockaddr(dest)
                 ));
-                tri!(self.swap_in(n, ino, r.as_fd()));
+                tri!(self.swap_in(n, (ino, vs), r.as_fd()));
                 self.adopt_kernel_dgram(vs, Arc::new(r));
                 value(sent as i64)
             }

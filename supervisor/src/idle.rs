@@ -1,14 +1,18 @@
-//! Idle sockets: noticing that the program closed a socket nobody else watches.
+//! Noticing that the program closed a socket.
 //!
 //! A socket that is neither pumped nor listening (fresh, bound, or after a failed
 //! connect) must leave the table when the program's last reference to its end goes.
 //! One epoll set per supervisor holds our ends of all such sockets (edge-triggered, so
 //! a socket taken over by a pump is dropped from it at its next event), and one task
-//! waits on it; a periodic sweep covers what raises no event: fresh TCP sockets, whose
-//! program end we hold a duplicate of (see `VSocket::program_end`), and sockets that
-//! stopped being idle without an event. Registering costs `socket()` one `epoll_ctl`;
-//! a task per socket cost a task, a timer, a duplicate descriptor and, from the thread
-//! that reads notifications, a wake-up of a runtime worker.
+//! waits on it. The same set watches listeners and virtual UDP sockets for the hang-up
+//! of our end alone (`watch_held`): their end has other readers, and they live until the
+//! program closes them. A periodic sweep covers what raises no event: sockets whose
+//! program end we hold a duplicate of (fresh TCP sockets, listeners and UDP sockets
+//! where `pidfd_getfd` is denied, see `Supervisor::may_grab`), found closed from one
+//! listing of the program's descriptors per sweep, and sockets that stopped being idle
+//! without an event. Registering costs a socket one `epoll_ctl`; a task per socket cost
+//! a task, a timer, a duplicate descriptor and, from the thread that reads
+//! notifications, a wake-up of a runtime worker.
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -26,11 +30,24 @@ use crate::kernel::Kernel;
 pub(crate) struct IdleSet<B: Backend> {
     epoll: Epoll,
     watched: Mutex<HashMap<u64, Weak<VSocket<B>>>>,
+    /// Listeners and UDP sockets, watched for the hang-up of our end alone for as long
+    /// as they live (their end is read by others); swept instead while they hold a
+    /// duplicate of the program's end.
+    held: Mutex<HashMap<u64, Weak<VSocket<B>>>>,
 }
 
 impl<B: Backend> IdleSet<B> {
     fn watched(&self) -> MutexGuard<'_, HashMap<u64, Weak<VSocket<B>>>> {
         self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<u64, Weak<VSocket<B>>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unhold(&self, ino: u64, vs: &VSocket<B>) {
+        self.held().remove(&ino);
+        let _ = self.epoll.delete(vs.ours.as_fd());
     }
 
     /// Stop watching `ino` (whose socket `vs` is alive, so its descriptor is too).
@@ -53,6 +70,20 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
+    /// Forget the listener or UDP socket `vs` (inode `ino`) when the program has closed
+    /// it: at the hang-up of our end, or, while it holds a duplicate of the program's
+    /// end, when a sweep finds no traced process holding it.
+    pub(crate) fn watch_held(self: &Arc<Self>, ino: u64, vs: &Arc<VSocket<B>>) {
+        let Some(set) = self.idle_set() else { return };
+        set.held().insert(ino, Arc::downgrade(vs));
+        // No EPOLLIN: what the program sends is for the socket's own reader. A hang-up
+        // is reported whatever the mask says.
+        let flags = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if let Err(e) = set.epoll.add(vs.ours.as_fd(), EpollEvent::new(flags, ino)) {
+            debug!(ino, %e, "cannot watch a socket for its close: left to the sweep");
+        }
+    }
+
     /// The set, created with its task on first use (`None`: no runtime, or no epoll).
     fn idle_set(self: &Arc<Self>) -> Option<&Arc<IdleSet<B>>> {
         self.idle
@@ -66,6 +97,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 let set = Arc::new(IdleSet {
                     epoll,
                     watched: Mutex::new(HashMap::new()),
+                    held: Mutex::new(HashMap::new()),
                 });
                 drop(handle.spawn(run(Arc::downgrade(self), set.clone(), ready)));
                 Some(set)
@@ -81,7 +113,12 @@ async fn run<K: Kernel, B: Backend>(
     set: Arc<IdleSet<B>>,
     ready: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
 ) {
-    let mut sweep = tokio::time::interval(crate::virt::SWEEP);
+    // The first sweep one period from now: a socket just registered is not swept at
+    // once (its program may not have been seen making a call yet).
+    let mut sweep = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::virt::SWEEP,
+        crate::virt::SWEEP,
+    );
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = vec![EpollEvent::empty(); 64];
     loop {
@@ -122,6 +159,18 @@ fn on_event<K: Kernel, B: Backend>(
     let found = set.watched().get(&ino).and_then(Weak::upgrade);
     let Some(vs) = found else {
         set.watched().remove(&ino);
+        let held = set.held().get(&ino).and_then(Weak::upgrade);
+        match held {
+            Some(vs) if events.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) => {
+                // Every copy of the program's end is closed (we hold none).
+                set.unhold(ino, &vs);
+                me.forget(ino, &vs);
+            }
+            Some(_) => {}
+            None => {
+                set.held().remove(&ino);
+            }
+        }
         return;
     };
     // Held while reading, so that no connect or listen takes over our end meanwhile.
@@ -169,6 +218,21 @@ fn sweep_set<K: Kernel, B: Backend>(me: &Arc<Supervisor<K, B>>, set: &IdleSet<B>
             set.unwatch(ino, &vs);
         } else if vs.holds_program_end() && !me.still_held(ino) {
             set.unwatch(ino, &vs);
+            me.forget(ino, &vs);
+        }
+    }
+    let held: Vec<(u64, Weak<VSocket<B>>)> =
+        set.held().iter().map(|(i, w)| (*i, w.clone())).collect();
+    for (ino, weak) in held {
+        let Some(vs) = weak.upgrade() else {
+            set.held().remove(&ino);
+            continue;
+        };
+        if !me.holds_socket(ino, &vs) {
+            // Replaced or forgotten by other means (a listener closed at a re-bind).
+            set.unhold(ino, &vs);
+        } else if vs.holds_program_dup() && !me.still_held(ino) {
+            set.unhold(ino, &vs);
             me.forget(ino, &vs);
         }
     }

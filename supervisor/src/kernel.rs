@@ -165,6 +165,12 @@ pub trait Kernel: Send + Sync + 'static {
     fn grab(&self, _pid: u32, _ino: u64) -> Result<OwnedFd, Errno> {
         Err(Errno::ENOSYS)
     }
+    /// [`Kernel::grab`] of descriptor `fd`, which should be socket inode `ino` (the
+    /// descriptor argument of a call in progress): no search of the fd table.
+    /// Default: `ENOSYS`.
+    fn grab_at(&self, _pid: u32, _fd: i32, _ino: u64) -> Result<OwnedFd, Errno> {
+        Err(Errno::ENOSYS)
+    }
 }
 
 /// The real kernel behind a seccomp listener fd.
@@ -374,9 +380,14 @@ impl Kernel for LinuxKernel {
 
     fn grab(&self, pid: u32, ino: u64) -> Result<OwnedFd, Errno> {
         let fd = fd_of(pid, ino).ok_or(Errno::ESRCH)?.ok_or(Errno::ENOENT)?;
-        // pidfd_open wants the process, not one of its threads (before Linux 6.9).
+        self.grab_at(pid, fd, ino)
+    }
+
+    fn grab_at(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
+        // pidfd_open wants the process, not one of its threads: without PIDFD_THREAD
+        // (Linux 6.9) a thread's id is refused, with EINVAL or, on newer kernels, ENOENT.
         let pidfd = match sys::pidfd_open(pid) {
-            Err(Errno::EINVAL) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
+            Err(Errno::EINVAL | Errno::ENOENT) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
             r => r?,
         };
         let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)?;

@@ -2,21 +2,24 @@
 //!
 //! The program's socket is the end of a seqpacket socketpair (datagram boundaries kept).
 //! Once it touches the virtual network (bind to a virtual or wildcard address, connect
-//! to or send to a virtual address) it is replaced (`SETFD`) by the end of a fresh pair
-//! of which we keep a duplicate, and bound in the backend:
+//! to or send to a virtual address) it is replaced (`SETFD`) by the end of a fresh pair,
+//! and bound in the backend:
 //!
 //! - every datagram from the backend is written into our end (so `read`/`recv`/epoll
 //!   work natively) and its source pushed on a FIFO; a connected socket drops datagrams
 //!   from anyone but its peer;
 //! - `recvfrom`/`recvmsg`/`recvmmsg` (trapped) are emulated by reading the next datagram
-//!   through our duplicate and popping its source from the FIFO;
+//!   through a duplicate of the program's end taken for the call (`pidfd_getfd`) and
+//!   popping its source from the FIFO;
 //! - datagrams the program sends natively (`send`/`write` on a connected socket) are read
 //!   from our end and sent to the peer; `sendto`/`sendmsg` with an address are emulated.
 //!
-//! Holding the duplicate hides the program's close, so (as for listeners) a sweep closes
-//! the backend socket once no traced thread holds the inode. Reads that bypass the trap
-//! (`read`, `recv` without address) on an unconnected socket leave the FIFO behind;
-//! servers use `recvfrom`/`recvmsg`, so this is accepted and documented.
+//! The program's close shows as a hang-up of our end (idle.rs). Where `pidfd_getfd` is
+//! denied (Docker's default profile) the socket keeps a duplicate of the program's end
+//! instead, which hides the close, so (as for listeners) a sweep closes the backend
+//! socket once no traced thread holds the inode. Reads that bypass the trap (`read`,
+//! `recv` without address) on an unconnected socket leave the FIFO behind; servers use
+//! `recvfrom`/`recvmsg`, so this is accepted and documented.
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -35,7 +38,6 @@ use crate::emulate::{
 };
 use crate::kernel::{Kernel, Notification};
 use crate::tracee::{self, MAX_COPY};
-use crate::virt::SWEEP;
 use crate::wire::{self, MsgHdr, MSGHDR_LEN};
 
 /// Size of `struct mmsghdr`.
@@ -85,8 +87,14 @@ pub(crate) struct Dgram<B: Backend> {
     /// Arrival time of the last datagram handed to the program's end (`SIOCGSTAMP`: the
     /// program may read it without a trapped call, so this is the newest one delivered).
     last_arrival: Arc<Mutex<Option<std::time::Duration>>>,
-    /// Duplicate of the program's end, registered for readiness.
-    theirs: AsyncFd<OwnedFd>,
+    /// The inode of the program's end.
+    ino: u64,
+    /// Duplicate of the program's end, registered for readiness, where the supervisor
+    /// cannot take one for each receive (`Supervisor::may_grab`).
+    theirs: Option<AsyncFd<OwnedFd>>,
+    /// Woken when a datagram is written towards the program (a receive waits on it
+    /// when it holds no duplicate of the program's end).
+    arrived: tokio::sync::Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     /// The error the network reported for this socket and no call has reported yet
     /// (Linux `sk_err`: an ICMP port unreachable for a connected socket, say).
@@ -126,6 +134,10 @@ impl<B: Backend> Dgram<B> {
     fn set_error(&self, e: Errno) {
         *lock(&self.error) = Some(e);
         self.errored.notify_one();
+    }
+    /// Does the socket hold a duplicate of the program's end?
+    pub(crate) fn holds_program_end(&self) -> bool {
+        self.theirs.is_some()
     }
     /// When the last datagram handed to the program arrived (since the Unix epoch).
     pub(crate) fn last_arrival(&self) -> Option<std::time::Duration> {
@@ -210,10 +222,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let sock = Arc::new(sock);
         let (theirs, ours) = socketpair(Kind::Dgram, false)?;
         let new_ino = inode(theirs.as_fd())?;
-        let dup = theirs.try_clone().map_err(|_| Errno::EMFILE)?;
-        let registered =
-            crate::sys::async_fd(dup, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?;
+        let registered = if self.may_grab(n, n.args[0] as u32 as i32, ino) {
+            None
+        } else {
+            let dup = theirs.try_clone().map_err(|_| Errno::EMFILE)?;
+            Some(crate::sys::async_fd(dup, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?)
+        };
         let dgram = Arc::new(Dgram::<B> {
+            ino: new_ino,
+            arrived: tokio::sync::Notify::new(),
             sock: sock.clone(),
             local: actual,
             peer: Mutex::new(None),
@@ -224,12 +241,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             error: Mutex::new(None),
             errored: tokio::sync::Notify::new(),
         });
-        let writer = ours.try_clone().map_err(|_| Errno::EMFILE)?;
-        let reader = ours.try_clone().map_err(|_| Errno::EMFILE)?;
+        // Our end for the two pumps below: datagrams are written into it from the
+        // network, and read from it (registered for readiness) towards the network.
+        let end = ours.try_clone().map_err(|_| Errno::EMFILE)?;
+        let end =
+            Arc::new(crate::sys::async_fd(end, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?);
+        let writer = end.clone();
         let next = Arc::new(vs.successor(ours, Phase::Datagram(dgram.clone())));
         self.table().insert(new_ino, next.clone());
         vs.apply_timeouts(theirs.as_fd());
-        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+        if let Err(e) = self.swap_in(n, (ino, vs), theirs.as_fd()) {
             self.table().remove(&new_ino);
             return Err(e);
         }
@@ -273,12 +294,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 lock(&sources).push_back(Arrival { from, to, at });
-                if let Err(e) = send(writer.as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
+                if let Err(e) = send(writer.get_ref().as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
                     // The program's queue is full: UDP drops.
                     lock(&sources).pop_back();
                     trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
                 } else {
                     *lock(&last_arrival) = Some(at);
+                    d.arrived.notify_waiters();
                 }
             }
         });
@@ -286,9 +308,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let backend = self.backend.clone();
         let weak = Arc::downgrade(&dgram);
         let tx = tokio::spawn(async move {
-            let Ok(afd) = crate::sys::async_fd(reader, Interest::READABLE) else {
-                return;
-            };
+            let afd = end;
             loop {
                 let Ok(mut guard) = afd.readable().await else {
                     return;
@@ -326,22 +346,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
         });
-        // Close detection.
-        let me = Arc::downgrade(self);
-        let weak_sock = Arc::downgrade(&next);
-        let sweeper = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SWEEP).await;
-                let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
-                    return;
-                };
-                if !me.still_held(new_ino) {
-                    me.forget(new_ino, &sock);
-                    return;
-                }
-            }
-        });
-        lock(&dgram.tasks).extend([rx.abort_handle(), tx.abort_handle(), sweeper.abort_handle()]);
+        // Close detection (idle.rs).
+        self.watch_held(new_ino, &next);
+        lock(&dgram.tasks).extend([rx.abort_handle(), tx.abort_handle()]);
         Ok(dgram)
     }
 
@@ -635,7 +642,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let deadline = vs
             .timeout(libc::SO_RCVTIMEO)
             .map(|t| tokio::time::Instant::now() + t);
-        let mut buf = vec![0u8; MAX_COPY];
+        // The program's end: our duplicate, or one taken for this call.
+        let taken;
+        let theirs = match &d.theirs {
+            Some(held) => held.get_ref().as_raw_fd(),
+            None => {
+                taken = self.kernel.grab_at(n.pid, n.args[0] as u32 as i32, d.ino)?;
+                taken.as_raw_fd()
+            }
+        };
         loop {
             // The network's pending error comes before any datagram (__skb_recv_udp).
             if let Some(e) = d.take_error() {
@@ -645,8 +660,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             if peek {
                 f |= MsgFlags::MSG_PEEK;
             }
-            match recv(d.theirs.get_ref().as_raw_fd(), &mut buf, f) {
-                Ok(full_len) => {
+            // Registered before the attempt, so that a datagram written between a failed
+            // attempt and the wait still wakes it.
+            let arrived = d.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let got = with_scratch(|buf| {
+                recv(theirs, buf, f)
+                    .map(|full_len| (full_len, buf[..full_len.min(buf.len())].to_vec()))
+            });
+            match got {
+                Ok((full_len, data)) => {
                     let arrival = if peek {
                         lock(&d.sources).front().copied()
                     } else {
@@ -656,7 +680,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         .map(|a| a.from)
                         .or(d.peer())
                         .unwrap_or(vs.family.unspecified());
-                    let data = buf[..full_len.min(buf.len())].to_vec();
                     return Ok(Some(Taken {
                         data,
                         full_len,
@@ -673,12 +696,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                             None => std::future::pending().await,
                         }
                     };
-                    tokio::select! {
-                        g = d.theirs.readable() => {
-                            if let Ok(mut g) = g {
-                                g.clear_ready();
+                    let readable = async {
+                        match &d.theirs {
+                            Some(held) => {
+                                if let Ok(mut g) = held.readable().await {
+                                    g.clear_ready();
+                                }
                             }
+                            None => arrived.await,
                         }
+                    };
+                    tokio::select! {
+                        _ = readable => {}
                         _ = d.errored.notified() => {}
                         _ = self.given_up(n) => return Ok(None),
                         _ = expiry => return Err(Errno::EAGAIN),

@@ -11,16 +11,19 @@
 //!   discard exactly that many junk bytes from our end: the program's end becomes
 //!   writable, a fresh `EPOLLOUT` edge.
 //! - **Listeners.** At `listen()` the program's socket is replaced by the end of a fresh
-//!   socketpair of which we keep a duplicate. One token byte is written into our end per
-//!   waiting connection, so the program's end is readable exactly when a connection
-//!   waits; the emulated `accept` consumes one token through the duplicate. A connection
-//!   taken by an `accept` whose notification then vanished goes back to the head of the
-//!   queue with its token.
+//!   socketpair. One token byte is written into our end per waiting connection, so the
+//!   program's end is readable exactly when a connection waits; the emulated `accept`
+//!   consumes one token through a duplicate of the program's end taken for that call
+//!   (`pidfd_getfd`). A connection taken by an `accept` whose notification then
+//!   vanished goes back to the head of the queue with its token.
 //!
-//! Because we hold a duplicate of a listener's program end, its close cannot show up as a
-//! hang-up: a sweep checks every [`SWEEP`] whether any traced process still holds the
-//! listener's inode (see `kernel::Kernel::holds`) and closes the virtual listener when
-//! none does.
+//! Holding nothing of the program's end between calls, we see its close as a hang-up of
+//! our end (idle.rs, `Supervisor::watch_held`), at once and without looking at the
+//! program's descriptors. Where `pidfd_getfd` is denied (Docker's default profile) a
+//! listener keeps a duplicate of the program's end from `listen()` on, which hides the
+//! close; then a sweep every [`SWEEP`] checks whether any traced process still holds
+//! the listener's inode (see `kernel::Kernel::holds`) and closes the virtual listener
+//! when none does.
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -44,7 +47,7 @@ use crate::sys;
 use crate::tracee;
 use crate::wire;
 
-/// How often listeners check that the program still holds them.
+/// How often sockets whose close raises no event are checked (idle.rs).
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 /// How many times (2 ms apart) `listen` retries a port held by a listener it just closed.
 const RELISTEN_TRIES: u32 = 100;
@@ -116,10 +119,11 @@ pub(crate) struct Listening<B: Backend> {
     pub(crate) local: SocketAddr,
     queue: Mutex<VecDeque<Pending<B::Stream>>>,
     arrived: Notify,
-    /// Duplicate of the program's end: consumes tokens.
-    tokens: OwnedFd,
-    /// Duplicate of our end: writes tokens.
-    token_writer: OwnedFd,
+    /// Duplicate of the program's end, which consumes tokens, where the supervisor
+    /// cannot take one at each accept (`Supervisor::may_grab`).
+    tokens: Option<OwnedFd>,
+    /// The listening socket, whose end (ours) writes tokens.
+    owner: std::sync::OnceLock<std::sync::Weak<VSocket<B>>>,
     tasks: Mutex<Vec<AbortHandle>>,
     /// Resets the connections still queued when the listener goes.
     backend: Arc<B>,
@@ -149,7 +153,7 @@ impl<B: Backend> Drop for Listening<B> {
         if let Some(heir) = self._group.pick(usize::MAX) {
             for p in queued.by_ref() {
                 heir.queue().push_back(p);
-                let _ = send(heir.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                heir.add_token();
             }
             heir.arrived.notify_waiters();
         }
@@ -171,6 +175,18 @@ impl<B: Backend> Drop for Listening<B> {
 }
 
 impl<B: Backend> Listening<B> {
+    /// One more connection waits: the program's end becomes (or stays) readable.
+    fn add_token(&self) {
+        if let Some(owner) = self.owner.get().and_then(std::sync::Weak::upgrade) {
+            let _ = send(owner.ours.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+        }
+    }
+
+    /// Does the listener hold a duplicate of the program's end?
+    pub(crate) fn holds_program_end(&self) -> bool {
+        self.tokens.is_some()
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending<B::Stream>>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -279,7 +295,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // Non-blocking, with the program's end still at hand (held since socket()): make
         // that very end unwritable until the handshake ends, so an epoll registration
         // made before connect keeps working.
-        if let Some(theirs) = vs.take_program_end() {
+        let theirs = vs.take_program_end().or_else(|| {
+            self.kernel
+                .grab_at(n.pid, n.args[0] as u32 as i32, ino)
+                .inspect_err(|e| debug!(%e, "the program's end cannot be taken: replaced"))
+                .ok()
+        });
+        if let Some(theirs) = theirs {
             return self.connect_in_place(ino, vs, theirs, (local, dest));
         }
         // Otherwise a fresh pair whose program end is not writable until the handshake
@@ -305,7 +327,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let next = Arc::new(vs.successor(ours, Phase::Connecting));
         self.table().insert(new_ino, next.clone());
         vs.apply_timeouts(theirs.as_fd());
-        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+        if let Err(e) = self.swap_in(n, (ino, vs), theirs.as_fd()) {
             self.table().remove(&new_ino);
             return if e == Errno::ENOENT {
                 Reply::Done
@@ -493,7 +515,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 match conn {
                     Ok(c) => {
                         l.queue().push_back(Pending::Virtual(c));
-                        let _ = send(l.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                        l.add_token();
                         l.arrived.notify_waiters();
                     }
                     Err(e) => {
@@ -527,15 +549,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         group: Arc<PortGroup<B>>,
     ) -> Reply {
         let (theirs, ours) = tri!(socketpair(Kind::Stream, false));
-        let tokens = tri!(theirs.try_clone().map_err(|_| Errno::EMFILE));
+        let tokens = if self.may_grab(n, n.args[0] as u32 as i32, ino) {
+            None
+        } else {
+            Some(tri!(theirs.try_clone().map_err(|_| Errno::EMFILE)))
+        };
         let new_ino = tri!(inode(theirs.as_fd()));
-        let writer = tri!(ours.try_clone().map_err(|_| Errno::EMFILE));
         let listening = Arc::new(Listening::<B> {
             local: actual,
             queue: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
             tokens,
-            token_writer: writer,
+            owner: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
             backend: self.backend.clone(),
             _group: group.clone(),
@@ -543,9 +568,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         group.members().push(Arc::downgrade(&listening));
         drop(group);
         let next = Arc::new(vs.successor(ours, Phase::Listening(listening.clone())));
+        let _ = listening.owner.set(Arc::downgrade(&next));
         self.table().insert(new_ino, next.clone());
         vs.apply_timeouts(theirs.as_fd());
-        if let Err(e) = self.swap_in(n, ino, theirs.as_fd()) {
+        if let Err(e) = self.swap_in(n, (ino, vs), theirs.as_fd()) {
             self.table().remove(&new_ino);
             return if e == Errno::ENOENT {
                 Reply::Done
@@ -569,25 +595,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
         }
         // Close detection: see the module documentation.
-        let me = Arc::downgrade(self);
-        let weak_sock = Arc::downgrade(&next);
-        let sweeper = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SWEEP).await;
-                let (Some(me), Some(sock)) = (me.upgrade(), weak_sock.upgrade()) else {
-                    return;
-                };
-                if !me.still_held(new_ino) {
-                    me.forget(new_ino, &sock);
-                    return;
-                }
-            }
-        });
-        listening
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sweeper.abort_handle());
+        self.watch_held(new_ino, &next);
         value(0)
     }
 
@@ -730,7 +738,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                             .and_then(|b| peer_of(&b));
                         if let Some(peer) = peer {
                             l.queue().push_back(Pending::Kernel { fd, peer });
-                            let _ = send(l.token_writer.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+                            l.add_token();
                             l.arrived.notify_waiters();
                         }
                     }
@@ -807,7 +815,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     pub(crate) async fn accept_virtual(
         self: &Arc<Self>,
         n: &Notification,
-        vs: &Arc<VSocket<B>>,
+        (ino, vs): (u64, &Arc<VSocket<B>>),
         l: Arc<Listening<B>>,
     ) -> Reply {
         let flags = if n.nr == libc::SYS_accept4 {
@@ -829,7 +837,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let next = l.queue().pop_front();
             if let Some(conn) = next {
                 let mut one = [0u8; 1];
-                let _ = recv(l.tokens.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
+                match &l.tokens {
+                    Some(tokens) => {
+                        let _ = recv(tokens.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
+                    }
+                    None => match self.kernel.grab_at(n.pid, n.args[0] as u32 as i32, ino) {
+                        Ok(theirs) => {
+                            let _ = recv(theirs.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
+                        }
+                        // Closed by another thread meanwhile: its tokens went with it.
+                        Err(e) => debug!(%e, "no token taken at accept"),
+                    },
+                }
                 return self.deliver(n, vs, &l, conn, flags);
             }
             if tri!(self.program_nonblocking(n)) {

@@ -14,7 +14,7 @@
 //! writes only where `--out` says: its results are about the scenarios, not about ztrun.
 //!
 //! `bench` prints the table of measurements per path with ratios to the kernel's veth path
-//! and the targets of issue 7; a full run writes `BENCHMARKS.md` and `docs/BENCH.svg` at
+//! and the goals of issue 15; a full run writes `BENCHMARKS.md` and `docs/BENCH.svg` at
 //! the workspace root (see the `bench` module). `flood` floods a node and its root with
 //! junk handshakes from one test host and measures, on another, how long a new node takes
 //! to join and reach the flooded node and the echo round trip of an existing session; it
@@ -70,6 +70,29 @@ enum Commands {
     /// The benchmark's request/response client (run on test hosts by `bench`).
     #[command(hide = true)]
     RrClient(bench::rr::ClientArgs),
+    /// Idle sockets by the thousand (run under ztrun by `bench`).
+    #[command(hide = true)]
+    HoldSockets {
+        /// What to open.
+        #[arg(long, value_enum)]
+        kind: bench::sockets::SocketKind,
+        /// How many.
+        #[arg(long)]
+        count: usize,
+        /// The longest they are held.
+        #[arg(long, default_value_t = 120.0)]
+        seconds: f64,
+    },
+    /// Loopback connect/close cycles (run natively and under ztrun by `bench`).
+    #[command(hide = true)]
+    ConnectLoop {
+        /// How many cycles.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// The longest the loop runs.
+        #[arg(long, default_value_t = 120.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -296,6 +319,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Commands::HoldSockets {
+            kind,
+            count,
+            seconds,
+        } => match bench::sockets::hold(kind, count, seconds) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hold-sockets: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Commands::ConnectLoop { count, seconds } => {
+            match bench::sockets::connect_loop(count, seconds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("connect-loop: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
@@ -371,7 +414,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     let date = matrix::utc_date(std::time::SystemTime::now());
     println!("\n{}", report.text_table());
-    println!("targets (issue 7):\n{}", report.text_targets());
+    println!("goals (issue 15):\n{}", report.text_targets());
     for note in report.notes() {
         println!("note: {note}");
     }

@@ -81,5 +81,5 @@ mod wire;
 pub use wire::fuzz_program_bytes;
 
 pub use emulate::{Kind, Supervisor};
-pub use notify::{supervise, SuperviseError};
+pub use notify::{supervise, trapped_calls, SuperviseError};
 pub use wire::Family;

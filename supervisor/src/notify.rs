@@ -28,6 +28,15 @@ pub enum SuperviseError {
 /// reports a hang-up), emulating socket calls against `backend` under `policy`.
 ///
 /// Must run inside a tokio runtime with I/O and time enabled.
+/// Notifications received by every supervisor of this process (trapped calls; a
+/// diagnostic for the benchmark, see [`trapped_calls`]).
+static TRAPPED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many trapped calls the supervisors of this process have received so far.
+pub fn trapped_calls() -> u64 {
+    TRAPPED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub async fn supervise<B: Backend>(
     listener: OwnedFd,
     policy: Policy,
@@ -53,7 +62,10 @@ pub async fn supervise<B: Backend>(
             };
             if ready.contains(PollFlags::POLLIN) {
                 match kernel.receive() {
-                    Ok(n) => handle_inline_first(sup.clone(), n),
+                    Ok(n) => {
+                        TRAPPED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        handle_inline_first(sup.clone(), n)
+                    }
                     // The caller was interrupted before we read it, or a signal hit us.
                     Err(Errno::ENOENT | Errno::EINTR) => {}
                     Err(e) => {

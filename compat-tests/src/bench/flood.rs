@@ -234,6 +234,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<Report> {
             name: name.into(),
             child,
             log,
+            stats: None,
         })
     };
 

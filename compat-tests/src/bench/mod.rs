@@ -38,6 +38,7 @@ mod parse;
 mod process;
 mod report;
 pub(crate) mod rr;
+pub(crate) mod sockets;
 mod svg;
 
 use std::ffi::{OsStr, OsString};
@@ -55,7 +56,7 @@ pub(crate) use machine::{load_average, machine, source_version};
 use parse::{first_reply_ms, json_f64, last_json_line, median, parse_two_seconds, redis_rps};
 use process::{
     chown_nobody, cpu_ticks, describe, read_all, start_perf, tail, ticks_percent, vm_rss_kb,
-    wait_with_deadline, Finished, Server,
+    wait_with_deadline, Finished, Server, ZtrunStats,
 };
 pub(crate) use report::{merge_kept, Metric, Path, Report};
 pub(crate) use svg::chart;
@@ -95,6 +96,16 @@ struct Plan {
     conns: usize,
     /// The deadline of opening and holding them.
     hold_seconds: f64,
+    /// Runs of the request/response and iperf3 phases (the table shows the median and
+    /// the spread).
+    runs: usize,
+    /// Idle listeners and UDP sockets opened in the scale phase (fewer when the
+    /// descriptor limit would not hold them).
+    idle_sockets: usize,
+    /// Seconds over which the CPU of idle sockets is measured.
+    idle_window: f64,
+    /// Loopback connect/close cycles.
+    loop_cycles: u64,
 }
 
 impl Plan {
@@ -108,6 +119,10 @@ impl Plan {
                 cpu_repeats: 1,
                 conns: 200,
                 hold_seconds: 30.0,
+                runs: 1,
+                idle_sockets: 1_000,
+                idle_window: 2.0,
+                loop_cycles: 10_000,
             }
         } else {
             Plan {
@@ -118,6 +133,10 @@ impl Plan {
                 cpu_repeats: 9,
                 conns: 10_000,
                 hold_seconds: 150.0,
+                runs: 3,
+                idle_sockets: 10_000,
+                idle_window: 10.0,
+                loop_cycles: 20_000,
             }
         }
     }
@@ -265,6 +284,8 @@ struct Lab<'n> {
     /// The spare home the client uses now, if any, and the next unused one.
     spare_in_use: std::cell::Cell<Option<usize>>,
     spare_next: std::cell::Cell<usize>,
+    /// Numbers the `ZTRUN_STATS` files of the run's `ztrun`s.
+    stats_next: std::cell::Cell<u32>,
 }
 
 impl<'n> Lab<'n> {
@@ -340,6 +361,7 @@ impl<'n> Lab<'n> {
             spare,
             spare_in_use: Default::default(),
             spare_next: Default::default(),
+            stats_next: Default::default(),
         })
     }
 
@@ -410,6 +432,14 @@ impl<'n> Lab<'n> {
         }
         let mut cmd = host.command_as_user(&argv[0]);
         cmd.args(&argv[1..]);
+        if matches!(on, On::Ztrun(_)) {
+            // Its trapped calls and context switches (launcher::stats), in the state
+            // directory (which uid 65534 may write).
+            let n = self.stats_next.get();
+            self.stats_next.set(n + 1);
+            let file = self.state.path().join(format!("ztrun-stats-{n}.json"));
+            cmd.env(process::launcher_stats_var(), file);
+        }
         if self.options.verbose {
             eprintln!("bench: $ {}", describe(&cmd));
         }
@@ -471,6 +501,7 @@ impl<'n> Lab<'n> {
             name: name.into(),
             child,
             log,
+            stats: process::stats_file(&cmd),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -548,6 +579,9 @@ impl<'n> Lab<'n> {
             stdout,
             spawned_at,
             rss_kb,
+            stats: process::stats_file(&cmd)
+                .as_deref()
+                .and_then(process::ZtrunStats::read),
         })
     }
 
@@ -574,13 +608,22 @@ impl<'n> Lab<'n> {
     }
 
     fn measure_all(&self, plan: &Plan, report: &mut Report) {
-        let phases: [(&str, Phase<'_, 'n>); 5] = [
-            ("request/response", Self::phase_rr),
-            ("iperf3", Self::phase_iperf),
-            ("redis", Self::phase_redis),
-            ("CPU-bound program", Self::phase_cpu),
-            ("many connections", Self::phase_hold),
-        ];
+        // The timed phases run `plan.runs` times, one after the other (the table shows
+        // their median and spread); the others once.
+        let mut phases: Vec<(String, Phase<'_, 'n>)> = Vec::new();
+        for run in 1..=plan.runs {
+            let of = if plan.runs > 1 {
+                format!(" (run {run} of {})", plan.runs)
+            } else {
+                String::new()
+            };
+            phases.push((format!("request/response{of}"), Self::phase_rr));
+            phases.push((format!("iperf3{of}"), Self::phase_iperf));
+        }
+        phases.push(("redis".into(), Self::phase_redis));
+        phases.push(("CPU-bound program".into(), Self::phase_cpu));
+        phases.push(("many connections".into(), Self::phase_hold));
+        phases.push(("idle sockets and a connect loop".into(), Self::phase_scale));
         for (name, phase) in phases {
             let t = Instant::now();
             eprintln!("bench: {name} ...");
@@ -693,13 +736,22 @@ impl<'n> Lab<'n> {
                 "--seconds".into(),
                 secs.clone(),
             ];
+            let server_stats = || server.stats.as_deref().and_then(ZtrunStats::read_settled);
+            let before = server_stats();
             match self.retried(path, "ping-pong", || {
                 self.rr_client(path, false, RR_PORT, &pingpong, timeout)
             }) {
-                Ok((json, _)) => {
+                Ok((json, done)) => {
                     report.set(Metric::RrRate, path, json_f64(&json, "rate"));
                     report.set(Metric::RrP50, path, json_f64(&json, "p50_us"));
                     report.set(Metric::RrP99, path, json_f64(&json, "p99_us"));
+                    if let Some(cost) = both_sides(before, server_stats(), done.stats) {
+                        report.set(
+                            Metric::SwitchesPerRequest,
+                            path,
+                            json_f64(&json, "count").map(|n| cost.switches / n.max(1.0)),
+                        );
+                    }
                 }
                 Err(e) => {
                     report.fail_all(&[Metric::RrRate, Metric::RrP50, Metric::RrP99], path, &e)
@@ -711,10 +763,23 @@ impl<'n> Lab<'n> {
                 "--seconds".into(),
                 secs.clone(),
             ];
+            let before = server_stats();
             match self.retried(path, "new connections", || {
                 self.rr_client(path, false, RR_PORT, &connect, timeout)
             }) {
-                Ok((json, _)) => report.set(Metric::ConnRate, path, json_f64(&json, "rate")),
+                Ok((json, done)) => {
+                    report.set(Metric::ConnRate, path, json_f64(&json, "rate"));
+                    if let Some(cost) = both_sides(before, server_stats(), done.stats) {
+                        let n = json_f64(&json, "count").map(|n| n.max(1.0));
+                        let per = |v: f64| {
+                            n.as_ref()
+                                .map(|n| v / n)
+                                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                        };
+                        report.set(Metric::TrapsPerConn, path, per(cost.trapped_calls));
+                        report.set(Metric::SwitchesPerConn, path, per(cost.switches));
+                    }
+                }
                 Err(e) => report.set(Metric::ConnRate, path, Err(e)),
             }
             server.stop();
@@ -990,6 +1055,19 @@ impl<'n> Lab<'n> {
                     for (metric, value) in values {
                         report.set(metric, path, value);
                     }
+                    if path == Path::Ztrun {
+                        // Memory per held connection: the larger side, over its idle RSS.
+                        let held = report
+                            .value(Metric::RssHeldServer, path)
+                            .zip(report.value(Metric::RssHeldClient, path))
+                            .map(|(a, b)| a.max(b));
+                        let per = held
+                            .zip(report.value(Metric::RssIdle, path))
+                            .zip(report.value(Metric::Held, path))
+                            .map(|((held, idle), n)| (held - idle) * 1024.0 / n.max(1.0))
+                            .ok_or_else(|| anyhow::anyhow!("no RSS with and without them"));
+                        report.set(Metric::IdleConnsKib, path, per);
+                    }
                 }
                 Err(e) => {
                     report.fail_all(&[Metric::Held, Metric::BulkAlongside], path, &e);
@@ -1065,6 +1143,22 @@ impl<'n> Lab<'n> {
             json_f64(&opened, "seconds").unwrap_or(0.0)
         ));
         let (rss_server, rss_client) = (vm_rss_kb(rr.pid()), vm_rss_kb(holder_pid));
+        if path == Path::Ztrun {
+            // Both ztruns while the connections sit idle.
+            let window = Duration::from_secs_f64(plan.idle_window);
+            std::thread::sleep(Duration::from_secs(2));
+            let before = (cpu_ticks(rr.pid()), cpu_ticks(holder_pid));
+            std::thread::sleep(window);
+            let after = (cpu_ticks(rr.pid()), cpu_ticks(holder_pid));
+            let cpu = match (before, after) {
+                ((Some(a), Some(b)), (Some(c), Some(d))) => Ok(ticks_percent(
+                    c.saturating_sub(a).max(d.saturating_sub(b)),
+                    window,
+                )),
+                _ => Err(anyhow::anyhow!("no /proc/PID/stat of a ztrun")),
+            };
+            values.push((Metric::IdleConnsCpu, cpu));
+        }
         let bulk_result = self.iperf_client(
             path,
             true,
@@ -1108,6 +1202,179 @@ impl<'n> Lab<'n> {
         rr.stop();
         Ok(values)
     }
+}
+
+impl Lab<'_> {
+    /// Idle sockets and the loopback connect loop (issue 15).
+    fn phase_scale(&self, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+        use sockets::SocketKind;
+        // Each idle socket costs ztrun up to two descriptors (a wildcard listener: our
+        // end and its loopback half): stay under the run's limit.
+        let count = plan
+            .idle_sockets
+            .min((report.nofile as usize).saturating_sub(2_000) / 2)
+            .max(1);
+        if count < plan.idle_sockets {
+            self.notes.borrow_mut().push(format!(
+                "idle sockets: {count} of each kind, not {}: the descriptor limit is {}",
+                plan.idle_sockets, report.nofile
+            ));
+        }
+        for (kind, metrics) in [
+            (
+                SocketKind::Listeners,
+                [
+                    Metric::IdleListenersCpu,
+                    Metric::IdleListenersKib,
+                    Metric::IdleListenersFds,
+                ],
+            ),
+            (
+                SocketKind::Udp,
+                [Metric::IdleUdpCpu, Metric::IdleUdpKib, Metric::IdleUdpFds],
+            ),
+        ] {
+            match self.idle_sockets(kind, count, plan) {
+                Ok(values) => {
+                    for (metric, value) in metrics.into_iter().zip(values) {
+                        report.set(metric, Path::Ztrun, Ok(value));
+                    }
+                }
+                Err(e) => report.fail_all(&metrics, Path::Ztrun, &e),
+            }
+        }
+        for (path, on) in [
+            (Path::Loopback, On::Native),
+            (Path::Ztrun, On::Ztrun(&self.homes.server)),
+        ] {
+            let argv = [
+                "connect-loop".to_string(),
+                "--count".into(),
+                plan.loop_cycles.to_string(),
+                "--seconds".into(),
+                "120".into(),
+            ];
+            let cmd = self.command(self.host1, on, &self.exe, &argv);
+            let result = self
+                .run_client(
+                    "connect-loop",
+                    cmd,
+                    Duration::from_secs(150),
+                    &[],
+                    false,
+                    &mut |_| {},
+                )
+                .and_then(|done| last_json_line(&done.stdout));
+            match result {
+                Ok(json) => {
+                    if let Some(e) = json["error"].as_str() {
+                        self.notes
+                            .borrow_mut()
+                            .push(format!("connect loop on {}: {e}", path.label()));
+                    }
+                    report.set(Metric::LoopCycles, path, json_f64(&json, "cycles"));
+                    report.set(Metric::LoopRate, path, json_f64(&json, "rate"));
+                }
+                Err(e) => report.fail_all(&[Metric::LoopCycles, Metric::LoopRate], path, &e),
+            }
+        }
+        Ok(())
+    }
+
+    /// `count` idle sockets of `kind` in one program under ztrun on host 1: ztrun's CPU
+    /// (% of a core), and its memory (KiB) and descriptors per socket.
+    fn idle_sockets(
+        &self,
+        kind: sockets::SocketKind,
+        count: usize,
+        plan: &Plan,
+    ) -> anyhow::Result<[f64; 3]> {
+        use std::io::{BufRead as _, Write as _};
+        let kind_arg = match kind {
+            sockets::SocketKind::Listeners => "listeners",
+            sockets::SocketKind::Udp => "udp",
+        };
+        let argv = [
+            "hold-sockets".to_string(),
+            "--kind".into(),
+            kind_arg.into(),
+            "--count".into(),
+            count.to_string(),
+            "--seconds".into(),
+            "300".into(),
+        ];
+        let mut cmd = self.command(self.host1, On::Ztrun(&self.homes.server), &self.exe, &argv);
+        let err_log = self.state.path().join(format!("idle-{kind_arg}.err"));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&err_log)?);
+        let mut child = cmd.spawn().context("starting hold-sockets")?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let outcome = (|| -> anyhow::Result<[f64; 3]> {
+            let wait = |prefix: &str, limit: Duration| -> anyhow::Result<()> {
+                let deadline = Instant::now() + limit;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(line) if line.starts_with(prefix) => return Ok(()),
+                        Ok(_) => {}
+                        Err(_) => bail!(
+                            "hold-sockets said no {prefix:?} within {} s: {}",
+                            limit.as_secs(),
+                            tail(&std::fs::read_to_string(&err_log).unwrap_or_default())
+                        ),
+                    }
+                }
+            };
+            wait("base", Duration::from_secs(60))?;
+            std::thread::sleep(Duration::from_millis(500));
+            let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as f64);
+            let (rss0, fds0) = (vm_rss_kb(pid), fds()?);
+            writeln!(child.stdin.as_mut().context("no stdin")?, "go")?;
+            wait("ready", Duration::from_secs(240))?;
+            std::thread::sleep(Duration::from_secs(2));
+            let window = Duration::from_secs_f64(plan.idle_window);
+            let t0 = cpu_ticks(pid);
+            std::thread::sleep(window);
+            let t1 = cpu_ticks(pid);
+            let (rss1, fds1) = (vm_rss_kb(pid), fds()?);
+            let cpu = match (t0, t1) {
+                (Some(a), Some(b)) => ticks_percent(b.saturating_sub(a), window),
+                _ => bail!("no /proc/{pid}/stat"),
+            };
+            let (Some(rss0), Some(rss1)) = (rss0, rss1) else {
+                bail!("no VmRSS of ztrun {pid}");
+            };
+            let n = count as f64;
+            Ok([cpu, rss1.saturating_sub(rss0) as f64 / n, (fds1 - fds0) / n])
+        })();
+        drop(child.stdin.take());
+        if wait_with_deadline(&mut child, Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        outcome
+    }
+}
+
+/// What both `ztrun`s of a measurement cost: the server's from `before` to `after`, and
+/// the client's whole life (it ran for the measurement alone).
+fn both_sides(
+    before: Option<ZtrunStats>,
+    after: Option<ZtrunStats>,
+    client: Option<ZtrunStats>,
+) -> Option<ZtrunStats> {
+    Some(after?.minus(before?).plus(client?))
 }
 
 /// One phase of the run: a group of measurements on every path.

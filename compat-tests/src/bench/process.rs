@@ -16,6 +16,60 @@ pub(super) struct Finished {
     pub(super) spawned_at: SystemTime,
     /// The largest resident memory seen of each watched process (KiB).
     pub(super) rss_kb: Vec<u64>,
+    /// Its `ztrun`'s figures at exit (`ZTRUN_STATS`), when it ran under one.
+    pub(super) stats: Option<ZtrunStats>,
+}
+
+/// What a `ztrun` process had cost when it last wrote its `ZTRUN_STATS` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct ZtrunStats {
+    pub(super) trapped_calls: f64,
+    pub(super) switches: f64,
+}
+
+impl ZtrunStats {
+    /// Read the file (`None` when absent or unreadable).
+    pub(super) fn read(path: &FsPath) -> Option<ZtrunStats> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+        Some(ZtrunStats {
+            trapped_calls: v["trapped_calls"].as_f64()?,
+            switches: v["voluntary_switches"].as_f64()? + v["involuntary_switches"].as_f64()?,
+        })
+    }
+
+    /// The figures of a `ztrun` still running: read after its writer's next turn.
+    pub(super) fn read_settled(path: &FsPath) -> Option<ZtrunStats> {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        Self::read(path)
+    }
+
+    pub(super) fn minus(self, earlier: ZtrunStats) -> ZtrunStats {
+        ZtrunStats {
+            trapped_calls: self.trapped_calls - earlier.trapped_calls,
+            switches: self.switches - earlier.switches,
+        }
+    }
+
+    pub(super) fn plus(self, other: ZtrunStats) -> ZtrunStats {
+        ZtrunStats {
+            trapped_calls: self.trapped_calls + other.trapped_calls,
+            switches: self.switches + other.switches,
+        }
+    }
+}
+
+/// The `ZTRUN_STATS` file a command's `ztrun` writes, if it was given one.
+pub(super) fn stats_file(cmd: &Command) -> Option<PathBuf> {
+    cmd.get_envs()
+        .find(|(k, _)| *k == launcher_stats_var())
+        .and_then(|(_, v)| v.map(PathBuf::from))
+}
+
+/// `launcher::stats::VAR`, spelled here (compat-tests runs the binaries, it does not link
+/// the launcher).
+pub(super) fn launcher_stats_var() -> &'static std::ffi::OsStr {
+    std::ffi::OsStr::new("ZTRUN_STATS")
 }
 
 /// A running server; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -23,6 +77,8 @@ pub(super) struct Server {
     pub(super) name: String,
     pub(super) child: Child,
     pub(super) log: PathBuf,
+    /// Its `ztrun`'s `ZTRUN_STATS` file, when it runs under one.
+    pub(super) stats: Option<PathBuf>,
 }
 
 impl Server {

@@ -25,7 +25,12 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     init_tracing(args.quiet);
-    match run(args) {
+    let stats = launcher::stats::from_env();
+    let result = run(args);
+    if let Some(stats) = &stats {
+        stats.write();
+    }
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("ztrun: {e:#}");

@@ -38,7 +38,8 @@ pub struct Ztrun {
     pub ephemeral: bool,
     /// Run the home's node inside this ztrun rather than in the background, for this
     /// program alone (the home must not be in use): for the single program of a
-    /// container, or to measure the node with its program.
+    /// container, or to measure the node with its program. ZTRUN_OWN_NODE=1 in the
+    /// environment does the same (unless --ephemeral is given).
     #[arg(long)]
     pub own_node: bool,
     /// Serve the program's virtual listener on PORT on the host side of ztrun too

@@ -244,9 +244,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // Our end for the two pumps below: datagrams are written into it from the
         // network, and read from it (registered for readiness) towards the network.
         let end = ours.try_clone().map_err(|_| Errno::EMFILE)?;
-        let end =
-            Arc::new(crate::sys::async_fd(end, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?);
-        let writer = end.clone();
+        let end = crate::sys::async_fd(end, Interest::READABLE).map_err(|_| Errno::ENOBUFS)?;
         let next = Arc::new(vs.successor(ours, Phase::Datagram(dgram.clone())));
         self.table().insert(new_ino, next.clone());
         vs.apply_timeouts(theirs.as_fd());
@@ -257,74 +255,77 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         drop(theirs);
         debug!(%actual, "virtual UDP socket");
 
-        // Backend → program.
+        // One task moves datagrams both ways: backend → program (every datagram for the
+        // socket), and program → backend (native sends on a connected socket). Both
+        // waits are cancel-safe (a datagram is taken only when it is returned).
         let backend = self.backend.clone();
         let weak = Arc::downgrade(&dgram);
         let sources = dgram.sources.clone();
         let weak_vs = Arc::downgrade(&next);
         let raw = vs.kind == Kind::Raw;
         let last_arrival = dgram.last_arrival.clone();
-        let rx = tokio::spawn(async move {
-            loop {
-                let got = backend.udp_recv_from(&sock).await;
-                let Some(d) = weak.upgrade() else { return };
-                let (buf, from, to) = match got {
-                    Ok(x) => x,
-                    Err(e) if reported_by_network(e) => {
-                        debug!(%e, "the network reported an error for a virtual UDP socket");
-                        d.set_error(e);
-                        continue;
-                    }
-                    Err(e) => {
-                        debug!(%e, "virtual UDP receive failed");
-                        drop(d);
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                if raw {
-                    let Some(vs) = weak_vs.upgrade() else { return };
-                    if !crate::raw::accepts(&vs, d.local, d.peer(), &buf, from, to) {
-                        continue;
-                    }
-                } else if d.peer().is_some_and(|p| p != from) {
-                    continue;
-                }
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                lock(&sources).push_back(Arrival { from, to, at });
-                if let Err(e) = send(writer.get_ref().as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
-                    // The program's queue is full: UDP drops.
-                    lock(&sources).pop_back();
-                    trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
-                } else {
-                    *lock(&last_arrival) = Some(at);
-                    d.arrived.notify_waiters();
-                }
-            }
-        });
-        // Program (native send on a connected socket) → backend.
-        let backend = self.backend.clone();
-        let weak = Arc::downgrade(&dgram);
-        let tx = tokio::spawn(async move {
+        let pumps = tokio::spawn(async move {
             let afd = end;
             loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                // Received in this thread's scratch buffer and copied out at its own
-                // size before the send waits: a quiet socket holds no buffer.
-                let got = with_scratch(|scratch| {
-                    recv(afd.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
-                        .map(|len| scratch[..len].to_vec())
-                });
-                match got {
-                    Ok(buf) => {
-                        let len = buf.len();
-                        if len == 0 && guard.ready().is_read_closed() {
+                tokio::select! {
+                    got = backend.udp_recv_from(&sock) => {
+                        let Some(d) = weak.upgrade() else { return };
+                        let (buf, from, to) = match got {
+                            Ok(x) => x,
+                            Err(e) if reported_by_network(e) => {
+                                debug!(%e, "the network reported an error for a virtual UDP socket");
+                                d.set_error(e);
+                                continue;
+                            }
+                            Err(e) => {
+                                debug!(%e, "virtual UDP receive failed");
+                                drop(d);
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                                continue;
+                            }
+                        };
+                        if raw {
+                            let Some(vs) = weak_vs.upgrade() else { return };
+                            if !crate::raw::accepts(&vs, d.local, d.peer(), &buf, from, to) {
+                                continue;
+                            }
+                        } else if d.peer().is_some_and(|p| p != from) {
+                            continue;
+                        }
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        lock(&sources).push_back(Arrival { from, to, at });
+                        if let Err(e) = send(afd.get_ref().as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
+                            // The program's queue is full: UDP drops.
+                            lock(&sources).pop_back();
+                            trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
+                        } else {
+                            *lock(&last_arrival) = Some(at);
+                            d.arrived.notify_waiters();
+                        }
+                    }
+                    ready = afd.readable() => {
+                        let Ok(mut guard) = ready else { return };
+                        // Received in this thread's scratch buffer and copied out at its
+                        // own size before the send waits: a quiet socket holds no buffer.
+                        let got = with_scratch(|scratch| {
+                            recv(afd.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
+                                .map(|len| scratch[..len].to_vec())
+                        });
+                        let buf = match got {
+                            Ok(buf) => buf,
+                            Err(Errno::EAGAIN) => {
+                                guard.clear_ready();
+                                continue;
+                            }
+                            Err(_) => return,
+                        };
+                        if buf.is_empty() && guard.ready().is_read_closed() {
+                            // The program closed its end: the socket goes at the hang-up.
                             return;
                         }
+                        drop(guard);
                         let Some(d) = weak.upgrade() else { return };
                         let Some(peer) = d.peer() else { continue };
                         if let Some(e) = d.take_error() {
@@ -337,18 +338,16 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         }
                         let sock = d.sock.clone();
                         drop(d);
-                        if let Err(e) = backend.udp_send_to(&sock, &buf[..len], peer).await {
+                        if let Err(e) = backend.udp_send_to(&sock, &buf, peer).await {
                             debug!(%e, "virtual UDP send failed");
                         }
                     }
-                    Err(Errno::EAGAIN) => guard.clear_ready(),
-                    Err(_) => return,
                 }
             }
         });
         // Close detection (idle.rs).
         self.watch_held(new_ino, &next);
-        lock(&dgram.tasks).extend([rx.abort_handle(), tx.abort_handle()]);
+        lock(&dgram.tasks).push(pumps.abort_handle());
         Ok(dgram)
     }
 

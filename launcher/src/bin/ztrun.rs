@@ -23,8 +23,11 @@ fn main() -> ExitCode {
         let code = launcher::node::daemon_main(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_tracing(args.quiet);
+    if !args.ephemeral && std::env::var_os("ZTRUN_OWN_NODE").is_some_and(|v| v == "1") {
+        args.own_node = true;
+    }
     let stats = launcher::stats::from_env();
     let result = run(args);
     if let Some(stats) = &stats {

@@ -578,8 +578,10 @@ impl Report {
              `ztrun` for (c)) to its first answered request. The CPU-bound program is a \
              Python SHA-256 loop timing itself on host 2, without ztrun in (b) and with it \
              in (c), alternating (9 times each in a full run). RSS is VmRSS of the `ztrun` process \
-             (proc(5)). Single values; the start-up and CPU rows are medians (of 3 and of \
-             9). The machine is shared: the load average below says how busy it was, and \
+             (proc(5)). A full run repeats the request/response and iperf3 measurements three \
+             times: those rows show the median with the lowest and highest run in brackets; \
+             the CPU row is the median of 9, the rest single values. Context switches and \
+             trapped calls are both `ztrun`s' own figures (`ZTRUN_STATS`). The machine is shared: the load average below says how busy it was, and \
              the CPU-bound row's own CPU time shows what other work did to its wall time.\n\n",
         );
         let _ = writeln!(

@@ -646,7 +646,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let theirs = match &d.theirs {
             Some(held) => held.get_ref().as_raw_fd(),
             None => {
-                taken = self.kernel.grab_at(n.pid, n.args[0] as u32 as i32, d.ino)?;
+                // ENOENT: the number no longer names this socket (closed by another
+                // thread meanwhile), which Linux reports as a bad descriptor.
+                taken = self
+                    .kernel
+                    .grab_at(n.pid, n.args[0] as u32 as i32, d.ino)
+                    .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
                 taken.as_raw_fd()
             }
         };

@@ -551,6 +551,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A duplicate of the program's end of socket `ino`, the descriptor argument of the
+    /// call `n` in progress (`pidfd_getfd`, see [`Supervisor::may_grab`]), for that call.
+    pub(crate) fn program_end_of(&self, n: &Notification, ino: u64) -> Result<OwnedFd, Errno> {
+        self.kernel.grab_at(n.pid, n.args[0] as u32 as i32, ino)
+    }
+
     /// Does `ino` still map to `vs`?
     pub(crate) fn holds_socket(&self, ino: u64, vs: &Arc<VSocket<B>>) -> bool {
         self.table()

@@ -24,10 +24,6 @@ pub enum SuperviseError {
     Receive(#[source] Errno),
 }
 
-/// Serve the program behind `listener` until no traced task is left (the listener
-/// reports a hang-up), emulating socket calls against `backend` under `policy`.
-///
-/// Must run inside a tokio runtime with I/O and time enabled.
 /// Notifications received by every supervisor of this process (trapped calls; a
 /// diagnostic for the benchmark, see [`trapped_calls`]).
 static TRAPPED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -37,6 +33,10 @@ pub fn trapped_calls() -> u64 {
     TRAPPED_CALLS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Serve the program behind `listener` until no traced task is left (the listener
+/// reports a hang-up), emulating socket calls against `backend` under `policy`.
+///
+/// Must run inside a tokio runtime with I/O and time enabled.
 pub async fn supervise<B: Backend>(
     listener: OwnedFd,
     policy: Policy,

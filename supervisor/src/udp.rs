@@ -83,10 +83,10 @@ pub(crate) struct Dgram<B: Backend> {
     pub(crate) local: SocketAddr,
     peer: Mutex<Option<SocketAddr>>,
     /// What we know of the datagrams queued towards the program, in order.
-    sources: Arc<Mutex<VecDeque<Arrival>>>,
+    sources: Mutex<VecDeque<Arrival>>,
     /// Arrival time of the last datagram handed to the program's end (`SIOCGSTAMP`: the
     /// program may read it without a trapped call, so this is the newest one delivered).
-    last_arrival: Arc<Mutex<Option<std::time::Duration>>>,
+    last_arrival: Mutex<Option<std::time::Duration>>,
     /// The inode of the program's end.
     ino: u64,
     /// Duplicate of the program's end, registered for readiness, where the supervisor
@@ -134,6 +134,21 @@ impl<B: Backend> Dgram<B> {
     fn set_error(&self, e: Errno) {
         *lock(&self.error) = Some(e);
         self.errored.notify_one();
+    }
+    /// Hand a datagram from `from` (sent to `to`) to the program: into our end `ours`, its
+    /// arrival queued for the receive calls. A full queue drops it, as UDP does.
+    fn deliver(&self, ours: &impl AsRawFd, buf: &[u8], from: SocketAddr, to: Option<IpAddr>) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        lock(&self.sources).push_back(Arrival { from, to, at });
+        if let Err(e) = send(ours.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            lock(&self.sources).pop_back();
+            trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
+        } else {
+            *lock(&self.last_arrival) = Some(at);
+            self.arrived.notify_waiters();
+        }
     }
     /// Does the socket hold a duplicate of the program's end?
     pub(crate) fn holds_program_end(&self) -> bool {
@@ -234,8 +249,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             sock: sock.clone(),
             local: actual,
             peer: Mutex::new(None),
-            sources: Arc::new(Mutex::new(VecDeque::new())),
-            last_arrival: Arc::new(Mutex::new(None)),
+            sources: Mutex::new(VecDeque::new()),
+            last_arrival: Mutex::new(None),
             theirs: registered,
             tasks: Mutex::new(Vec::new()),
             error: Mutex::new(None),
@@ -260,12 +275,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // waits are cancel-safe (a datagram is taken only when it is returned).
         let backend = self.backend.clone();
         let weak = Arc::downgrade(&dgram);
-        let sources = dgram.sources.clone();
         let weak_vs = Arc::downgrade(&next);
         let raw = vs.kind == Kind::Raw;
-        let last_arrival = dgram.last_arrival.clone();
         let pumps = tokio::spawn(async move {
-            let afd = end;
             loop {
                 tokio::select! {
                     got = backend.udp_recv_from(&sock) => {
@@ -292,25 +304,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         } else if d.peer().is_some_and(|p| p != from) {
                             continue;
                         }
-                        let at = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default();
-                        lock(&sources).push_back(Arrival { from, to, at });
-                        if let Err(e) = send(afd.get_ref().as_raw_fd(), &buf, MsgFlags::MSG_DONTWAIT) {
-                            // The program's queue is full: UDP drops.
-                            lock(&sources).pop_back();
-                            trace!(%e, len = buf.len(), "datagram dropped: the program's queue is full");
-                        } else {
-                            *lock(&last_arrival) = Some(at);
-                            d.arrived.notify_waiters();
-                        }
+                        d.deliver(end.get_ref(), &buf, from, to);
                     }
-                    ready = afd.readable() => {
+                    ready = end.readable() => {
                         let Ok(mut guard) = ready else { return };
                         // Received in this thread's scratch buffer and copied out at its
                         // own size before the send waits: a quiet socket holds no buffer.
                         let got = with_scratch(|scratch| {
-                            recv(afd.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
+                            recv(end.get_ref().as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT)
                                 .map(|len| scratch[..len].to_vec())
                         });
                         let buf = match got {
@@ -648,10 +649,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             None => {
                 // ENOENT: the number no longer names this socket (closed by another
                 // thread meanwhile), which Linux reports as a bad descriptor.
-                taken = self
-                    .kernel
-                    .grab_at(n.pid, n.args[0] as u32 as i32, d.ino)
-                    .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
+                taken = self.program_end_of(n, d.ino).map_err(|e| {
+                    if e == Errno::ENOENT {
+                        Errno::EBADF
+                    } else {
+                        e
+                    }
+                })?;
                 taken.as_raw_fd()
             }
         };

@@ -296,8 +296,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // that very end unwritable until the handshake ends, so an epoll registration
         // made before connect keeps working.
         let theirs = vs.take_program_end().or_else(|| {
-            self.kernel
-                .grab_at(n.pid, n.args[0] as u32 as i32, ino)
+            self.program_end_of(n, ino)
                 .inspect_err(|e| debug!(%e, "the program's end cannot be taken: replaced"))
                 .ok()
         });
@@ -841,7 +840,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     Some(tokens) => {
                         let _ = recv(tokens.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
                     }
-                    None => match self.kernel.grab_at(n.pid, n.args[0] as u32 as i32, ino) {
+                    None => match self.program_end_of(n, ino) {
                         Ok(theirs) => {
                             let _ = recv(theirs.as_raw_fd(), &mut one, MsgFlags::MSG_DONTWAIT);
                         }
@@ -879,7 +878,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     ) -> Reply {
         let put_back = |p| {
             l.queue().push_front(p);
-            let _ = send(vs.ours.as_raw_fd(), &[0], MsgFlags::MSG_DONTWAIT);
+            l.add_token();
             l.arrived.notify_waiters();
         };
         let conn = match pending {

@@ -438,7 +438,7 @@ impl<'n> Lab<'n> {
             let n = self.stats_next.get();
             self.stats_next.set(n + 1);
             let file = self.state.path().join(format!("ztrun-stats-{n}.json"));
-            cmd.env(process::launcher_stats_var(), file);
+            cmd.env(process::STATS_VAR, file);
         }
         if self.options.verbose {
             eprintln!("bench: $ {}", describe(&cmd));

@@ -62,15 +62,13 @@ impl ZtrunStats {
 /// The `ZTRUN_STATS` file a command's `ztrun` writes, if it was given one.
 pub(super) fn stats_file(cmd: &Command) -> Option<PathBuf> {
     cmd.get_envs()
-        .find(|(k, _)| *k == launcher_stats_var())
+        .find(|(k, _)| *k == STATS_VAR)
         .and_then(|(_, v)| v.map(PathBuf::from))
 }
 
 /// `launcher::stats::VAR`, spelled here (compat-tests runs the binaries, it does not link
 /// the launcher).
-pub(super) fn launcher_stats_var() -> &'static std::ffi::OsStr {
-    std::ffi::OsStr::new("ZTRUN_STATS")
-}
+pub(super) const STATS_VAR: &str = "ZTRUN_STATS";
 
 /// A running server; stopped (SIGTERM, then SIGKILL) when dropped.
 pub(super) struct Server {

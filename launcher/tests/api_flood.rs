@@ -6,6 +6,8 @@
 //! the connections are held by child processes: this test binary run again with
 //! [`HOLDER_ENV`] set, which makes [`flood_holder`] open and hold its share.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -13,7 +15,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
+use common::{cpu_time, ZT};
 /// Set in a holder child: `API_ADDRESS COUNT`.
 const HOLDER_ENV: &str = "ZT_TEST_FLOOD_HOLDER";
 /// The idle connections opened against the controller.
@@ -89,20 +91,6 @@ fn authorized_get(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("not an HTTP answer: {resp:?}"))?;
     Ok((code, t.elapsed()))
-}
-
-/// CPU time (user + system) of process `pid` so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) in parentheses; utime and
-    // stime are fields 14 and 15 (proc(5)), in clock ticks.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap_or(100) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// Resident memory of process `pid`, in KiB.

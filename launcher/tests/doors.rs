@@ -4,23 +4,17 @@
 //! and without the RFC 1929 username/password, and `ztrun --http-proxy` tunnels an HTTP
 //! CONNECT to it.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const ZTRUN: &str = env!("CARGO_BIN_EXE_ztrun");
-const ZT: &str = env!("CARGO_BIN_EXE_zt");
-const NWID: &str = "ff0000000000d002";
+use common::{python, root, KillOnDrop, ZTRUN};
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const NWID: &str = "ff0000000000d002";
 
 fn free_port() -> u16 {
     // Free for TCP and UDP alike (the publish test uses one port for each).
@@ -33,32 +27,8 @@ fn free_port() -> u16 {
     }
 }
 
-fn python() -> &'static str {
-    if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-/// A root on a free loopback port; its `--root` argument.
-fn root() -> (Killed, String) {
-    let endpoint = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(ZT)
-        .args(["root", "--listen", &endpoint])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Killed(child), format!("{}@{endpoint}", line.trim()))
-}
-
 /// `ztrun ARGS` with its stderr lines sent to the returned channel.
-fn ztrun(args: &[&str], env: &[(&str, &str)]) -> (Killed, mpsc::Receiver<String>) {
+fn ztrun(args: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = Command::new(ZTRUN)
         .args(args)
         .envs(env.iter().copied())
@@ -75,7 +45,7 @@ fn ztrun(args: &[&str], env: &[(&str, &str)]) -> (Killed, mpsc::Receiver<String>
             }
         }
     });
-    (Killed(child), rx)
+    (KillOnDrop(child), rx)
 }
 
 /// Waits for a stderr line containing `what`.

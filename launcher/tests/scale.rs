@@ -9,22 +9,9 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{python, root, KillOnDrop, ZTRUN};
+use common::{cpu_time, python, root, KillOnDrop, ZTRUN};
 
 const NWID: &str = "ff00000000c0ffee";
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) start after its ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap() as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
 
 /// Read lines from `out` until one starts with `prefix`; returns it (bounded by `limit`).
 fn wait_line(out: &mut BufReader<ChildStdout>, prefix: &str, limit: Duration) -> String {

@@ -21,34 +21,12 @@ pub async fn serve_http_connect(
     if !listen.ip().is_loopback() {
         return Err(DoorError::HttpOffLoopback(listen));
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| DoorError::Listen {
-            addr: listen,
-            what: "--http-proxy".into(),
-            source,
-        })?;
-    let bound = listener.local_addr().unwrap_or(listen);
     let doors = doors.clone();
-    tokio::spawn(async move {
-        loop {
-            let (conn, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%e, "HTTP CONNECT: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let doors = doors.clone();
-            tokio::spawn(async move {
-                if let Err(e) = tunnel(&doors, conn).await {
-                    tracing::debug!(%peer, %e, "HTTP CONNECT session ended");
-                }
-            });
-        }
-    });
-    Ok(bound)
+    super::serve_each(listen, ("--http-proxy", "HTTP CONNECT"), move |conn| {
+        let doors = doors.clone();
+        async move { tunnel(&doors, conn).await }
+    })
+    .await
 }
 
 /// A response without a body.

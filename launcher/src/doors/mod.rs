@@ -76,6 +76,49 @@ impl Doors {
     }
 }
 
+/// Bind a door's listener on `listen` now and, in the background for as long as the
+/// runtime runs, serve every connection with `session` in a task of its own. `flag`
+/// names the door in errors (`--socks5`), `label` in logs (`SOCKS5`). Returns the bound
+/// address.
+async fn serve_each<F, Fut, E>(
+    listen: SocketAddr,
+    (flag, label): (&'static str, &'static str),
+    session: F,
+) -> Result<SocketAddr, DoorError>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DoorError::Listen {
+            addr: listen,
+            what: flag.into(),
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    tokio::spawn(async move {
+        loop {
+            let (conn, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%e, "{label}: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let session = session(conn);
+            tokio::spawn(async move {
+                if let Err(e) = session.await {
+                    tracing::debug!(%peer, %e, "{label} session ended");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
 /// Why a door could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum DoorError {

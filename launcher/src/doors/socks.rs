@@ -39,35 +39,14 @@ pub async fn serve_socks5(doors: &Doors, config: SocksConfig) -> Result<SocketAd
     if !config.listen.ip().is_loopback() && config.credentials.is_none() {
         return Err(DoorError::NeedsCredentials(config.listen));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| DoorError::Listen {
-            addr: config.listen,
-            what: "--socks5".into(),
-            source,
-        })?;
-    let bound = listener.local_addr().unwrap_or(config.listen);
     let doors = doors.clone();
-    tokio::spawn(async move {
-        loop {
-            let (conn, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%e, "SOCKS5: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let doors = doors.clone();
-            let credentials = config.credentials.clone();
-            tokio::spawn(async move {
-                if let Err(e) = session(&doors, conn, credentials.as_ref()).await {
-                    tracing::debug!(%peer, %e, "SOCKS5 session ended");
-                }
-            });
-        }
-    });
-    Ok(bound)
+    let credentials = config.credentials;
+    super::serve_each(config.listen, ("--socks5", "SOCKS5"), move |conn| {
+        let doors = doors.clone();
+        let credentials = credentials.clone();
+        async move { session(&doors, conn, credentials.as_ref()).await }
+    })
+    .await
 }
 
 /// Why a session ended early.

@@ -231,7 +231,7 @@ impl Egress {
     }
 
     fn recycle(&mut self, b: Vec<u8>) {
-        if self.pool.len() < 1024 {
+        if self.pool.len() < crate::link::POOL_MAX {
             self.pool.push(b);
         }
     }

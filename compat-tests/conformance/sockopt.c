@@ -342,6 +342,9 @@ static const struct argcase ARGS[] = {
 	{"so_reuseaddr", "tcp4", SOL_SOCKET, SO_REUSEADDR},
 	{"so_linger", "tcp4", SOL_SOCKET, SO_LINGER},
 	{"so_rcvtimeo", "tcp4", SOL_SOCKET, SO_RCVTIMEO},
+	{"so_sndtimeo", "udp4", SOL_SOCKET, SO_SNDTIMEO},
+	{"so_keepalive", "udp4", SOL_SOCKET, SO_KEEPALIVE},
+	{"so_error", "tcp4", SOL_SOCKET, SO_ERROR},
 	{"so_type", "udp4", SOL_SOCKET, SO_TYPE},
 	{"ip_tos", "tcp4", IPPROTO_IP, IP_TOS},
 	{"ip_ttl", "udp4", IPPROTO_IP, IP_TTL},
@@ -436,6 +439,28 @@ static void o_args(void)
 	R("optarg.enotsock.set", setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, sizeof v));
 	R("optarg.ebadf.get", getsockopt(999, SOL_SOCKET, SO_TYPE, &v, &len));
 	R("optarg.ebadf.set", setsockopt(999, SOL_SOCKET, SO_REUSEADDR, &v, sizeof v));
+	close(fd);
+	/* timeouts: the microseconds must be within a second, the seconds may be anything */
+	static const struct {
+		const char *name;
+		long sec, usec;
+	} TV[] = {{"zero", 0, 0},       {"usec-max", 1, 999999}, {"usec-1e6", 1, 1000000},
+		  {"usec-neg", 1, -1}, {"sec-neg", -5, 0},      {"sec-huge", 1L << 40, 0}};
+	int s = tcp(4);
+	for (size_t i = 0; i < sizeof TV / sizeof TV[0]; i++) {
+		struct timeval t = {TV[i].sec, TV[i].usec};
+		char n[96];
+		snprintf(n, sizeof n, "optarg.timeval.%s.rcv", TV[i].name);
+		R(n, setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t));
+		snprintf(n, sizeof n, "optarg.timeval.%s.snd", TV[i].name);
+		R(n, setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &t, sizeof t));
+		struct timeval g = {-1, -1};
+		len = sizeof g;
+		getsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &g, &len);
+		snprintf(n, sizeof n, "optarg.timeval.%s.snd.read", TV[i].name);
+		out(n, "sec=%ld usec=%ld len=%u", (long)g.tv_sec, (long)g.tv_usec, (unsigned)len);
+	}
+	close(s);
 }
 
 /* An option set before connect or listen is still there after. */

@@ -433,6 +433,8 @@ pub struct Supervisor<K: Kernel, B: Backend> {
     /// Whether `pidfd_getfd` works on the program (0 not known yet, 1 yes, 2 no): see
     /// [`Supervisor::may_grab`].
     grabs: std::sync::atomic::AtomicU8,
+    /// Asks the kernel whether a program's end still exists (diag.rs).
+    pub(crate) diag: crate::diag::UnixDiag,
 }
 
 impl<K: Kernel, B: Backend> fmt::Debug for Supervisor<K, B> {
@@ -463,6 +465,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             port_groups: Mutex::new(HashMap::new()),
             warned_uninspectable: std::sync::atomic::AtomicBool::new(false),
             grabs: std::sync::atomic::AtomicU8::new(0),
+            diag: crate::diag::UnixDiag::default(),
         }
     }
 
@@ -1565,18 +1568,27 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 return errno(options::refusal(level, name));
             }
         }
-        let model = match vs.kernel_bound() {
-            Some(r) => Ok(r),
-            None => self.option_model(&vs),
+        let bound = vs.kernel_bound();
+        let quick = bound
+            .is_none()
+            .then(|| options::set_without_model(vs.kind == Kind::Stream, &call))
+            .flatten();
+        let model = match (bound, quick) {
+            (_, Some(answer)) => answer.map(|()| None),
+            (Some(r), None) => Ok(Some(r)),
+            (None, None) => self.option_model(&vs).map(Some),
         };
         match &model {
-            Ok(fd) => tri!(sys::setsockopt_as(
+            // Decided without a model.
+            Ok(None) => {}
+            Ok(Some(fd)) => tri!(sys::setsockopt_as(
                 fd.as_fd(),
                 level,
                 name,
                 call.arg(),
                 call.len
             )),
+            Err(e) if quick.is_some() => return errno(*e),
             // No model to ask: an unreadable value faults.
             Err(e) => {
                 debug!(%e, "no model socket for setsockopt");
@@ -1625,19 +1637,24 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if options::role(level, name) == Some(Role::NotModelled) {
             return errno(Errno::EOPNOTSUPP);
         }
-        let model = match vs.kernel_bound() {
-            Some(r) => Ok(r),
-            None => self.option_model(&vs),
+        let bound = vs.kernel_bound();
+        let quick = if bound.is_none() {
+            options::get_without_model(&mut call)
+        } else {
+            None
         };
-        let asked = match &model {
-            Ok(fd) => {
-                let len = call.len_arg();
-                sys::getsockopt_as(fd.as_fd(), level, name, call.buf.as_deref_mut(), len)
-            }
-            Err(e) => {
-                debug!(%e, "no model socket for getsockopt");
-                self.option_fallback(&vs, &mut call)
-            }
+        let asked = match (quick, bound) {
+            (Some(answer), _) => answer,
+            (None, bound) => match bound.map_or_else(|| self.option_model(&vs), Ok) {
+                Ok(fd) => {
+                    let len = call.len_arg();
+                    sys::getsockopt_as(fd.as_fd(), level, name, call.buf.as_deref_mut(), len)
+                }
+                Err(e) => {
+                    debug!(%e, "no model socket for getsockopt");
+                    self.option_fallback(&vs, &mut call)
+                }
+            },
         };
         let state = match options::role(level, name) {
             Some(Role::State(st)) => Some(st),

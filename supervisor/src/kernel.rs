@@ -331,9 +331,18 @@ impl Kernel for LinuxKernel {
     }
 
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno> {
-        let text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
-            .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
+        use std::io::Read as _;
+        let errno = |e: std::io::Error| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+            Errno::ENOENT | Errno::UnknownErrno => Errno::EBADF,
+            e => e,
+        };
+        // "flags:" is the second line, well within one read: an open, a read and a
+        // close (reading to the end took three more calls, on every connect).
+        let mut buf = [0u8; 256];
+        let n = fs::File::open(format!("/proc/{pid}/fdinfo/{fd}"))
+            .and_then(|mut f| f.read(&mut buf))
+            .map_err(errno)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
         parse_fdinfo_flags(&text).ok_or(Errno::EBADF)
     }
 

@@ -57,6 +57,7 @@
 
 pub mod backend;
 mod copy;
+mod diag;
 pub mod dns;
 mod emulate;
 pub mod filter;

@@ -34,6 +34,8 @@
 //! before any effect; then the model, which decides. `getsockopt`: `optlen` is read, the
 //! model answers, then the value and the length it reports are written back, value first.
 
+use nix::errno::Errno;
+
 use crate::kernel::Kernel;
 use crate::sys::{UserArg, OPTION_BUF};
 use crate::tracee;
@@ -202,6 +204,71 @@ pub(crate) fn refusal(level: i32, name: i32) -> nix::errno::Errno {
 /// network (`zt --mtu` takes 1280..=2800), which the supervisor cannot see per network;
 /// a program that sizes datagrams by it never sends one too big.
 pub(crate) const VIRTUAL_PATH_MTU: i32 = 1280;
+
+/// What the model would answer to a `setsockopt` whose Linux checks are only the length
+/// and readability of an `int` (and, for the timeouts, of a `timeval` and its
+/// microseconds), for the options clients set on every connection: answered without
+/// making a model, which costs a kernel socket made, set and closed per call. `None`:
+/// ask the model. `stream`: the socket is TCP (`TCP_NODELAY` is `ENOPROTOOPT` on others).
+///
+/// The order is `sk_setsockopt`'s (net/core/sock.c): `optlen < sizeof(int)` is `EINVAL`,
+/// then the `int` is copied (`EFAULT`), then `sock_set_timeout` wants a whole `timeval`
+/// (`EINVAL`) with `0 <= tv_usec < 1000000` (`EDOM`); `do_tcp_setsockopt` checks
+/// `TCP_NODELAY` the same way. None of them fails on a valid value.
+pub(crate) fn set_without_model(stream: bool, call: &SetCall) -> Option<Result<(), Errno>> {
+    let timeout = match (call.level, call.name) {
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if stream => false,
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE | libc::SO_REUSEADDR) => false,
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => true,
+        _ => return None,
+    };
+    const TIMEVAL: usize = std::mem::size_of::<libc::timeval>();
+    Some(if (call.len as usize) < std::mem::size_of::<i32>() {
+        Err(Errno::EINVAL)
+    } else if call.value.is_none() {
+        Err(Errno::EFAULT)
+    } else if !timeout {
+        Ok(())
+    } else if (call.len as usize) < TIMEVAL {
+        Err(Errno::EINVAL)
+    } else {
+        let v = call.value.as_deref().unwrap_or(&[]);
+        let usec = v
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_ne_bytes);
+        match usec {
+            Some(u) if (0..1_000_000).contains(&u) => Ok(()),
+            Some(_) => Err(Errno::EDOM),
+            None => Err(Errno::EFAULT),
+        }
+    })
+}
+
+/// What a fresh model would answer to `getsockopt(SO_ERROR)` (no error: 0), written into
+/// `call`'s buffer, without making one; `None` for every other option. `sk_getsockopt`
+/// reads `optlen` (`EFAULT`), refuses a negative one (`EINVAL`), then copies at most an
+/// `int` out (`EFAULT` for a NULL `optval` when it copies anything).
+pub(crate) fn get_without_model(call: &mut GetCall) -> Option<Result<u32, Errno>> {
+    if (call.level, call.name) != (libc::SOL_SOCKET, libc::SO_ERROR) {
+        return None;
+    }
+    let Some(len) = call.len else {
+        return Some(Err(Errno::EFAULT));
+    };
+    if (len as i32) < 0 {
+        return Some(Err(Errno::EINVAL));
+    }
+    let n = (len as usize).min(std::mem::size_of::<i32>());
+    Some(match call.buf.as_mut() {
+        Some(b) => {
+            b[..n].fill(0);
+            Ok(n as u32)
+        }
+        None if n == 0 => Ok(0),
+        None => Err(Errno::EFAULT),
+    })
+}
 
 /// `setsockopt`'s arguments as read from the program.
 #[derive(Debug)]

@@ -794,6 +794,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         listed == Some(true) || self.held_by_program(ino)
     }
 
+    /// Does the program's end of `ino` still exist, held by any process? For a socket
+    /// whose end we hold no copy of: one question to the kernel (diag.rs) where it can
+    /// answer, else a listing of the traced processes' descriptors.
+    pub(crate) fn end_exists(&self, ino: u64) -> bool {
+        self.diag
+            .exists(ino)
+            .unwrap_or_else(|| self.held_by_program(ino))
+    }
+
     pub(crate) fn held_by_program(&self, ino: u64) -> bool {
         let pids: Vec<u32> = self.seen().iter().copied().collect();
         let mut gone = HashSet::new();
@@ -1054,9 +1063,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             // Keep answering for the socket until the program closes its end. Our end
             // also hangs up when both directions are merely shut down (the program's
             // SHUT_WR and ours): the program may still ask for its names, options or
-            // shut it down again, so a hang-up is checked against its descriptors.
+            // shut it down again, so a hang-up is checked against the kernel's table
+            // of sockets (we hold no copy of the program's end now).
             loop {
-                if hung_up(&vs.ours) && me.upgrade().is_none_or(|s| !s.held_by_program(ino)) {
+                if hung_up(&vs.ours) && me.upgrade().is_none_or(|s| !s.end_exists(ino)) {
                     break;
                 }
                 tokio::time::sleep(SWEEP).await;

@@ -10,7 +10,8 @@
 //! program end we hold a duplicate of (fresh TCP sockets, listeners and UDP sockets
 //! where `pidfd_getfd` is denied, see `Supervisor::may_grab`), found closed from one
 //! listing of the program's descriptors per sweep, and sockets that stopped being idle
-//! without an event. Registering costs a socket one `epoll_ctl`; a task per socket cost
+//! without an event. The set also reports a wildcard listener's loopback halves ready to
+//! accept (`watch_half`): their connections are taken in the set's own task. Registering costs a socket one `epoll_ctl`; a task per socket cost
 //! a task, a timer, a duplicate descriptor and, from the thread that reads
 //! notifications, a wake-up of a runtime worker.
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub(crate) struct IdleSet<B: Backend> {
     /// as they live (their end is read by others); swept instead while they hold a
     /// duplicate of the program's end.
     held: Mutex<HashMap<u64, Weak<VSocket<B>>>>,
+    /// Loopback halves of wildcard listeners, by inode of the kernel listener.
+    halves: Mutex<HashMap<u64, Weak<crate::virt::Listening<B>>>>,
 }
 
 impl<B: Backend> IdleSet<B> {
@@ -43,6 +46,10 @@ impl<B: Backend> IdleSet<B> {
 
     fn held(&self) -> MutexGuard<'_, HashMap<u64, Weak<VSocket<B>>>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn halves(&self) -> MutexGuard<'_, HashMap<u64, Weak<crate::virt::Listening<B>>>> {
+        self.halves.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn unhold(&self, ino: u64, vs: &VSocket<B>) {
@@ -84,6 +91,29 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
     }
 
+    /// Accept into `listening` the connections of its loopback half `half` when the
+    /// kernel has some (the half belongs to `listening`, and closes with it: the set then
+    /// forgets it at its next event or sweep).
+    pub(crate) fn watch_half(
+        self: &Arc<Self>,
+        listening: &Arc<crate::virt::Listening<B>>,
+        half: std::os::fd::BorrowedFd<'_>,
+    ) {
+        let Some(set) = self.idle_set() else {
+            tracing::warn!("no epoll set: a wildcard listener serves the virtual network only");
+            return;
+        };
+        let Ok(key) = crate::emulate::inode(half) else {
+            return;
+        };
+        set.halves().insert(key, Arc::downgrade(listening));
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+        if let Err(e) = set.epoll.add(half, EpollEvent::new(flags, key)) {
+            tracing::warn!(%e, "a wildcard listener serves the virtual network only: its loopback half cannot be watched");
+            set.halves().remove(&key);
+        }
+    }
+
     /// The set, created with its task on first use (`None`: no runtime, or no epoll).
     fn idle_set(self: &Arc<Self>) -> Option<&Arc<IdleSet<B>>> {
         self.idle
@@ -98,6 +128,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     epoll,
                     watched: Mutex::new(HashMap::new()),
                     held: Mutex::new(HashMap::new()),
+                    halves: Mutex::new(HashMap::new()),
                 });
                 drop(handle.spawn(run(Arc::downgrade(self), set.clone(), ready)));
                 Some(set)
@@ -156,6 +187,15 @@ fn on_event<K: Kernel, B: Backend>(
     ino: u64,
     events: EpollFlags,
 ) {
+    let half = set.halves().get(&ino).map(|w| w.upgrade());
+    match half {
+        Some(Some(listening)) => return listening.accept_halves(),
+        Some(None) => {
+            set.halves().remove(&ino);
+            return;
+        }
+        None => {}
+    }
     let found = set.watched().get(&ino).and_then(Weak::upgrade);
     let Some(vs) = found else {
         set.watched().remove(&ino);
@@ -221,6 +261,7 @@ fn sweep_set<K: Kernel, B: Backend>(me: &Arc<Supervisor<K, B>>, set: &IdleSet<B>
             me.forget(ino, &vs);
         }
     }
+    set.halves().retain(|_, l| l.strong_count() > 0);
     let held: Vec<(u64, Weak<VSocket<B>>)> =
         set.held().iter().map(|(i, w)| (*i, w.clone())).collect();
     for (ino, weak) in held {

@@ -124,7 +124,13 @@ pub(crate) struct Listening<B: Backend> {
     tokens: Option<OwnedFd>,
     /// The listening socket, whose end (ours) writes tokens.
     owner: std::sync::OnceLock<std::sync::Weak<VSocket<B>>>,
-    tasks: Mutex<Vec<AbortHandle>>,
+    /// A wildcard listener's kernel listeners on loopback ("halves"), accepted from
+    /// when the idle set reports them readable (idle.rs) and when `accept` makes room:
+    /// no task of their own.
+    halves: Mutex<Vec<OwnedFd>>,
+    /// The program's backlog: connections queued beyond it wait in the kernel's queue
+    /// of a half (or go unanswered on the network), as on Linux.
+    backlog: usize,
     /// Resets the connections still queued when the listener goes.
     backend: Arc<B>,
     /// The listeners sharing its port (itself included): each member keeps the group,
@@ -138,14 +144,6 @@ impl<B: Backend> Drop for Listening<B> {
     /// resets those in a closed listener's queue (dropping them would end them with a
     /// FIN, which their clients would read as a reply of zero bytes).
     fn drop(&mut self) {
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
         let queued: Vec<_> = self.queue().drain(..).collect();
         // Listeners sharing the port (SO_REUSEPORT) take over what this one never
         // accepted: it was routed here before its close was noticed.
@@ -193,6 +191,41 @@ impl<B: Backend> Listening<B> {
     /// Number of connections waiting for `accept`.
     pub(crate) fn pending(&self) -> usize {
         self.queue().len()
+    }
+
+    fn halves(&self) -> std::sync::MutexGuard<'_, Vec<OwnedFd>> {
+        self.halves.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the connections waiting on the loopback halves into the queue, up to the
+    /// backlog.
+    pub(crate) fn accept_halves(&self) {
+        let mut took = false;
+        for half in self.halves().iter() {
+            while self.pending() < self.backlog {
+                let flags = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+                let fd = match nix::sys::socket::accept4(half.as_raw_fd(), flags) {
+                    Ok(raw) => sys::own_accepted(raw),
+                    Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    Err(e) => {
+                        debug!(%e, "loopback accept failed");
+                        break;
+                    }
+                };
+                let peer = sys::socket_name(fd.as_fd(), sys::NameSide::Peer)
+                    .ok()
+                    .and_then(|b| peer_of(&b));
+                if let Some(peer) = peer {
+                    self.queue().push_back(Pending::Kernel { fd, peer });
+                    self.add_token();
+                    took = true;
+                }
+            }
+        }
+        if took {
+            self.arrived.notify_waiters();
+        }
     }
 }
 
@@ -560,7 +593,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             arrived: Notify::new(),
             tokens,
             owner: std::sync::OnceLock::new(),
-            tasks: Mutex::new(Vec::new()),
+            halves: Mutex::new(Vec::new()),
+            backlog,
             backend: self.backend.clone(),
             _group: group.clone(),
         });
@@ -585,12 +619,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         // A wildcard listener also listens on loopback, like a kernel socket would.
         if crate::backend::canonical(local.ip()).is_unspecified() {
             for fd in self.loopback_half(vs, actual.port(), backlog) {
-                let task = self.accept_kernel(Arc::downgrade(&listening), fd, backlog);
-                listening
-                    .tasks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(task);
+                self.watch_half(&listening, fd.as_fd());
+                listening.halves().push(fd);
             }
         }
         // Close detection: see the module documentation.
@@ -617,9 +647,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         for (ino, vs, l) in candidates {
             if !self.held_by_program(ino) {
                 self.forget(ino, &vs);
-                for t in l.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                    t.abort();
-                }
+                // The loopback port is free at once (the backend listener goes with
+                // the last member of its group).
+                l.halves().clear();
                 closed = true;
             }
         }
@@ -705,51 +735,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             }
         }
         out
-    }
-
-    /// Accept kernel connections on a loopback half into the same queue.
-    fn accept_kernel(
-        &self,
-        listening: std::sync::Weak<Listening<B>>,
-        fd: OwnedFd,
-        backlog: usize,
-    ) -> AbortHandle {
-        tokio::spawn(async move {
-            let Ok(afd) = crate::sys::async_fd(fd, tokio::io::Interest::READABLE) else {
-                return;
-            };
-            loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                let Some(l) = listening.upgrade() else { return };
-                if l.pending() >= backlog {
-                    drop(l);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                let flags = nix::sys::socket::SockFlag::SOCK_CLOEXEC;
-                match nix::sys::socket::accept4(afd.get_ref().as_raw_fd(), flags) {
-                    Ok(raw) => {
-                        let fd = crate::sys::own_accepted(raw);
-                        let peer = crate::sys::socket_name(fd.as_fd(), crate::sys::NameSide::Peer)
-                            .ok()
-                            .and_then(|b| peer_of(&b));
-                        if let Some(peer) = peer {
-                            l.queue().push_back(Pending::Kernel { fd, peer });
-                            l.add_token();
-                            l.arrived.notify_waiters();
-                        }
-                    }
-                    Err(Errno::EAGAIN) => guard.clear_ready(),
-                    Err(e) => {
-                        debug!(%e, "loopback accept failed");
-                        guard.clear_ready();
-                    }
-                }
-            }
-        })
-        .abort_handle()
     }
 
     /// Does any process we have seen still hold socket inode `ino`?
@@ -842,7 +827,15 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let arrived = l.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let next = l.queue().pop_front();
+            let (next, was_full) = {
+                let mut q = l.queue();
+                let full = q.len() >= l.backlog;
+                (q.pop_front(), full)
+            };
+            if was_full {
+                // Room again: connections waiting on a loopback half come in.
+                l.accept_halves();
+            }
             if let Some(conn) = next {
                 let mut one = [0u8; 1];
                 match &l.tokens {

@@ -11,7 +11,8 @@
 //! where `pidfd_getfd` is denied, see `Supervisor::may_grab`), found closed from one
 //! listing of the program's descriptors per sweep, and sockets that stopped being idle
 //! without an event. The set also reports a wildcard listener's loopback halves ready to
-//! accept (`watch_half`): their connections are taken in the set's own task. Registering costs a socket one `epoll_ctl`; a task per socket cost
+//! accept (`watch_half`): their connections are taken in the set's own task.
+//! Registering costs a socket one `epoll_ctl`; a task per socket cost
 //! a task, a timer, a duplicate descriptor and, from the thread that reads
 //! notifications, a wake-up of a runtime worker.
 use std::collections::HashMap;

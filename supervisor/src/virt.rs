@@ -629,8 +629,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// Close our virtual listeners on `port` that no traced process holds any more;
-    /// returns whether there was any. Their tasks (which own the backend listener and
-    /// the loopback half) are aborted; the port is free once they are dropped.
+    /// returns whether there was any. Their loopback halves are closed at once; the
+    /// virtual port is free once the group's acceptor task, which owns the backend
+    /// listener, winds down.
     pub(crate) fn close_stale_listeners(&self, port: u16) -> bool {
         type Candidate<B> = (u64, Arc<VSocket<B>>, Arc<Listening<B>>);
         let candidates: Vec<Candidate<B>> = self

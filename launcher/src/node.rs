@@ -440,7 +440,7 @@ pub fn daemon_main(args: &[String]) -> i32 {
         return 1;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(crate::runtime_workers())
         .enable_all()
         .build()
     {

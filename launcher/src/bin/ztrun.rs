@@ -106,7 +106,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         cmd = cmd.nofile_limit(soft, hard);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(runtime_workers())
+        .worker_threads(launcher::runtime_workers())
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
@@ -324,15 +324,4 @@ async fn join_all(
         args.fallthrough,
     );
     Ok((Networks::new(stacks).with_resolver(resolver), doors))
-}
-
-/// Runtime worker threads: one on a machine of one or two CPUs, two above (DECISIONS.md
-/// D19). With two `ztrun`s and their programs on two CPUs, a second worker mostly turns
-/// hand-offs between our own tasks into wake-ups of another CPU: one worker opened 25 %
-/// more connections per second and moved a single bulk stream faster there.
-fn runtime_workers() -> usize {
-    match std::thread::available_parallelism().map(usize::from) {
-        Ok(n) if n > 2 => 2,
-        _ => 1,
-    }
 }

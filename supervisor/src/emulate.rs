@@ -1573,27 +1573,27 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             .is_none()
             .then(|| options::set_without_model(vs.kind == Kind::Stream, &call))
             .flatten();
-        let model = match (bound, quick) {
-            (_, Some(answer)) => answer.map(|()| None),
-            (Some(r), None) => Ok(Some(r)),
-            (None, None) => self.option_model(&vs).map(Some),
-        };
-        match &model {
-            // Decided without a model.
-            Ok(None) => {}
-            Ok(Some(fd)) => tri!(sys::setsockopt_as(
-                fd.as_fd(),
-                level,
-                name,
-                call.arg(),
-                call.len
-            )),
-            Err(e) if quick.is_some() => return errno(*e),
-            // No model to ask: an unreadable value faults.
-            Err(e) => {
-                debug!(%e, "no model socket for setsockopt");
-                if call.value.is_none() {
-                    return errno(Errno::EFAULT);
+        if let Some(answer) = quick {
+            tri!(answer);
+        } else {
+            let model = match bound {
+                Some(r) => Ok(r),
+                None => self.option_model(&vs),
+            };
+            match &model {
+                Ok(fd) => tri!(sys::setsockopt_as(
+                    fd.as_fd(),
+                    level,
+                    name,
+                    call.arg(),
+                    call.len
+                )),
+                // No model to ask: an unreadable value faults.
+                Err(e) => {
+                    debug!(%e, "no model socket for setsockopt");
+                    if call.value.is_none() {
+                        return errno(Errno::EFAULT);
+                    }
                 }
             }
         }
@@ -1643,18 +1643,24 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } else {
             None
         };
-        let asked = match (quick, bound) {
-            (Some(answer), _) => answer,
-            (None, bound) => match bound.map_or_else(|| self.option_model(&vs), Ok) {
-                Ok(fd) => {
-                    let len = call.len_arg();
-                    sys::getsockopt_as(fd.as_fd(), level, name, call.buf.as_deref_mut(), len)
+        let asked = match quick {
+            Some(answer) => answer,
+            None => {
+                let model = match bound {
+                    Some(r) => Ok(r),
+                    None => self.option_model(&vs),
+                };
+                match &model {
+                    Ok(fd) => {
+                        let len = call.len_arg();
+                        sys::getsockopt_as(fd.as_fd(), level, name, call.buf.as_deref_mut(), len)
+                    }
+                    Err(e) => {
+                        debug!(%e, "no model socket for getsockopt");
+                        self.option_fallback(&vs, &mut call)
+                    }
                 }
-                Err(e) => {
-                    debug!(%e, "no model socket for getsockopt");
-                    self.option_fallback(&vs, &mut call)
-                }
-            },
+            }
         };
         let state = match options::role(level, name) {
             Some(Role::State(st)) => Some(st),

@@ -156,7 +156,7 @@ pub struct NetworkJson {
 }
 
 /// The body of `POST /controller/network[/{nwid}]`: fields to set; absent fields keep
-/// their value (or the default for a new network: private, MTU 2800, RFC 4193 IPv6, no
+/// their value (or the default for a new network: private, MTU 9000, RFC 4193 IPv6, no
 /// IPv4 pool).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -167,7 +167,7 @@ pub struct NetworkChange {
     /// Private or public.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private: Option<bool>,
-    /// MTU (1280..=2800).
+    /// MTU (1280..=10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
     /// IPv4 pool; `null` removes it.

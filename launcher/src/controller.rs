@@ -1232,7 +1232,7 @@ mod tests {
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
         assert!(bad.message.contains("malformed JSON"), "{}", bad.message);
         let bad = svc
-            .handle(&Method::POST, "/controller/network", br#"{"mtu": 9000}"#)
+            .handle(&Method::POST, "/controller/network", br#"{"mtu": 10001}"#)
             .await
             .unwrap_err();
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);

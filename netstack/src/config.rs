@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Default IP MTU of a virtual network (ZeroTier's default).
-pub const DEFAULT_MTU: usize = 2800;
+/// Default IP MTU of a virtual network (a jumbo frame; DECISIONS.md D20).
+pub const DEFAULT_MTU: usize = 9000;
 
 /// A route pushed by the network's controller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -99,7 +99,7 @@ async fn udp_connect_filters_and_size_limits() {
     assert_eq!(&buf[..n], b"reply");
 
     let max = good.max_payload();
-    assert_eq!(max, 2800 - 20 - 8);
+    assert_eq!(max, netstack::DEFAULT_MTU - 20 - 8);
     let big = vec![1u8; max + 1];
     assert_eq!(
         good.send_to(&big, sa(B4, 6000)).await.unwrap_err().errno(),
@@ -107,7 +107,7 @@ async fn udp_connect_filters_and_size_limits() {
     );
     srv.connect(sa([0, 0, 0, 0], 0)).unwrap();
     good.send_to(&big[..max], sa(B4, 6000)).await.unwrap();
-    let mut large = vec![0u8; 4096];
+    let mut large = vec![0u8; netstack::DEFAULT_MTU];
     let (n, _) = timeout(T, srv.recv_from(&mut large))
         .await
         .unwrap()

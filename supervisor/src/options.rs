@@ -201,7 +201,7 @@ pub(crate) fn refusal(level: i32, name: i32) -> nix::errno::Errno {
 }
 
 /// The path MTU a connected virtual socket reports: the smallest MTU of any virtual
-/// network (`zt --mtu` takes 1280..=2800), which the supervisor cannot see per network;
+/// network (`zt --mtu` takes 1280..=10000), which the supervisor cannot see per network;
 /// a program that sizes datagrams by it never sends one too big.
 pub(crate) const VIRTUAL_PATH_MTU: i32 = 1280;
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::identity::{Address, Identity, SecretIdentity};
-use crate::vl2::{NetworkId, DEFAULT_MTU};
+use crate::vl2::{NetworkId, DEFAULT_MTU, MAX_MTU, MIN_MTU};
 use crate::wire::credential::{
     valid_member_name, Certificate, DirectoryEntry, Revocation, Route, SignedConfig,
     CERTIFICATE_CONTEXT, CONFIG_CONTEXT, MAX_DIRECTORY, MAX_LIST, REVOCATION_CONTEXT,
@@ -146,8 +146,8 @@ impl NetworkSettings {
         if self.routes.len() > MAX_LIST {
             return bad("more than 32 routes");
         }
-        if self.mtu < 1280 || usize::from(self.mtu) > DEFAULT_MTU {
-            return bad("MTU outside 1280..=2800");
+        if !(MIN_MTU..=MAX_MTU).contains(&usize::from(self.mtu)) {
+            return bad("MTU outside 1280..=10000");
         }
         if let Some((first, last, prefix)) = self.ipv4_pool {
             if prefix > 32 || u32::from(first) > u32::from(last) {
@@ -1303,7 +1303,11 @@ mod tests {
                 ..NetworkSettings::default()
             },
             NetworkSettings {
-                mtu: 9000,
+                mtu: 10001,
+                ..NetworkSettings::default()
+            },
+            NetworkSettings {
+                mtu: 1279,
                 ..NetworkSettings::default()
             },
             NetworkSettings {

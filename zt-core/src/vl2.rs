@@ -24,8 +24,15 @@ use std::str::FromStr;
 
 use crate::identity::Address;
 
-/// Default MTU of a virtual network (bytes of Ethernet payload).
-pub const DEFAULT_MTU: usize = 2800;
+/// Default MTU of a virtual network (bytes of Ethernet payload): a jumbo frame, so that
+/// one frame fills most of a UDP GSO send of fragments (DECISIONS.md D20).
+pub const DEFAULT_MTU: usize = 9000;
+
+/// Smallest MTU a network may have (IPv6's minimum).
+pub const MIN_MTU: usize = 1280;
+
+/// Largest MTU a network may have (ZeroTier's limit too).
+pub const MAX_MTU: usize = 10000;
 
 /// A 64-bit virtual network ID.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

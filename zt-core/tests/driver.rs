@@ -68,7 +68,7 @@ async fn two_nodes_exchange_frames_over_loopback_through_a_root() {
     }
     let (mut a, mut b) = (nodes.remove(0), nodes.remove(0));
     let (ma, mb) = (a.1.config.mac, b.1.config.mac);
-    assert_eq!(a.1.config.mtu, 2800);
+    assert_eq!(a.1.config.mtu, zt_core::vl2::DEFAULT_MTU);
     // Broadcast until B hears it (the members list takes a round trip to arrive).
     let got = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -767,14 +767,16 @@ fn full_mtu_frames_are_fragmented_and_reassembled() {
     w.introduce();
     let (a, b) = (w.a, w.b);
     let (ma, mb) = (w.mac(w.addr_a), w.mac(w.addr_b));
-    let payload: Vec<u8> = (0..2800u32).map(|i| (i % 251) as u8).collect();
+    let payload: Vec<u8> = (0..zt_core::vl2::DEFAULT_MTU as u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let frame = eth(mb, ma, &payload);
     let now = w.sim.now;
     w.sim.node(a).send_frame(now, NET, &frame).unwrap();
     assert!(w.sim.run_until(Duration::from_secs(2), |s| s
         .frames_received(b)
         .iter()
-        .any(|f| f.len() == 2814)));
+        .any(|f| f.len() == 14 + zt_core::vl2::DEFAULT_MTU)));
     let got = w.sim.frames_received(b);
     assert_eq!(got.last().unwrap(), &frame);
 }
@@ -863,7 +865,11 @@ fn spoofed_source_mac_and_foreign_frames_are_rejected() {
         Err(SendError::FrameSize { .. })
     ));
     assert!(matches!(
-        w.sim.node(a).send_frame(now, NET, &vec![0u8; 2900]),
+        w.sim.node(a).send_frame(
+            now,
+            NET,
+            &vec![0u8; zt_core::wire::message::MAX_FRAME_LEN + 1]
+        ),
         Err(SendError::FrameSize { .. })
     ));
     let stranger = Mac([0x02, 1, 2, 3, 4, 5]);

@@ -199,7 +199,7 @@ enum NetCommand {
         /// (default: rfc4193).
         #[arg(long, value_name = "MODES")]
         ipv6: Option<String>,
-        /// MTU of the virtual Ethernet (1280..=2800, default 2800).
+        /// MTU of the virtual Ethernet (1280..=10000, default 9000).
         #[arg(long, value_name = "N")]
         mtu: Option<u16>,
         /// A name for people.
@@ -235,7 +235,7 @@ enum NetCommand {
         /// IPv6 assignment: a comma-separated list of `rfc4193` and `6plane`, or `none`.
         #[arg(long, value_name = "MODES")]
         ipv6: Option<String>,
-        /// MTU of the virtual Ethernet (1280..=2800).
+        /// MTU of the virtual Ethernet (1280..=10000).
         #[arg(long, value_name = "N")]
         mtu: Option<u16>,
         /// A name for people (`""` removes it).

@@ -235,8 +235,8 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        // One digit changed: an MTU out of range.
-        let flipped = String::from_utf8_lossy(NETWORK).replace("2800", "9800");
+        // One digit added: an MTU out of range.
+        let flipped = String::from_utf8_lossy(NETWORK).replace("2800", "28000");
         let e = decode_network(flipped.as_bytes()).unwrap_err();
         assert!(e.to_string().starts_with("network record"), "{e}");
         assert!(decode_network(&NETWORK[..NETWORK.len() - 1]).is_err());

@@ -33,8 +33,9 @@ use super::{Result, WireError};
 use crate::identity::{Address, Identity, IDENTITY_LEN};
 use crate::vl2::NetworkId;
 
-/// Largest Ethernet frame a FRAME record may carry (14-byte header + 2800 MTU + 4 spare).
-pub const MAX_FRAME_LEN: usize = 14 + 2800 + 4;
+/// Largest Ethernet frame a FRAME record may carry (14-byte header + the largest MTU + 4
+/// for a VLAN tag).
+pub const MAX_FRAME_LEN: usize = 14 + crate::vl2::MAX_MTU + 4;
 /// Smallest Ethernet frame (a bare header).
 pub const MIN_FRAME_LEN: usize = 14;
 /// Most addresses in one MEMBERS record.

@@ -1,5 +1,5 @@
-//! Transport encryption cost: seal + open of one packet (ChaCha20-Poly1305 through snow's
-//! stateless transport, plus the replay window), for a 1400-byte and a 2800-byte payload.
+//! Transport encryption cost: seal + open of one packet (the session's AEAD, plus the
+//! replay window), for a 1400-byte, a 2800-byte and a 9000-byte payload.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -19,7 +19,7 @@ fn seal_open(c: &mut Criterion) {
     let mut tx = hs.finish(2, &r.msg2, now).unwrap();
     let mut rx = r.session;
     let mut group = c.benchmark_group("seal+open");
-    for size in [1400usize, 2800] {
+    for size in [1400usize, 2800, 9000] {
         let payload = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(format!("{size} bytes"), |bench| {

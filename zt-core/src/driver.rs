@@ -501,15 +501,16 @@ async fn recv_batch(sock: Option<&Socket>, batch: &mut RecvBatch) -> io::Result<
 
 /// Feeds the datagrams of a received batch to `f`, splitting GRO super-datagrams at their
 /// stride.
-fn for_each_datagram(batch: &RecvBatch, n: usize, mut f: impl FnMut(SocketAddr, &[u8])) {
-    for (buf, meta) in batch.bufs.iter().zip(&batch.meta).take(n) {
-        let data = &buf[..meta.len.min(buf.len())];
+fn for_each_datagram(batch: &mut RecvBatch, n: usize, mut f: impl FnMut(SocketAddr, &mut [u8])) {
+    for (buf, meta) in batch.bufs.iter_mut().zip(&batch.meta).take(n) {
+        let len = meta.len.min(buf.len());
+        let data = &mut buf[..len];
         let stride = if meta.stride == 0 {
             data.len().max(1)
         } else {
             meta.stride
         };
-        for d in data.chunks(stride) {
+        for d in data.chunks_mut(stride) {
             f(meta.addr, d);
         }
     }
@@ -897,6 +898,9 @@ async fn run_node(
             outgoing.push(t);
         }
         sockets.send_all(&outgoing, &mut scratch).await;
+        for t in outgoing.drain(..) {
+            node.recycle(t.bytes);
+        }
         while let Some(e) = node.poll_event() {
             match e {
                 Event::FrameReceived { nwid, frame } => {
@@ -946,14 +950,18 @@ async fn run_node(
             r = recv_batch(sockets.v4.as_ref(), &mut batch4) => match r {
                 Ok(n) => {
                     let now = Instant::now();
-                    for_each_datagram(&batch4, n, |from, d| node.handle_datagram(now, from, d));
+                    for_each_datagram(&mut batch4, n, |from, d| {
+                        node.handle_datagram_in_place(now, from, d)
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
             r = recv_batch(sockets.v6.as_ref(), &mut batch6) => match r {
                 Ok(n) => {
                     let now = Instant::now();
-                    for_each_datagram(&batch6, n, |from, d| node.handle_datagram(now, from, d));
+                    for_each_datagram(&mut batch6, n, |from, d| {
+                        node.handle_datagram_in_place(now, from, d)
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
@@ -1104,14 +1112,18 @@ async fn run_root(
             r = recv_batch(sockets.v4.as_ref(), &mut batch4) => match r {
                 Ok(n) => {
                     let now = Instant::now();
-                    for_each_datagram(&batch4, n, |from, d| root.handle_datagram(now, from, d));
+                    for_each_datagram(&mut batch4, n, |from, d| {
+                        root.handle_datagram_in_place(now, from, d)
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
             r = recv_batch(sockets.v6.as_ref(), &mut batch6) => match r {
                 Ok(n) => {
                     let now = Instant::now();
-                    for_each_datagram(&batch6, n, |from, d| root.handle_datagram(now, from, d));
+                    for_each_datagram(&mut batch6, n, |from, d| {
+                        root.handle_datagram_in_place(now, from, d)
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },

@@ -202,6 +202,16 @@ const MAX_CANDIDATES: usize = 4;
 /// Packets reassembled at once: a burst of frames sends the first pieces of up to
 /// `FRAME_BATCH` (64) frames before their last pieces, per peer.
 const MAX_REASSEMBLY: usize = 256;
+/// Most spare transmit buffers kept for reuse ([`Node::recycle`]): a burst of frames'
+/// fragments.
+const MAX_SPARE: usize = 256;
+/// Most spare buffers larger than a UDP MTU kept for reuse.
+const MAX_SPARE_LARGE: usize = 16;
+/// Buffers larger than this are not kept (a fragment or a small packet is at most a UDP
+/// MTU; a whole jumbo frame's packet is sent fragmented and its buffer kept too).
+const MAX_SPARE_CAPACITY: usize = 16 * 1024;
+/// Bytes of a FRAME record before the frame: the type and the network ID.
+const FRAME_RECORD_PREFIX: usize = 1 + 8;
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -629,6 +639,10 @@ pub struct Node {
     /// frames leave as one UDP GSO send, their last pieces as another, instead of 80
     /// alternating sizes that the kernel must take one packet at a time.
     leading: VecDeque<Transmit>,
+    /// Buffers of sent transmits, given back by the driver ([`Node::recycle`]) and reused
+    /// for the next packets and fragments, so the data path does not allocate per packet:
+    /// those of at most a UDP MTU, and larger ones (whole packets that were fragmented).
+    spare: [Vec<Vec<u8>>; 2],
     events: VecDeque<Event>,
     reassembly: Reassembler,
     observed: Option<SocketAddr>,
@@ -681,6 +695,7 @@ impl Node {
             networks: BTreeMap::new(),
             transmits: VecDeque::new(),
             leading: VecDeque::new(),
+            spare: [Vec::new(), Vec::new()],
             events: VecDeque::new(),
             reassembly: Reassembler::new(MAX_REASSEMBLY),
             observed: None,
@@ -719,6 +734,32 @@ impl Node {
         self.leading
             .pop_front()
             .or_else(|| self.transmits.pop_front())
+    }
+
+    /// Gives back the buffer of a sent [`Transmit`] for the node to build later packets
+    /// in (optional: a node that gets none allocates).
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        let large = bytes.capacity() > self.udp_mtu;
+        let (pool, most) = match large {
+            false => (&mut self.spare[0], MAX_SPARE),
+            true => (&mut self.spare[1], MAX_SPARE_LARGE),
+        };
+        if pool.len() < most && bytes.capacity() <= MAX_SPARE_CAPACITY {
+            bytes.clear();
+            pool.push(bytes);
+        }
+    }
+
+    /// An empty buffer of at least `len` bytes of capacity, a spare one if there is one.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let pool = &mut self.spare[usize::from(len > self.udp_mtu)];
+        match pool.pop() {
+            Some(mut b) => {
+                b.reserve(len);
+                b
+            }
+            None => Vec::with_capacity(len.max(self.udp_mtu)),
+        }
     }
 
     /// Takes the next event.
@@ -1184,28 +1225,32 @@ impl Node {
         if !nwid.is_adhoc() && net.config.is_none() {
             return Err(SendError::NotConfigured { nwid });
         }
-        let msg = Message::Frame { nwid, frame }.to_vec();
-        if dst.is_multicast() {
-            if !net.members_known {
-                // Nobody to send it to yet: hold it until a root lists the members.
-                if let Some(net) = self.networks.get_mut(&nwid) {
-                    if net.early_multicast.len() >= MAX_EARLY_MULTICAST {
-                        net.early_multicast.pop_front();
-                    }
-                    net.early_multicast.push_back(msg);
-                }
-                return Ok(());
-            }
-            self.send_to_members(now, nwid, msg);
-        } else {
+        if !dst.is_multicast() {
             let to = dst
                 .to_member(nwid)
                 .filter(|a| *a != self.address())
                 .ok_or(SendError::UnknownDestination { nwid, dst })?;
             if self.show_credentials(now, nwid, to) {
-                self.send_message(now, to, msg);
+                // The record is written straight into the packet and sealed there.
+                let record = Message::Frame { nwid, frame };
+                self.send_record(now, to, None, FRAME_RECORD_PREFIX + frame.len(), |out| {
+                    record.emit(out)
+                });
             }
+            return Ok(());
         }
+        let msg = Message::Frame { nwid, frame }.to_vec();
+        if !net.members_known {
+            // Nobody to send it to yet: hold it until a root lists the members.
+            if let Some(net) = self.networks.get_mut(&nwid) {
+                if net.early_multicast.len() >= MAX_EARLY_MULTICAST {
+                    net.early_multicast.pop_front();
+                }
+                net.early_multicast.push_back(msg);
+            }
+            return Ok(());
+        }
+        self.send_to_members(now, nwid, msg);
         Ok(())
     }
 
@@ -1777,20 +1822,34 @@ impl Node {
         msg: Vec<u8>,
         via: Option<SocketAddr>,
     ) {
+        self.send_record(now, addr, via, msg.len(), |out| out.extend_from_slice(&msg));
+    }
+
+    /// Sends the record that `write` appends (`len` bytes) to `addr` on the current
+    /// session, or queues it until there is one. The packet is built in one buffer:
+    /// header, data prefix, then the record, sealed in place.
+    fn send_record(
+        &mut self,
+        now: Instant,
+        addr: Address,
+        via: Option<SocketAddr>,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         if addr == self.address() {
             return;
         }
         let dst = via.or_else(|| self.route(now, addr));
         let hdr = self.header(PacketType::Data, addr);
         let rekey_after = self.timing.rekey_after_packets;
+        let mut pkt = self.buffer(HEADER_LEN + DATA_PREFIX_LEN + len + TAG_LEN);
         let p = self.peer_mut(addr);
         let (Some(s), Some(dst)) = (p.current.as_mut(), dst) else {
-            p.enqueue(msg);
+            write(&mut pkt);
+            p.enqueue(pkt);
             self.service_peer(now, addr);
             return;
         };
-        // The packet is built in one buffer: header, data prefix, then the ciphertext
-        // sealed in place after them.
         let counter = match s.next_counter() {
             Ok(c) => c,
             Err(e) => {
@@ -1798,7 +1857,6 @@ impl Node {
                 return;
             }
         };
-        let mut pkt = Vec::with_capacity(HEADER_LEN + DATA_PREFIX_LEN + msg.len() + TAG_LEN);
         hdr.emit_vec(&mut pkt);
         DataRepr {
             receiver_index: s.remote_index,
@@ -1806,7 +1864,9 @@ impl Node {
             ciphertext: &[],
         }
         .emit(&mut pkt);
-        if let Err(e) = s.seal_append(&msg, &mut pkt) {
+        let start = pkt.len();
+        write(&mut pkt);
+        if let Err(e) = s.seal_in_place(&mut pkt, start) {
             tracing::debug!(peer = %addr, error = %e, "seal failed");
             return;
         }
@@ -1845,7 +1905,7 @@ impl Node {
         };
         let packet_id = self.rng.next_u32();
         for (index, chunk) in pkt.chunks(chunk_len).enumerate() {
-            let mut f = Vec::with_capacity(HEADER_LEN + FRAGMENT_PREFIX_LEN + chunk.len());
+            let mut f = self.buffer(HEADER_LEN + FRAGMENT_PREFIX_LEN + chunk.len());
             header::Repr {
                 packet_type: PacketType::Fragment,
                 ..hdr
@@ -1865,15 +1925,22 @@ impl Node {
             };
             queue.push_back(Transmit { dst, bytes: f });
         }
+        self.recycle(pkt);
     }
 
     /// Processes one UDP datagram from `from`. Malformed or unauthentic input is dropped.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.handle_packet(now, from, &mut bytes.to_vec(), true);
+    }
+
+    /// [`Node::handle_datagram`] on a buffer the node may decrypt in place (its contents
+    /// are unspecified afterwards): what the driver calls, without a copy.
+    pub fn handle_datagram_in_place(&mut self, now: Instant, from: SocketAddr, bytes: &mut [u8]) {
         self.handle_packet(now, from, bytes, true);
     }
 
-    fn handle_packet(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], outer: bool) {
-        let Ok(pkt) = header::Packet::new_checked(bytes) else {
+    fn handle_packet(&mut self, now: Instant, from: SocketAddr, bytes: &mut [u8], outer: bool) {
+        let Ok(pkt) = header::Packet::new_checked(&*bytes) else {
             return;
         };
         let Ok(hdr) = header::Repr::parse(&pkt) else {
@@ -1887,6 +1954,11 @@ impl Node {
                 self.relay_packet(now, from, hdr, bytes);
             }
             return;
+        }
+        if hdr.packet_type == PacketType::Data {
+            // Opened in place: the body is the buffer past the header.
+            let body = &mut bytes[HEADER_LEN..];
+            return self.on_data(now, from, hdr, body);
         }
         let body = pkt.body();
         match hdr.packet_type {
@@ -1902,7 +1974,7 @@ impl Node {
             }
             PacketType::CookieReply => self.on_cookie_reply(now, from, hdr, body),
             PacketType::HandshakeResponse => self.on_response(now, from, hdr, body),
-            PacketType::Data => self.on_data(now, from, hdr, body),
+            PacketType::Data => {}
         }
     }
 
@@ -1914,7 +1986,7 @@ impl Node {
             return;
         };
         let expires = now + self.timing.reassembly_timeout;
-        let Some(whole) = self.reassembly.insert(hdr.src, &f, expires) else {
+        let Some(mut whole) = self.reassembly.insert(hdr.src, &f, expires) else {
             return;
         };
         // The reassembled packet must come from the same source as its fragments.
@@ -1923,7 +1995,7 @@ impl Node {
             .and_then(|p| header::Repr::parse(&p).ok())
             .is_some_and(|h| h.src == hdr.src && h.dst == hdr.dst)
         {
-            self.handle_packet(now, from, &whole, false);
+            self.handle_packet(now, from, &mut whole, false);
         }
     }
 
@@ -2266,14 +2338,20 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &[u8]) {
-        let Ok(dp) = DataPacket::new_checked(body) else {
+    fn on_data(&mut self, now: Instant, from: SocketAddr, hdr: header::Repr, body: &mut [u8]) {
+        let Ok(dp) = DataPacket::new_checked(&*body) else {
             return;
         };
-        let Ok(d) = DataRepr::parse(&dp) else {
+        let Ok(DataRepr {
+            receiver_index,
+            counter,
+            ..
+        }) = DataRepr::parse(&dp)
+        else {
             return;
         };
-        if self.indices.get(&d.receiver_index) != Some(&hdr.src) {
+        let ciphertext = &mut body[DATA_PREFIX_LEN..];
+        if self.indices.get(&receiver_index) != Some(&hdr.src) {
             return;
         }
         let previous_keep = self.timing.previous_keep;
@@ -2282,10 +2360,15 @@ impl Node {
         };
         let mut on_previous = false;
         let mut promoted = false;
-        let plain = if p.current.as_ref().map(|s| s.local_index) == Some(d.receiver_index) {
-            p.current.as_mut().map(|s| s.open(d.counter, d.ciphertext))
-        } else if p.next.as_ref().map(|s| s.0.local_index) == Some(d.receiver_index) {
-            let r = p.next.as_mut().map(|s| s.0.open(d.counter, d.ciphertext));
+        let plain = if p.current.as_ref().map(|s| s.local_index) == Some(receiver_index) {
+            p.current
+                .as_mut()
+                .map(|s| s.open_in_place(counter, ciphertext))
+        } else if p.next.as_ref().map(|s| s.0.local_index) == Some(receiver_index) {
+            let r = p
+                .next
+                .as_mut()
+                .map(|s| s.0.open_in_place(counter, ciphertext));
             if matches!(r, Some(Ok(_))) {
                 // The initiator uses the new session: it is confirmed.
                 if let Some((s, _)) = p.next.take() {
@@ -2298,11 +2381,11 @@ impl Node {
                 }
             }
             r
-        } else if p.previous.as_ref().map(|s| s.0.local_index) == Some(d.receiver_index) {
+        } else if p.previous.as_ref().map(|s| s.0.local_index) == Some(receiver_index) {
             on_previous = true;
             p.previous
                 .as_mut()
-                .map(|s| s.0.open(d.counter, d.ciphertext))
+                .map(|s| s.0.open_in_place(counter, ciphertext))
         } else {
             None
         };
@@ -2326,7 +2409,7 @@ impl Node {
                 self.send_message(now, hdr.src, Message::Keepalive.to_vec());
             }
         }
-        let Ok(msg) = Message::parse(&plain) else {
+        let Ok(msg) = Message::parse(plain) else {
             tracing::debug!(peer = %hdr.src, "malformed record");
             return;
         };
@@ -2773,6 +2856,12 @@ impl Root {
     /// Processes one UDP datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.node.handle_datagram(now, from, bytes);
+    }
+
+    /// [`Root::handle_datagram`] on a buffer the root may decrypt in place (its contents
+    /// are unspecified afterwards).
+    pub fn handle_datagram_in_place(&mut self, now: Instant, from: SocketAddr, bytes: &mut [u8]) {
+        self.node.handle_datagram_in_place(now, from, bytes);
     }
 
     /// Runs due timers (session and path expiry).

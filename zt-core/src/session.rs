@@ -11,9 +11,12 @@
 //!   authenticated, that its address is the packet's source address, and (through the
 //!   caller, which caches results) that the identity verifies: address derived from the keys
 //!   and the Ed25519 signature over the X25519 key.
-//! - After message 2 both sides switch to snow's *stateless* transport mode: every packet
-//!   carries its counter, used as the AEAD nonce, so UDP loss and reordering do not break
-//!   decryption, and a [`ReplayWindow`] rejects duplicates.
+//! - After message 2 both sides take the handshake's two transport keys (Noise's `Split`)
+//!   and seal and open in place with `ring`'s ChaCha20-Poly1305, exactly as Noise's
+//!   transport phase does (the nonce is four zero bytes and the counter little-endian, no
+//!   associated data; DECISIONS.md D21): every packet carries its counter, used as the
+//!   nonce, so UDP loss and reordering do not break decryption, and a [`ReplayWindow`]
+//!   rejects duplicates.
 //!
 //! Ephemeral keys come from a ChaCha20 generator seeded by the caller, so the crate draws
 //! no randomness of its own (the node seeds it from its own seeded RNG).
@@ -22,10 +25,11 @@ use std::time::Instant;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
-use snow::{HandshakeState, StatelessTransportState};
+use snow::HandshakeState;
 
 use crate::identity::{Address, Identity, SecretIdentity};
 use crate::replay::ReplayWindow;
@@ -170,12 +174,9 @@ impl InitiatorHandshake {
         self.state
             .read_message(msg2, &mut payload)
             .map_err(noise("message 2 read"))?;
-        let transport = self
-            .state
-            .into_stateless_transport_mode()
-            .map_err(noise("transport switch"))?;
+        let keys = transport_keys(&mut self.state)?;
         Ok(Session::new(
-            transport,
+            keys,
             self.local_index,
             remote_index,
             now,
@@ -232,19 +233,49 @@ pub fn respond(
         .write_message(&[], &mut msg2)
         .map_err(noise("message 2 write"))?;
     msg2.truncate(n);
-    let transport = state
-        .into_stateless_transport_mode()
-        .map_err(noise("transport switch"))?;
+    let keys = transport_keys(&mut state)?;
     Ok(Responded {
         identity,
-        session: Session::new(transport, local_index, remote_index, now, false),
+        session: Session::new(keys, local_index, remote_index, now, false),
         msg2,
     })
 }
 
+/// The two transport keys of a finished handshake, ours to send with first: Noise's
+/// `Split()` gives the initiator's sending key first.
+fn transport_keys(state: &mut HandshakeState) -> Result<(LessSafeKey, LessSafeKey), SessionError> {
+    if !state.is_handshake_finished() {
+        return Err(noise("transport switch")(snow::Error::State(
+            snow::error::StateProblem::HandshakeNotFinished,
+        )));
+    }
+    let (mut first, mut second) = state.dangerously_get_raw_split();
+    let key = |k: &[u8; 32]| {
+        UnboundKey::new(&CHACHA20_POLY1305, k)
+            .map(LessSafeKey::new)
+            .expect("a 32-byte key fits ChaCha20-Poly1305")
+    };
+    let keys = if state.is_initiator() {
+        (key(&first), key(&second))
+    } else {
+        (key(&second), key(&first))
+    };
+    first.fill(0);
+    second.fill(0);
+    Ok(keys)
+}
+
+/// Noise's nonce for ChaCha20-Poly1305: four zero bytes, then the counter little-endian.
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
 /// An established session: keys, counters and the replay window.
 pub struct Session {
-    transport: StatelessTransportState,
+    send_key: LessSafeKey,
+    recv_key: LessSafeKey,
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,
     send_counter: u64,
@@ -266,14 +297,15 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     fn new(
-        transport: StatelessTransportState,
+        (send_key, recv_key): (LessSafeKey, LessSafeKey),
         local_index: u32,
         remote_index: u32,
         now: Instant,
         initiator: bool,
     ) -> Self {
         Session {
-            transport,
+            send_key,
+            recv_key,
             local_index,
             remote_index,
             send_counter: 0,
@@ -312,36 +344,51 @@ impl Session {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<u64, SessionError> {
-        let counter = self.next_counter()?;
         let start = out.len();
-        out.resize(start + plaintext.len() + TAG_LEN, 0);
-        match self
-            .transport
-            .write_message(counter, plaintext, &mut out[start..])
-        {
-            Ok(n) => out.truncate(start + n),
-            Err(e) => {
-                out.truncate(start);
-                return Err(noise("seal")(e));
-            }
-        }
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(out, start)
+            .inspect_err(|_| out.truncate(start))
+    }
+
+    /// Encrypts `buf[start..]` in place under the next counter and appends the tag: a
+    /// packet whose header and plaintext were written into one buffer is sealed without a
+    /// copy. Returns the counter used. On an error `buf` is left as it was.
+    pub fn seal_in_place(&mut self, buf: &mut Vec<u8>, start: usize) -> Result<u64, SessionError> {
+        let counter = self.next_counter()?;
+        let tag = self
+            .send_key
+            .seal_in_place_separate_tag(nonce(counter), Aad::empty(), &mut buf[start..])
+            .map_err(|_| noise("seal")(snow::Error::Input))?;
+        buf.extend_from_slice(tag.as_ref());
         self.send_counter += 1;
         Ok(counter)
     }
 
     /// Decrypts a packet, rejecting replays; the window moves only for authentic packets.
     pub fn open(&mut self, counter: u64, ciphertext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let mut buf = ciphertext.to_vec();
+        let n = self.open_in_place(counter, &mut buf)?.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Decrypts `ciphertext` (with its tag) in place and returns the plaintext, the front
+    /// of the same bytes; rejects replays, and the window moves only for authentic
+    /// packets. On an error the bytes are garbage.
+    pub fn open_in_place<'a>(
+        &mut self,
+        counter: u64,
+        ciphertext: &'a mut [u8],
+    ) -> Result<&'a mut [u8], SessionError> {
         if !self.replay.check(counter) {
             return Err(SessionError::Replay { counter });
         }
-        let mut out = vec![0u8; ciphertext.len()];
-        let n = self
-            .transport
-            .read_message(counter, ciphertext, &mut out)
-            .map_err(noise("open"))?;
-        out.truncate(n);
+        let plain = self
+            .recv_key
+            .open_in_place(nonce(counter), Aad::empty(), ciphertext)
+            .map_err(|_| noise("open")(snow::Error::Decrypt))?;
         self.replay.accept(counter);
-        Ok(out)
+        Ok(plain)
     }
 }
 
@@ -399,6 +446,87 @@ mod tests {
             Err(SessionError::Exhausted)
         ));
         assert_eq!(pkt, before);
+    }
+
+    /// The in-place transport computes exactly what snow's transport mode does with the
+    /// same handshake, both ways (nodes built before it understand every packet).
+    #[test]
+    fn in_place_transport_matches_snows() {
+        let (a, b) = (test_identity(11), test_identity(12));
+        let mut i = builder([1; 32])
+            .local_private_key(a.x25519_secret())
+            .and_then(|x| x.remote_public_key(b.public().x25519_public()))
+            .and_then(|x| x.prologue(PROLOGUE))
+            .and_then(|x| x.build_initiator())
+            .unwrap();
+        let mut r = builder([2; 32])
+            .local_private_key(b.x25519_secret())
+            .and_then(|x| x.prologue(PROLOGUE))
+            .and_then(|x| x.build_responder())
+            .unwrap();
+        let (mut m, mut p) = ([0u8; 512], [0u8; 512]);
+        let n = i.write_message(b"id", &mut m).unwrap();
+        r.read_message(&m[..n], &mut p).unwrap();
+        let n = r.write_message(&[], &mut m).unwrap();
+        i.read_message(&m[..n], &mut p).unwrap();
+        let mut ours_i = Session::new(transport_keys(&mut i).unwrap(), 1, 2, Instant::now(), true);
+        let mut ours_r = Session::new(transport_keys(&mut r).unwrap(), 2, 1, Instant::now(), false);
+        let snow_i = i.into_stateless_transport_mode().unwrap();
+        let snow_r = r.into_stateless_transport_mode().unwrap();
+        for len in [0usize, 1, 1400, 9000] {
+            let plain: Vec<u8> = (0..len).map(|x| (x * 7) as u8).collect();
+            for (ours, theirs, peer) in [
+                (&mut ours_i, &snow_i, &snow_r),
+                (&mut ours_r, &snow_r, &snow_i),
+            ] {
+                let (counter, sealed) = ours.seal(&plain).unwrap();
+                let mut expected = vec![0u8; len + TAG_LEN];
+                theirs
+                    .write_message(counter, &plain, &mut expected)
+                    .unwrap();
+                assert_eq!(sealed, expected, "ciphertexts differ at length {len}");
+                let mut back = vec![0u8; len + TAG_LEN];
+                let n = peer.read_message(counter, &sealed, &mut back).unwrap();
+                assert_eq!(back[..n], plain[..]);
+            }
+            let (counter, sealed) = {
+                let mut out = vec![0u8; len + TAG_LEN];
+                let c = 1000 + len as u64;
+                snow_r.write_message(c, &plain, &mut out).unwrap();
+                (c, out)
+            };
+            assert_eq!(ours_i.open(counter, &sealed).unwrap(), plain);
+        }
+    }
+
+    /// A packet sealed in place after its header opens in place to the same bytes, and a
+    /// flipped bit anywhere in the ciphertext or tag is refused without moving the window.
+    #[test]
+    fn seal_and_open_in_place() {
+        let (mut a, mut b, _) = pair();
+        let mut pkt = b"head".to_vec();
+        pkt.extend_from_slice(b"frame bytes");
+        let counter = a.seal_in_place(&mut pkt, 4).unwrap();
+        assert_eq!(pkt.len(), 4 + 11 + TAG_LEN);
+        assert_eq!(&pkt[..4], b"head");
+        let good = pkt.clone();
+        for bit in [4 * 8, (pkt.len() - 1) * 8 + 7] {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(matches!(
+                b.open_in_place(counter, &mut bad[4..]),
+                Err(SessionError::Noise { .. })
+            ));
+        }
+        assert_eq!(
+            b.open_in_place(counter, &mut pkt[4..]).unwrap(),
+            b"frame bytes"
+        );
+        let mut again = good.clone();
+        assert!(matches!(
+            b.open_in_place(counter, &mut again[4..]),
+            Err(SessionError::Replay { .. })
+        ));
     }
 
     fn pair() -> (Session, Session, SecretIdentity) {

@@ -75,7 +75,7 @@ use crate::wire::credential::{Certificate, DirectoryEntry, Revocation, Route, Si
 use crate::wire::data::{DataPacket, DataRepr, DATA_PREFIX_LEN, TAG_LEN};
 use crate::wire::fragment::{FragmentPacket, FragmentRepr, FRAGMENT_PREFIX_LEN, MAX_FRAGMENTS};
 use crate::wire::handshake::{InitPacket, InitRepr, ResponsePacket, ResponseRepr};
-use crate::wire::header::{self, PacketType, HEADER_LEN, MAX_HOPS};
+use crate::wire::header::{self, PacketType, FLAG_AES_GCM, HEADER_LEN, MAX_HOPS};
 use crate::wire::message::{Message, MAX_FRAME_LEN, MAX_MEMBERS, MIN_FRAME_LEN};
 
 /// Timers and limits. The defaults suit real networks; tests shorten them.
@@ -161,6 +161,9 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Largest UDP payload to send; bigger packets are fragmented.
     pub udp_mtu: usize,
+    /// Offer and accept AES-256-GCM for sessions' transport (default: when this CPU runs
+    /// it in hardware, [`session::aes_gcm_is_fast`]); ChaCha20-Poly1305 otherwise.
+    pub aes_transport: bool,
 }
 
 impl NodeConfig {
@@ -172,6 +175,7 @@ impl NodeConfig {
             rng_seed,
             timing: Timing::default(),
             udp_mtu: DEFAULT_UDP_MTU,
+            aes_transport: session::aes_gcm_is_fast(),
         }
     }
 }
@@ -332,6 +336,8 @@ pub struct PeerStatus {
     /// How long ago the last authenticated packet came from it, if one did since its
     /// session came up.
     pub last_heard: Option<Duration>,
+    /// The AEAD of the current session's transport, if there is a session.
+    pub cipher: Option<session::Cipher>,
 }
 
 /// A ping unanswered for this long means the peer is not live (for [`PeerStatus::up`]);
@@ -628,6 +634,8 @@ pub struct Node {
     identity: SecretIdentity,
     timing: Timing,
     udp_mtu: usize,
+    /// [`NodeConfig::aes_transport`].
+    aes_transport: bool,
     rng: ChaCha20Rng,
     peers: BTreeMap<Address, Peer>,
     indices: HashMap<u32, Address>,
@@ -689,6 +697,7 @@ impl Node {
             identity: config.identity,
             timing: config.timing,
             udp_mtu: config.udp_mtu.max(MIN_UDP_MTU),
+            aes_transport: config.aes_transport,
             rng,
             peers: BTreeMap::new(),
             indices: HashMap::new(),
@@ -796,6 +805,7 @@ impl Node {
                 },
                 latency: p.latency,
                 handshakes: p.handshakes,
+                cipher: p.current.as_ref().map(Session::cipher),
             })
             .collect();
         v.sort_by_key(|s| (!s.is_root, s.address));
@@ -1712,6 +1722,7 @@ impl Node {
         header::Repr {
             packet_type: PacketType::HandshakeInit,
             hops: 0,
+            flags: if self.aes_transport { FLAG_AES_GCM } else { 0 },
             dst: addr,
             src: self.identity.address(),
         }
@@ -1795,6 +1806,7 @@ impl Node {
         header::Repr {
             packet_type,
             hops: 0,
+            flags: 0,
             dst,
             src: self.address(),
         }
@@ -1908,6 +1920,7 @@ impl Node {
             let mut f = self.buffer(HEADER_LEN + FRAGMENT_PREFIX_LEN + chunk.len());
             header::Repr {
                 packet_type: PacketType::Fragment,
+                flags: 0,
                 ..hdr
             }
             .emit_vec(&mut f);
@@ -2065,6 +2078,7 @@ impl Node {
             seed,
             index,
             init.sender_index,
+            (hdr.flags & FLAG_AES_GCM != 0, self.aes_transport),
             now,
         ) {
             Ok(r) => r,
@@ -2246,7 +2260,11 @@ impl Node {
         let Some(pending) = p.pending.take() else {
             return;
         };
-        let session = match pending.hs.finish(resp.sender_index, resp.noise, now) {
+        let offered_aes = self.aes_transport;
+        let session = match pending
+            .hs
+            .finish(resp.sender_index, resp.noise, offered_aes, now)
+        {
             Ok(s) => s,
             Err(e) => {
                 // The handshake state is spent; the retry timer starts a new one.
@@ -2837,6 +2855,7 @@ impl Root {
             rng_seed,
             timing,
             udp_mtu: DEFAULT_UDP_MTU,
+            aes_transport: session::aes_gcm_is_fast(),
         };
         Root {
             node: Node::with_role(config, Role::Root, now),

@@ -675,6 +675,20 @@ fn hole_punching_through_two_port_restricted_nats_gives_a_direct_path() {
     );
     // The NATs did filter something: the first probes hit closed mappings.
     assert!(w.sim.nat_dropped > 0);
+    // Both ends use the same transport cipher: AES-256-GCM where the CPU runs it.
+    let want = match zt_core::session::aes_gcm_is_fast() {
+        true => zt_core::session::Cipher::Aes256Gcm,
+        false => zt_core::session::Cipher::ChaChaPoly,
+    };
+    let now = w.sim.now;
+    for (host, peer) in [(a, addr_b), (b, addr_a)] {
+        let status = w.sim.node(host).peers(now);
+        let cipher = status
+            .iter()
+            .find(|p| p.address == peer)
+            .and_then(|p| p.cipher);
+        assert_eq!(cipher, Some(want));
+    }
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The addresses are 40-bit node addresses. `hops` counts relays (a root increments it
-//! when it forwards a packet); `flags` is reserved, sent as zero and ignored. The header is
+//! when it forwards a packet); `flags` is zero but for [`FLAG_AES_GCM`] on a handshake
+//! initiation, and a receiver ignores the bits it does not know. The header is
 //! not authenticated: a relay must be able to rewrite `hops`, and receivers check the
 //! addresses against the session the body decrypts under.
 
@@ -28,6 +29,11 @@ mod field {
 
 /// Length of the header.
 pub const HEADER_LEN: usize = field::BODY;
+
+/// On HANDSHAKE_INIT and HANDSHAKE_INIT_COOKIE: the initiator can use AES-256-GCM for the
+/// session's transport (`docs/PROTOCOL.md`, section 3). Not authenticated: changing it can
+/// only choose between the two ciphers, and the responder's choice is authenticated.
+pub const FLAG_AES_GCM: u8 = 0x01;
 /// Packets that have been relayed more often than this are dropped.
 pub const MAX_HOPS: u8 = 2;
 
@@ -204,6 +210,8 @@ pub struct Repr {
     pub packet_type: PacketType,
     /// Relays passed so far.
     pub hops: u8,
+    /// Flag bits ([`FLAG_AES_GCM`]).
+    pub flags: u8,
     /// Destination node.
     pub dst: Address,
     /// Source node.
@@ -223,6 +231,7 @@ impl Repr {
         Ok(Repr {
             packet_type: PacketType::from_u8(p.packet_type())?,
             hops: p.hops(),
+            flags: p.flags(),
             dst: Address::from_bytes(p.dst()).map_err(malformed("destination address"))?,
             src: Address::from_bytes(p.src()).map_err(malformed("source address"))?,
         })
@@ -241,7 +250,7 @@ impl Repr {
         p.set_version(PROTOCOL_VERSION);
         p.set_packet_type(self.packet_type.to_u8());
         p.set_hops(self.hops);
-        p.set_flags(0);
+        p.set_flags(self.flags);
         p.set_dst(self.dst);
         p.set_src(self.src);
     }
@@ -267,6 +276,7 @@ mod tests {
         Repr {
             packet_type: PacketType::Data,
             hops: 1,
+            flags: 0,
             dst: Address::new(0x89e92ceee5).unwrap(),
             src: Address::new(0x123456789a).unwrap(),
         }

@@ -19,9 +19,10 @@ use crate::core::Shared;
 
 /// Spent buffers kept for reuse, per queue (and in the stack's own pool). A pool only
 /// saves the allocator a little work per frame, so it is kept small: every buffer in it
-/// is resident memory (2.8 KiB a frame), and a receiver's pools used to fill up with the
-/// received frames of a bulk flow (4,096 + 1,024 buffers, 14 MiB) and never give them back.
-pub(crate) const POOL_MAX: usize = 128;
+/// is resident memory (9 KiB a frame at the default MTU, so 40 hold 360 KiB), and a
+/// receiver's pools used to fill up with the received frames of a bulk flow (4,096 +
+/// 1,024 buffers, 14 MiB) and never give them back.
+pub(crate) const POOL_MAX: usize = 40;
 
 #[derive(Debug, Default)]
 struct QueueState {

@@ -208,7 +208,7 @@ const MAX_CANDIDATES: usize = 4;
 const MAX_REASSEMBLY: usize = 256;
 /// Most spare transmit buffers kept for reuse ([`Node::recycle`]): a burst of frames'
 /// fragments.
-const MAX_SPARE: usize = 256;
+const MAX_SPARE: usize = 64;
 /// Most spare buffers larger than a UDP MTU kept for reuse.
 const MAX_SPARE_LARGE: usize = 16;
 /// Buffers larger than this are not kept (a fragment or a small packet is at most a UDP

@@ -748,10 +748,10 @@ impl Node {
     /// Gives back the buffer of a sent [`Transmit`] for the node to build later packets
     /// in (optional: a node that gets none allocates).
     pub fn recycle(&mut self, mut bytes: Vec<u8>) {
-        let large = bytes.capacity() > self.udp_mtu;
-        let (pool, most) = match large {
-            false => (&mut self.spare[0], MAX_SPARE),
-            true => (&mut self.spare[1], MAX_SPARE_LARGE),
+        let (pool, most) = if bytes.capacity() > self.udp_mtu {
+            (&mut self.spare[1], MAX_SPARE_LARGE)
+        } else {
+            (&mut self.spare[0], MAX_SPARE)
         };
         if pool.len() < most && bytes.capacity() <= MAX_SPARE_CAPACITY {
             bytes.clear();
@@ -1968,18 +1968,14 @@ impl Node {
             }
             return;
         }
-        if hdr.packet_type == PacketType::Data {
-            // Opened in place: the body is the buffer past the header.
-            let body = &mut bytes[HEADER_LEN..];
-            return self.on_data(now, from, hdr, body);
-        }
-        let body = pkt.body();
+        // Mutable, so that a transport packet is opened in place.
+        let body = &mut bytes[HEADER_LEN..];
         match hdr.packet_type {
             PacketType::Fragment if outer => self.on_fragment(now, from, hdr, body),
             PacketType::Fragment | PacketType::HolePunch => {}
             PacketType::HandshakeInit => self.on_init(now, from, hdr, body, None),
             PacketType::HandshakeInitCookie => {
-                let Ok(cp) = CookieInitPacket::new_checked(body) else {
+                let Ok(cp) = CookieInitPacket::new_checked(&*body) else {
                     return;
                 };
                 let cookie = cp.cookie();
@@ -1987,7 +1983,7 @@ impl Node {
             }
             PacketType::CookieReply => self.on_cookie_reply(now, from, hdr, body),
             PacketType::HandshakeResponse => self.on_response(now, from, hdr, body),
-            PacketType::Data => {}
+            PacketType::Data => self.on_data(now, from, hdr, body),
         }
     }
 
@@ -2260,7 +2256,7 @@ impl Node {
         let Some(pending) = p.pending.take() else {
             return;
         };
-        let offered_aes = self.aes_transport;
+        let offered_aes = self.aes_transport; // as `initiate` flagged it
         let session = match pending
             .hs
             .finish(resp.sender_index, resp.noise, offered_aes, now)
@@ -2849,14 +2845,8 @@ pub struct Root {
 impl Root {
     /// Creates a root.
     pub fn new(identity: SecretIdentity, rng_seed: [u8; 32], timing: Timing, now: Instant) -> Self {
-        let config = NodeConfig {
-            identity,
-            roots: Vec::new(),
-            rng_seed,
-            timing,
-            udp_mtu: DEFAULT_UDP_MTU,
-            aes_transport: session::aes_gcm_is_fast(),
-        };
+        let mut config = NodeConfig::new(identity, Vec::new(), rng_seed);
+        config.timing = timing;
         Root {
             node: Node::with_role(config, Role::Root, now),
         }

@@ -12,11 +12,12 @@
 //!   caller, which caches results) that the identity verifies: address derived from the keys
 //!   and the Ed25519 signature over the X25519 key.
 //! - After message 2 both sides take the handshake's two transport keys (Noise's `Split`)
-//!   and seal and open in place with `ring`'s ChaCha20-Poly1305, exactly as Noise's
-//!   transport phase does (the nonce is four zero bytes and the counter little-endian, no
-//!   associated data; DECISIONS.md D21): every packet carries its counter, used as the
-//!   nonce, so UDP loss and reordering do not break decryption, and a [`ReplayWindow`]
-//!   rejects duplicates.
+//!   and seal and open in place with `ring` (DECISIONS.md D21): ChaCha20-Poly1305 exactly
+//!   as Noise's transport phase does (the nonce is four zero bytes and the counter
+//!   little-endian, no associated data), or AES-256-GCM with the same nonces where both
+//!   nodes run it in hardware and message 2 chose it ([`Cipher`], D22). Every packet
+//!   carries its counter, used as the nonce, so UDP loss and reordering do not break
+//!   decryption, and a [`ReplayWindow`] rejects duplicates.
 //!
 //! Ephemeral keys come from a ChaCha20 generator seeded by the caller, so the crate draws
 //! no randomness of its own (the node seeds it from its own seeded RNG).
@@ -319,11 +320,11 @@ fn transport_keys(
         )));
     }
     let (mut first, mut second) = state.dangerously_get_raw_split();
+    let algorithm = match cipher {
+        Cipher::ChaChaPoly => &CHACHA20_POLY1305,
+        Cipher::Aes256Gcm => &AES_256_GCM,
+    };
     let key = |k: &[u8; 32]| {
-        let algorithm = match cipher {
-            Cipher::ChaChaPoly => &CHACHA20_POLY1305,
-            Cipher::Aes256Gcm => &AES_256_GCM,
-        };
         UnboundKey::new(algorithm, k)
             .map(LessSafeKey::new)
             .expect("both ciphers take 32-byte keys")
@@ -338,7 +339,9 @@ fn transport_keys(
     Ok(keys)
 }
 
-/// Noise's nonce for ChaCha20-Poly1305: four zero bytes, then the counter little-endian.
+/// The nonce of packet `counter`, for both ciphers: four zero bytes, then the counter
+/// little-endian (Noise's layout for ChaCha20-Poly1305; Noise's AES-GCM would write the
+/// counter big-endian, but the AES-GCM transport is this protocol's own, PROTOCOL.md §4).
 fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_le_bytes());

@@ -278,14 +278,15 @@ static void stateful(const char *prefix, int s)
 	for (size_t i = 0; i < sizeof STATEFUL / sizeof STATEFUL[0]; i++) {
 		const struct opt *o = find(STATEFUL[i][0], STATEFUL[i][1]);
 		if (o && o->level == IPPROTO_TCP && o->name == TCP_MAXSEG && !C.loopback) {
-			/* the MSS follows the link's MTU: only say whether there is one */
+			/* the MSS follows the link's MTU: only say whether it is the default (536,
+			 * unconnected) or a connection's */
 			int v = 0;
 			socklen_t len = sizeof v;
 			char n[128];
 			snprintf(n, sizeof n, "%s.get.TCP_MAXSEG", prefix);
 			errno = 0;
 			int r = getsockopt(s, IPPROTO_TCP, TCP_MAXSEG, &v, &len);
-			out(n, "%s%s", rstr(r, errno, 0), r == 0 ? (v > 500 ? " val>500" : " val<=500") : "");
+			out(n, "%s%s", rstr(r, errno, 0), r == 0 ? (v > 536 ? " val>536" : v == 536 ? " val=536" : " val<536") : "");
 			continue;
 		}
 		if (o && ((o->level == IPPROTO_IP && o->name == IP_MTU) ||

@@ -121,6 +121,10 @@ pub(crate) struct Conn {
     pub(crate) last_pure_ack: Option<(u32, u16)>,
     /// Handshake round trip, measured by us (smoltcp keeps its estimate private).
     pub(crate) rtt: Option<Duration>,
+    /// The segment size this connection sends, once the peer's SYN told its limit:
+    /// the smaller of ours (the MTU less the headers) and the peer's, as smoltcp computes
+    /// it (which keeps it private).
+    pub(crate) mss: Option<u16>,
     /// When the handshake began; for an orphan, when its stream was dropped.
     pub(crate) started: std::time::Instant,
     pub(crate) opts: TcpOptions,
@@ -1499,6 +1503,11 @@ impl Core {
         } else {
             0
         };
+        if t.syn && !t.rst {
+            if let Some(c) = self.tcp.get_mut(&key) {
+                c.mss = Some(effective_mss(self.net.mtu, ip.dst.is_ipv6(), t.mss));
+            }
+        }
         self.shards[shard as usize].rx.push_back(frame);
         self.mark_dirty(shard);
     }
@@ -1820,6 +1829,18 @@ fn connecting(frame: &[u8]) -> Option<Key> {
 /// the FIN itself pass untouched.
 /// Whether a close must wait ([`Core::close_write`]): the peer has closed (CLOSE-WAIT) and
 /// data is still queued.
+/// The segment size a connection over an IP MTU of `mtu` sends to a peer whose SYN
+/// announced `peer` (smoltcp's `remote_mss`: 536 without the option, at least 48; no TCP
+/// options are sent besides on the SYN, so nothing more comes off).
+fn effective_mss(mtu: usize, v6: bool, peer: Option<u16>) -> u16 {
+    let ours = mtu.saturating_sub(if v6 { 40 } else { 20 } + 20);
+    let theirs = match peer {
+        Some(m) if m != 0 => usize::from(m).max(48),
+        _ => 536,
+    };
+    ours.min(theirs).min(usize::from(u16::MAX)) as u16
+}
+
 fn close_must_wait(s: &tcp::Socket<'_>) -> bool {
     s.state() == tcp::State::CloseWait && s.send_queue() > 0
 }

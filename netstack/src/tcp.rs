@@ -191,6 +191,9 @@ pub struct TcpInfo {
     pub nodelay: bool,
     /// Keepalive idle interval, if on.
     pub keepalive: Option<Duration>,
+    /// The largest segment the connection sends (Linux's `mss_cache`, what `TCP_MAXSEG`
+    /// reports): `None` until the peer's SYN has been seen.
+    pub mss: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -699,6 +702,7 @@ pub(crate) fn info(s: &tcp::Socket<'static>, c: &Conn) -> TcpInfo {
         recv_buffer: s.recv_capacity(),
         nodelay: !s.nagle_enabled(),
         keepalive: s.keep_alive().map(from_smol),
+        mss: c.mss,
     }
 }
 
@@ -716,6 +720,7 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         fin_seq: None,
         last_pure_ack: None,
         rtt: None,
+        mss: None,
         started: std::time::Instant::now(),
         opts,
     }

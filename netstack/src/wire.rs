@@ -229,6 +229,8 @@ pub(crate) struct TcpPorts {
     pub(crate) pure_ack: Option<(u32, u16)>,
     /// For a segment carrying FIN: the sequence number of the FIN itself.
     pub(crate) fin_seq: Option<u32>,
+    /// For a SYN: the maximum segment size it announces (RFC 9293 3.7.1), if any.
+    pub(crate) mss: Option<u16>,
 }
 
 impl TcpPorts {
@@ -252,6 +254,11 @@ impl TcpPorts {
                 seq.wrapping_add(syn)
                     .wrapping_add((seg.len() - data_offset) as u32)
             });
+        let mss = if flags & 0x02 != 0 && data_offset > 20 && seg.len() >= data_offset {
+            syn_mss(&seg[20..data_offset])
+        } else {
+            None
+        };
         Some(TcpPorts {
             src: be16(seg, 0),
             dst: be16(seg, 2),
@@ -260,8 +267,31 @@ impl TcpPorts {
             rst: flags & 0x04 != 0,
             pure_ack,
             fin_seq,
+            mss,
         })
     }
+}
+
+/// The Maximum Segment Size option among a SYN's TCP options (kind 2, length 4), if
+/// present and well formed.
+fn syn_mss(mut opts: &[u8]) -> Option<u16> {
+    while let [kind, rest @ ..] = opts {
+        match kind {
+            0 => return None,
+            1 => opts = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 || len > opts.len() {
+                    return None;
+                }
+                if *kind == 2 && len == 4 {
+                    return Some(be16(opts, 2));
+                }
+                opts = &opts[len..];
+            }
+        }
+    }
+    None
 }
 
 /// A UDP datagram's ports and payload.
@@ -634,6 +664,26 @@ mod tests {
         assert_eq!(fold(sum(pseudo(src, dst, PROTO_UDP, 10), &buf)), 0);
         let u = Udp::parse(&buf).unwrap();
         assert_eq!((u.src, u.dst, u.payload), (1234, 53, &b"hi"[..]));
+    }
+
+    #[test]
+    fn a_syn_announces_its_mss() {
+        // SYN with options NOP, NOP, SACK-permitted, MSS 1460, window scale.
+        let mut seg = vec![0u8; 20];
+        seg[12] = (32 / 4) << 4;
+        seg[13] = 0x02;
+        seg.extend_from_slice(&[1, 1, 4, 2, 2, 4, 0x05, 0xb4, 3, 3, 7, 0]);
+        assert_eq!(TcpPorts::parse(&seg).unwrap().mss, Some(1460));
+        // Not a SYN: not looked at.
+        seg[13] = 0x10;
+        assert_eq!(TcpPorts::parse(&seg).unwrap().mss, None);
+        // An option running past the header, a zero length, the end-of-list option.
+        seg[13] = 0x02;
+        for bad in [[3, 9, 0, 0], [5, 0, 2, 4], [0, 2, 4, 5]] {
+            seg[20..24].copy_from_slice(&bad);
+            let got = TcpPorts::parse(&seg).unwrap().mss;
+            assert_eq!(got, None, "options {bad:?}");
+        }
     }
 
     #[test]

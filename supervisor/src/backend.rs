@@ -125,6 +125,12 @@ pub trait Backend: Send + Sync + 'static {
     /// accepted (an accepted one inherits its listener's, as on Linux) and whenever it
     /// sets one later. Default: nothing.
     fn stream_tune(&self, _stream: &Self::Stream, _tuning: StreamTuning) {}
+    /// The segment size `stream` sends, once known (what `TCP_MAXSEG` reports on a
+    /// connected Linux socket; programs size their writes and datagrams by it, as iperf3
+    /// does). Default: not known (the model's answer, 536, stands).
+    fn stream_mss(&self, _stream: &Self::Stream) -> Option<u16> {
+        None
+    }
     /// Reset `stream` (send RST, drop what is queued): what Linux does when a program
     /// closes a TCP socket with unread data or with `SO_LINGER` zero. Default: nothing
     /// (the stream is shut down normally).

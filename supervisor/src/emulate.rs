@@ -1765,6 +1765,22 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 };
                 patch(&[state])
             }
+            options::State::MaxSeg => {
+                let mss = vs.live_stream().and_then(|s| {
+                    self.backend
+                        .stream_mss(&s.lock().unwrap_or_else(|e| e.into_inner()))
+                });
+                match mss {
+                    Some(mss) => {
+                        let set = vs
+                            .option_int(libc::IPPROTO_TCP, libc::TCP_MAXSEG)
+                            .filter(|v| *v > 0);
+                        let v = set.map_or(i32::from(mss), |set| set.min(i32::from(mss)));
+                        patch(&v.to_ne_bytes())
+                    }
+                    None => patch(&[]),
+                }
+            }
             options::State::Cookie => patch(&ino.to_ne_bytes()),
             options::State::V6Only => {
                 let bound = match &*vs.phase() {

@@ -472,6 +472,13 @@ impl Backend for Networks {
         }
     }
 
+    fn stream_mss(&self, stream: &NetStream) -> Option<u16> {
+        match stream {
+            NetStream::Tcp(stream) => stream.tcp_info().mss,
+            _ => None,
+        }
+    }
+
     fn stream_abort(&self, stream: &NetStream) {
         if let NetStream::Tcp(stream) = stream {
             stream.abort();

@@ -75,6 +75,9 @@ pub(crate) enum State {
     Error,
     /// `TCP_INFO`: `tcpi_state` of the virtual connection.
     Tcpi,
+    /// `TCP_MAXSEG`: the connection's segment size once connected (`mss_cache`), no
+    /// larger than a value the program set; before, the model's (what it set, else 536).
+    MaxSeg,
     /// `SO_COOKIE`: one number per socket for its life (the model's would change).
     Cookie,
     /// `IP_MTU`/`IPV6_MTU`: `ENOTCONN` until connected, then the path MTU.
@@ -131,6 +134,12 @@ pub(crate) const TABLE: &[Opt] = {
             TCP_INFO,
             "TCP_INFO",
             Role::State(self::State::Tcpi),
+        ),
+        opt(
+            IPPROTO_TCP,
+            TCP_MAXSEG,
+            "TCP_MAXSEG",
+            Role::State(self::State::MaxSeg),
         ),
         opt(
             IPPROTO_IP,

@@ -119,6 +119,21 @@ static void states(const char *ip4, const char *ip6) {
     CHECK(getsockopt(l, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_LISTEN,
           "TCP_INFO of a listener");
     CHECK(FAILS(seti(l, SOL_SOCKET, SO_ACCEPTCONN, 0), ENOPROTOOPT), "set SO_ACCEPTCONN");
+    /* TCP_MAXSEG: 536 until connected, then the connection's segment size (iperf3 sizes
+     * its UDP datagrams by it), below a value set before connecting. */
+    len = sizeof a;
+    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0, "listener's port");
+    int c = socket(AF_INET, SOCK_STREAM, 0), c2 = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(geti(c, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v == 536, "TCP_MAXSEG unconnected");
+    CHECK(seti(c2, IPPROTO_TCP, TCP_MAXSEG, 1000) == 0, "set TCP_MAXSEG");
+    CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    CHECK(connect(c2, (struct sockaddr *)&a, sizeof a) == 0, "connect with TCP_MAXSEG");
+    CHECK(geti(c, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v >= 1200 && v <= 65535,
+          "TCP_MAXSEG connected");
+    CHECK(geti(c2, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v > 900 && v <= 1000,
+          "TCP_MAXSEG connected, below the value set");
+    close(c);
+    close(c2);
     close(l);
     /* Bound to a specific IPv6 address, a socket is IPv6-only (__inet6_bind). */
     int l6 = socket(AF_INET6, SOCK_STREAM, 0);

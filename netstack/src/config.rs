@@ -35,7 +35,7 @@ pub struct StackConfig {
     pub queue_frames: usize,
     /// Most TCP sockets one shard (one smoltcp interface) holds. smoltcp scans all sockets
     /// of an interface per packet and per poll, so small shards keep that work constant;
-    /// default 4 (docs/NETSTACK.md has the measurements). At least 1.
+    /// default 8 (docs/NETSTACK.md has the measurements). At least 1.
     pub sockets_per_shard: usize,
 }
 
@@ -49,7 +49,7 @@ impl StackConfig {
             ipv6: Vec::new(),
             routes: Vec::new(),
             queue_frames: 1024,
-            sockets_per_shard: 4,
+            sockets_per_shard: 8,
         }
     }
 }

@@ -121,13 +121,15 @@ pub(crate) struct Conn {
     pub(crate) last_pure_ack: Option<(u32, u16)>,
     /// Handshake round trip, measured by us (smoltcp keeps its estimate private).
     pub(crate) rtt: Option<Duration>,
+    /// Its buffers' mapping, and what tells when they may be released (trim.rs). The
+    /// socket borrows the buffers: it must be removed before this entry.
+    pub(crate) trim: crate::trim::Trim,
     /// The segment size this connection sends, once the peer's SYN told its limit:
     /// the smaller of ours (the MTU less the headers) and the peer's, as smoltcp computes
     /// it (which keeps it private).
     pub(crate) mss: Option<u16>,
     /// When the handshake began; for an orphan, when its stream was dropped.
     pub(crate) started: std::time::Instant,
-    pub(crate) opts: TcpOptions,
 }
 
 #[derive(Debug)]
@@ -557,13 +559,21 @@ impl Device for NullDevice {
 pub(crate) struct Core {
     net: Arc<Net>,
     epoch: std::time::Instant,
-    shards: Vec<Shard>,
+    /// Boxed: a shard (its smoltcp `Interface` inline) is 1.8 KB, and a vector of them
+    /// that doubled as it grew left up to half of that unused per shard.
+    #[allow(
+        clippy::vec_box,
+        reason = "a shard is large and the vector's spare room is not"
+    )]
+    shards: Vec<Box<Shard>>,
     /// Shards with a free socket slot (shard 0, the "no socket here" shard that answers
     /// stray segments with RST, is never in it).
     open: Vec<u32>,
     pub(crate) egress: Egress,
     spent: Vec<Vec<u8>>,
-    pub(crate) tcp: HashMap<Key, Conn>,
+    /// Boxed: the table keeps room for more entries than it holds, and a `Conn` inline
+    /// made that room cost 300 bytes an entry.
+    pub(crate) tcp: HashMap<Key, Box<Conn>>,
     pub(crate) listeners: HashMap<u64, Listener>,
     listen_ports: HashMap<u16, Vec<u64>>,
     tcp_ports: HashMap<u16, u32>,
@@ -582,6 +592,20 @@ pub(crate) struct Core {
     next_tcp_port: u32,
     /// When the driver will next wake by itself (None: only on notification).
     driver_wakes_at: Option<SmolInstant>,
+    /// Connections that moved data since their buffers were last released (trim.rs).
+    pub(crate) trim_list: Vec<Key>,
+    /// When the driver next looks at them.
+    pub(crate) trim_at: Option<SmolInstant>,
+    /// Connections' buffers released so far ([`crate::StackStats::buffers_released`]).
+    pub(crate) buffers_released: u64,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // The sockets borrow their buffers from their connection entries' mappings
+        // (ring.rs): they go first.
+        self.shards.clear();
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -661,6 +685,9 @@ impl Shared {
             rng: seed,
             next_tcp_port: 0,
             driver_wakes_at: None,
+            trim_list: Vec::new(),
+            trim_at: None,
+            buffers_released: 0,
         };
         core.new_shard();
         Shared {
@@ -740,15 +767,15 @@ impl Core {
             }
         });
         let idx = self.shards.len() as u32;
-        self.shards.push(Shard {
+        self.shards.push(Box::new(Shard {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: SocketSet::new(Vec::with_capacity(self.net.per_shard.min(64))),
             rx: VecDeque::new(),
             used: 0,
             deadline: None,
             watch: Vec::new(),
             dirty: false,
-        });
+        }));
         idx
     }
 
@@ -1292,8 +1319,12 @@ impl Core {
         {
             return true;
         }
-        match (self.timers.first(), self.driver_wakes_at) {
-            (Some((t, _)), Some(w)) => *t < w,
+        let first = match (self.timers.first().map(|&(t, _)| t), self.trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (first, self.driver_wakes_at) {
+            (Some(t), Some(w)) => t < w,
             (Some(_), None) => true,
             _ => false,
         }
@@ -1322,6 +1353,9 @@ impl Core {
         for i in due {
             self.poll_shard(i);
         }
+        if self.trim_at.is_some_and(|t| t <= now) {
+            self.trim_idle();
+        }
         if !self.blocked.is_empty() && self.egress.out.has_room() {
             let mut b = std::mem::take(&mut self.blocked);
             b.sort_unstable();
@@ -1345,8 +1379,12 @@ impl Core {
             self.driver_wakes_at = Some(now);
             return Next::Again;
         }
-        let timer_at = match self.timers.first() {
-            Some(&(t, _)) => {
+        let first = match (self.timers.first().map(|&(t, _)| t), self.trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timer_at = match first {
+            Some(t) => {
                 self.driver_wakes_at = Some(t);
                 Some(self.tokio_instant(t))
             }
@@ -1503,10 +1541,18 @@ impl Core {
         } else {
             0
         };
-        if t.syn && !t.rst {
-            if let Some(c) = self.tcp.get_mut(&key) {
+        let mut list = false;
+        if let Some(c) = self.tcp.get_mut(&key) {
+            if t.syn && !t.rst {
                 c.mss = Some(effective_mss(self.net.mtu, ip.dst.is_ipv6(), t.mss));
+                c.trim.syn(t.seq);
             }
+            if let Some(end) = t.data_end {
+                list = c.trim.received(end);
+            }
+        }
+        if list {
+            self.list_for_trim(key);
         }
         self.shards[shard as usize].rx.push_back(frame);
         self.mark_dirty(shard);
@@ -1565,7 +1611,7 @@ impl Core {
             return None;
         }
         let opts = l.opts.clone();
-        let mut sock = crate::tcp::new_socket(&opts);
+        let (mut sock, rings) = crate::tcp::new_socket(&opts);
         // Half-open connections give up after Linux's SYN-ACK retries (~63 s).
         sock.set_timeout(Some(to_smol(Duration::from_secs(63))));
         if sock.listen(key.0).is_err() {
@@ -1573,8 +1619,10 @@ impl Core {
         }
         let (shard, handle) = self.add_tcp(sock);
         self.hold_port(key.0.port());
-        self.tcp
-            .insert(key, crate::tcp::new_conn(shard, handle, lid, opts));
+        self.tcp.insert(
+            key,
+            Box::new(crate::tcp::new_conn(shard, handle, lid, rings)),
+        );
         if let Some(l) = self.listeners.get_mut(&lid) {
             l.half_open += 1;
         }

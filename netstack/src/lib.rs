@@ -45,7 +45,8 @@
 //! ICMP errors about UDP datagrams are reported as Linux reports them to a socket without
 //! `IP_RECVERR`: a hard error (port unreachable and the like) to a connected socket of that
 //! flow, once, by its next receive.
-#![forbid(unsafe_code)]
+// Unsafe code only in `ring` (the connection buffers' mapping).
+#![deny(unsafe_code)]
 
 mod config;
 mod core;
@@ -53,7 +54,9 @@ mod error;
 mod icmp;
 mod link;
 mod raw;
+mod ring;
 mod tcp;
+mod trim;
 mod udp;
 mod wire;
 
@@ -88,6 +91,9 @@ pub struct StackStats {
     pub shards: usize,
     /// TCP connections known (any state, including half-open and closing ones).
     pub tcp_connections: usize,
+    /// Times an idle connection's buffers were given back to the kernel (a connection
+    /// counts again each time it goes idle after moving data).
+    pub buffers_released: u64,
 }
 
 impl Stack {
@@ -229,6 +235,7 @@ impl Stack {
         StackStats {
             shards: core.shard_count(),
             tcp_connections: core.tcp.len(),
+            buffers_released: core.buffers_released,
         }
     }
 }

@@ -16,6 +16,8 @@ use tokio::sync::watch;
 
 use crate::config::unmap;
 use crate::core::{from_smol, to_smol, Conn, Key, Listener, Role, Shared};
+use crate::ring::Rings;
+use crate::trim::Trim;
 use crate::Error;
 
 /// Delayed-ACK timer (real time), as Linux's minimum `ato`.
@@ -82,14 +84,25 @@ impl Default for TcpOptions {
     }
 }
 
-pub(crate) fn new_socket(opts: &TcpOptions) -> tcp::Socket<'static> {
+/// A socket for `opts`, with its buffers in a mapping of their own when the kernel gives
+/// one ([`Rings`]; the connection entry must own it, and outlive the socket).
+pub(crate) fn new_socket(opts: &TcpOptions) -> (tcp::Socket<'static>, Option<Rings>) {
     let rx = opts.recv_buffer.clamp(MIN_BUFFER, MAX_BUFFER);
     let tx = opts.send_buffer.clamp(MIN_BUFFER, MAX_BUFFER);
-    // `vec![0; n]` is calloc: pages of an idle connection's buffers are not touched.
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0u8; rx]),
-        tcp::SocketBuffer::new(vec![0u8; tx]),
-    );
+    let (rings, rx_buf, tx_buf) = match Rings::map(rx, tx) {
+        Some((rings, r, t)) => (
+            Some(rings),
+            tcp::SocketBuffer::new(r),
+            tcp::SocketBuffer::new(t),
+        ),
+        // `vec![0; n]` is calloc: pages of an idle connection's buffers are not touched.
+        None => (
+            None,
+            tcp::SocketBuffer::new(vec![0u8; rx]),
+            tcp::SocketBuffer::new(vec![0u8; tx]),
+        ),
+    };
+    let mut s = tcp::Socket::new(rx_buf, tx_buf);
     s.set_nagle_enabled(!opts.nodelay);
     s.set_keep_alive(opts.keepalive.map(to_smol));
     s.set_timeout(Some(to_smol(opts.connect_timeout)));
@@ -99,7 +112,7 @@ pub(crate) fn new_socket(opts: &TcpOptions) -> tcp::Socket<'static> {
         Congestion::Reno => tcp::CongestionControl::Reno,
         Congestion::None => tcp::CongestionControl::None,
     });
-    s
+    (s, rings)
 }
 
 /// Switch a socket from handshake to established settings.
@@ -283,7 +296,7 @@ impl TcpStream {
 
     /// Set `TCP_NODELAY` (disable Nagle's algorithm).
     pub fn set_nodelay(&self, on: bool) {
-        self.with(|s, c| nodelay(s, c, on));
+        self.with(|s, _| s.set_nagle_enabled(!on));
         self.kick();
     }
 
@@ -294,13 +307,13 @@ impl TcpStream {
 
     /// Turn keepalive probes on (after `idle`) or off.
     pub fn set_keepalive(&self, idle: Option<Duration>) {
-        self.with(|s, c| keepalive(s, c, idle));
+        self.with(|s, _| s.set_keep_alive(idle.map(to_smol)));
         self.kick();
     }
 
     /// Set `TCP_USER_TIMEOUT` (see [`TcpOptions::user_timeout`]).
     pub fn set_user_timeout(&self, t: Option<Duration>) {
-        self.with(|s, c| user_timeout(s, c, t));
+        self.with(|s, _| s.set_timeout(t.map(to_smol)));
         self.kick();
     }
 
@@ -312,10 +325,10 @@ impl TcpStream {
         keepalive_idle: Option<Duration>,
         timeout: Option<Duration>,
     ) {
-        self.with(|s, c| {
-            nodelay(s, c, nodelay_on);
-            keepalive(s, c, keepalive_idle);
-            user_timeout(s, c, timeout);
+        self.with(|s, _| {
+            s.set_nagle_enabled(!nodelay_on);
+            s.set_keep_alive(keepalive_idle.map(to_smol));
+            s.set_timeout(timeout.map(to_smol));
         });
         self.kick();
     }
@@ -401,9 +414,10 @@ impl TcpStream {
     ) -> Poll<Result<usize, Error>> {
         let mut core = self.inner.shared.lock();
         let (shard, h) = (self.inner.shard, self.inner.handle);
-        let s = core.socket(shard, h);
+        let (s, c) = core.socket_and_conn(shard, h, &self.inner.key);
         if s.can_recv() {
             let n = s.recv_slice(buf).unwrap_or(0);
+            c.trim.read(n);
             core.poll_shard(shard);
             self.inner.shared.after_inline(&mut core);
             return Poll::Ready(Ok(n));
@@ -431,6 +445,9 @@ impl TcpStream {
         }
         if s.can_send() {
             let n = s.send_slice(buf).unwrap_or(0);
+            if n > 0 && c.trim.moved() {
+                core.list_for_trim(self.inner.key);
+            }
             core.poll_shard(shard);
             self.inner.shared.after_inline(&mut core);
             return Poll::Ready(Ok(n));
@@ -615,17 +632,16 @@ pub(crate) async fn connect(
         if core.tcp.contains_key(&key) {
             return Err(Error::AddrInUse { addr: key.0 });
         }
-        let (shard, handle) = core.add_tcp(new_socket(&opts));
+        let (sock, rings) = new_socket(&opts);
+        let (shard, handle) = core.add_tcp(sock);
+        core.tcp
+            .insert(key, Box::new(conn(shard, handle, Role::Owned, rings)));
         let (s, cx) = core.socket_ctx(shard, handle);
         if s.connect(cx, remote, key.0).is_err() {
-            core.tcp
-                .insert(key, conn(shard, handle, Role::Orphan, opts));
             core.remove_conn(&key);
             return Err(Error::AddrNotAvailable { addr: local_ip });
         }
         core.hold_port(port);
-        core.tcp
-            .insert(key, conn(shard, handle, Role::Owned, opts.clone()));
         core.poll_shard(shard);
         shared.after_inline(&mut core);
         key
@@ -676,21 +692,6 @@ pub(crate) async fn connect(
     Ok(TcpStream::new(shared.clone(), key, c.shard, c.handle))
 }
 
-fn nodelay(s: &mut tcp::Socket<'static>, c: &mut Conn, on: bool) {
-    s.set_nagle_enabled(!on);
-    c.opts.nodelay = on;
-}
-
-fn keepalive(s: &mut tcp::Socket<'static>, c: &mut Conn, idle: Option<Duration>) {
-    s.set_keep_alive(idle.map(to_smol));
-    c.opts.keepalive = idle;
-}
-
-fn user_timeout(s: &mut tcp::Socket<'static>, c: &mut Conn, t: Option<Duration>) {
-    s.set_timeout(t.map(to_smol));
-    c.opts.user_timeout = t;
-}
-
 /// What [`TcpStream::tcp_info`] and [`crate::Stack::tcp_connections`] report.
 pub(crate) fn info(s: &tcp::Socket<'static>, c: &Conn) -> TcpInfo {
     TcpInfo {
@@ -706,7 +707,7 @@ pub(crate) fn info(s: &tcp::Socket<'static>, c: &Conn) -> TcpInfo {
     }
 }
 
-fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn {
+fn conn(shard: u32, handle: SocketHandle, role: Role, rings: Option<Rings>) -> Conn {
     Conn {
         shard,
         handle,
@@ -720,14 +721,14 @@ fn conn(shard: u32, handle: SocketHandle, role: Role, opts: TcpOptions) -> Conn 
         fin_seq: None,
         last_pure_ack: None,
         rtt: None,
+        trim: Trim::new(rings),
         mss: None,
         started: std::time::Instant::now(),
-        opts,
     }
 }
 
-pub(crate) fn new_conn(shard: u32, handle: SocketHandle, lid: u64, opts: TcpOptions) -> Conn {
-    conn(shard, handle, Role::HalfOpen(lid), opts)
+pub(crate) fn new_conn(shard: u32, handle: SocketHandle, lid: u64, rings: Option<Rings>) -> Conn {
+    conn(shard, handle, Role::HalfOpen(lid), rings)
 }
 
 /// A listening TCP socket with an accept queue of up to `backlog` established

@@ -231,6 +231,10 @@ pub(crate) struct TcpPorts {
     pub(crate) fin_seq: Option<u32>,
     /// For a SYN: the maximum segment size it announces (RFC 9293 3.7.1), if any.
     pub(crate) mss: Option<u16>,
+    /// The sequence number.
+    pub(crate) seq: u32,
+    /// For a segment carrying data: the sequence number just past its last byte.
+    pub(crate) data_end: Option<u32>,
 }
 
 impl TcpPorts {
@@ -254,6 +258,12 @@ impl TcpPorts {
                 seq.wrapping_add(syn)
                     .wrapping_add((seg.len() - data_offset) as u32)
             });
+        let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
+        let data_end = (data_offset >= 20 && seg.len() > data_offset).then(|| {
+            let syn = u32::from(flags & 0x02 != 0);
+            seq.wrapping_add(syn)
+                .wrapping_add((seg.len() - data_offset) as u32)
+        });
         let mss = if flags & 0x02 != 0 && data_offset > 20 && seg.len() >= data_offset {
             syn_mss(&seg[20..data_offset])
         } else {
@@ -268,6 +278,8 @@ impl TcpPorts {
             pure_ack,
             fin_seq,
             mss,
+            seq,
+            data_end,
         })
     }
 }

@@ -375,3 +375,56 @@ async fn the_segment_size_is_the_smaller_of_both_ends() {
     let _s = l.accept().await.unwrap();
     assert_eq!(c.tcp_info().mss, Some(8960));
 }
+
+#[tokio::test]
+async fn an_idle_connection_gives_its_buffers_back_and_goes_on_intact() {
+    let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
+    let l = b.tcp_listen(sa(B4, 7034), 4, false).unwrap();
+    let mut c = timeout(T, a.tcp_connect(None, sa(B4, 7034), TcpOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut s = l.accept().await.unwrap();
+    let pattern = |n: usize, k: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(k))
+            .collect()
+    };
+    // One request and its answer, then nothing.
+    c.write_all(&pattern(64, 1)).await.unwrap();
+    let mut got = vec![0u8; 64];
+    s.read_exact(&mut got).await.unwrap();
+    s.write_all(&pattern(64, 2)).await.unwrap();
+    c.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, pattern(64, 2));
+    assert_eq!(
+        (a.stats().buffers_released, b.stats().buffers_released),
+        (0, 0)
+    );
+    // Idle for one to two trim periods (2 s each): both ends release.
+    let start = Instant::now();
+    while a.stats().buffers_released == 0 || b.stats().buffers_released == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "buffers not released after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The pages read as zeros now; the ring positions are past the first request. More
+    // data both ways, across the whole buffers, arrives intact.
+    let big = pattern(3 << 20, 3);
+    let send = big.clone();
+    let writer = tokio::spawn(async move {
+        c.write_all(&send).await.unwrap();
+        let mut back = vec![0u8; 3 << 20];
+        c.read_exact(&mut back).await.unwrap();
+        back
+    });
+    let mut got = vec![0u8; 3 << 20];
+    timeout(T, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert!(got == big, "client to server");
+    timeout(T, s.write_all(&big)).await.unwrap().unwrap();
+    let back = timeout(T, writer).await.unwrap().unwrap();
+    assert!(back == big, "server to client");
+}

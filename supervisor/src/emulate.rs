@@ -123,6 +123,13 @@ impl<B: Backend> Phase<B> {
     }
 }
 
+/// The options a program set on a socket, `(level, name, value)`, latest last. Inline
+/// for the two a client sets on most connections (`TCP_NODELAY` and a timeout), so a held
+/// connection spends no allocations on them.
+pub(crate) type Options = smallvec::SmallVec<[(i32, i32, OptionValue); 2]>;
+/// An option's value: ints, timevals and lingers inline.
+pub(crate) type OptionValue = smallvec::SmallVec<[u8; 16]>;
+
 /// One socket the program holds, identified by the inode of the program's end.
 pub(crate) struct VSocket<B: Backend> {
     pub(crate) family: Family,
@@ -132,7 +139,7 @@ pub(crate) struct VSocket<B: Backend> {
     pub(crate) ours: OwnedFd,
     pub(crate) phase: Mutex<Phase<B>>,
     /// `(level, name, value)` set so far, replayed on a kernel socket.
-    pub(crate) options: Mutex<Vec<(i32, i32, Vec<u8>)>>,
+    pub(crate) options: Mutex<Options>,
     /// A duplicate of the program's end, held by a fresh TCP socket until a `connect`
     /// decides its fate: a non-blocking virtual connect then makes that very end
     /// unwritable until the handshake ends (virt.rs), so an epoll registration the
@@ -170,7 +177,7 @@ impl<B: Backend> VSocket<B> {
             protocol,
             ours,
             phase: Mutex::new(phase),
-            options: Mutex::new(Vec::new()),
+            options: Mutex::new(Options::new()),
             program_end: Mutex::new(None),
             stream: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
@@ -251,7 +258,7 @@ impl<B: Backend> VSocket<B> {
     pub(crate) fn phase(&self) -> MutexGuard<'_, Phase<B>> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn options(&self) -> MutexGuard<'_, Vec<(i32, i32, Vec<u8>)>> {
+    fn options(&self) -> MutexGuard<'_, Options> {
         self.options.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// `IPV6_V6ONLY` set by the program on an IPv6 socket.
@@ -289,7 +296,7 @@ impl<B: Backend> VSocket<B> {
         opts.iter()
             .rev()
             .find(|(l, o, _)| (*l, *o) == (level, name))
-            .map(|(_, _, v)| v.clone())
+            .map(|(_, _, v)| v.to_vec())
     }
 
     /// Give a new program end of this socket the `SO_RCVTIMEO`/`SO_SNDTIMEO` the program
@@ -1600,7 +1607,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         let val = call.value.unwrap_or_default();
         let mut opts = vs.options();
         opts.retain(|(l, o, _)| (*l, *o) != (level, name));
-        opts.push((level, name, val));
+        opts.push((level, name, OptionValue::from_slice(&val)));
         drop(opts);
         match role {
             Some(Role::Tune) => {

@@ -1056,12 +1056,11 @@ impl<'n> Lab<'n> {
                         report.set(metric, path, value);
                     }
                     if path == Path::Ztrun {
-                        // Memory per held connection: the larger side, over its idle RSS.
-                        let held = report
-                            .value(Metric::RssHeldServer, path)
-                            .zip(report.value(Metric::RssHeldClient, path))
-                            .map(|(a, b)| a.max(b));
-                        let per = held
+                        // Memory per idle held connection: the larger side once they have
+                        // sat idle (before the bulk flow, whose buffers are not theirs),
+                        // over an idle ztrun's RSS.
+                        let per = report
+                            .value(Metric::RssHeldIdle, path)
                             .zip(report.value(Metric::RssIdle, path))
                             .zip(report.value(Metric::Held, path))
                             .map(|((held, idle), n)| (held - idle) * 1024.0 / n.max(1.0))
@@ -1072,7 +1071,15 @@ impl<'n> Lab<'n> {
                 Err(e) => {
                     report.fail_all(&[Metric::Held, Metric::BulkAlongside], path, &e);
                     if path == Path::Ztrun {
-                        report.fail_all(&[Metric::RssHeldServer, Metric::RssHeldClient], path, &e);
+                        report.fail_all(
+                            &[
+                                Metric::RssHeldServer,
+                                Metric::RssHeldClient,
+                                Metric::RssHeldIdle,
+                            ],
+                            path,
+                            &e,
+                        );
                     }
                 }
             }
@@ -1158,6 +1165,11 @@ impl<'n> Lab<'n> {
                 _ => Err(anyhow::anyhow!("no /proc/PID/stat of a ztrun")),
             };
             values.push((Metric::IdleConnsCpu, cpu));
+            let idle = vm_rss_kb(rr.pid())
+                .zip(vm_rss_kb(holder_pid))
+                .map(|(a, b)| a.max(b) as f64 / 1024.0)
+                .ok_or_else(|| anyhow::anyhow!("no VmRSS sample"));
+            values.push((Metric::RssHeldIdle, idle));
         }
         let bulk_result = self.iperf_client(
             path,

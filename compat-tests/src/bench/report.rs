@@ -69,6 +69,8 @@ pub(crate) enum Metric {
     RssHeldServer,
     /// The client's `ztrun` holding them (MiB).
     RssHeldClient,
+    /// The larger `ztrun` holding them once they have been idle a while (MiB).
+    RssHeldIdle,
     /// Context switches of both `ztrun`s per ping-pong request.
     SwitchesPerRequest,
     /// Trapped calls of both `ztrun`s per new connection.
@@ -99,7 +101,7 @@ pub(crate) enum Metric {
 
 impl Metric {
     /// Every metric, in table order.
-    pub(crate) const ALL: [Metric; 31] = [
+    pub(crate) const ALL: [Metric; 32] = [
         Metric::Iperf1,
         Metric::Iperf4,
         Metric::RrRate,
@@ -118,6 +120,7 @@ impl Metric {
         Metric::BulkAlongside,
         Metric::RssHeldServer,
         Metric::RssHeldClient,
+        Metric::RssHeldIdle,
         Metric::SwitchesPerRequest,
         Metric::TrapsPerConn,
         Metric::SwitchesPerConn,
@@ -154,6 +157,7 @@ impl Metric {
             Metric::BulkAlongside => "bulk flow alongside them",
             Metric::RssHeldServer => "ztrun RSS holding them, server",
             Metric::RssHeldClient => "ztrun RSS holding them, client",
+            Metric::RssHeldIdle => "ztrun RSS holding them idle (larger side)",
             Metric::SwitchesPerRequest => "ztrun context switches per request, both sides",
             Metric::TrapsPerConn => "trapped calls per new connection, both sides",
             Metric::SwitchesPerConn => "ztrun context switches per new connection, both sides",
@@ -180,9 +184,11 @@ impl Metric {
             Metric::FirstReply => "ms",
             Metric::CpuTime | Metric::CpuProcess => "s",
             Metric::CpuIdle => "% of a core",
-            Metric::RssIdle | Metric::RssLoad | Metric::RssHeldServer | Metric::RssHeldClient => {
-                "MiB"
-            }
+            Metric::RssIdle
+            | Metric::RssLoad
+            | Metric::RssHeldServer
+            | Metric::RssHeldClient
+            | Metric::RssHeldIdle => "MiB",
             Metric::Held
             | Metric::SwitchesPerRequest
             | Metric::TrapsPerConn
@@ -209,7 +215,11 @@ impl Metric {
             | Metric::SwitchesPerConn
             | Metric::IdleListenersFds
             | Metric::IdleUdpFds => 1,
-            Metric::RssIdle | Metric::RssLoad | Metric::RssHeldServer | Metric::RssHeldClient => 1,
+            Metric::RssIdle
+            | Metric::RssLoad
+            | Metric::RssHeldServer
+            | Metric::RssHeldClient
+            | Metric::RssHeldIdle => 1,
             _ if value.abs() >= 100.0 => 0,
             _ if value.abs() >= 10.0 => 1,
             _ => 2,

@@ -1,0 +1,134 @@
+//! A TCP connection's two buffers in one anonymous mapping of their own, so that the pages
+//! an idle connection touched can be given back ([`Rings::release_rx`]).
+//!
+//! From the allocator (1 MiB each, so each its own mapping) a buffer shared its first
+//! page with the allocator's header: that page was resident from the start and the first
+//! 4,080 bytes of data landed in it, so every connection that had carried one request held
+//! two pages on each side (8 KiB of the 11.5 KiB a held connection cost, BENCHMARKS.md)
+//! and nothing could return them. Here each buffer starts on a page of its own, untouched
+//! until data arrives, and `madvise(MADV_DONTNEED)` returns them once the connection is
+//! idle with nothing in them (core.rs, the trim pass).
+//!
+//! smoltcp borrows the two slices for `'static`. That is true only while the [`Rings`]
+//! lives: the owner (the connection entry, `Conn`) must outlive the smoltcp socket that
+//! borrows them. `Core::remove_conn` removes the socket before the entry, and `Core`
+//! drops its shards (with their sockets) before its entries.
+
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+
+/// The page size the mapping is laid out in (the smallest Linux uses; `madvise` needs
+/// page-aligned ranges, and a larger real page only makes a release cover less).
+const PAGE: usize = 4096;
+
+fn pages(n: usize) -> usize {
+    n.div_ceil(PAGE) * PAGE
+}
+
+/// One mapping: the receive buffer at its start, the send buffer on the next page boundary.
+#[derive(Debug)]
+pub(crate) struct Rings {
+    base: NonNull<u8>,
+    rx: usize,
+    tx: usize,
+}
+
+// SAFETY: `Rings` only holds the address and sizes of a mapping; it reads or writes no
+// memory through them (the smoltcp socket does, under the stack's lock).
+unsafe impl Send for Rings {}
+
+impl Rings {
+    /// Map `rx` + `tx` bytes (each rounded up to whole pages), returning the mapping and
+    /// the two buffers. `None` if the kernel refuses the mapping (the caller then uses
+    /// ordinary allocations, which cannot be released while the connection lives).
+    pub(crate) fn map(
+        rx: usize,
+        tx: usize,
+    ) -> Option<(Rings, &'static mut [u8], &'static mut [u8])> {
+        let len = pages(rx).checked_add(pages(tx))?;
+        // SAFETY: a new private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let base = NonNull::new(p.cast::<u8>())?;
+        // SAFETY: the two ranges lie inside the `len` bytes just mapped readable and
+        // writable (zero-filled), do not overlap, and stay mapped until `Rings` drops,
+        // which its owner lets happen only after the socket borrowing them is gone
+        // (module docs).
+        let (rx_buf, tx_buf) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(base.as_ptr(), rx),
+                std::slice::from_raw_parts_mut(base.as_ptr().add(pages(rx)), tx),
+            )
+        };
+        Some((Rings { base, rx, tx }, rx_buf, tx_buf))
+    }
+
+    /// Give the receive buffer's pages back: they read as zeros afterwards. Only when the
+    /// buffer holds nothing the socket will read again (no queued data, no out-of-order
+    /// segment waiting for a gap to fill).
+    pub(crate) fn release_rx(&self) {
+        self.release(0, pages(self.rx));
+    }
+
+    /// Give the send buffer's pages back. Only when it holds no unacknowledged data.
+    pub(crate) fn release_tx(&self) {
+        self.release(pages(self.rx), pages(self.tx));
+    }
+
+    fn release(&self, at: usize, len: usize) {
+        // SAFETY: a page-aligned range inside our own mapping. MADV_DONTNEED replaces its
+        // pages with zero-filled ones on next touch; the callers promise the bytes there
+        // are not needed, and nothing else lives in the mapping.
+        let r =
+            unsafe { libc::madvise(self.base.as_ptr().add(at).cast(), len, libc::MADV_DONTNEED) };
+        if r != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "madvise of an idle connection's buffer"
+            );
+        }
+    }
+}
+
+impl Drop for Rings {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; the socket that borrowed its
+        // buffers is gone (module docs).
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), pages(self.rx) + pages(self.tx));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_page_aligned_and_released_pages_read_as_zero() {
+        let (rings, rx, tx) = Rings::map(10_000, 5_000).expect("mapping");
+        assert_eq!((rx.len(), tx.len()), (10_000, 5_000));
+        assert_eq!(rx.as_ptr() as usize % PAGE, 0);
+        assert_eq!(tx.as_ptr() as usize % PAGE, 0);
+        rx.fill(7);
+        tx.fill(9);
+        rings.release_rx();
+        assert!(rx.iter().all(|&b| b == 0), "released receive buffer");
+        assert!(tx.iter().all(|&b| b == 9), "the send buffer is untouched");
+        rings.release_tx();
+        assert!(tx.iter().all(|&b| b == 0), "released send buffer");
+        drop(rings);
+    }
+}

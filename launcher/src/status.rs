@@ -111,6 +111,10 @@ pub struct PeerReport {
     /// session came up, and in files written before it was reported).
     #[serde(default)]
     pub last_heard_s: Option<f64>,
+    /// The session's transport cipher, `AES-256-GCM` or `ChaCha20-Poly1305` (absent
+    /// without a session, and in files written before it was reported).
+    #[serde(default)]
+    pub cipher: Option<String>,
 }
 
 /// What `zt status --json` prints, whether or not a node runs: `running` says whether a
@@ -325,6 +329,7 @@ pub fn spawn_writer(lock: &HomeLock, node: NodeHandle, programs: Programs) -> Re
                         path: path_text(&p.path),
                         latency_ms: p.latency.map(|d| d.as_secs_f64() * 1e3),
                         last_heard_s: p.last_heard.map(|d| d.as_secs_f64()),
+                        cipher: p.cipher.map(|c| c.to_string()),
                     })
                     .collect(),
                 handshakes: Some(HandshakeReport {
@@ -400,9 +405,13 @@ pub fn render(r: &Report) -> String {
         let heard = p
             .last_heard_s
             .map_or(String::new(), |h| format!(" heard {h:.0} s ago"));
+        let cipher = p
+            .cipher
+            .as_deref()
+            .map_or(String::new(), |c| format!(" {c}"));
         let _ = writeln!(
             s,
-            "  {} {:<5} {:<4} {:<28} {lat}{heard}",
+            "  {} {:<5} {:<4} {:<28} {lat}{heard}{cipher}",
             p.address,
             if p.root { "root" } else { "leaf" },
             if p.up { "up" } else { "down" },
@@ -448,6 +457,7 @@ mod tests {
                 path: "relayed".into(),
                 latency_ms: Some(1.5),
                 last_heard_s: Some(3.2),
+                cipher: Some("AES-256-GCM".into()),
             }],
             handshakes: Some(HandshakeReport {
                 initiations: 12,
@@ -477,7 +487,7 @@ mod tests {
             text.contains("program  pid 7 on ff00000000c0ffee: curl http://web.zt/"),
             "{text}"
         );
-        assert!(text.contains("heard 3 s ago"), "{text}");
+        assert!(text.contains("heard 3 s ago AES-256-GCM"), "{text}");
         assert!(text.contains("relayed"), "{text}");
         assert!(text.contains("1.50 ms"), "{text}");
         assert!(

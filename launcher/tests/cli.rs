@@ -414,6 +414,16 @@ fn a_member_is_told_at_once_that_its_network_was_deleted() {
     };
     assert_eq!(status["running"], true, "{status}");
     assert_eq!(status["node"]["networks"][0]["name"], "lab", "{status}");
+    // A peer with a session says which transport cipher it runs.
+    let peers = status["node"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        peers.iter().any(|p| p["up"] == true
+            && ["AES-256-GCM", "ChaCha20-Poly1305"].contains(&p["cipher"].as_str().unwrap_or(""))),
+        "{status}"
+    );
     let shown = ok_stdout(zt(&home, &["status"]));
     let line = shown
         .lines()

@@ -348,32 +348,28 @@ async fn options_and_info_reflect_the_connection() {
 
 #[tokio::test]
 async fn the_segment_size_is_the_smaller_of_both_ends() {
-    // A at the default MTU (9000), B at 1500: each sends segments B can take, as two
-    // Linux hosts would after the SYNs' MSS options, and reports that size.
-    let mut cb = config(2);
-    cb.mtu = 1500;
-    let (a, b) = pair_with(config(1), cb, LinkParams::clean(), LinkParams::clean());
-    let b6: IpAddr = "fd7a::2".parse().unwrap();
-    // IPv6 headers are 20 bytes longer.
-    for (to, want) in [(IpAddr::from(B4), 1460u16), (b6, 1440)] {
+    // Both ends' segment sizes once connected to `to` (port 7031) from `a`.
+    async fn sizes(a: &netstack::Stack, b: &netstack::Stack, to: IpAddr) -> [Option<u16>; 2] {
         let l = b.tcp_listen(sa(to, 7031), 4, false).unwrap();
         let c = timeout(T, a.tcp_connect(None, sa(to, 7031), TcpOptions::default()))
             .await
             .unwrap()
             .unwrap();
         let s = l.accept().await.unwrap();
-        assert_eq!(c.tcp_info().mss, Some(want), "connecting side, {to}");
-        assert_eq!(s.tcp_info().mss, Some(want), "accepting side, {to}");
+        [c.tcp_info().mss, s.tcp_info().mss]
     }
+    // A at the default MTU (9000), B at 1500: each sends segments B can take, as two
+    // Linux hosts would after the SYNs' MSS options, and reports that size. IPv6 headers
+    // are 20 bytes longer.
+    let mut cb = config(2);
+    cb.mtu = 1500;
+    let (a, b) = pair_with(config(1), cb, LinkParams::clean(), LinkParams::clean());
+    let b6: IpAddr = "fd7a::2".parse().unwrap();
+    assert_eq!(sizes(&a, &b, B4.into()).await, [Some(1460); 2]);
+    assert_eq!(sizes(&a, &b, b6).await, [Some(1440); 2]);
     // Both ends at 9000.
     let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
-    let l = b.tcp_listen(sa(B4, 7033), 4, false).unwrap();
-    let c = timeout(T, a.tcp_connect(None, sa(B4, 7033), TcpOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let _s = l.accept().await.unwrap();
-    assert_eq!(c.tcp_info().mss, Some(8960));
+    assert_eq!(sizes(&a, &b, B4.into()).await, [Some(8960); 2]);
 }
 
 #[tokio::test]

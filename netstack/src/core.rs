@@ -1311,6 +1311,15 @@ impl Core {
         out
     }
 
+    /// The earliest of the shards' timers and the trim pass.
+    fn next_deadline(&self) -> Option<SmolInstant> {
+        let timer = self.timers.first().map(|&(t, _)| t);
+        match (timer, self.trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn needs_driver(&self) -> bool {
         if !self.egress.loopback.is_empty()
             || !self.blocked.is_empty()
@@ -1319,11 +1328,7 @@ impl Core {
         {
             return true;
         }
-        let first = match (self.timers.first().map(|&(t, _)| t), self.trim_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match (first, self.driver_wakes_at) {
+        match (self.next_deadline(), self.driver_wakes_at) {
             (Some(t), Some(w)) => t < w,
             (Some(_), None) => true,
             _ => false,
@@ -1379,11 +1384,7 @@ impl Core {
             self.driver_wakes_at = Some(now);
             return Next::Again;
         }
-        let first = match (self.timers.first().map(|&(t, _)| t), self.trim_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timer_at = match first {
+        let timer_at = match self.next_deadline() {
             Some(t) => {
                 self.driver_wakes_at = Some(t);
                 Some(self.tokio_instant(t))

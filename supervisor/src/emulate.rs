@@ -1714,6 +1714,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(n as u32)
     }
 
+    /// The segment size of the connection `vs` is pumped to, once known.
+    fn stream_mss(&self, vs: &VSocket<B>) -> Option<u16> {
+        let stream = vs.live_stream()?;
+        let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.stream_mss(&stream)
+    }
+
     /// A [`Role::State`] option: the kernel's answer `asked` (its length checks, its
     /// value layout) with the virtual socket's state put in.
     fn state_option(
@@ -1770,24 +1777,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     Phase::Connecting => 2,
                     _ => 7,
                 };
-                patch(&[state])
-            }
-            options::State::MaxSeg => {
-                let mss = vs.live_stream().and_then(|s| {
-                    self.backend
-                        .stream_mss(&s.lock().unwrap_or_else(|e| e.into_inner()))
-                });
-                match mss {
-                    Some(mss) => {
-                        let set = vs
-                            .option_int(libc::IPPROTO_TCP, libc::TCP_MAXSEG)
-                            .filter(|v| *v > 0);
-                        let v = set.map_or(i32::from(mss), |set| set.min(i32::from(mss)));
-                        patch(&v.to_ne_bytes())
+                let (mut b, len) = patch(&[state])?;
+                // tcpi_snd_mss (offset 16): what TCP_MAXSEG says, once connected.
+                if let Some(mss) = self.stream_mss(vs) {
+                    if let Some(at) = b.get_mut(16..20) {
+                        at.copy_from_slice(&u32::from(mss).to_ne_bytes());
                     }
-                    None => patch(&[]),
                 }
+                Ok((b, len))
             }
+            options::State::MaxSeg => match self.stream_mss(vs) {
+                Some(mss) => {
+                    let set = vs
+                        .option_int(libc::IPPROTO_TCP, libc::TCP_MAXSEG)
+                        .filter(|v| *v > 0);
+                    let v = set.map_or(i32::from(mss), |set| set.min(i32::from(mss)));
+                    patch(&v.to_ne_bytes())
+                }
+                None => patch(&[]),
+            },
             options::State::Cookie => patch(&ino.to_ne_bytes()),
             options::State::V6Only => {
                 let bound = match &*vs.phase() {

@@ -130,6 +130,11 @@ static void states(const char *ip4, const char *ip6) {
     CHECK(connect(c2, (struct sockaddr *)&a, sizeof a) == 0, "connect with TCP_MAXSEG");
     CHECK(geti(c, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v >= 1200 && v <= 65535,
           "TCP_MAXSEG connected");
+    len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_ESTABLISHED &&
+              (int)ti.tcpi_snd_mss == v,
+          "TCP_INFO's tcpi_snd_mss is TCP_MAXSEG");
     CHECK(geti(c2, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v > 900 && v <= 1000,
           "TCP_MAXSEG connected, below the value set");
     close(c);

@@ -1219,6 +1219,11 @@ impl Core {
                     if state == tcp::State::Closed {
                         self.remove_conn(&key);
                     } else {
+                        if state == tcp::State::TimeWait
+                            && self.tcp.get_mut(&key).is_some_and(|c| c.trim.finished())
+                        {
+                            self.buffers_released += 1;
+                        }
                         if state == tcp::State::FinWait2 && started.elapsed() >= FIN_TIMEOUT {
                             self.socket(i, h).abort();
                             self.mark_dirty(i);

@@ -87,6 +87,12 @@ impl Rings {
         self.release(pages(self.rx), pages(self.tx));
     }
 
+    /// Give both buffers' pages back at once: the connection will neither send nor read
+    /// again (it waits in TIME-WAIT with no owner).
+    pub(crate) fn release_all(&self) {
+        self.release(0, pages(self.rx) + pages(self.tx));
+    }
+
     fn release(&self, at: usize, len: usize) {
         // SAFETY: a page-aligned range inside our own mapping. MADV_DONTNEED replaces its
         // pages with zero-filled ones on next touch; the callers promise the bytes there

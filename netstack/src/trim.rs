@@ -9,6 +9,10 @@
 //! The receive buffer is released only when no out-of-order data can sit beyond its
 //! queue (smoltcp keeps its reassembly state private): every byte up to the highest
 //! sequence number received has been read by the owner.
+//!
+//! A connection whose owner let go releases both at once when it enters TIME-WAIT
+//! ([`Trim::finished`], from the shard's watch): with many short connections those wait
+//! out their 2 s in numbers (the side that closes first holds one per connection).
 
 use std::time::Duration;
 
@@ -35,6 +39,8 @@ pub(crate) struct Trim {
     seen: u32,
     /// On the trim list.
     listed: bool,
+    /// Released for good: the connection waits in TIME-WAIT with no owner.
+    finished: bool,
 }
 
 impl Trim {
@@ -78,6 +84,17 @@ impl Trim {
         }
         self.listed = true;
         true
+    }
+
+    /// The connection waits in TIME-WAIT and its owner is gone: it will neither send nor
+    /// read again, so both buffers go now (once) rather than with the connection, 2 s
+    /// later (smoltcp's 10 s on the stack's clock). Returns whether pages were released.
+    pub(crate) fn finished(&mut self) -> bool {
+        if self.finished {
+            return false;
+        }
+        self.finished = true;
+        self.rings.as_ref().map(Rings::release_all).is_some()
     }
 
     /// Nothing received waits in the receive buffer, in order or not.

@@ -424,3 +424,40 @@ async fn an_idle_connection_gives_its_buffers_back_and_goes_on_intact() {
     let back = timeout(T, writer).await.unwrap().unwrap();
     assert!(back == big, "server to client");
 }
+
+#[tokio::test]
+async fn a_connection_in_time_wait_gives_its_buffers_back() {
+    let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
+    let l = b.tcp_listen(sa(B4, 7035), 4, false).unwrap();
+    let mut c = timeout(T, a.tcp_connect(None, sa(B4, 7035), TcpOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut s = l.accept().await.unwrap();
+    // A request and its answer, then the server closes first (as a server that answers
+    // once does): its end waits in TIME-WAIT with nobody to read or write it.
+    c.write_all(b"request").await.unwrap();
+    let mut got = [0u8; 7];
+    s.read_exact(&mut got).await.unwrap();
+    s.write_all(b"answer!").await.unwrap();
+    drop(s);
+    c.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"answer!");
+    assert_eq!(c.read(&mut got).await.unwrap(), 0, "end of stream");
+    drop(c);
+    let start = Instant::now();
+    while b.stats().buffers_released == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "buffers not released after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.stats().tcp_connections, 1, "released while in TIME-WAIT");
+    assert_eq!(
+        a.stats().buffers_released,
+        0,
+        "the side that closed last has no TIME-WAIT"
+    );
+}

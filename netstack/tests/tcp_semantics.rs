@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netstack::{Error, TcpOptions};
+use netstack::{Error, TcpOptions, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -372,15 +372,22 @@ async fn the_segment_size_is_the_smaller_of_both_ends() {
     assert_eq!(sizes(&a, &b, B4.into()).await, [Some(8960); 2]);
 }
 
-#[tokio::test]
-async fn an_idle_connection_gives_its_buffers_back_and_goes_on_intact() {
+/// Two stacks on a clean link and a connection from A to B's `port`: (A, B, A's end,
+/// B's end).
+async fn connected_pair(port: u16) -> (netstack::Stack, netstack::Stack, TcpStream, TcpStream) {
     let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
-    let l = b.tcp_listen(sa(B4, 7034), 4, false).unwrap();
-    let mut c = timeout(T, a.tcp_connect(None, sa(B4, 7034), TcpOptions::default()))
+    let l = b.tcp_listen(sa(B4, port), 4, false).unwrap();
+    let c = timeout(T, a.tcp_connect(None, sa(B4, port), TcpOptions::default()))
         .await
         .unwrap()
         .unwrap();
-    let mut s = l.accept().await.unwrap();
+    let s = l.accept().await.unwrap();
+    (a, b, c, s)
+}
+
+#[tokio::test]
+async fn an_idle_connection_gives_its_buffers_back_and_goes_on_intact() {
+    let (a, b, mut c, mut s) = connected_pair(7034).await;
     let pattern = |n: usize, k: u8| -> Vec<u8> {
         (0..n)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(k))
@@ -427,13 +434,7 @@ async fn an_idle_connection_gives_its_buffers_back_and_goes_on_intact() {
 
 #[tokio::test]
 async fn a_connection_in_time_wait_gives_its_buffers_back() {
-    let (a, b) = pair(LinkParams::clean(), LinkParams::clean());
-    let l = b.tcp_listen(sa(B4, 7035), 4, false).unwrap();
-    let mut c = timeout(T, a.tcp_connect(None, sa(B4, 7035), TcpOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut s = l.accept().await.unwrap();
+    let (a, b, mut c, mut s) = connected_pair(7035).await;
     // A request and its answer, then the server closes first (as a server that answers
     // once does): its end waits in TIME-WAIT with nobody to read or write it.
     c.write_all(b"request").await.unwrap();

@@ -132,6 +132,20 @@ pub(crate) struct Conn {
     pub(crate) started: std::time::Instant,
 }
 
+impl Conn {
+    /// Take in what a received segment `t` tells beyond smoltcp: from the peer's SYN its
+    /// segment size and initial sequence number, from data where it ends (trim.rs), over
+    /// an IP MTU of `mtu`. Returns whether the connection must now be listed for the
+    /// trim pass ([`Core::list_for_trim`]).
+    fn note_segment(&mut self, t: &TcpPorts, mtu: usize, v6: bool) -> bool {
+        if t.syn && !t.rst {
+            self.mss = Some(effective_mss(mtu, v6, t.mss));
+            self.trim.syn(t.seq);
+        }
+        t.data_end.is_some_and(|end| self.trim.received(end))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Listener {
     pub(crate) local: SocketAddr,
@@ -1524,6 +1538,8 @@ impl Core {
             }
             _ => false,
         };
+        // The segment's data made its connection one to list for the trim pass.
+        let mut list = false;
         let shard = if let Some(c) = self.tcp.get_mut(&key) {
             if t.rst {
                 c.rst_seen = true;
@@ -1532,11 +1548,17 @@ impl Core {
             if c.fin_seq.is_some() && repeated_ack_for_fin(c, t.pure_ack) {
                 return self.egress.recycle(frame);
             }
+            list = c.note_segment(&t, self.net.mtu, ip.dst.is_ipv6());
             c.shard
         } else if t.syn && !t.ack && !t.rst {
             match self.find_listener(ip.dst, t.dst) {
                 Some(lid) => match self.admit(lid, key) {
-                    Some(shard) => shard,
+                    Some(shard) => {
+                        if let Some(c) = self.tcp.get_mut(&key) {
+                            list = c.note_segment(&t, self.net.mtu, ip.dst.is_ipv6());
+                        }
+                        shard
+                    }
                     // Accept queue full: say nothing, the client retries (Linux behaviour).
                     None => return self.egress.recycle(frame),
                 },
@@ -1547,16 +1569,6 @@ impl Core {
         } else {
             0
         };
-        let mut list = false;
-        if let Some(c) = self.tcp.get_mut(&key) {
-            if t.syn && !t.rst {
-                c.mss = Some(effective_mss(self.net.mtu, ip.dst.is_ipv6(), t.mss));
-                c.trim.syn(t.seq);
-            }
-            if let Some(end) = t.data_end {
-                list = c.trim.received(end);
-            }
-        }
         if list {
             self.list_for_trim(key);
         }
@@ -1869,20 +1881,6 @@ fn connecting(frame: &[u8]) -> Option<Key> {
     })
 }
 
-/// Whether a bare ACK for a connection that sent its FIN is a repeat to keep from smoltcp.
-///
-/// smoltcp 0.14 cannot fast-retransmit a FIN: when the third duplicate ACK arrives while
-/// only the FIN is unacknowledged (all data acknowledged), it clears its retransmission
-/// timer, finds no data to resend, and never sends the FIN again, so the peer never sees
-/// end-of-file. Duplicate ACKs are common right there: after a timeout smoltcp resends
-/// everything from the oldest unacknowledged byte, and the peer answers each duplicate
-/// segment with the same ACK. An ACK that acknowledges exactly up to our FIN, repeated
-/// with the same window, carries nothing new and only feeds that count, so it is dropped;
-/// smoltcp's retransmission timer then resends the FIN. ACKs below the FIN (data still
-/// unacknowledged: duplicate ACKs drive the fast retransmit of that data) and the ACK of
-/// the FIN itself pass untouched.
-/// Whether a close must wait ([`Core::close_write`]): the peer has closed (CLOSE-WAIT) and
-/// data is still queued.
 /// The segment size a connection over an IP MTU of `mtu` sends to a peer whose SYN
 /// announced `peer` (smoltcp's `remote_mss`: 536 without the option, at least 48; no TCP
 /// options are sent besides on the SYN, so nothing more comes off).
@@ -1895,10 +1893,24 @@ fn effective_mss(mtu: usize, v6: bool, peer: Option<u16>) -> u16 {
     ours.min(theirs).min(usize::from(u16::MAX)) as u16
 }
 
+/// Whether a close must wait ([`Core::close_write`]): the peer has closed (CLOSE-WAIT) and
+/// data is still queued.
 fn close_must_wait(s: &tcp::Socket<'_>) -> bool {
     s.state() == tcp::State::CloseWait && s.send_queue() > 0
 }
 
+/// Whether a bare ACK for a connection that sent its FIN is a repeat to keep from smoltcp.
+///
+/// smoltcp 0.14 cannot fast-retransmit a FIN: when the third duplicate ACK arrives while
+/// only the FIN is unacknowledged (all data acknowledged), it clears its retransmission
+/// timer, finds no data to resend, and never sends the FIN again, so the peer never sees
+/// end-of-file. Duplicate ACKs are common right there: after a timeout smoltcp resends
+/// everything from the oldest unacknowledged byte, and the peer answers each duplicate
+/// segment with the same ACK. An ACK that acknowledges exactly up to our FIN, repeated
+/// with the same window, carries nothing new and only feeds that count, so it is dropped;
+/// smoltcp's retransmission timer then resends the FIN. ACKs below the FIN (data still
+/// unacknowledged: duplicate ACKs drive the fast retransmit of that data) and the ACK of
+/// the FIN itself pass untouched.
 fn repeated_ack_for_fin(c: &mut Conn, pure_ack: Option<(u32, u16)>) -> bool {
     match pure_ack {
         Some((ack, win)) if Some(ack) == c.fin_seq => {

@@ -250,21 +250,15 @@ impl TcpPorts {
                 let ack = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
                 (ack, be16(seg, 14))
             });
-        let fin_seq =
-            (flags & 0x01 != 0 && data_offset >= 20 && seg.len() >= data_offset).then(|| {
-                let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
-                // SYN occupies one sequence number before the data.
-                let syn = u32::from(flags & 0x02 != 0);
-                seq.wrapping_add(syn)
-                    .wrapping_add((seg.len() - data_offset) as u32)
-            });
         let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
-        let data_end = (data_offset >= 20 && seg.len() > data_offset).then(|| {
-            let syn = u32::from(flags & 0x02 != 0);
-            seq.wrapping_add(syn)
-                .wrapping_add((seg.len() - data_offset) as u32)
-        });
-        let mss = if flags & 0x02 != 0 && data_offset > 20 && seg.len() >= data_offset {
+        let whole = data_offset >= 20 && seg.len() >= data_offset;
+        // Just past the data: a SYN occupies one sequence number before it.
+        let end = seq
+            .wrapping_add(u32::from(flags & 0x02 != 0))
+            .wrapping_add(seg.len().saturating_sub(data_offset) as u32);
+        let fin_seq = (flags & 0x01 != 0 && whole).then_some(end);
+        let data_end = (whole && seg.len() > data_offset).then_some(end);
+        let mss = if flags & 0x02 != 0 && whole && data_offset > 20 {
             syn_mss(&seg[20..data_offset])
         } else {
             None

@@ -133,7 +133,8 @@ impl Core {
                 continue;
             }
             if c.role == Role::Orphan {
-                // Closing: its buffers go with it.
+                // Closing: its buffers go when it enters TIME-WAIT (`Trim::finished`), or
+                // with it.
                 t.listed = false;
                 continue;
             }

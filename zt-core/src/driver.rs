@@ -35,8 +35,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -97,7 +97,12 @@ pub enum DriverError {
 
 /// One bound socket and its batching state.
 struct Socket {
-    io: UdpSocket,
+    /// Registered for reading only: the kernel signals a UDP socket writable each time a
+    /// datagram it sent is freed (read by a local receiver, or sent by the device), and
+    /// registered for writing, every datagram sent would wake the runtime once more for
+    /// nothing. A send that finds the buffer full waits on a duplicate registered for
+    /// writing ([`wait_writable`]).
+    io: AsyncFd<std::net::UdpSocket>,
     state: quinn_udp::UdpSocketState,
     /// Set when the kernel refused a GSO send (some drivers do, with EIO): send each
     /// datagram on its own from then on.
@@ -107,7 +112,7 @@ struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Socket({:?})", self.io.local_addr().ok())
+        write!(f, "Socket({:?})", self.io.get_ref().local_addr().ok())
     }
 }
 
@@ -201,7 +206,7 @@ impl Sockets {
                 .and_then(|()| quinn_udp::UdpSocketState::new((&s).into()))
                 .and_then(|state| {
                     Ok(Socket {
-                        io: UdpSocket::from_std(s)?,
+                        io: crate::reactor::register(s, Interest::READABLE)?,
                         state,
                         #[cfg(target_os = "linux")]
                         gso_failed: std::sync::atomic::AtomicBool::new(false),
@@ -220,7 +225,7 @@ impl Sockets {
         [&self.v4, &self.v6]
             .into_iter()
             .flatten()
-            .filter_map(|s| s.io.local_addr().ok())
+            .filter_map(|s| s.io.get_ref().local_addr().ok())
             .collect()
     }
 
@@ -251,13 +256,10 @@ impl Sockets {
             };
             let batch = sendmmsg_batch(transmits, i, max_segments);
             let sent = loop {
-                let r = sock.io.try_io(Interest::WRITABLE, || {
-                    batch.send(sock.io.as_raw_fd(), transmits)
-                });
-                match r {
+                match batch.send(sock.io.as_raw_fd(), transmits) {
                     Ok(n) => break n.max(1),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if sock.io.writable().await.is_err() {
+                        if wait_writable(sock).await.is_err() {
                             break batch.messages.len();
                         }
                     }
@@ -304,13 +306,10 @@ impl Sockets {
                 src_ip: None,
             };
             loop {
-                let sent = sock.io.try_io(Interest::WRITABLE, || {
-                    sock.state.try_send((&sock.io).into(), &t)
-                });
-                match sent {
+                match sock.state.try_send(sock.io.get_ref().into(), &t) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if sock.io.writable().await.is_err() {
+                        if wait_writable(sock).await.is_err() {
                             break;
                         }
                     }
@@ -485,18 +484,24 @@ async fn recv_batch(sock: Option<&Socket>, batch: &mut RecvBatch) -> io::Result<
         return std::future::pending().await;
     };
     loop {
-        sock.io.readable().await?;
+        let mut guard = sock.io.readable().await?;
         let RecvBatch { bufs, meta } = &mut *batch;
         let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let got = sock.io.try_io(Interest::READABLE, || {
-            sock.state.recv((&sock.io).into(), &mut slices, meta)
-        });
-        match got {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        match guard.try_io(|io| sock.state.recv(io.get_ref().into(), &mut slices, meta)) {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
         }
     }
+}
+
+/// Waits until `sock` has room for a datagram again, on a duplicate registered for
+/// writing for as long as the wait lasts (`Socket::io` is registered for reading only).
+/// A registration reports the state it finds, so room made meanwhile is not missed.
+async fn wait_writable(sock: &Socket) -> io::Result<()> {
+    let dup = sock.io.get_ref().try_clone()?;
+    let writer = crate::reactor::register(dup, Interest::WRITABLE)?;
+    let _ready = writer.writable().await?;
+    Ok(())
 }
 
 /// Feeds the datagrams of a received batch to `f`, splitting GRO super-datagrams at their

@@ -54,7 +54,7 @@
 //! networks, frames from nodes without a valid, unrevoked membership certificate. The wire
 //! format is described in `docs/PROTOCOL.md`. The controller's HTTP management API lives
 //! outside this crate.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admission;
 pub mod controller;
@@ -62,6 +62,8 @@ pub mod controller;
 pub mod driver;
 pub mod identity;
 pub mod node;
+#[cfg(feature = "tokio")]
+mod reactor;
 mod reassembly;
 pub mod replay;
 pub mod session;

@@ -1228,10 +1228,16 @@ pub(crate) fn async_fd(
 
 /// Register our end of a virtual socket with the runtime without duplicating it: `vs`
 /// owns the descriptor, and the returned `AsyncFd` keeps `vs` alive.
+///
+/// For reading only. Every read the program makes of what we wrote frees space on our
+/// end, and the kernel then signals it writable (`unix_write_space`): registered for
+/// writing, each delivered message would wake the runtime once more for nothing. A writer
+/// that finds the end full registers a duplicate for writing until the program catches up
+/// (virt.rs, `OurEnd`).
 pub(crate) fn async_end<B: crate::backend::Backend>(
     vs: std::sync::Arc<crate::emulate::VSocket<B>>,
 ) -> std::io::Result<tokio::io::unix::AsyncFd<EndFd<B>>> {
-    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    let interest = tokio::io::Interest::READABLE;
     // SAFETY: `EndFd` holds the `VSocket`, whose `ours` descriptor is an OwnedFd that is
     // never replaced or closed while the VSocket lives, so the number stays open and the
     // same for as long as the AsyncFd exists, as register_with_interest requires.

@@ -1001,7 +1001,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 failed: false,
                 closed: B::poll_stream_closed,
             };
-            let mut ours = OurEnd(end);
+            let mut ours = OurEnd { end, writer: None };
             let reset = match crate::copy::bidirectional(&mut ours, &mut stream).await {
                 Ok((up, down)) => {
                     debug!(ino, up, down, "stream finished");
@@ -1112,7 +1112,20 @@ fn linger_zero<B: Backend>(vs: &VSocket<B>) -> bool {
 
 /// Our end of a pumped TCP socket as a byte stream, driven through the socket's own
 /// descriptor (registered once, never duplicated).
-struct OurEnd<B: Backend>(tokio::io::unix::AsyncFd<sys::EndFd<B>>);
+/// Our end of a pumped connection: registered for reading; for writing only while the
+/// program lets it fill up (`writer`, see [`sys::async_end`]).
+struct OurEnd<B: Backend> {
+    end: tokio::io::unix::AsyncFd<sys::EndFd<B>>,
+    /// A duplicate of our end registered for writability, made when a write found the
+    /// end full; dropped after [`WRITES_TO_DROP_WRITER`] writes in a row went through
+    /// without waiting.
+    writer: Option<(tokio::io::unix::AsyncFd<OwnedFd>, u32)>,
+}
+
+/// Writes in a row that did not have to wait after which the writability registration
+/// goes (a bulk transfer to a slow reader keeps it; a burst that filled the end once
+/// does not keep waking the runtime at every read of the program).
+const WRITES_TO_DROP_WRITER: u32 = 16;
 
 impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
     fn poll_read(
@@ -1121,7 +1134,7 @@ impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         loop {
-            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let mut guard = std::task::ready!(self.end.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             let got = guard.try_io(|fd| {
                 recv(fd.as_raw_fd(), unfilled, MsgFlags::MSG_DONTWAIT).map_err(Into::into)
@@ -1130,7 +1143,8 @@ impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
                 // The program closed (not just shut down) a socket with SO_LINGER zero:
                 // a reset, not an orderly end.
                 Ok(Ok(0))
-                    if linger_zero(&self.0.get_ref().0) && hung_up(&self.0.get_ref().0.ours) =>
+                    if linger_zero(&self.end.get_ref().0)
+                        && hung_up(&self.end.get_ref().0.ours) =>
                 {
                     return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
                 }
@@ -1147,22 +1161,40 @@ impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
 
 impl<B: Backend> tokio::io::AsyncWrite for OurEnd<B> {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        let fd = self.end.as_raw_fd();
+        let write =
+            || send(fd, data, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).map_err(Into::into);
         loop {
-            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
-            let sent = guard.try_io(|fd| {
-                send(
-                    fd.as_raw_fd(),
-                    data,
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                )
-                .map_err(Into::into)
-            });
-            if let Ok(result) = sent {
-                return std::task::Poll::Ready(result);
+            let this = &mut *self;
+            if let Some((writer, clear)) = &mut this.writer {
+                let mut guard = std::task::ready!(writer.poll_write_ready(cx))?;
+                match guard.try_io(|_| write()) {
+                    Ok(result) => {
+                        *clear += 1;
+                        if *clear >= WRITES_TO_DROP_WRITER {
+                            this.writer = None;
+                        }
+                        return std::task::Poll::Ready(result);
+                    }
+                    Err(_would_block) => {
+                        *clear = 0;
+                        continue;
+                    }
+                }
+            }
+            match write() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Full: wait for the program to read, registered for that now (the
+                    // registration reports an end that became writable meanwhile).
+                    let dup = this.end.get_ref().0.ours.try_clone()?;
+                    this.writer = Some((sys::async_fd(dup, tokio::io::Interest::WRITABLE)?, 0));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                result => return std::task::Poll::Ready(result),
             }
         }
     }
@@ -1176,7 +1208,7 @@ impl<B: Backend> tokio::io::AsyncWrite for OurEnd<B> {
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let r = nix::sys::socket::shutdown(self.0.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        let r = nix::sys::socket::shutdown(self.end.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         std::task::Poll::Ready(r.map_err(Into::into))
     }
 }

@@ -2080,10 +2080,17 @@ pub(crate) fn socketpair(kind: Kind, nonblocking: bool) -> Result<(OwnedFd, Owne
         Kind::Stream => SockType::Stream,
         Kind::Dgram | Kind::Icmp | Kind::Raw => SockType::SeqPacket,
     };
-    let (theirs, ours) = sock::socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)?;
-    set_nonblocking(ours.as_fd(), true)?;
-    if nonblocking {
-        set_nonblocking(theirs.as_fd(), true)?;
+    // Both ends start non-blocking (ours always is) and close-on-exec: one system call,
+    // and one more only for a blocking program end. A new socket's status flags are
+    // O_RDWR and O_NONBLOCK alone, so clearing them clears only O_NONBLOCK.
+    let (theirs, ours) = sock::socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    if !nonblocking {
+        fcntl(theirs.as_fd(), FcntlArg::F_SETFL(OFlag::empty()))?;
     }
     Ok((theirs, ours))
 }

@@ -123,6 +123,25 @@ pub trait Kernel: Send + Sync + 'static {
     fn read_memory(&self, pid: u32, addr: u64, buf: &mut [u8]) -> Result<(), Errno>;
     /// Copy `data` into the program at `addr`; a short copy is `EFAULT`.
     fn write_memory(&self, pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno>;
+    /// Copy each `(addr, data)` part into the program, in order, stopping at the first
+    /// that fails (`EFAULT`): what `recvmsg` stores (data, name, lengths, flags) in as
+    /// few system calls as the kernel allows.
+    fn write_memory_parts(&self, pid: u32, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
+        parts
+            .iter()
+            .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data))
+    }
+    /// Gather `(addr, len)` regions of the program, in order, into one buffer: what
+    /// `sendmsg` sends (its iovecs). A short or failed copy is `EFAULT`.
+    fn read_memory_parts(&self, pid: u32, parts: &[(u64, usize)]) -> Result<Vec<u8>, Errno> {
+        let mut out = vec![0u8; parts.iter().map(|p| p.1).sum()];
+        let mut at = 0;
+        for &(addr, len) in parts {
+            self.read_memory(pid, addr, &mut out[at..at + len])?;
+            at += len;
+        }
+        Ok(out)
+    }
     /// Install `fd` into the program as described by `how`; returns the fd number.
     /// `ENOENT` means the notification vanished and nothing was installed.
     fn add_fd(&self, id: u64, fd: BorrowedFd<'_>, how: Placement) -> Result<i32, Errno>;
@@ -184,7 +203,18 @@ pub trait Kernel: Send + Sync + 'static {
 pub struct LinuxKernel {
     listener: OwnedFd,
     vm_calls_denied: AtomicBool,
+    /// Process descriptors by the thread id that last needed one ([`Kernel::grab_at`]):
+    /// a duplicate of the program's end is taken on many calls (an `accept`, a
+    /// non-blocking `connect`, each `recvmsg` of a datagram), and opening and closing a
+    /// pidfd each time were two of its four system calls.
+    pidfds: std::sync::Mutex<Vec<(u32, OwnedFd)>>,
 }
+
+/// Regions one `process_vm_readv`/`writev` takes at most (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+/// Process descriptors kept at most (the oldest goes first).
+const PIDFDS_KEPT: usize = 16;
 
 impl LinuxKernel {
     /// Wrap the listener returned by the launch sequence.
@@ -192,7 +222,40 @@ impl LinuxKernel {
         Self {
             listener,
             vm_calls_denied: AtomicBool::new(false),
+            pidfds: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A duplicate of descriptor `fd` of thread `pid`, checked to be socket `ino`,
+    /// through the process descriptor kept for `pid` if there is one. A kept descriptor
+    /// can be stale (its process gone, the thread id reused by another): any failure
+    /// through it forgets it and tries once more with a fresh one. Taking the socket from
+    /// the wrong process is harmless: the inode check guarantees it is the very socket
+    /// (one open file per socket, shared by every process holding it).
+    fn grab_through_kept(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
+        let mut kept = self.pidfds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = kept.iter().position(|(p, _)| *p == pid) {
+            match dup_checked(kept[i].1.as_fd(), fd, ino) {
+                Ok(dup) => return Ok(dup),
+                Err(_) => {
+                    kept.swap_remove(i);
+                }
+            }
+        }
+        drop(kept);
+        // pidfd_open wants the process, not one of its threads: without PIDFD_THREAD
+        // (Linux 6.9) a thread's id is refused, with EINVAL or, on newer kernels, ENOENT.
+        let pidfd = match sys::pidfd_open(pid) {
+            Err(Errno::EINVAL | Errno::ENOENT) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
+            r => r?,
+        };
+        let dup = dup_checked(pidfd.as_fd(), fd, ino)?;
+        let mut kept = self.pidfds.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= PIDFDS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((pid, pidfd));
+        Ok(dup)
     }
 
     /// Whether `process_vm_readv`/`writev` were refused and `/proc/PID/mem` is used.
@@ -308,6 +371,86 @@ impl Kernel for LinuxKernel {
         }
     }
 
+    fn write_memory_parts(&self, pid: u32, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
+        if self.uses_proc_mem() {
+            return parts
+                .iter()
+                .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data));
+        }
+        // One process_vm_writev per IOV_MAX parts: the kernel fills the remote regions
+        // in order from the local buffers in order, and stops at the first it cannot.
+        let parts: Vec<(u64, &[u8])> = parts.iter().copied().filter(|p| !p.1.is_empty()).collect();
+        for chunk in parts.chunks(IOV_MAX) {
+            let local: Vec<IoSlice<'_>> = chunk.iter().map(|p| IoSlice::new(p.1)).collect();
+            let remote: Vec<RemoteIoVec> = chunk
+                .iter()
+                .map(|p| RemoteIoVec {
+                    base: p.0 as usize,
+                    len: p.1.len(),
+                })
+                .collect();
+            let total: usize = chunk.iter().map(|p| p.1.len()).sum();
+            match process_vm_writev(Pid::from_raw(pid as i32), &local, &remote) {
+                Ok(n) if n == total => {}
+                Ok(_) => return Err(Errno::EFAULT),
+                Err(Errno::ESRCH) => return Err(Errno::ESRCH),
+                Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                    self.deny_vm_calls(e);
+                    return chunk
+                        .iter()
+                        .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data));
+                }
+                Err(_) => return Err(Errno::EFAULT),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_memory_parts(&self, pid: u32, parts: &[(u64, usize)]) -> Result<Vec<u8>, Errno> {
+        let mut out = vec![0u8; parts.iter().map(|p| p.1).sum()];
+        if self.uses_proc_mem() {
+            let mut at = 0;
+            for &(addr, len) in parts {
+                self.read_memory(pid, addr, &mut out[at..at + len])?;
+                at += len;
+            }
+            return Ok(out);
+        }
+        let parts: Vec<(u64, usize)> = parts.iter().copied().filter(|p| p.1 > 0).collect();
+        let mut at = 0;
+        for chunk in parts.chunks(IOV_MAX) {
+            let total: usize = chunk.iter().map(|p| p.1).sum();
+            let remote: Vec<RemoteIoVec> = chunk
+                .iter()
+                .map(|p| RemoteIoVec {
+                    base: p.0 as usize,
+                    len: p.1,
+                })
+                .collect();
+            let buf = &mut out[at..at + total];
+            match process_vm_readv(
+                Pid::from_raw(pid as i32),
+                &mut [IoSliceMut::new(buf)],
+                &remote,
+            ) {
+                Ok(n) if n == total => {}
+                Ok(_) => return Err(Errno::EFAULT),
+                Err(Errno::ESRCH) => return Err(Errno::ESRCH),
+                Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                    self.deny_vm_calls(e);
+                    let mut off = 0;
+                    for &(addr, len) in chunk {
+                        Self::proc_mem_read(pid, addr, &mut buf[off..off + len])?;
+                        off += len;
+                    }
+                }
+                Err(_) => return Err(Errno::EFAULT),
+            }
+            at += total;
+        }
+        Ok(out)
+    }
+
     fn add_fd(&self, id: u64, fd: BorrowedFd<'_>, how: Placement) -> Result<i32, Errno> {
         let l = self.listener.as_fd();
         match how {
@@ -393,19 +536,18 @@ impl Kernel for LinuxKernel {
     }
 
     fn grab_at(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
-        // pidfd_open wants the process, not one of its threads: without PIDFD_THREAD
-        // (Linux 6.9) a thread's id is refused, with EINVAL or, on newer kernels, ENOENT.
-        let pidfd = match sys::pidfd_open(pid) {
-            Err(Errno::EINVAL | Errno::ENOENT) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
-            r => r?,
-        };
-        let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)?;
-        // The program may have closed that number and opened another file since.
-        if nix::sys::stat::fstat(&dup).map(|st| st.st_ino) != Ok(ino) {
-            return Err(Errno::ENOENT);
-        }
-        Ok(dup)
+        self.grab_through_kept(pid, fd, ino)
     }
+}
+
+/// A duplicate of descriptor `fd` of the process behind `pidfd`, if it is socket `ino`.
+fn dup_checked(pidfd: BorrowedFd<'_>, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
+    let dup = sys::pidfd_getfd(pidfd, fd)?;
+    // The program may have closed that number and opened another file since.
+    if nix::sys::stat::fstat(&dup).map(|st| st.st_ino) != Ok(ino) {
+        return Err(Errno::ENOENT);
+    }
+    Ok(dup)
 }
 
 /// A descriptor of thread `pid` that refers to socket inode `ino` (from

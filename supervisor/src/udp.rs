@@ -582,12 +582,23 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if len > MAX_COPY {
             return Err(Errno::EMSGSIZE);
         }
-        let dest = match n.args[4] {
-            0 => None,
-            at => Some(tracee::read_sockaddr(&*self.kernel, n.pid, at, n.args[5])?),
-        };
-        let data = tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)?;
-        Ok((dest, data))
+        if n.args[4] == 0 {
+            let data = tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)?;
+            return Ok((None, data));
+        }
+        // The address and the data in one copy (checked as `read_sockaddr` does).
+        let addr_len = n.args[5] as u32 as i32;
+        if addr_len < 0 || addr_len as usize > crate::wire::SOCKADDR_MAX {
+            return Err(Errno::EINVAL);
+        }
+        if len > 0 && n.args[1] == 0 {
+            return Err(Errno::EFAULT);
+        }
+        let mut both = self
+            .kernel
+            .read_memory_parts(n.pid, &[(n.args[4], addr_len as usize), (n.args[1], len)])?;
+        let data = both.split_off(addr_len as usize);
+        Ok((Some(both), data))
     }
 
     /// A send's `msghdr` at `at`: the header, its destination (if it names one) and its
@@ -616,13 +627,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return Err(Errno::EMSGSIZE);
         }
         let iov = tracee::read_bytes(&*self.kernel, pid, hdr.iov, hdr.iovlen as usize * 16)?;
-        let mut data = Vec::new();
+        let mut parts = Vec::new();
+        let mut total = 0u64;
         for (base, len) in wire::parse_iovecs(&iov) {
-            if data.len() as u64 + len > MAX_COPY as u64 {
+            total += len;
+            if total > MAX_COPY as u64 {
                 return Err(Errno::EMSGSIZE);
             }
-            data.extend(tracee::read_bytes(&*self.kernel, pid, base, len as usize)?);
+            if len > 0 && base == 0 {
+                return Err(Errno::EFAULT);
+            }
+            parts.push((base, len as usize));
         }
+        let data = self.kernel.read_memory_parts(pid, &parts)?;
         Ok((hdr, data))
     }
 
@@ -732,16 +749,25 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some());
         };
         let len = (n.args[2] as usize).min(t.data.len());
-        tri!(self.kernel.write_memory(n.pid, n.args[1], &t.data[..len]));
-        if n.args[4] != 0 {
+        if n.args[4] == 0 {
+            tri!(self.kernel.write_memory(n.pid, n.args[1], &t.data[..len]));
+        } else {
+            // The data, the sender's name (as much as fits) and its full length, in one
+            // go, as `write_with_len` would store the last two.
+            let cap = tri!(tracee::read_i32(&*self.kernel, n.pid, n.args[5]));
+            if cap < 0 {
+                return errno(Errno::EINVAL);
+            }
             let from = wire::emit_sockaddr(self.presented(vs, t.from));
-            tri!(tracee::write_with_len(
-                &*self.kernel,
+            let fit = from.len().min(cap as usize);
+            let from_len = (from.len() as u32).to_ne_bytes();
+            tri!(self.kernel.write_memory_parts(
                 n.pid,
-                n.args[4],
-                n.args[5],
-                &from,
-                true
+                &[
+                    (n.args[1], &t.data[..len]),
+                    (n.args[4], &from[..fit]),
+                    (n.args[5], &from_len),
+                ]
             ));
         }
         value(if flags & libc::MSG_TRUNC != 0 {
@@ -751,38 +777,42 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } as i64)
     }
 
-    /// Store one datagram through a msghdr at `at`; returns the byte count to report.
+    /// Store one datagram through the msghdr at `at` (with its header and iovec array
+    /// when they were read already); returns the byte count to report.
     fn store_msg(
         &self,
         n: &Notification,
         vs: &VSocket<B>,
-        at: u64,
+        (at, header): (u64, Option<(MsgHdr, Vec<u8>)>),
         t: &Taken,
         flags: i32,
     ) -> Result<usize, Errno> {
-        let mut raw = [0u8; MSGHDR_LEN];
-        self.kernel.read_memory(n.pid, at, &mut raw)?;
-        let hdr = MsgHdr::parse(&raw);
-        if hdr.iovlen > 1024 {
-            return Err(Errno::EMSGSIZE);
-        }
-        let iov = tracee::read_bytes(&*self.kernel, n.pid, hdr.iov, hdr.iovlen as usize * 16)?;
+        let (hdr, iov) = match header {
+            Some(h) => h,
+            None => self.read_recv_msghdr(n.pid, at)?,
+        };
+        // Everything to store, in the order Linux stores it, written in one go: the
+        // data, the sender's name and its length, the control messages and their
+        // length, the flags.
+        let mut parts: Vec<(u64, &[u8])> = Vec::new();
         let mut done = 0usize;
         for (base, len) in wire::parse_iovecs(&iov) {
             if done >= t.data.len() {
                 break;
             }
             let chunk = (len as usize).min(t.data.len() - done);
-            self.kernel
-                .write_memory(n.pid, base, &t.data[done..done + chunk])?;
+            if chunk > 0 && base == 0 {
+                return Err(Errno::EFAULT);
+            }
+            parts.push((base, &t.data[done..done + chunk]));
             done += chunk;
         }
+        let from = wire::emit_sockaddr(self.presented(vs, t.from));
+        let from_len = (from.len() as u32).to_ne_bytes();
         if hdr.name != 0 {
-            let from = wire::emit_sockaddr(self.presented(vs, t.from));
             let cap = (hdr.namelen as usize).min(from.len());
-            self.kernel.write_memory(n.pid, hdr.name, &from[..cap])?;
-            self.kernel
-                .write_memory(n.pid, at + 8, &(from.len() as u32).to_ne_bytes())?;
+            parts.push((hdr.name, &from[..cap]));
+            parts.push((at + 8, &from_len));
         }
         // Control messages the program asked for; MSG_TRUNC when the datagram did not
         // fit, MSG_CTRUNC when a control message did not.
@@ -791,10 +821,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             usize::try_from(hdr.controllen).unwrap_or(usize::MAX),
         );
         if !control.is_empty() {
-            self.kernel.write_memory(n.pid, hdr.control, &control)?;
+            parts.push((hdr.control, &control));
         }
-        self.kernel
-            .write_memory(n.pid, at + 40, &(control.len() as u64).to_ne_bytes())?;
+        let control_len = (control.len() as u64).to_ne_bytes();
+        parts.push((at + 40, &control_len));
         let mut out_flags = if done < t.full_len {
             libc::MSG_TRUNC
         } else {
@@ -803,8 +833,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         if ctrunc {
             out_flags |= libc::MSG_CTRUNC;
         }
-        self.kernel
-            .write_memory(n.pid, at + 48, &out_flags.to_ne_bytes())?;
+        let out_flags = out_flags.to_ne_bytes();
+        parts.push((at + 48, &out_flags));
+        self.kernel.write_memory_parts(n.pid, &parts)?;
         Ok(if flags & libc::MSG_TRUNC != 0 {
             t.full_len
         } else {
@@ -860,24 +891,27 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
     }
 
     /// ___sys_recvmsg copies the header and its iovec array in before the socket is
-    /// asked: a bad one faults with nothing taken from the queue.
-    fn check_recv_msghdr(&self, pid: u32, at: u64) -> Result<(), Errno> {
+    /// asked: a bad one faults with nothing taken from the queue. Returns both, which
+    /// is what the datagram is then stored through (as on Linux, whatever the program
+    /// writes there meanwhile).
+    fn read_recv_msghdr(&self, pid: u32, at: u64) -> Result<(MsgHdr, Vec<u8>), Errno> {
         let mut raw = [0u8; MSGHDR_LEN];
         self.kernel.read_memory(pid, at, &mut raw)?;
         let hdr = MsgHdr::parse(&raw);
         if hdr.iovlen > 1024 {
             return Err(Errno::EMSGSIZE);
         }
-        tracee::read_bytes(&*self.kernel, pid, hdr.iov, hdr.iovlen as usize * 16).map(drop)
+        let iov = tracee::read_bytes(&*self.kernel, pid, hdr.iov, hdr.iovlen as usize * 16)?;
+        Ok((hdr, iov))
     }
 
     async fn udp_recvmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
         let flags = n.args[2] as u32 as i32;
-        tri!(self.check_recv_msghdr(n.pid, n.args[1]));
+        let header = tri!(self.read_recv_msghdr(n.pid, n.args[1]));
         let Some(t) = tri!(self.take(n, vs, d, flags, true).await) else {
             return self.give_up_reply(n, vs.timeout(libc::SO_RCVTIMEO).is_some());
         };
-        value(tri!(self.store_msg(n, vs, n.args[1], &t, flags)) as i64)
+        value(tri!(self.store_msg(n, vs, (n.args[1], Some(header)), &t, flags)) as i64)
     }
 
     async fn udp_recvmmsg(&self, n: &Notification, vs: &VSocket<B>, d: &Dgram<B>) -> Reply {
@@ -898,7 +932,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             deadline = Some(tokio::time::Instant::now() + span);
         }
         if vlen > 0 {
-            tri!(self.check_recv_msghdr(n.pid, n.args[1]));
+            tri!(self.read_recv_msghdr(n.pid, n.args[1]));
         }
         let mut count = 0u64;
         while count < vlen {
@@ -923,7 +957,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             };
             let at = n.args[1] + count * MMSGHDR_LEN;
-            let len = tri!(self.store_msg(n, vs, at, &t, flags));
+            let len = tri!(self.store_msg(n, vs, (at, None), &t, flags));
             tri!(self.kernel.write_memory(
                 n.pid,
                 at + MSGHDR_LEN as u64,

@@ -873,4 +873,65 @@ mod tests {
         .unwrap();
         assert_ne!(parse_fdinfo_flags(&text).unwrap() & libc::O_NONBLOCK, 0);
     }
+
+    /// A kernel over a listener that these tests never use.
+    fn own_kernel() -> LinuxKernel {
+        LinuxKernel::new(fs::File::open("/dev/null").unwrap().into())
+    }
+
+    #[test]
+    fn memory_parts_are_copied_in_order_and_stop_at_a_fault() {
+        let k = own_kernel();
+        let pid = std::process::id();
+        let (mut a, mut b, mut c) = ([0u8; 3], [0u8; 5], [0u8; 2]);
+        let at = |x: &mut [u8]| x.as_mut_ptr() as u64;
+        let (pa, pb, pc) = (at(&mut a), at(&mut b), at(&mut c));
+        k.write_memory_parts(pid, &[(pa, b"abc"), (pb, b""), (pc, b"yz")])
+            .unwrap();
+        // An empty part is skipped, whatever its address.
+        k.write_memory_parts(pid, &[(pb, b"hello"), (0, b"")])
+            .unwrap();
+        assert_eq!((&a, &b, &c), (b"abc", b"hello", b"yz"));
+        let got = k
+            .read_memory_parts(pid, &[(pc, 2), (pa, 3), (pb, 0), (pb, 5)])
+            .unwrap();
+        assert_eq!(got, b"yzabchello");
+        // A region that is not mapped: EFAULT, the parts before it written, none after.
+        let r = k.write_memory_parts(pid, &[(pa, b"ABC"), (8, b"x"), (pc, b"YZ")]);
+        assert_eq!(r, Err(Errno::EFAULT));
+        assert_eq!((&a, &c), (b"ABC", b"yz"));
+        assert_eq!(
+            k.read_memory_parts(pid, &[(pa, 3), (8, 1)]),
+            Err(Errno::EFAULT)
+        );
+    }
+
+    #[test]
+    fn a_kept_process_descriptor_serves_later_grabs_and_a_failed_one_is_dropped() {
+        use std::os::fd::AsRawFd;
+        let k = own_kernel();
+        let pid = std::process::id();
+        let (a, _b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::empty(),
+        )
+        .unwrap();
+        let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
+        let kept = |k: &LinuxKernel| k.pidfds.lock().unwrap().len();
+        let dup = k.grab_at(pid, a.as_raw_fd(), ino).unwrap();
+        assert_eq!(nix::sys::stat::fstat(&dup).unwrap().st_ino, ino);
+        assert_eq!(kept(&k), 1);
+        k.grab_at(pid, a.as_raw_fd(), ino).unwrap();
+        assert_eq!(kept(&k), 1, "the kept descriptor served the second grab");
+        // Not that socket: refused, and the descriptor that gave it is not kept.
+        assert_eq!(
+            k.grab_at(pid, a.as_raw_fd(), ino + 1).err(),
+            Some(Errno::ENOENT)
+        );
+        assert_eq!(kept(&k), 0);
+        k.grab_at(pid, a.as_raw_fd(), ino).unwrap();
+        assert_eq!(kept(&k), 1);
+    }
 }

@@ -1136,9 +1136,18 @@ impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {
         loop {
             let mut guard = std::task::ready!(self.end.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
             let got = guard.try_io(|fd| {
                 recv(fd.as_raw_fd(), unfilled, MsgFlags::MSG_DONTWAIT).map_err(Into::into)
             });
+            // Less than asked for: the program's end had nothing more queued (a stream
+            // read stops early only at an empty queue; our end never asks for the
+            // writers' credentials, which would also split it), so the next read would
+            // answer EAGAIN. New data signals the edge-triggered registration anew; an
+            // end of file stays signalled.
+            if matches!(got, Ok(Ok(n)) if n > 0 && n < wanted) {
+                guard.clear_ready();
+            }
             match got {
                 // The program closed (not just shut down) a socket with SO_LINGER zero:
                 // a reset, not an orderly end.

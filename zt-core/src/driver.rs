@@ -488,7 +488,16 @@ async fn recv_batch(sock: Option<&Socket>, batch: &mut RecvBatch) -> io::Result<
         let RecvBatch { bufs, meta } = &mut *batch;
         let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
         match guard.try_io(|io| sock.state.recv(io.get_ref().into(), &mut slices, meta)) {
-            Ok(result) => return result,
+            Ok(Ok(n)) => {
+                // Fewer datagrams than slots: the queue was empty when the kernel looked
+                // for the next, so asking again would only answer EAGAIN. A datagram
+                // arriving from now on signals the (edge-triggered) registration anew.
+                if n < slices.len() {
+                    guard.clear_ready();
+                }
+                return Ok(n);
+            }
+            Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
         }
     }

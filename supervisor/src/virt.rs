@@ -1111,20 +1111,19 @@ fn linger_zero<B: Backend>(vs: &VSocket<B>) -> bool {
 }
 
 /// Our end of a pumped TCP socket as a byte stream, driven through the socket's own
-/// descriptor (registered once, never duplicated).
-/// Our end of a pumped connection: registered for reading; for writing only while the
-/// program lets it fill up (`writer`, see [`sys::async_end`]).
+/// descriptor, registered for reading only; for writing, a duplicate is registered only
+/// while the program lets the end fill up (`writer`, see [`sys::async_end`]).
 struct OurEnd<B: Backend> {
     end: tokio::io::unix::AsyncFd<sys::EndFd<B>>,
     /// A duplicate of our end registered for writability, made when a write found the
-    /// end full; dropped after [`WRITES_TO_DROP_WRITER`] writes in a row went through
-    /// without waiting.
+    /// end full, with the writes since it was last found full; dropped after
+    /// [`WRITES_TO_DROP_WRITER`] of them.
     writer: Option<(tokio::io::unix::AsyncFd<OwnedFd>, u32)>,
 }
 
-/// Writes in a row that did not have to wait after which the writability registration
-/// goes (a bulk transfer to a slow reader keeps it; a burst that filled the end once
-/// does not keep waking the runtime at every read of the program).
+/// Writes in a row that found room after which the writability registration goes (a
+/// bulk transfer to a slow reader keeps it; a burst that filled the end once does not
+/// keep waking the runtime at every read of the program).
 const WRITES_TO_DROP_WRITER: u32 = 16;
 
 impl<B: Backend> tokio::io::AsyncRead for OurEnd<B> {

@@ -131,6 +131,11 @@ pub trait Backend: Send + Sync + 'static {
     fn stream_mss(&self, _stream: &Self::Stream) -> Option<u16> {
         None
     }
+    /// The round-trip time `stream` measured over its handshake, once known (what
+    /// `TCP_INFO`'s `tcpi_rtt` reports on a fresh Linux connection). Default: not known.
+    fn stream_rtt(&self, _stream: &Self::Stream) -> Option<std::time::Duration> {
+        None
+    }
     /// Reset `stream` (send RST, drop what is queued): what Linux does when a program
     /// closes a TCP socket with unread data or with `SO_LINGER` zero. Default: nothing
     /// (the stream is shut down normally).

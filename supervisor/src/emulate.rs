@@ -1721,6 +1721,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.backend.stream_mss(&stream)
     }
 
+    /// The handshake's round-trip time of `vs`'s connection, once known.
+    fn stream_rtt(&self, vs: &VSocket<B>) -> Option<std::time::Duration> {
+        let stream = vs.live_stream()?;
+        let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.stream_rtt(&stream)
+    }
+
     /// A [`Role::State`] option: the kernel's answer `asked` (its length checks, its
     /// value layout) with the virtual socket's state put in.
     fn state_option(
@@ -1782,6 +1789,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 if let Some(mss) = self.stream_mss(vs) {
                     if let Some(at) = b.get_mut(16..20) {
                         at.copy_from_slice(&u32::from(mss).to_ne_bytes());
+                    }
+                }
+                // tcpi_rtt and tcpi_rttvar (offsets 68 and 72, µs): after its first
+                // sample m Linux's estimator holds srtt m and mdev m/2 (tcp_rtt_estimator),
+                // and the handshake is the sample a fresh connection has.
+                if let Some(rtt) = self.stream_rtt(vs) {
+                    let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
+                    if let Some(at) = b.get_mut(68..72) {
+                        at.copy_from_slice(&us.to_ne_bytes());
+                    }
+                    if let Some(at) = b.get_mut(72..76) {
+                        at.copy_from_slice(&(us / 2).max(1).to_ne_bytes());
                     }
                 }
                 Ok((b, len))

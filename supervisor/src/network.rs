@@ -479,6 +479,13 @@ impl Backend for Networks {
         }
     }
 
+    fn stream_rtt(&self, stream: &NetStream) -> Option<std::time::Duration> {
+        match stream {
+            NetStream::Tcp(stream) => stream.tcp_info().rtt,
+            _ => None,
+        }
+    }
+
     fn stream_abort(&self, stream: &NetStream) {
         if let NetStream::Tcp(stream) = stream {
             stream.abort();

@@ -135,6 +135,10 @@ static void states(const char *ip4, const char *ip6) {
     CHECK(getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_ESTABLISHED &&
               (int)ti.tcpi_snd_mss == v,
           "TCP_INFO's tcpi_snd_mss is TCP_MAXSEG");
+    /* The handshake gave the connection its first round-trip sample (Linux: srtt m,
+     * rttvar m/2); monitoring (nginx's $tcpinfo_rtt) reads it. */
+    CHECK(ti.tcpi_rtt > 0 && ti.tcpi_rtt < 10000000 && ti.tcpi_rttvar > 0,
+          "TCP_INFO's tcpi_rtt after the handshake");
     CHECK(geti(c2, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v > 900 && v <= 1000,
           "TCP_MAXSEG connected, below the value set");
     close(c);

@@ -380,6 +380,12 @@ impl TcpStream {
         self.with(|s, c| info(s, c))
     }
 
+    /// The IP MTU of the network the connection runs on: what Linux's `IP_MTU` reports
+    /// on a connected socket (the route's MTU, whatever the peer announced).
+    pub fn path_mtu(&self) -> usize {
+        self.inner.shared.net.mtu
+    }
+
     /// Poll the shard now so a change goes on the wire without waiting for the driver.
     fn kick(&self) {
         let mut core = self.inner.shared.lock();

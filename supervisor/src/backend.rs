@@ -131,6 +131,12 @@ pub trait Backend: Send + Sync + 'static {
     fn stream_mss(&self, _stream: &Self::Stream) -> Option<u16> {
         None
     }
+    /// The IP MTU of the network `stream` runs on (what `IP_MTU`/`IPV6_MTU` report on a
+    /// connected Linux socket). Default: not known ([`crate::options`]'s conservative
+    /// path MTU stands).
+    fn stream_path_mtu(&self, _stream: &Self::Stream) -> Option<u32> {
+        None
+    }
     /// The round-trip time `stream` measured over its handshake, once known (what
     /// `TCP_INFO`'s `tcpi_rtt` reports on a fresh Linux connection). Default: not known.
     fn stream_rtt(&self, _stream: &Self::Stream) -> Option<std::time::Duration> {

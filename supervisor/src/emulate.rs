@@ -1721,6 +1721,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         self.backend.stream_mss(&stream)
     }
 
+    /// The IP MTU of the network `vs`'s connection runs on, once connected.
+    fn stream_path_mtu(&self, vs: &VSocket<B>) -> Option<u32> {
+        let stream = vs.live_stream()?;
+        let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.stream_path_mtu(&stream)
+    }
+
     /// The handshake's round-trip time of `vs`'s connection, once known.
     fn stream_rtt(&self, vs: &VSocket<B>) -> Option<std::time::Duration> {
         let stream = vs.live_stream()?;
@@ -1838,7 +1845,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     || matches!(&*vs.phase(), Phase::Datagram(d) if d.peer().is_some());
                 match asked {
                     Err(Errno::ENOTCONN) if connected => {
-                        options::int_answer(call.len, options::VIRTUAL_PATH_MTU)
+                        // A connection knows its network's MTU; a datagram socket is
+                        // given the smallest any virtual network may have.
+                        let mtu = self
+                            .stream_path_mtu(vs)
+                            .and_then(|m| i32::try_from(m).ok())
+                            .unwrap_or(options::VIRTUAL_PATH_MTU);
+                        options::int_answer(call.len, mtu)
                     }
                     asked => asked.map(|len| {
                         let b = call.buf.as_deref().unwrap_or(&[]);

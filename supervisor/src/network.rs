@@ -479,6 +479,13 @@ impl Backend for Networks {
         }
     }
 
+    fn stream_path_mtu(&self, stream: &NetStream) -> Option<u32> {
+        match stream {
+            NetStream::Tcp(stream) => u32::try_from(stream.path_mtu()).ok(),
+            _ => None,
+        }
+    }
+
     fn stream_rtt(&self, stream: &NetStream) -> Option<std::time::Duration> {
         match stream {
             NetStream::Tcp(stream) => stream.tcp_info().rtt,

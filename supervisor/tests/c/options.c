@@ -139,6 +139,9 @@ static void states(const char *ip4, const char *ip6) {
      * rttvar m/2); monitoring (nginx's $tcpinfo_rtt) reads it. */
     CHECK(ti.tcpi_rtt > 0 && ti.tcpi_rtt < 10000000 && ti.tcpi_rttvar > 0,
           "TCP_INFO's tcpi_rtt after the handshake");
+    /* IP_MTU is the route's MTU: room for a whole segment and its headers. */
+    int mtu = 0;
+    CHECK(geti(c, IPPROTO_IP, IP_MTU, &mtu) == 0 && mtu >= v + 40, "IP_MTU of a connection");
     CHECK(geti(c2, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v > 900 && v <= 1000,
           "TCP_MAXSEG connected, below the value set");
     close(c);

@@ -1714,25 +1714,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         Ok(n as u32)
     }
 
-    /// The segment size of the connection `vs` is pumped to, once known.
-    fn stream_mss(&self, vs: &VSocket<B>) -> Option<u16> {
+    /// What `ask` learns from the backend about the connection `vs` is pumped to, while
+    /// there is one (under one lock of it).
+    fn ask_stream<R>(&self, vs: &VSocket<B>, ask: impl FnOnce(&B, &B::Stream) -> R) -> Option<R> {
         let stream = vs.live_stream()?;
         let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
-        self.backend.stream_mss(&stream)
-    }
-
-    /// The IP MTU of the network `vs`'s connection runs on, once connected.
-    fn stream_path_mtu(&self, vs: &VSocket<B>) -> Option<u32> {
-        let stream = vs.live_stream()?;
-        let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
-        self.backend.stream_path_mtu(&stream)
-    }
-
-    /// The handshake's round-trip time of `vs`'s connection, once known.
-    fn stream_rtt(&self, vs: &VSocket<B>) -> Option<std::time::Duration> {
-        let stream = vs.live_stream()?;
-        let stream = stream.lock().unwrap_or_else(|e| e.into_inner());
-        self.backend.stream_rtt(&stream)
+        Some(ask(&self.backend, &stream))
     }
 
     /// A [`Role::State`] option: the kernel's answer `asked` (its length checks, its
@@ -1792,8 +1779,11 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     _ => 7,
                 };
                 let (mut b, len) = patch(&[state])?;
+                let (mss, rtt) = self
+                    .ask_stream(vs, |b, s| (b.stream_mss(s), b.stream_rtt(s)))
+                    .unwrap_or_default();
                 // tcpi_snd_mss (offset 16): what TCP_MAXSEG says, once connected.
-                if let Some(mss) = self.stream_mss(vs) {
+                if let Some(mss) = mss {
                     if let Some(at) = b.get_mut(16..20) {
                         at.copy_from_slice(&u32::from(mss).to_ne_bytes());
                     }
@@ -1801,7 +1791,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 // tcpi_rtt and tcpi_rttvar (offsets 68 and 72, µs): after its first
                 // sample m Linux's estimator holds srtt m and mdev m/2 (tcp_rtt_estimator),
                 // and the handshake is the sample a fresh connection has.
-                if let Some(rtt) = self.stream_rtt(vs) {
+                if let Some(rtt) = rtt {
                     let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
                     if let Some(at) = b.get_mut(68..72) {
                         at.copy_from_slice(&us.to_ne_bytes());
@@ -1812,7 +1802,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
                 Ok((b, len))
             }
-            options::State::MaxSeg => match self.stream_mss(vs) {
+            options::State::MaxSeg => match self.ask_stream(vs, |b, s| b.stream_mss(s)).flatten() {
                 Some(mss) => {
                     let set = vs
                         .option_int(libc::IPPROTO_TCP, libc::TCP_MAXSEG)
@@ -1848,7 +1838,8 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         // A connection knows its network's MTU; a datagram socket is
                         // given the smallest any virtual network may have.
                         let mtu = self
-                            .stream_path_mtu(vs)
+                            .ask_stream(vs, |b, s| b.stream_path_mtu(s))
+                            .flatten()
                             .and_then(|m| i32::try_from(m).ok())
                             .unwrap_or(options::VIRTUAL_PATH_MTU);
                         options::int_answer(call.len, mtu)

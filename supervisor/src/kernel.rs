@@ -127,19 +127,13 @@ pub trait Kernel: Send + Sync + 'static {
     /// that fails (`EFAULT`): what `recvmsg` stores (data, name, lengths, flags) in as
     /// few system calls as the kernel allows.
     fn write_memory_parts(&self, pid: u32, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
-        parts
-            .iter()
-            .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data))
+        write_each(self, pid, parts)
     }
     /// Gather `(addr, len)` regions of the program, in order, into one buffer: what
     /// `sendmsg` sends (its iovecs). A short or failed copy is `EFAULT`.
     fn read_memory_parts(&self, pid: u32, parts: &[(u64, usize)]) -> Result<Vec<u8>, Errno> {
         let mut out = vec![0u8; parts.iter().map(|p| p.1).sum()];
-        let mut at = 0;
-        for &(addr, len) in parts {
-            self.read_memory(pid, addr, &mut out[at..at + len])?;
-            at += len;
-        }
+        read_each(self, pid, parts, &mut out)?;
         Ok(out)
     }
     /// Install `fd` into the program as described by `how`; returns the fd number.
@@ -373,9 +367,7 @@ impl Kernel for LinuxKernel {
 
     fn write_memory_parts(&self, pid: u32, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
         if self.uses_proc_mem() {
-            return parts
-                .iter()
-                .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data));
+            return write_each(self, pid, parts);
         }
         // One process_vm_writev per IOV_MAX parts: the kernel fills the remote regions
         // in order from the local buffers in order, and stops at the first it cannot.
@@ -395,10 +387,9 @@ impl Kernel for LinuxKernel {
                 Ok(_) => return Err(Errno::EFAULT),
                 Err(Errno::ESRCH) => return Err(Errno::ESRCH),
                 Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                    // From now on each part goes through /proc/PID/mem.
                     self.deny_vm_calls(e);
-                    return chunk
-                        .iter()
-                        .try_for_each(|&(addr, data)| self.write_memory(pid, addr, data));
+                    return write_each(self, pid, chunk);
                 }
                 Err(_) => return Err(Errno::EFAULT),
             }
@@ -409,11 +400,7 @@ impl Kernel for LinuxKernel {
     fn read_memory_parts(&self, pid: u32, parts: &[(u64, usize)]) -> Result<Vec<u8>, Errno> {
         let mut out = vec![0u8; parts.iter().map(|p| p.1).sum()];
         if self.uses_proc_mem() {
-            let mut at = 0;
-            for &(addr, len) in parts {
-                self.read_memory(pid, addr, &mut out[at..at + len])?;
-                at += len;
-            }
+            read_each(self, pid, parts, &mut out)?;
             return Ok(out);
         }
         let parts: Vec<(u64, usize)> = parts.iter().copied().filter(|p| p.1 > 0).collect();
@@ -437,12 +424,9 @@ impl Kernel for LinuxKernel {
                 Ok(_) => return Err(Errno::EFAULT),
                 Err(Errno::ESRCH) => return Err(Errno::ESRCH),
                 Err(e @ (Errno::EPERM | Errno::ENOSYS)) => {
+                    // From now on each part goes through /proc/PID/mem.
                     self.deny_vm_calls(e);
-                    let mut off = 0;
-                    for &(addr, len) in chunk {
-                        Self::proc_mem_read(pid, addr, &mut buf[off..off + len])?;
-                        off += len;
-                    }
+                    read_each(self, pid, chunk, buf)?;
                 }
                 Err(_) => return Err(Errno::EFAULT),
             }
@@ -538,6 +522,29 @@ impl Kernel for LinuxKernel {
     fn grab_at(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
         self.grab_through_kept(pid, fd, ino)
     }
+}
+
+/// [`Kernel::write_memory_parts`] one [`Kernel::write_memory`] per part.
+fn write_each<K: Kernel + ?Sized>(k: &K, pid: u32, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
+    parts
+        .iter()
+        .try_for_each(|&(addr, data)| k.write_memory(pid, addr, data))
+}
+
+/// [`Kernel::read_memory_parts`] one [`Kernel::read_memory`] per part, into `out` (as
+/// long as the parts together).
+fn read_each<K: Kernel + ?Sized>(
+    k: &K,
+    pid: u32,
+    parts: &[(u64, usize)],
+    out: &mut [u8],
+) -> Result<(), Errno> {
+    let mut at = 0;
+    for &(addr, len) in parts {
+        k.read_memory(pid, addr, &mut out[at..at + len])?;
+        at += len;
+    }
+    Ok(())
 }
 
 /// A duplicate of descriptor `fd` of the process behind `pidfd`, if it is socket `ino`.

@@ -40,12 +40,62 @@ pub(crate) fn read_sockaddr<K: Kernel + ?Sized>(
     addr: u64,
     len: u64,
 ) -> Result<Vec<u8>, Errno> {
-    // The kernel takes an int; negative or larger than sockaddr_storage is EINVAL.
+    read_bytes(k, pid, addr, sockaddr_len(len)?)
+}
+
+/// The length of a socket address argument: the kernel takes an int, and a negative one
+/// or one larger than `sockaddr_storage` is `EINVAL`.
+pub(crate) fn sockaddr_len(len: u64) -> Result<usize, Errno> {
     let len = len as u32 as i32;
     if len < 0 || len as usize > SOCKADDR_MAX {
         return Err(Errno::EINVAL);
     }
-    read_bytes(k, pid, addr, len as usize)
+    Ok(len as usize)
+}
+
+/// Gather the `(addr, len)` regions of the program into one buffer, in one copy where
+/// the kernel allows ([`Kernel::read_memory_parts`]); a region at address 0 is `EFAULT`,
+/// as in [`read_bytes`].
+pub(crate) fn read_parts<K: Kernel + ?Sized>(
+    k: &K,
+    pid: u32,
+    parts: &[(u64, usize)],
+) -> Result<Vec<u8>, Errno> {
+    if parts.iter().any(|&(addr, len)| len > 0 && addr == 0) {
+        return Err(Errno::EFAULT);
+    }
+    k.read_memory_parts(pid, parts)
+}
+
+/// Store each `(addr, data)` part in the program, in order, in one copy where the kernel
+/// allows ([`Kernel::write_memory_parts`]); a part at address 0 is `EFAULT` before
+/// anything is written.
+pub(crate) fn write_parts<K: Kernel + ?Sized>(
+    k: &K,
+    pid: u32,
+    parts: &[(u64, &[u8])],
+) -> Result<(), Errno> {
+    if parts
+        .iter()
+        .any(|&(addr, data)| !data.is_empty() && addr == 0)
+    {
+        return Err(Errno::EFAULT);
+    }
+    k.write_memory_parts(pid, parts)
+}
+
+/// The room a `socklen_t *len` in/out argument offers: `*len`, read from the program;
+/// negative is `EINVAL`.
+pub(crate) fn len_capacity<K: Kernel + ?Sized>(
+    k: &K,
+    pid: u32,
+    len_ptr: u64,
+) -> Result<usize, Errno> {
+    let cap = read_i32(k, pid, len_ptr)?;
+    if cap < 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(cap as usize)
 }
 
 /// Store `value` through a `(buf, socklen_t *len)` pair the way `getsockname(2)` and
@@ -59,11 +109,7 @@ pub(crate) fn write_with_len<K: Kernel + ?Sized>(
     value: &[u8],
     report_full: bool,
 ) -> Result<(), Errno> {
-    let cap = read_i32(k, pid, len_ptr)?;
-    if cap < 0 {
-        return Err(Errno::EINVAL);
-    }
-    let n = value.len().min(cap as usize);
+    let n = value.len().min(len_capacity(k, pid, len_ptr)?);
     if n > 0 {
         k.write_memory(pid, buf, &value[..n])?;
     }

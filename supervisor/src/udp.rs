@@ -586,18 +586,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let data = tracee::read_bytes(&*self.kernel, n.pid, n.args[1], len)?;
             return Ok((None, data));
         }
-        // The address and the data in one copy (checked as `read_sockaddr` does).
-        let addr_len = n.args[5] as u32 as i32;
-        if addr_len < 0 || addr_len as usize > crate::wire::SOCKADDR_MAX {
-            return Err(Errno::EINVAL);
-        }
-        if len > 0 && n.args[1] == 0 {
-            return Err(Errno::EFAULT);
-        }
-        let mut both = self
-            .kernel
-            .read_memory_parts(n.pid, &[(n.args[4], addr_len as usize), (n.args[1], len)])?;
-        let data = both.split_off(addr_len as usize);
+        // The address and the data in one copy.
+        let addr_len = tracee::sockaddr_len(n.args[5])?;
+        let mut both = tracee::read_parts(
+            &*self.kernel,
+            n.pid,
+            &[(n.args[4], addr_len), (n.args[1], len)],
+        )?;
+        let data = both.split_off(addr_len);
         Ok((Some(both), data))
     }
 
@@ -634,12 +630,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             if total > MAX_COPY as u64 {
                 return Err(Errno::EMSGSIZE);
             }
-            if len > 0 && base == 0 {
-                return Err(Errno::EFAULT);
-            }
             parts.push((base, len as usize));
         }
-        let data = self.kernel.read_memory_parts(pid, &parts)?;
+        let data = tracee::read_parts(&*self.kernel, pid, &parts)?;
         Ok((hdr, data))
     }
 
@@ -754,14 +747,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         } else {
             // The data, the sender's name (as much as fits) and its full length, in one
             // go, as `write_with_len` would store the last two.
-            let cap = tri!(tracee::read_i32(&*self.kernel, n.pid, n.args[5]));
-            if cap < 0 {
-                return errno(Errno::EINVAL);
-            }
+            let cap = tri!(tracee::len_capacity(&*self.kernel, n.pid, n.args[5]));
             let from = wire::emit_sockaddr(self.presented(vs, t.from));
-            let fit = from.len().min(cap as usize);
+            let fit = from.len().min(cap);
             let from_len = (from.len() as u32).to_ne_bytes();
-            tri!(self.kernel.write_memory_parts(
+            tri!(tracee::write_parts(
+                &*self.kernel,
                 n.pid,
                 &[
                     (n.args[1], &t.data[..len]),
@@ -801,9 +792,6 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 break;
             }
             let chunk = (len as usize).min(t.data.len() - done);
-            if chunk > 0 && base == 0 {
-                return Err(Errno::EFAULT);
-            }
             parts.push((base, &t.data[done..done + chunk]));
             done += chunk;
         }
@@ -835,7 +823,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
         }
         let out_flags = out_flags.to_ne_bytes();
         parts.push((at + 48, &out_flags));
-        self.kernel.write_memory_parts(n.pid, &parts)?;
+        tracee::write_parts(&*self.kernel, n.pid, &parts)?;
         Ok(if flags & libc::MSG_TRUNC != 0 {
             t.full_len
         } else {
@@ -931,9 +919,12 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             let span = std::time::Duration::new(sec as u64, nsec as u32);
             deadline = Some(tokio::time::Instant::now() + span);
         }
-        if vlen > 0 {
-            tri!(self.read_recv_msghdr(n.pid, n.args[1]));
-        }
+        // The first header is checked before anything is taken, and stored through.
+        let mut first = if vlen > 0 {
+            Some(tri!(self.read_recv_msghdr(n.pid, n.args[1])))
+        } else {
+            None
+        };
         let mut count = 0u64;
         while count < vlen {
             // recvmmsg(2): every datagram may wait, except after the first one with
@@ -957,7 +948,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             };
             let at = n.args[1] + count * MMSGHDR_LEN;
-            let len = tri!(self.store_msg(n, vs, (at, None), &t, flags));
+            let len = tri!(self.store_msg(n, vs, (at, first.take()), &t, flags));
             tri!(self.kernel.write_memory(
                 n.pid,
                 at + MSGHDR_LEN as u64,

@@ -202,6 +202,10 @@ pub struct LinuxKernel {
     /// non-blocking `connect`, each `recvmsg` of a datagram), and opening and closing a
     /// pidfd each time were two of its four system calls.
     pidfds: std::sync::Mutex<Vec<(u32, OwnedFd)>>,
+    /// `/proc/<tid>` directories by thread id ([`LinuxKernel::at_proc`]): which socket a
+    /// descriptor is, asked on every trapped call on one, walked `/proc` and the
+    /// thread's directory each time.
+    proc_dirs: std::sync::Mutex<Vec<(u32, OwnedFd)>>,
 }
 
 /// Regions one `process_vm_readv`/`writev` takes at most (`UIO_MAXIOV`).
@@ -210,6 +214,9 @@ const IOV_MAX: usize = 1024;
 /// Process descriptors kept at most (the oldest goes first).
 const PIDFDS_KEPT: usize = 16;
 
+/// `/proc/<tid>` directories kept at most (the oldest goes first).
+const PROC_DIRS_KEPT: usize = 16;
+
 impl LinuxKernel {
     /// Wrap the listener returned by the launch sequence.
     pub fn new(listener: OwnedFd) -> Self {
@@ -217,7 +224,42 @@ impl LinuxKernel {
             listener,
             vm_calls_denied: AtomicBool::new(false),
             pidfds: std::sync::Mutex::new(Vec::new()),
+            proc_dirs: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// `f` asked of thread `pid`'s `/proc/<pid>` directory, through the one kept for
+    /// `pid` if there is one (a name looked up relative to it instead of a whole path).
+    /// A kept directory can be stale (its thread gone, the id reused by another): every
+    /// lookup in it then fails, so a failure through it forgets it and asks once more
+    /// through a fresh one, whose answer stands.
+    fn at_proc<T>(
+        &self,
+        pid: u32,
+        mut f: impl FnMut(BorrowedFd<'_>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let mut kept = self.proc_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = kept.iter().position(|(p, _)| *p == pid) {
+            match f(kept[i].1.as_fd()) {
+                Ok(v) => return Ok(v),
+                Err(_) => drop(kept.swap_remove(i)),
+            }
+        }
+        drop(kept);
+        let dir = nix::fcntl::open(
+            format!("/proc/{pid}").as_str(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let answer = f(dir.as_fd())?;
+        let mut kept = self.proc_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= PROC_DIRS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((pid, dir));
+        Ok(answer)
     }
 
     /// A duplicate of descriptor `fd` of thread `pid`, checked to be socket `ino`,
@@ -451,24 +493,33 @@ impl Kernel for LinuxKernel {
         if fd < 0 {
             return Err(Errno::EBADF);
         }
-        let link = fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
-            .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })?;
-        Ok(parse_fd_link(link.as_os_str().as_encoded_bytes()))
+        let name = std::ffi::CString::new(format!("fd/{fd}")).map_err(|_| Errno::EINVAL)?;
+        let mut buf = [0u8; 64];
+        self.at_proc(pid, |dir| {
+            sys::readlinkat(dir, &name, &mut buf).map(|n| parse_fd_link(&buf[..n]))
+        })
+        .map_err(|e| if e == Errno::ENOENT { Errno::EBADF } else { e })
     }
 
     fn fd_flags(&self, pid: u32, fd: i32) -> Result<i32, Errno> {
-        use std::io::Read as _;
-        let errno = |e: std::io::Error| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-            Errno::ENOENT | Errno::UnknownErrno => Errno::EBADF,
-            e => e,
-        };
         // "flags:" is the second line, well within one read: an open, a read and a
         // close (reading to the end took three more calls, on every connect).
         let mut buf = [0u8; 256];
-        let n = fs::File::open(format!("/proc/{pid}/fdinfo/{fd}"))
-            .and_then(|mut f| f.read(&mut buf))
-            .map_err(errno)?;
+        let name = format!("fdinfo/{fd}");
+        let n = self
+            .at_proc(pid, |dir| {
+                let file = nix::fcntl::openat(
+                    dir,
+                    name.as_str(),
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                nix::unistd::read(&file, &mut buf)
+            })
+            .map_err(|e| match e {
+                Errno::ENOENT | Errno::UnknownErrno => Errno::EBADF,
+                e => e,
+            })?;
         let text = String::from_utf8_lossy(&buf[..n]);
         parse_fdinfo_flags(&text).ok_or(Errno::EBADF)
     }
@@ -494,7 +545,9 @@ impl Kernel for LinuxKernel {
     }
 
     fn net_namespace(&self, pid: u32) -> Result<u64, Errno> {
-        ns_inode(&format!("/proc/{pid}/ns/net"))
+        let mut buf = [0u8; 64];
+        let n = self.at_proc(pid, |dir| sys::readlinkat(dir, c"ns/net", &mut buf))?;
+        parse_ns_link(&buf[..n])
     }
 
     fn handled_signal_pending(&self, pid: u32) -> bool {
@@ -585,7 +638,12 @@ fn tgid(tid: u32) -> Option<u32> {
 pub(crate) fn ns_inode(path: &str) -> Result<u64, Errno> {
     let link = fs::read_link(path)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EACCES)))?;
-    let text = link.to_str().ok_or(Errno::EINVAL)?;
+    parse_ns_link(link.as_os_str().as_encoded_bytes())
+}
+
+/// The inode in a namespace link's target (`net:[4026531840]`).
+fn parse_ns_link(link: &[u8]) -> Result<u64, Errno> {
+    let text = std::str::from_utf8(link).map_err(|_| Errno::EINVAL)?;
     text.split_once(":[")
         .and_then(|(_, rest)| rest.strip_suffix(']'))
         .and_then(|digits| digits.parse().ok())
@@ -884,6 +942,36 @@ mod tests {
     /// A kernel over a listener that these tests never use.
     fn own_kernel() -> LinuxKernel {
         LinuxKernel::new(fs::File::open("/dev/null").unwrap().into())
+    }
+
+    #[test]
+    fn descriptors_are_looked_up_through_a_kept_proc_directory() {
+        use std::os::fd::AsRawFd as _;
+        let k = own_kernel();
+        let pid = std::process::id();
+        let (a, _b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
+        let kept = |k: &LinuxKernel| k.proc_dirs.lock().unwrap().len();
+        assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
+        assert_eq!(kept(&k), 1);
+        assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
+        assert_eq!(kept(&k), 1, "the kept directory served the second lookup");
+        let flags = k.fd_flags(pid, a.as_raw_fd()).unwrap();
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        let own_ns = ns_inode("/proc/self/ns/net").unwrap();
+        assert_eq!(k.net_namespace(pid), Ok(own_ns));
+        // A descriptor that is not open: EBADF, answered by a fresh directory.
+        assert_eq!(k.fd_target(pid, 999_999), Err(Errno::EBADF));
+        assert_eq!(kept(&k), 0, "a directory that failed is not kept");
+        assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
+        // A thread that does not exist.
+        assert_eq!(k.fd_target(u32::MAX / 2, 0), Err(Errno::EBADF));
     }
 
     #[test]

@@ -324,6 +324,32 @@ pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> Result<OwnedFd, Err
     cvt(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The target of symbolic link `path` relative to directory `dir` (`readlinkat(2)`),
+/// into `buf`; returns its length. One call, no `fstatat` to size the buffer first (as
+/// `nix::fcntl::readlinkat` makes): the links read here (`/proc` descriptors and
+/// namespaces) are short, and a target that fills `buf` is `ENAMETOOLONG`.
+pub(crate) fn readlinkat(
+    dir: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    // SAFETY: `path` is NUL-terminated and `buf` is writable for `buf.len()` bytes for
+    // the whole call; the kernel writes at most that many and no terminator.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = cvt(n as libc::c_long)? as usize;
+    if n >= buf.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(n)
+}
+
 /// `NS_GET_USERNS` from `<linux/nsfs.h>`: `_IO(0xb7, 0x1)`.
 const NS_GET_USERNS: libc::c_ulong = 0xb701;
 

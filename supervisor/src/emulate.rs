@@ -151,6 +151,11 @@ pub(crate) struct VSocket<B: Backend> {
     stream: Mutex<Option<Weak<Mutex<B::Stream>>>>,
     /// Woken at every [`VSocket::set_phase`] (a blocking `connect` waits on it).
     changed: tokio::sync::Notify,
+    /// A hang-up of our end may not be the program's close: both directions of the
+    /// pair can be shut down while the program still holds its end, and we shut ours
+    /// (the program's own `shutdown`, trapped, or ours at a reset that cannot be
+    /// delivered as one). Until then a hang-up is the last close of the program's end.
+    hang_up_ambiguous: std::sync::atomic::AtomicBool,
 }
 
 impl<B: Backend> fmt::Debug for VSocket<B> {
@@ -181,7 +186,24 @@ impl<B: Backend> VSocket<B> {
             program_end: Mutex::new(None),
             stream: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
+            hang_up_ambiguous: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Note that a hang-up of our end no longer proves the program's close
+    /// ([`VSocket::hang_up_is_close`]).
+    pub(crate) fn shut_down_while_held(&self) {
+        self.hang_up_ambiguous
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Does a hang-up of our end mean that the program's end is closed (by every
+    /// process holding it)? Only the last close and a shutdown of both directions hang
+    /// it up, and no shutdown happened: the program's are trapped, ours are noted.
+    pub(crate) fn hang_up_is_close(&self) -> bool {
+        !self
+            .hang_up_ambiguous
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The pumped backend stream of a connected socket, while it lasts.
@@ -1222,7 +1244,10 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             // inet_shutdown: a connection that is over (TCP_CLOSE) is not connected.
             Phase::Connected { .. } if over => errno(Errno::ENOTCONN),
             // The kernel shuts the program's end; the pump sees EOF and sends a FIN.
-            Phase::Connected { .. } => CONTINUE,
+            Phase::Connected { .. } => {
+                vs.shut_down_while_held();
+                CONTINUE
+            }
             // inet_shutdown on a listener: shutting its receive side stops listening
             // (queued connections are reset, accept then fails with EINVAL, listen may
             // be called again); its send side alone changes nothing.

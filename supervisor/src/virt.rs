@@ -1019,6 +1019,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                         return;
                     }
                     // Without a way to do so (pidfd_getfd denied): end of file.
+                    vs.shut_down_while_held();
                     let _ = nix::sys::socket::shutdown(
                         vs.ours.as_raw_fd(),
                         nix::sys::socket::Shutdown::Both,
@@ -1057,10 +1058,14 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             // Keep answering for the socket until the program closes its end. Our end
             // also hangs up when both directions are merely shut down (the program's
             // SHUT_WR and ours): the program may still ask for its names, options or
-            // shut it down again, so a hang-up is checked against the kernel's table
-            // of sockets (we hold no copy of the program's end now).
+            // shut it down again, so after a shutdown a hang-up is checked against the
+            // kernel's table of sockets (we hold no copy of the program's end now).
+            // Without one it is the close: the check cost a walk of the host's whole
+            // table of unix sockets per connection.
             loop {
-                if hung_up(&vs.ours) && me.upgrade().is_none_or(|s| !s.end_exists(ino)) {
+                if hung_up(&vs.ours)
+                    && (vs.hang_up_is_close() || me.upgrade().is_none_or(|s| !s.end_exists(ino)))
+                {
                     break;
                 }
                 tokio::time::sleep(SWEEP).await;

@@ -782,9 +782,9 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             Some(h) => h,
             None => self.read_recv_msghdr(n.pid, at)?,
         };
-        // Everything to store, in the order Linux stores it, written in one go: the
-        // data, the sender's name and its length, the control messages and their
-        // length, the flags.
+        // Everything to store, in the order Linux stores it, written in one go unless
+        // control messages go with it: the data, the control messages, the sender's
+        // name and its length, the control messages' length, the flags.
         let mut parts: Vec<(u64, &[u8])> = Vec::new();
         let mut done = 0usize;
         for (base, len) in wire::parse_iovecs(&iov) {
@@ -795,6 +795,26 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             parts.push((base, &t.data[done..done + chunk]));
             done += chunk;
         }
+        // Control messages the program asked for; MSG_TRUNC when the datagram did not
+        // fit, MSG_CTRUNC when a control message did not. No buffer is no room
+        // (put_cmsg: MSG_CTRUNC, not EFAULT).
+        let room = if hdr.control == 0 {
+            0
+        } else {
+            usize::try_from(hdr.controllen).unwrap_or(usize::MAX)
+        };
+        let (control, ctrunc) = wire::emit_cmsgs(&self.control_messages(vs, t), room);
+        let mut stored_control = control.len();
+        if !control.is_empty() {
+            // Linux copies the data, then each control message, and a control message
+            // it cannot store is left out without an error (put_cmsg's EFAULT is not
+            // the call's): the datagram arrives, and msg_controllen says 0.
+            tracee::write_parts(&*self.kernel, n.pid, &parts)?;
+            parts.clear();
+            if tracee::write_parts(&*self.kernel, n.pid, &[(hdr.control, &control)]).is_err() {
+                stored_control = 0;
+            }
+        }
         let from = wire::emit_sockaddr(self.presented(vs, t.from));
         let from_len = (from.len() as u32).to_ne_bytes();
         if hdr.name != 0 {
@@ -802,16 +822,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             parts.push((hdr.name, &from[..cap]));
             parts.push((at + 8, &from_len));
         }
-        // Control messages the program asked for; MSG_TRUNC when the datagram did not
-        // fit, MSG_CTRUNC when a control message did not.
-        let (control, ctrunc) = wire::emit_cmsgs(
-            &self.control_messages(vs, t),
-            usize::try_from(hdr.controllen).unwrap_or(usize::MAX),
-        );
-        if !control.is_empty() {
-            parts.push((hdr.control, &control));
-        }
-        let control_len = (control.len() as u64).to_ne_bytes();
+        let control_len = (stored_control as u64).to_ne_bytes();
         parts.push((at + 40, &control_len));
         let mut out_flags = if done < t.full_len {
             libc::MSG_TRUNC

@@ -31,7 +31,9 @@ pub struct StackConfig {
     pub ipv6: Vec<(Ipv6Addr, u8)>,
     /// Extra routes (destinations beyond the on-link subnets).
     pub routes: Vec<Route>,
-    /// Depth of each frame queue (to and from the link), in frames. Default 1024.
+    /// Depth of each frame queue (to and from the link), in frames. Default 256: a full
+    /// queue of 9 KiB frames is resident memory, and a deeper one moved no more data
+    /// (docs/NETSTACK.md, "Frame queues").
     pub queue_frames: usize,
     /// Most TCP sockets one shard (one smoltcp interface) holds. smoltcp scans all sockets
     /// of an interface per packet and per poll, so small shards keep that work constant;
@@ -48,7 +50,7 @@ impl StackConfig {
             ipv4: Vec::new(),
             ipv6: Vec::new(),
             routes: Vec::new(),
-            queue_frames: 1024,
+            queue_frames: 256,
             sockets_per_shard: 8,
         }
     }

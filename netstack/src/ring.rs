@@ -9,6 +9,11 @@
 //! until data arrives, and `madvise(MADV_DONTNEED)` returns them once the connection is
 //! idle with nothing in them (core.rs, the trim pass).
 //!
+//! A mapping outlives its connection in a small pool of spare ones ([`SPARE_MAX`]), its
+//! pages given back first: a short connection otherwise cost an `mmap`, an `madvise` and
+//! an `munmap` (whose TLB shootdown interrupts every CPU the process ran on), some 6 % of
+//! `ztrun`'s CPU when programs open connections in a loop (BENCHMARKS.md).
+//!
 //! smoltcp borrows the two slices for `'static`. That is true only while the [`Rings`]
 //! lives: the owner (the connection entry, `Conn`) must outlive the smoltcp socket that
 //! borrows them. `Core::remove_conn` removes the socket before the entry, and `Core`
@@ -16,7 +21,9 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 /// The page size the mapping is laid out in (the smallest Linux uses; `madvise` needs
 /// page-aligned ranges, and a larger real page only makes a release cover less).
@@ -26,12 +33,27 @@ fn pages(n: usize) -> usize {
     n.div_ceil(PAGE) * PAGE
 }
 
+/// Spare mappings kept at most, process-wide. Each holds no resident page, only its
+/// address range (2 MiB with the default buffers).
+const SPARE_MAX: usize = 16;
+
+/// Spare mappings as `(address, length)`: every page given back (they read as zeros),
+/// transparent huge pages off.
+static SPARE: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+fn spare() -> std::sync::MutexGuard<'static, Vec<(usize, usize)>> {
+    SPARE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One mapping: the receive buffer at its start, the send buffer on the next page boundary.
 #[derive(Debug)]
 pub(crate) struct Rings {
     base: NonNull<u8>,
     rx: usize,
     tx: usize,
+    /// Every page was given back since the buffers were last written
+    /// ([`Rings::release_all`]).
+    released: Cell<bool>,
 }
 
 // SAFETY: `Rings` only holds the address and sizes of a mapping; it reads or writes no
@@ -47,6 +69,37 @@ impl Rings {
         tx: usize,
     ) -> Option<(Rings, &'static mut [u8], &'static mut [u8])> {
         let len = pages(rx).checked_add(pages(tx))?;
+        let reused = {
+            let mut spare = spare();
+            let found = spare.iter().position(|&(_, l)| l == len);
+            found.map(|i| spare.swap_remove(i).0)
+        };
+        let base = match reused {
+            Some(addr) => NonNull::new(addr as *mut u8)?,
+            None => Self::map_new(len)?,
+        };
+        // SAFETY: the two ranges lie inside the `len` bytes of a mapping that is readable
+        // and writable (fresh, or spare: zero-filled either way) and ours alone (a spare
+        // one left the pool above), do not overlap, and stay mapped until `Rings` drops,
+        // which its owner lets happen only after the socket borrowing them is gone
+        // (module docs).
+        let (rx_buf, tx_buf) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(base.as_ptr(), rx),
+                std::slice::from_raw_parts_mut(base.as_ptr().add(pages(rx)), tx),
+            )
+        };
+        let rings = Rings {
+            base,
+            rx,
+            tx,
+            released: Cell::new(false),
+        };
+        Some((rings, rx_buf, tx_buf))
+    }
+
+    /// A new mapping of `len` bytes, never backed by transparent huge pages.
+    fn map_new(len: usize) -> Option<NonNull<u8>> {
         // SAFETY: a new private anonymous mapping; no existing memory is affected.
         let p = unsafe {
             libc::mmap(
@@ -69,17 +122,7 @@ impl Rings {
         // Refused only by kernels built without THP, which cannot do that anyway.
         // SAFETY: advice on the mapping just made; it changes no byte of it.
         unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
-        // SAFETY: the two ranges lie inside the `len` bytes just mapped readable and
-        // writable (zero-filled), do not overlap, and stay mapped until `Rings` drops,
-        // which its owner lets happen only after the socket borrowing them is gone
-        // (module docs).
-        let (rx_buf, tx_buf) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(base.as_ptr(), rx),
-                std::slice::from_raw_parts_mut(base.as_ptr().add(pages(rx)), tx),
-            )
-        };
-        Some((Rings { base, rx, tx }, rx_buf, tx_buf))
+        Some(base)
     }
 
     /// Give the receive buffer's pages back: they read as zeros afterwards. Only when the
@@ -97,10 +140,17 @@ impl Rings {
     /// Give both buffers' pages back at once: the connection will neither send nor read
     /// again (it waits in TIME-WAIT with no owner).
     pub(crate) fn release_all(&self) {
-        self.release(0, pages(self.rx) + pages(self.tx));
+        if self.release(0, self.len()) {
+            self.released.set(true);
+        }
     }
 
-    fn release(&self, at: usize, len: usize) {
+    fn len(&self) -> usize {
+        pages(self.rx) + pages(self.tx)
+    }
+
+    /// Returns whether the pages were given back.
+    fn release(&self, at: usize, len: usize) -> bool {
         // SAFETY: a page-aligned range inside our own mapping. MADV_DONTNEED replaces its
         // pages with zero-filled ones on next touch; the callers promise the bytes there
         // are not needed, and nothing else lives in the mapping.
@@ -112,15 +162,27 @@ impl Rings {
                 "madvise of an idle connection's buffer"
             );
         }
+        r == 0
     }
 }
 
 impl Drop for Rings {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `map`; the socket that borrowed its
-        // buffers is gone (module docs).
+        // The socket that borrowed the buffers is gone (module docs): the mapping is
+        // ours to give back or to keep, once none of its pages is resident.
+        if !self.released.get() {
+            self.release_all();
+        }
+        if self.released.get() {
+            let mut spare = spare();
+            if spare.len() < SPARE_MAX {
+                spare.push((self.base.as_ptr() as usize, self.len()));
+                return;
+            }
+        }
+        // SAFETY: unmaps exactly the mapping made in `map`, which nothing borrows now.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), pages(self.rx) + pages(self.tx));
+            libc::munmap(self.base.as_ptr().cast(), self.len());
         }
     }
 }
@@ -143,6 +205,28 @@ mod tests {
         rings.release_tx();
         assert!(tx.iter().all(|&b| b == 0), "released send buffer");
         drop(rings);
+    }
+
+    #[test]
+    fn a_dropped_mapping_is_reused_with_its_pages_given_back() {
+        // A size no other test maps, so the pool's entry is this test's.
+        let (rx_len, tx_len) = (3 * PAGE + 11, 5 * PAGE + 7);
+        let (rings, rx, tx) = Rings::map(rx_len, tx_len).expect("mapping");
+        let first = rx.as_ptr() as usize;
+        rx.fill(7);
+        tx.fill(9);
+        drop(rings);
+        let (again, rx, tx) = Rings::map(rx_len, tx_len).expect("mapping");
+        assert_eq!(rx.as_ptr() as usize, first, "the spare mapping was taken");
+        assert!(
+            rx.iter().all(|&b| b == 0),
+            "a reused receive buffer reads as zeros"
+        );
+        assert!(
+            tx.iter().all(|&b| b == 0),
+            "a reused send buffer reads as zeros"
+        );
+        drop(again);
     }
 
     #[test]

@@ -223,8 +223,66 @@ static void i_queues(void)
 	close(l);
 }
 
+/* The interface that holds our address towards the peer: its MTU is the route's (what
+ * IP_MTU says on a connected UDP or TCP socket), and its hardware address is a MAC
+ * unless it is loopback. */
+static void i_own_interface(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = peer_addr(4, P_UDPECHO, &ss);
+	int u = udp(4);
+	if (connect(u, (struct sockaddr *)&ss, len) != 0) {
+		setup_failed("ioctl.own-if", "connect");
+		close(u);
+		return;
+	}
+	struct sockaddr_in me;
+	socklen_t ml = sizeof me;
+	getsockname(u, (struct sockaddr *)&me, &ml);
+	struct ifreq reqs[32];
+	struct ifconf ifc = {.ifc_len = sizeof reqs, .ifc_req = reqs};
+	ioctl(u, SIOCGIFCONF, &ifc);
+	char name[IFNAMSIZ] = "";
+	for (int i = 0; i < ifc.ifc_len / (int)sizeof reqs[0]; i++) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&reqs[i].ifr_addr;
+		if (a->sin_addr.s_addr == me.sin_addr.s_addr)
+			memcpy(name, reqs[i].ifr_name, IFNAMSIZ - 1);
+	}
+	out("ioctl.own-if.found", "found=%d", name[0] != 0);
+	if (!name[0]) {
+		close(u);
+		return;
+	}
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	memcpy(ifr.ifr_name, name, IFNAMSIZ);
+	errno = 0;
+	int r = ioctl(u, SIOCGIFMTU, &ifr);
+	int ifmtu = r ? -1 : ifr.ifr_mtu;
+	int umtu = -1, tmtu = -2;
+	socklen_t ol = sizeof umtu;
+	getsockopt(u, IPPROTO_IP, IP_MTU, &umtu, &ol);
+	int t = dial(4, P_ECHO);
+	ol = sizeof tmtu;
+	getsockopt(t, IPPROTO_IP, IP_MTU, &tmtu, &ol);
+	close(t);
+	out("ioctl.own-if.mtu", "%s udp-IP_MTU-same=%d tcp-IP_MTU-same=%d", rstr(r, errno, 0),
+	    ifmtu == umtu, ifmtu == tmtu);
+	memset(&ifr.ifr_hwaddr, 0, sizeof ifr.ifr_hwaddr);
+	errno = 0;
+	r = ioctl(u, SIOCGIFHWADDR, &ifr);
+	static const char zero[6];
+	int loop = (ntohl(me.sin_addr.s_addr) >> 24) == 127;
+	out("ioctl.own-if.hwaddr", "%s family=%s mac=%s", rstr(r, errno, 0),
+	    loop ? (ifr.ifr_hwaddr.sa_family == ARPHRD_LOOPBACK ? "loopback" : "other")
+	         : (ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER ? "ether" : "other"),
+	    memcmp(ifr.ifr_hwaddr.sa_data, zero, 6) ? "set" : "zero");
+	close(u);
+}
+
 static const struct probe_case cases[] = {
 	{"ioctl-if", i_interfaces},
+	{"ioctl-own-if", i_own_interface},
 	{"ioctl-queues", i_queues},
 };
 PROBE_MAIN(cases)

@@ -30,6 +30,15 @@ pub struct Connection<S> {
     pub peer: SocketAddr,
 }
 
+/// A virtual network as the program's interface on it shows it ([`Backend::link_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// The network's MTU (`SIOCGIFMTU`, `IP_MTU`).
+    pub mtu: u32,
+    /// The program's MAC address on it (`SIOCGIFHWADDR`).
+    pub mac: [u8; 6],
+}
+
 /// The virtual networks the program is joined to.
 ///
 /// The emulation asks the backend whether an address belongs to a virtual network and
@@ -146,6 +155,12 @@ pub trait Backend: Send + Sync + 'static {
     /// closes a TCP socket with unread data or with `SO_LINGER` zero. Default: nothing
     /// (the stream is shut down normally).
     fn stream_abort(&self, _stream: &Self::Stream) {}
+    /// The virtual network that `ip` is on or reached through (one of the program's own
+    /// addresses, or a peer's): its MTU and the program's MAC address there, what the
+    /// interface ioctls and a connected socket's `IP_MTU` report. Default: not known.
+    fn link_of(&self, _ip: IpAddr) -> Option<Link> {
+        None
+    }
     /// The addresses the program has on the virtual networks, with prefix lengths (what
     /// an rtnetlink address dump adds). Default: none.
     fn local_addresses(&self) -> Vec<(IpAddr, u8)> {

@@ -1384,6 +1384,7 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 .unwrap_or(0),
         );
         let broadcast = std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(mask));
+        let link = self.backend.link_of(ip.into());
         let sockaddr = |a: std::net::Ipv4Addr| wire::emit_sockaddr(SocketAddr::from((a, 0)));
         let data = &mut ifr[16..];
         data.fill(0);
@@ -1393,10 +1394,18 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
             0x8919 => data[..16].copy_from_slice(&sockaddr(broadcast)),
             // IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST
             0x8913 => data[..2].copy_from_slice(&0x1043u16.to_ne_bytes()),
-            0x8921 => data[..4].copy_from_slice(&options::VIRTUAL_PATH_MTU.to_ne_bytes()),
+            0x8921 => {
+                let mtu = link
+                    .and_then(|l| i32::try_from(l.mtu).ok())
+                    .unwrap_or(options::VIRTUAL_PATH_MTU);
+                data[..4].copy_from_slice(&mtu.to_ne_bytes());
+            }
             0x8933 => data[..4].copy_from_slice(&1i32.to_ne_bytes()),
-            // ARPHRD_ETHER, the MAC not known here.
-            0x8927 => data[..2].copy_from_slice(&1u16.to_ne_bytes()),
+            // ARPHRD_ETHER and the MAC (sa_family, then sa_data).
+            0x8927 => {
+                data[..2].copy_from_slice(&1u16.to_ne_bytes());
+                data[2..8].copy_from_slice(&link.map(|l| l.mac).unwrap_or_default());
+            }
             _ => return Some(Err(Errno::EINVAL)),
         }
         Some(Ok(()))
@@ -1856,15 +1865,19 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 }
             }
             options::State::PathMtu => {
-                let connected = matches!(&*vs.phase(), Phase::Connected { .. })
-                    || matches!(&*vs.phase(), Phase::Datagram(d) if d.peer().is_some());
+                let (connected, peer) = match &*vs.phase() {
+                    Phase::Connected { .. } => (true, None),
+                    Phase::Datagram(d) => (d.peer().is_some(), d.peer()),
+                    _ => (false, None),
+                };
                 match asked {
                     Err(Errno::ENOTCONN) if connected => {
-                        // A connection knows its network's MTU; a datagram socket is
-                        // given the smallest any virtual network may have.
+                        // A connection knows its network's MTU; a connected datagram
+                        // socket has its peer's network's (Linux: the route's).
                         let mtu = self
                             .ask_stream(vs, |b, s| b.stream_path_mtu(s))
                             .flatten()
+                            .or_else(|| Some(self.backend.link_of(peer?.ip())?.mtu))
                             .and_then(|m| i32::try_from(m).ok())
                             .unwrap_or(options::VIRTUAL_PATH_MTU);
                         options::int_answer(call.len, mtu)

@@ -503,6 +503,20 @@ impl Backend for Networks {
         self.stacks.iter().flat_map(|s| s.addresses()).collect()
     }
 
+    fn link_of(&self, ip: IpAddr) -> Option<crate::backend::Link> {
+        let ip = canonical(ip);
+        // Our own address first: with overlapping routes, the interface that holds it.
+        let stack = self
+            .stacks
+            .iter()
+            .find(|s| s.is_local(ip))
+            .or_else(|| self.stacks.iter().find(|s| s.is_virtual(ip)))?;
+        Some(crate::backend::Link {
+            mtu: u32::try_from(stack.mtu()).ok()?,
+            mac: stack.mac(),
+        })
+    }
+
     fn udp_connect(&self, set: &UdpSet, peer: Option<SocketAddr>) -> Result<(), Errno> {
         for (stack, s) in &set.socks {
             let Datagram::Udp(s) = s else { continue };

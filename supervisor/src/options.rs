@@ -209,9 +209,10 @@ pub(crate) fn refusal(level: i32, name: i32) -> nix::errno::Errno {
     }
 }
 
-/// The path MTU a connected virtual socket reports: the smallest MTU of any virtual
-/// network (`zt --mtu` takes 1280..=10000), which the supervisor cannot see per network;
-/// a program that sizes datagrams by it never sends one too big.
+/// The MTU reported where the network is not known (a backend without
+/// [`Backend::link_of`](crate::backend::Backend::link_of)): the smallest MTU of any
+/// virtual network (`zt --mtu` takes 1280..=10000), so that a program that sizes
+/// datagrams by it never sends one too big.
 pub(crate) const VIRTUAL_PATH_MTU: i32 = 1280;
 
 /// What the model would answer to a `setsockopt` whose Linux checks are only the length

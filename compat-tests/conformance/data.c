@@ -208,37 +208,26 @@ static void d_msg(void)
 		}
 		out(n, "%s %s", rstr(r, errno, 0), what);
 
-		/* control buffer too small: MSG_CTRUNC */
-		sendmsg(s, &m, 0);
-		readable(s, 3000);
-		rm = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1, .msg_control = ctl,
-		                     .msg_controllen = 4};
-		errno = 0;
-		r = recvmsg(s, &rm, 0);
-		snprintf(n, sizeof n, "recvmsg.ctrunc.udp%d", fam);
-		out(n, "%s ctrunc=%d", rstr(r, errno, 0), !!(rm.msg_flags & MSG_CTRUNC));
-
-		/* no control buffer but a length: put_cmsg truncates (MSG_CTRUNC), no error */
-		sendmsg(s, &m, 0);
-		readable(s, 3000);
-		rm = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1, .msg_control = NULL,
-		                     .msg_controllen = 64};
-		errno = 0;
-		r = recvmsg(s, &rm, 0);
-		snprintf(n, sizeof n, "recvmsg.null-control.udp%d", fam);
-		out(n, "%s ctrunc=%d controllen=%zu", rstr(r, errno, 0),
-		    !!(rm.msg_flags & MSG_CTRUNC), (size_t)rm.msg_controllen);
-
-		/* an unwritable control buffer: the datagram still arrives, without its cmsg */
-		sendmsg(s, &m, 0);
-		readable(s, 3000);
-		rm = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1, .msg_control = (void *)8,
-		                     .msg_controllen = 64};
-		errno = 0;
-		r = recvmsg(s, &rm, 0);
-		snprintf(n, sizeof n, "recvmsg.bad-control.udp%d", fam);
-		out(n, "%s ctrunc=%d controllen=%zu", rstr(r, errno, 0),
-		    !!(rm.msg_flags & MSG_CTRUNC), (size_t)rm.msg_controllen);
+		/* control messages due and no room for them: a buffer too small or none
+		 * (put_cmsg truncates: MSG_CTRUNC), an unwritable one (they are left out); the
+		 * datagram arrives either way */
+		struct {
+			const char *name;
+			void *ctl;
+			size_t len;
+		} noroom[] = {
+			{"ctrunc", ctl, 4}, {"null-control", NULL, 64}, {"bad-control", (void *)8, 64}};
+		for (int i = 0; i < 3; i++) {
+			sendmsg(s, &m, 0);
+			readable(s, 3000);
+			rm = (struct msghdr){.msg_iov = &riov, .msg_iovlen = 1,
+			                     .msg_control = noroom[i].ctl, .msg_controllen = noroom[i].len};
+			errno = 0;
+			r = recvmsg(s, &rm, 0);
+			snprintf(n, sizeof n, "recvmsg.%s.udp%d", noroom[i].name, fam);
+			out(n, "%s ctrunc=%d controllen=%zu", rstr(r, errno, 0),
+			    !!(rm.msg_flags & MSG_CTRUNC), (size_t)rm.msg_controllen);
+		}
 		one = 0;
 		if (fam == 4)
 			setsockopt(s, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);

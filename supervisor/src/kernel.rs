@@ -922,13 +922,7 @@ mod tests {
 
     #[test]
     fn real_fdinfo_of_our_own_socket() {
-        let (a, _b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
-        )
-        .unwrap();
+        let (a, _b) = unix_pair(nix::sys::socket::SockFlag::SOCK_NONBLOCK);
         use std::os::fd::AsRawFd;
         let text = fs::read_to_string(format!(
             "/proc/{}/fdinfo/{}",
@@ -937,6 +931,17 @@ mod tests {
         ))
         .unwrap();
         assert_ne!(parse_fdinfo_flags(&text).unwrap() & libc::O_NONBLOCK, 0);
+    }
+
+    /// A connected pair of unix stream sockets of this process.
+    fn unix_pair(flags: nix::sys::socket::SockFlag) -> (OwnedFd, OwnedFd) {
+        nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            flags,
+        )
+        .unwrap()
     }
 
     /// A kernel over a listener that these tests never use.
@@ -949,13 +954,7 @@ mod tests {
         use std::os::fd::AsRawFd as _;
         let k = own_kernel();
         let pid = std::process::id();
-        let (a, _b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
-        )
-        .unwrap();
+        let (a, _b) = unix_pair(nix::sys::socket::SockFlag::SOCK_NONBLOCK);
         let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
         let kept = |k: &LinuxKernel| k.proc_dirs.lock().unwrap().len();
         assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
@@ -1006,13 +1005,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let k = own_kernel();
         let pid = std::process::id();
-        let (a, _b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::empty(),
-        )
-        .unwrap();
+        let (a, _b) = unix_pair(nix::sys::socket::SockFlag::empty());
         let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
         let kept = |k: &LinuxKernel| k.pidfds.lock().unwrap().len();
         let dup = k.grab_at(pid, a.as_raw_fd(), ino).unwrap();

@@ -1813,9 +1813,17 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                     _ => 7,
                 };
                 let (mut b, len) = patch(&[state])?;
-                let (mss, rtt) = self
-                    .ask_stream(vs, |b, s| (b.stream_mss(s), b.stream_rtt(s)))
+                let (mss, rtt, pmtu) = self
+                    .ask_stream(vs, |b, s| {
+                        (b.stream_mss(s), b.stream_rtt(s), b.stream_path_mtu(s))
+                    })
                     .unwrap_or_default();
+                // tcpi_pmtu (offset 60): the path MTU, what IP_MTU says.
+                if let Some(pmtu) = pmtu {
+                    if let Some(at) = b.get_mut(60..64) {
+                        at.copy_from_slice(&pmtu.to_ne_bytes());
+                    }
+                }
                 // tcpi_snd_mss (offset 16): what TCP_MAXSEG says, once connected.
                 if let Some(mss) = mss {
                     if let Some(at) = b.get_mut(16..20) {

@@ -142,6 +142,7 @@ static void states(const char *ip4, const char *ip6) {
     /* IP_MTU is the route's MTU: room for a whole segment and its headers. */
     int mtu = 0;
     CHECK(geti(c, IPPROTO_IP, IP_MTU, &mtu) == 0 && mtu >= v + 40, "IP_MTU of a connection");
+    CHECK((int)ti.tcpi_pmtu == mtu, "TCP_INFO's tcpi_pmtu is IP_MTU");
     CHECK(geti(c2, IPPROTO_TCP, TCP_MAXSEG, &v) == 0 && v > 900 && v <= 1000,
           "TCP_MAXSEG connected, below the value set");
     close(c);
@@ -159,6 +160,8 @@ static void states(const char *ip4, const char *ip6) {
     struct sockaddr_in d = v4(ip4, 9);
     CHECK(connect(u, (struct sockaddr *)&d, sizeof d) == 0, "udp connect");
     CHECK(geti(u, IPPROTO_IP, IP_MTU, &v) == 0 && v >= 1280, "IP_MTU connected");
+    /* The same route as the connection's above. */
+    CHECK(v == mtu, "IP_MTU of a connected datagram socket is the connection's");
     close(u);
 }
 

@@ -197,48 +197,38 @@ pub trait Kernel: Send + Sync + 'static {
 pub struct LinuxKernel {
     listener: OwnedFd,
     vm_calls_denied: AtomicBool,
-    /// Process descriptors by the thread id that last needed one ([`Kernel::grab_at`]):
-    /// a duplicate of the program's end is taken on many calls (an `accept`, a
-    /// non-blocking `connect`, each `recvmsg` of a datagram), and opening and closing a
-    /// pidfd each time were two of its four system calls.
-    pidfds: std::sync::Mutex<Vec<(u32, OwnedFd)>>,
-    /// `/proc/<tid>` directories by thread id ([`LinuxKernel::at_proc`]): which socket a
-    /// descriptor is, asked on every trapped call on one, walked `/proc` and the
-    /// thread's directory each time.
-    proc_dirs: std::sync::Mutex<Vec<(u32, OwnedFd)>>,
+    /// Process descriptors ([`Kernel::grab_at`]): a duplicate of the program's end is
+    /// taken on many calls (an `accept`, a non-blocking `connect`, each `recvmsg` of a
+    /// datagram), and opening and closing a pidfd each time were two of its four system
+    /// calls.
+    pidfds: KeptByThread,
+    /// `/proc/<tid>` directories ([`LinuxKernel::at_proc`]): which socket a descriptor is,
+    /// asked on every trapped call on one, walked `/proc` and the thread's directory each
+    /// time.
+    proc_dirs: KeptByThread,
 }
 
-/// Regions one `process_vm_readv`/`writev` takes at most (`UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
+/// Descriptors kept by the thread id that last needed one, [`KEPT`] at most (the oldest
+/// goes first).
+#[derive(Debug, Default)]
+struct KeptByThread(std::sync::Mutex<Vec<(u32, OwnedFd)>>);
 
-/// Process descriptors kept at most (the oldest goes first).
-const PIDFDS_KEPT: usize = 16;
-
-/// `/proc/<tid>` directories kept at most (the oldest goes first).
-const PROC_DIRS_KEPT: usize = 16;
-
-impl LinuxKernel {
-    /// Wrap the listener returned by the launch sequence.
-    pub fn new(listener: OwnedFd) -> Self {
-        Self {
-            listener,
-            vm_calls_denied: AtomicBool::new(false),
-            pidfds: std::sync::Mutex::new(Vec::new()),
-            proc_dirs: std::sync::Mutex::new(Vec::new()),
-        }
+impl KeptByThread {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u32, OwnedFd)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `f` asked of thread `pid`'s `/proc/<pid>` directory, through the one kept for
-    /// `pid` if there is one (a name looked up relative to it instead of a whole path).
-    /// A kept directory can be stale (its thread gone, the id reused by another): every
-    /// lookup in it then fails, so a failure through it forgets it and asks once more
-    /// through a fresh one, whose answer stands.
-    fn at_proc<T>(
+    /// `f` asked through the descriptor kept for `pid`, or through a fresh one from
+    /// `open` (kept if `f` succeeds through it). A kept descriptor can be stale (its
+    /// thread gone, the id reused by another): a failure through it forgets it and asks
+    /// once more through a fresh one, whose answer stands.
+    fn through<T>(
         &self,
         pid: u32,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
         mut f: impl FnMut(BorrowedFd<'_>) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
-        let mut kept = self.proc_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.lock();
         if let Some(i) = kept.iter().position(|(p, _)| *p == pid) {
             match f(kept[i].1.as_fd()) {
                 Ok(v) => return Ok(v),
@@ -246,52 +236,72 @@ impl LinuxKernel {
             }
         }
         drop(kept);
-        let dir = nix::fcntl::open(
-            format!("/proc/{pid}").as_str(),
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        let answer = f(dir.as_fd())?;
-        let mut kept = self.proc_dirs.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= PROC_DIRS_KEPT {
+        let fresh = open()?;
+        let answer = f(fresh.as_fd())?;
+        let mut kept = self.lock();
+        if kept.len() >= KEPT {
             kept.remove(0);
         }
-        kept.push((pid, dir));
+        kept.push((pid, fresh));
         Ok(answer)
     }
 
-    /// A duplicate of descriptor `fd` of thread `pid`, checked to be socket `ino`,
-    /// through the process descriptor kept for `pid` if there is one. A kept descriptor
-    /// can be stale (its process gone, the thread id reused by another): any failure
-    /// through it forgets it and tries once more with a fresh one. Taking the socket from
-    /// the wrong process is harmless: the inode check guarantees it is the very socket
-    /// (one open file per socket, shared by every process holding it).
-    fn grab_through_kept(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
-        let mut kept = self.pidfds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = kept.iter().position(|(p, _)| *p == pid) {
-            match dup_checked(kept[i].1.as_fd(), fd, ino) {
-                Ok(dup) => return Ok(dup),
-                Err(_) => {
-                    kept.swap_remove(i);
-                }
-            }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Regions one `process_vm_readv`/`writev` takes at most (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+/// Process descriptors, and `/proc/<tid>` directories, kept at most.
+const KEPT: usize = 16;
+
+impl LinuxKernel {
+    /// Wrap the listener returned by the launch sequence.
+    pub fn new(listener: OwnedFd) -> Self {
+        Self {
+            listener,
+            vm_calls_denied: AtomicBool::new(false),
+            pidfds: KeptByThread::default(),
+            proc_dirs: KeptByThread::default(),
         }
-        drop(kept);
+    }
+
+    /// `f` asked of thread `pid`'s `/proc/<pid>` directory, the one kept for `pid` if
+    /// there is one (a name looked up relative to it instead of a whole path).
+    fn at_proc<T>(
+        &self,
+        pid: u32,
+        f: impl FnMut(BorrowedFd<'_>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let open = || {
+            nix::fcntl::open(
+                format!("/proc/{pid}").as_str(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        };
+        self.proc_dirs.through(pid, open, f)
+    }
+
+    /// A duplicate of descriptor `fd` of thread `pid`, checked to be socket `ino`,
+    /// through the process descriptor kept for `pid` if there is one. Taking the socket
+    /// from the wrong process (a stale kept descriptor) is harmless: the inode check
+    /// guarantees it is the very socket (one open file per socket, shared by every
+    /// process holding it).
+    fn grab_through_kept(&self, pid: u32, fd: i32, ino: u64) -> Result<OwnedFd, Errno> {
         // pidfd_open wants the process, not one of its threads: without PIDFD_THREAD
         // (Linux 6.9) a thread's id is refused, with EINVAL or, on newer kernels, ENOENT.
-        let pidfd = match sys::pidfd_open(pid) {
-            Err(Errno::EINVAL | Errno::ENOENT) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?)?,
-            r => r?,
+        let open = || match sys::pidfd_open(pid) {
+            Err(Errno::EINVAL | Errno::ENOENT) => sys::pidfd_open(tgid(pid).ok_or(Errno::ESRCH)?),
+            r => r,
         };
-        let dup = dup_checked(pidfd.as_fd(), fd, ino)?;
-        let mut kept = self.pidfds.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= PIDFDS_KEPT {
-            kept.remove(0);
-        }
-        kept.push((pid, pidfd));
-        Ok(dup)
+        self.pidfds
+            .through(pid, open, |pidfd| dup_checked(pidfd, fd, ino))
     }
 
     /// Whether `process_vm_readv`/`writev` were refused and `/proc/PID/mem` is used.
@@ -956,7 +966,7 @@ mod tests {
         let pid = std::process::id();
         let (a, _b) = unix_pair(nix::sys::socket::SockFlag::SOCK_NONBLOCK);
         let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
-        let kept = |k: &LinuxKernel| k.proc_dirs.lock().unwrap().len();
+        let kept = |k: &LinuxKernel| k.proc_dirs.len();
         assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
         assert_eq!(kept(&k), 1);
         assert_eq!(k.fd_target(pid, a.as_raw_fd()), Ok(FdTarget::Socket(ino)));
@@ -1007,7 +1017,7 @@ mod tests {
         let pid = std::process::id();
         let (a, _b) = unix_pair(nix::sys::socket::SockFlag::empty());
         let ino = nix::sys::stat::fstat(&a).unwrap().st_ino;
-        let kept = |k: &LinuxKernel| k.pidfds.lock().unwrap().len();
+        let kept = |k: &LinuxKernel| k.pidfds.len();
         let dup = k.grab_at(pid, a.as_raw_fd(), ino).unwrap();
         assert_eq!(nix::sys::stat::fstat(&dup).unwrap().st_ino, ino);
         assert_eq!(kept(&k), 1);

@@ -34,6 +34,7 @@ pub mod netconf;
 pub mod node;
 pub mod overlay;
 pub mod roots;
+pub mod spin;
 pub mod stats;
 pub mod status;
 pub mod sys;

@@ -439,12 +439,8 @@ pub fn daemon_main(args: &[String]) -> i32 {
         tracing::error!(%e, "cannot make the node non-dumpable");
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::runtime_workers())
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let rt = match crate::spin::runtime(crate::runtime_workers(), crate::spin::window_from_env()) {
+        Ok((rt, _)) => rt,
         Err(e) => {
             tracing::error!(%e, "cannot start the runtime");
             return 1;

@@ -184,3 +184,40 @@ pub fn async_fd(
     // as the AsyncFd owns it, which is what register_with_interest requires.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(Into::into)
 }
+
+/// Poll `fd` (an epoll instance) until it is readable or `window` has passed since
+/// `start`, yielding the CPU on every turn ([`crate::spin`]). Returns whether it became
+/// readable.
+pub fn spin_until_readable(
+    fd: std::os::fd::RawFd,
+    start: std::time::Instant,
+    window: std::time::Duration,
+) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one pollfd on our stack, a zero timeout; an invalid fd only sets POLLNVAL.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n != 0 {
+            return n > 0 && p.revents & libc::POLLIN != 0;
+        }
+        if start.elapsed() >= window {
+            return false;
+        }
+        // SAFETY: no arguments; lets another runnable task of this CPU go first.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// The inode of descriptor `fd` of this process, if it is open.
+pub fn fd_inode(fd: std::os::fd::RawFd) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into our buffer or fails; an fd closed meanwhile fails
+    // with EBADF.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    // SAFETY: fstat returned 0, so it filled the buffer.
+    (r == 0).then(|| unsafe { st.assume_init() }.st_ino)
+}

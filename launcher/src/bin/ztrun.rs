@@ -105,11 +105,12 @@ fn run(args: Args) -> anyhow::Result<i32> {
     if let Some((soft, hard)) = launcher::sys::raise_nofile_limit() {
         cmd = cmd.nofile_limit(soft, hard);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(launcher::runtime_workers())
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = launcher::spin::runtime(
+        launcher::runtime_workers(),
+        launcher::spin::window_from_env(),
+    )
+    .context("cannot start the runtime")?
+    .0;
     let status = rt.block_on(async {
         if nwids.is_empty() {
             return launch::run(&cmd, policy, Arc::new(NoNetwork))

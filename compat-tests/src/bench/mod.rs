@@ -751,6 +751,11 @@ impl<'n> Lab<'n> {
                             path,
                             json_f64(&json, "count").map(|n| cost.switches / n.max(1.0)),
                         );
+                        report.set(
+                            Metric::CpuPerRequest,
+                            path,
+                            json_f64(&json, "count").map(|n| cost.cpu_us / n.max(1.0)),
+                        );
                     }
                 }
                 Err(e) => {
@@ -778,6 +783,7 @@ impl<'n> Lab<'n> {
                         };
                         report.set(Metric::TrapsPerConn, path, per(cost.trapped_calls));
                         report.set(Metric::SwitchesPerConn, path, per(cost.switches));
+                        report.set(Metric::CpuPerConn, path, per(cost.cpu_us));
                     }
                 }
                 Err(e) => report.set(Metric::ConnRate, path, Err(e)),

@@ -25,6 +25,8 @@ pub(super) struct Finished {
 pub(super) struct ZtrunStats {
     pub(super) trapped_calls: f64,
     pub(super) switches: f64,
+    /// User and system CPU time (µs).
+    pub(super) cpu_us: f64,
 }
 
 impl ZtrunStats {
@@ -35,6 +37,7 @@ impl ZtrunStats {
         Some(ZtrunStats {
             trapped_calls: v["trapped_calls"].as_f64()?,
             switches: v["voluntary_switches"].as_f64()? + v["involuntary_switches"].as_f64()?,
+            cpu_us: v["cpu_us"].as_f64()?,
         })
     }
 
@@ -48,6 +51,7 @@ impl ZtrunStats {
         ZtrunStats {
             trapped_calls: self.trapped_calls - earlier.trapped_calls,
             switches: self.switches - earlier.switches,
+            cpu_us: self.cpu_us - earlier.cpu_us,
         }
     }
 
@@ -55,6 +59,7 @@ impl ZtrunStats {
         ZtrunStats {
             trapped_calls: self.trapped_calls + other.trapped_calls,
             switches: self.switches + other.switches,
+            cpu_us: self.cpu_us + other.cpu_us,
         }
     }
 }

@@ -73,10 +73,14 @@ pub(crate) enum Metric {
     RssHeldIdle,
     /// Context switches of both `ztrun`s per ping-pong request.
     SwitchesPerRequest,
+    /// CPU time of both `ztrun`s per ping-pong request (µs).
+    CpuPerRequest,
     /// Trapped calls of both `ztrun`s per new connection.
     TrapsPerConn,
     /// Context switches of both `ztrun`s per new connection.
     SwitchesPerConn,
+    /// CPU time of both `ztrun`s per new connection (µs).
+    CpuPerConn,
     /// `ztrun` CPU holding idle wildcard listeners (% of one core).
     IdleListenersCpu,
     /// `ztrun` memory per idle listener (KiB).
@@ -101,7 +105,7 @@ pub(crate) enum Metric {
 
 impl Metric {
     /// Every metric, in table order.
-    pub(crate) const ALL: [Metric; 32] = [
+    pub(crate) const ALL: [Metric; 34] = [
         Metric::Iperf1,
         Metric::Iperf4,
         Metric::RrRate,
@@ -122,8 +126,10 @@ impl Metric {
         Metric::RssHeldClient,
         Metric::RssHeldIdle,
         Metric::SwitchesPerRequest,
+        Metric::CpuPerRequest,
         Metric::TrapsPerConn,
         Metric::SwitchesPerConn,
+        Metric::CpuPerConn,
         Metric::IdleListenersCpu,
         Metric::IdleListenersKib,
         Metric::IdleListenersFds,
@@ -161,6 +167,8 @@ impl Metric {
             Metric::SwitchesPerRequest => "ztrun context switches per request, both sides",
             Metric::TrapsPerConn => "trapped calls per new connection, both sides",
             Metric::SwitchesPerConn => "ztrun context switches per new connection, both sides",
+            Metric::CpuPerRequest => "ztrun CPU per request, both sides",
+            Metric::CpuPerConn => "ztrun CPU per new connection, both sides",
             Metric::IdleListenersCpu => "idle wildcard listeners: ztrun CPU",
             Metric::IdleListenersKib => "idle wildcard listeners: ztrun memory each",
             Metric::IdleListenersFds => "idle wildcard listeners: ztrun descriptors each",
@@ -180,7 +188,7 @@ impl Metric {
             Metric::Iperf1 | Metric::Iperf4 | Metric::BulkAlongside => "Gbit/s",
             Metric::RrRate | Metric::RedisSet | Metric::RedisGet => "req/s",
             Metric::ConnRate => "conn/s",
-            Metric::RrP50 | Metric::RrP99 => "µs",
+            Metric::RrP50 | Metric::RrP99 | Metric::CpuPerRequest | Metric::CpuPerConn => "µs",
             Metric::FirstReply => "ms",
             Metric::CpuTime | Metric::CpuProcess => "s",
             Metric::CpuIdle => "% of a core",
@@ -590,7 +598,7 @@ impl Report {
              in (c), alternating (9 times each in a full run). RSS is VmRSS of the `ztrun` process \
              (proc(5)). A full run repeats the request/response and iperf3 measurements three \
              times: those rows show the median with the lowest and highest run in brackets; \
-             the CPU row is the median of 9, the rest single values. Context switches and \
+             the CPU row is the median of 9, the rest single values. Context switches, CPU time and \
              trapped calls are both `ztrun`s' own figures (`ZTRUN_STATS`). The machine is shared: the load average below says how busy it was, and \
              the CPU-bound row's own CPU time shows what other work did to its wall time.\n\n",
         );

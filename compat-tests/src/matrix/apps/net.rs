@@ -22,9 +22,18 @@ fn json_number(json: &serde_json::Value, path: &str) -> Result<f64, MatrixError>
 
 pub(super) fn iperf3(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> {
     const PORT: u16 = 5201;
-    let server = stage.command(Side::Server, &Who::Nobody, "iperf3", ["-s", "-p", "5201"]);
+    let server = stage.command(
+        Side::Server,
+        &Who::Nobody,
+        "iperf3",
+        ["-s", "-p", "5201", "--forceflush"],
+    );
     stage.start_server("iperf3-server", server)?;
-    stage.wait_tcp("iperf3-server", Side::Server, PORT, SERVER_TIMEOUT)?;
+    // Ready once it says so (after its listen returned): a probe connection would be
+    // taken for a test, fail, and make iperf3 close its listener and listen again, and a
+    // client arriving in between is refused.
+    let ready = format!("Server listening on {PORT} (test #1)");
+    stage.wait_output("iperf3-server", &ready, SERVER_TIMEOUT)?;
     let addr = stage.server_addr().to_string();
     let mut finding = Finding::default();
 
@@ -59,6 +68,9 @@ pub(super) fn iperf3(stage: &mut Stage<'_, '_>) -> Result<Finding, MatrixError> 
     finding.note(format!("TCP {:.0} Mbit/s", bps / 1e6));
 
     stage.check_alive("iperf3-server")?;
+    // iperf3 listens anew after each test.
+    let ready = format!("Server listening on {PORT} (test #2)");
+    stage.wait_output("iperf3-server", &ready, SERVER_TIMEOUT)?;
     let mut udp = stage.command(
         Side::Client,
         &Who::Nobody,

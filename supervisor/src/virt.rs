@@ -51,6 +51,10 @@ use crate::wire;
 pub(crate) const SWEEP: Duration = Duration::from_secs(1);
 /// How many times (2 ms apart) `listen` retries a port held by a listener it just closed.
 const RELISTEN_TRIES: u32 = 100;
+/// The first retries of such a `listen` only let the runtime run other tasks (a closed
+/// listener's acceptor winding down) instead of sleeping 2 ms: every SYN for the port
+/// meanwhile is refused, where Linux frees the port at the close.
+const RELISTEN_YIELDS: u32 = 3;
 
 /// A connection waiting for `accept`.
 pub(crate) enum Pending<S> {
@@ -515,7 +519,13 @@ impl<K: Kernel, B: Backend> Supervisor<K, B> {
                 Err(Errno::EADDRINUSE) if local.port() != 0 && tries < RELISTEN_TRIES => {
                     self.close_stale_listeners(local.port());
                     tries += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    if tries <= RELISTEN_YIELDS {
+                        // An acceptor aborted a moment ago frees the port when the
+                        // runtime next runs it: usually before this task runs again.
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
                 }
                 Err(e) => return errno(e),
             }

@@ -227,6 +227,18 @@ async fn udp_reuseaddr_sharing_and_immediate_relisten_on_a_netstack() {
     assert_ok(&s, status, &["udp reuse ok", "relisten ok"]);
 }
 
+/// A server re-listening after every client while a client connects in a loop: few
+/// connects refused. Ignored: the server's `bind` fails now and then with `EADDRINUSE`
+/// (the closed listener still counted; docs/STATUS.md, known defects), which Linux never
+/// answers here. Run it with `--ignored` when working on that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bind after a listener's close sometimes answers EADDRINUSE (STATUS.md known defect)"]
+async fn relisten_under_connects_refuses_few_on_a_netstack() {
+    let s = Scratch::new();
+    let status = run_on_one_stack(&s, "relisten", &["10.7.0.1"]).await;
+    assert_ok(&s, status, &["relisten fast"]);
+}
+
 /// dnsmasq's wildcard UDP socket: IP_PKTINFO/IPV6_PKTINFO and SO_TIMESTAMP on receive,
 /// IP_PKTINFO on send, MSG_CTRUNC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,18 @@ static inline int port_of(int fd) {
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
+/* A TCP listener on 0.0.0.0:port with SO_REUSEADDR, as servers that reopen their port
+ * make it (iperf3 after every test). */
+static inline int reusable_listener(int port) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    CHECK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "tcp SO_REUSEADDR");
+    struct sockaddr_in a = v4("0.0.0.0", port);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0, "bind listener");
+    CHECK(listen(l, 4) == 0, "listen again right after close");
+    return l;
+}
+
 static inline void write_all(int fd, const char *s, size_t n) {
     while (n > 0) {
         ssize_t w = write(fd, s, n);

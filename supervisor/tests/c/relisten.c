@@ -44,12 +44,7 @@ int main(int argc, char **argv) {
     close(pipefd[1]);
     struct pollfd done = {.fd = pipefd[0], .events = POLLIN};
     while (poll(&done, 1, 0) == 0) {
-        int l = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        CHECK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "tcp SO_REUSEADDR");
-        struct sockaddr_in a = v4("0.0.0.0", 5298);
-        CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0, "bind listener (loop)");
-        CHECK(listen(l, 4) == 0, "listen again right after close (loop)");
+        int l = reusable_listener(5298);
         struct pollfd p = {.fd = l, .events = POLLIN};
         if (poll(&p, 1, 100) == 1) {
             int s = accept(l, NULL, NULL);

@@ -56,12 +56,7 @@ int main(int argc, char **argv) {
     printf("udp reuse ok\n");
 
     for (int i = 0; i < 3; i++) {
-        int l = socket(AF_INET, SOCK_STREAM, 0);
-        int one = 1;
-        CHECK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0, "tcp SO_REUSEADDR");
-        struct sockaddr_in a = v4("0.0.0.0", 5299);
-        CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0, "bind listener");
-        CHECK(listen(l, 4) == 0, "listen again right after close");
+        int l = reusable_listener(5299);
         int c = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in to = v4(ip, 5299);
         CHECK(connect(c, (struct sockaddr *)&to, sizeof to) == 0, "connect to the new listener");

@@ -10,11 +10,11 @@
 //! sleeps and no one is woken. This is the kernel's `busy_poll` idea, for a process whose
 //! events come from a seccomp listener, socketpairs and UDP sockets.
 //!
-//! Adaptive, so that it costs nothing where it cannot help: a worker spins only when its
-//! previous idle gap (from deciding to sleep to running again) was within the window;
-//! a gap longer than that turns spinning off until a short one is seen again. A
-//! steady exchange of requests or connections keeps it on; an idle `ztrun`, a program
-//! that computes, or timers a millisecond apart never spin.
+//! Adaptive, so that it costs little where it cannot help: a worker spins only while its
+//! previous idle gap (from deciding to sleep to running again) was at most 20 windows,
+//! and 8 spins in a row that find nothing rest it for 20 ms. A steady exchange of requests or connections keeps it on; an idle
+//! `ztrun`, a program that computes, or timers further apart than 2 ms never spin, and
+//! events that keep coming just after the window cost at most 4 % of a core.
 //!
 //! `ZTRUN_SPIN_US` sets the window in microseconds (0 turns spinning off).
 use std::cell::Cell;

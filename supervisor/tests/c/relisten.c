@@ -15,8 +15,6 @@ static long long now_us(void) {
 int main(int argc, char **argv) {
     setup_output(argc, argv);
     const char *ip = argv[2];
-    /* A client connecting in a loop while the server re-listens after every client:
-     * the share of refused connects (Linux: under a tenth on loopback). */
     int pipefd[2];
     CHECK(pipe(pipefd) == 0, "pipe");
     pid_t kid = fork();
